@@ -1,0 +1,124 @@
+//! Wiring: build the store and the router from a [`Config`], bind, serve
+//! until told to stop, then stop the background work and flush.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, StoreUrl};
+use crate::http::{self, AppState};
+use crate::store::Store;
+use crate::store::local::{LocalSettings, LocalStore};
+
+/// How often the reaper pops due leases and keys. With lazy expiry on
+/// every touch, a deadline is applied at most this late (well inside the
+/// 1 s the contract allows).
+pub const REAP_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Start-up failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Serving stopped with an I/O error.
+    #[error("server error: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// A bound, ready-to-run server.
+#[derive(Debug)]
+pub struct App {
+    listener: TcpListener,
+    store: Arc<dyn Store>,
+}
+
+impl App {
+    /// Builds the store and binds the listener, on the system clock.
+    pub async fn build(config: &Config) -> Result<Self, AppError> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// Like [`App::build`] with an injected clock (tests use a manual one).
+    pub async fn build_with_clock(
+        config: &Config,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, AppError> {
+        let store: Arc<dyn Store> = match &config.store {
+            StoreUrl::Memory => Arc::new(LocalStore::new(
+                LocalSettings {
+                    pool_defaults: config.pool_defaults,
+                    default_keyspace: config.default_keyspace.clone(),
+                },
+                clock,
+            )),
+        };
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| AppError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        Ok(Self { listener, store })
+    }
+
+    /// The bound address (the real port when the config asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound TCP listener has an address")
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets
+    /// in-flight requests finish, and stops the reaper.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AppError> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let reaper = tokio::spawn(reap(self.store.clone(), stop_rx));
+        let router = http::router(AppState {
+            store: self.store.clone(),
+        });
+        let served = axum::serve(self.listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(AppError::Serve);
+        let _ = stop_tx.send(true);
+        if let Err(e) = reaper.await {
+            tracing::error!(error = %e, "expiry task ended abnormally");
+        }
+        served
+    }
+}
+
+/// Applies due expiry every [`REAP_INTERVAL`] until told to stop.
+async fn reap(store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(REAP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                match store.expire_due().await {
+                    Ok(done) if done.keys + done.leases > 0 => {
+                        tracing::debug!(leases = done.leases, keys = done.keys, "expired");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "background expiry failed; retrying"),
+                }
+            }
+            _ = stop.changed() => break,
+        }
+    }
+}

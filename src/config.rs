@@ -1,0 +1,281 @@
+//! Typed settings, resolved once in `main`: defaults, then the TOML file,
+//! then `KEYWARD_*` variables, then flags (the last two arrive together in
+//! [`ServeArgs`], clap having read the environment).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::cli::ServeArgs;
+use crate::core::{KeyLength, KeyspaceSpec, PoolSettings, Ttl};
+
+/// The seed's `config.py` alphabet.
+pub const DEFAULT_TOKEN_ALPHABET: &str = "qwertyuiopasdfghjklzxcvbnmQWERTYUIOPASDFGHJKLZXCVBNM";
+/// The seed's `config.py` token length.
+pub const DEFAULT_TOKEN_LENGTH: u32 = 4;
+
+/// Where state lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreUrl {
+    /// RAM only.
+    Memory,
+}
+
+impl StoreUrl {
+    /// Parses `memory:`.
+    pub fn parse(s: &str) -> Result<Self, ConfigError> {
+        match s {
+            "memory:" | "memory" => Ok(Self::Memory),
+            other => Err(ConfigError::Invalid(format!(
+                "unsupported --store {other:?}: expected memory:"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Memory => f.write_str("memory:"),
+        }
+    }
+}
+
+/// The admin bearer token; `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// Wraps a secret value.
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    /// The secret itself; only for comparing.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+/// Everything the server needs, validated.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// The store backend.
+    pub store: StoreUrl,
+    /// Settings of the `default` pool and of pools created implicitly.
+    pub pool_defaults: PoolSettings,
+    /// The `default` keyspace's alphabet and length.
+    pub default_keyspace: KeyspaceSpec,
+    /// Bearer token required on `/v1` and `/api`, if set.
+    pub admin_token: Option<AdminToken>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            store: StoreUrl::Memory,
+            pool_defaults: PoolSettings {
+                lease_ttl: Ttl::from_millis(60_000).expect("60 s is a valid TTL"),
+                keepalive_ttl: Ttl::from_millis(300_000).expect("5 min is a valid TTL"),
+                key_length: KeyLength::DEFAULT,
+            },
+            default_keyspace: KeyspaceSpec::new(DEFAULT_TOKEN_ALPHABET, DEFAULT_TOKEN_LENGTH)
+                .expect("the seed's keyspace is valid"),
+            admin_token: None,
+        }
+    }
+}
+
+/// A setting could not be read or is out of range.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML of the expected shape.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The TOML file's shape: the flags' names in snake_case.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    listen: Option<String>,
+    store: Option<String>,
+    lease_ttl: Option<String>,
+    keepalive_ttl: Option<String>,
+    key_length: Option<u64>,
+    token_alphabet: Option<String>,
+    token_length: Option<u32>,
+    admin_token: Option<String>,
+}
+
+impl Config {
+    /// Resolves flags/env over the `--config` file over the defaults.
+    pub fn load(args: ServeArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileSettings::default(),
+        };
+        let defaults = Self::default();
+        let listen = match args.listen.or(file.listen) {
+            Some(s) => s.parse().map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "invalid --listen {s:?}: expected HOST:PORT, e.g. 127.0.0.1:8080"
+                ))
+            })?,
+            None => defaults.listen,
+        };
+        let store = match args.store.or(file.store) {
+            Some(s) => StoreUrl::parse(&s)?,
+            None => defaults.store,
+        };
+        let ttl = |v: Option<String>, flag: &str, default: Ttl| -> Result<Ttl, ConfigError> {
+            match v {
+                Some(s) => parse_ttl(&s, flag),
+                None => Ok(default),
+            }
+        };
+        let pool_defaults = PoolSettings {
+            lease_ttl: ttl(
+                args.lease_ttl.or(file.lease_ttl),
+                "--lease-ttl",
+                defaults.pool_defaults.lease_ttl,
+            )?,
+            keepalive_ttl: ttl(
+                args.keepalive_ttl.or(file.keepalive_ttl),
+                "--keepalive-ttl",
+                defaults.pool_defaults.keepalive_ttl,
+            )?,
+            key_length: match args.key_length.or(file.key_length) {
+                Some(n) => KeyLength::new(n).ok_or_else(|| {
+                    ConfigError::Invalid(format!("invalid --key-length {n}: expected 8 to 128"))
+                })?,
+                None => defaults.pool_defaults.key_length,
+            },
+        };
+        let alphabet = args
+            .token_alphabet
+            .or(file.token_alphabet)
+            .unwrap_or_else(|| DEFAULT_TOKEN_ALPHABET.to_owned());
+        let length = args
+            .token_length
+            .or(file.token_length)
+            .unwrap_or(DEFAULT_TOKEN_LENGTH);
+        let default_keyspace = KeyspaceSpec::new(&alphabet, length).map_err(|e| {
+            ConfigError::Invalid(format!("invalid --token-alphabet/--token-length: {e}"))
+        })?;
+        let admin_token = args
+            .admin_token
+            .or(file.admin_token)
+            .filter(|t| !t.is_empty())
+            .map(AdminToken::new);
+        Ok(Self {
+            listen,
+            store,
+            pool_defaults,
+            default_keyspace,
+            admin_token,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// Parses `250ms`, `60s`, `5m` (any humantime duration) into a TTL.
+pub fn parse_ttl(s: &str, flag: &str) -> Result<Ttl, ConfigError> {
+    humantime::parse_duration(s.trim())
+        .ok()
+        .and_then(Ttl::from_duration)
+        .ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "invalid {flag} {s:?}: expected a duration of at least 1ms such as 250ms, 60s or 5m"
+            ))
+        })
+}
+
+/// A duration for display in the start-up line.
+pub fn show(ttl: Ttl) -> String {
+    humantime::format_duration(Duration::from_millis(ttl.as_millis())).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_accept_the_documented_forms() {
+        assert_eq!(parse_ttl("250ms", "x").map(Ttl::as_millis).ok(), Some(250));
+        assert_eq!(parse_ttl("60s", "x").map(Ttl::as_millis).ok(), Some(60_000));
+        assert_eq!(parse_ttl("5m", "x").map(Ttl::as_millis).ok(), Some(300_000));
+        assert!(parse_ttl("0s", "x").is_err());
+        assert!(parse_ttl("soon", "x").is_err());
+    }
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let dir = std::env::temp_dir().join(format!("keyward-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("keyward.toml");
+        std::fs::write(
+            &file,
+            "lease_ttl = \"5s\"\nkey_length = 30\nlisten = \"127.0.0.1:9000\"\n",
+        )
+        .expect("write config");
+        let args = ServeArgs {
+            lease_ttl: Some("7s".into()),
+            config: Some(file),
+            ..ServeArgs::default()
+        };
+        let config = Config::load(args).expect("valid config");
+        assert_eq!(config.pool_defaults.lease_ttl.as_millis(), 7_000);
+        assert_eq!(config.pool_defaults.key_length.get(), 30);
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.pool_defaults.keepalive_ttl.as_millis(), 300_000);
+    }
+
+    #[test]
+    fn admin_token_never_shows_in_debug_output() {
+        let config = Config {
+            admin_token: Some(AdminToken::new("hunter2".into())),
+            ..Config::default()
+        };
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}

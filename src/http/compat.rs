@@ -1,0 +1,195 @@
+//! The seeds' own routes, kept byte for byte for their old clients.
+//!
+//! - Seed `000_…` (activation tokens) on keyspace `default`: always HTTP
+//!   200, field names ending in a colon, messages in Russian.
+//! - Seed `002_…` (API-key pool) on pool `default`: Django REST style
+//!   bodies; the trailing slash is optional.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde_json::json;
+
+use super::{ApiError, AppState, PathParts};
+use crate::core::{KeyspaceError, Name, PoolError};
+use crate::store::StoreError;
+
+const NOT_ISSUED: &str = "Ключ не выдан";
+const EXHAUSTED: &str = "Ключи кончились";
+const ALREADY_ACTIVATED: &str = "Ключ уже активирован";
+const ISSUED_NOT_ACTIVATED: &str = "Ключ выдан, но не активирован";
+const ISSUED_AND_ACTIVATED: &str = "Ключ выдан и активирован";
+
+/// The compat routes of both seeds.
+pub fn routes() -> Router<AppState> {
+    let api_key = get(lease_api_key)
+        .post(generate_api_key)
+        .put(release_api_key)
+        .delete(delete_api_key);
+    Router::new()
+        .route("/api/get_token", post(get_token))
+        .route("/api/get_token/", post(get_token))
+        .route("/api/activate_token/{token}", put(activate_token))
+        .route("/api/activate_token/{token}/", put(activate_token))
+        .route("/api/get_token_status/{token}", get(get_token_status))
+        .route("/api/get_token_status/{token}/", get(get_token_status))
+        .route("/api/get_number_token", get(get_number_token))
+        .route("/api/get_number_token/", get(get_number_token))
+        .route("/api/v1/random_api_key", api_key.clone())
+        .route("/api/v1/random_api_key/", api_key)
+        .route("/api/v1/start_scheduler", get(start_scheduler))
+        .route("/api/v1/start_scheduler/", get(start_scheduler))
+}
+
+fn keystatus(message: impl Into<String>) -> Json<serde_json::Value> {
+    Json(json!({ "keystatus:": message.into() }))
+}
+
+/// `POST /api/get_token`: issue a token of the default keyspace.
+async fn get_token(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    match state.store.issue_token(&Name::default_name()).await {
+        Ok(issued) => Ok(Json(
+            json!({"key:": issued.token, "leftkeys:": issued.remaining}),
+        )),
+        Err(StoreError::Keyspace(KeyspaceError::Exhausted)) => Ok(keystatus(EXHAUSTED)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `PUT /api/activate_token/{token}`.
+async fn activate_token(
+    State(state): State<AppState>,
+    PathParts(token): PathParts<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    match state
+        .store
+        .activate_token(&Name::default_name(), &token)
+        .await
+    {
+        Ok(status) => Ok(keystatus(format!("Вы активировали ключ {}", status.token))),
+        Err(StoreError::Keyspace(KeyspaceError::AlreadyActivated)) => {
+            Ok(keystatus(ALREADY_ACTIVATED))
+        }
+        Err(StoreError::Keyspace(KeyspaceError::NotIssued | KeyspaceError::InvalidToken)) => {
+            Ok(keystatus(NOT_ISSUED))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `GET /api/get_token_status/{token}`.
+async fn get_token_status(
+    State(state): State<AppState>,
+    PathParts(token): PathParts<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    match state
+        .store
+        .token_status(&Name::default_name(), &token)
+        .await
+    {
+        Ok(status) if status.activated_at.is_some() => Ok(keystatus(ISSUED_AND_ACTIVATED)),
+        Ok(_) => Ok(keystatus(ISSUED_NOT_ACTIVATED)),
+        Err(StoreError::Keyspace(KeyspaceError::NotIssued | KeyspaceError::InvalidToken)) => {
+            Ok(keystatus(NOT_ISSUED))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `GET /api/get_number_token`: tokens left in the default keyspace.
+async fn get_number_token(
+    State(state): State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let view = state.store.keyspace_info(&Name::default_name()).await?;
+    Ok(Json(json!({"leftkeys:": view.info.remaining})))
+}
+
+fn django(status: StatusCode, body: serde_json::Value) -> Response {
+    (status, Json(body)).into_response()
+}
+
+fn not_found() -> Response {
+    django(StatusCode::NOT_FOUND, json!({"detail": "Not found."}))
+}
+
+/// The `api_key` query parameter, if present and non-empty.
+fn api_key(query: &Result<Query<HashMap<String, String>>, impl Sized>) -> Option<&str> {
+    query
+        .as_ref()
+        .ok()
+        .and_then(|q| q.get("api_key"))
+        .map(String::as_str)
+        .filter(|k| !k.is_empty())
+}
+
+/// `POST /api/v1/random_api_key/`: generate one key in the default pool.
+async fn generate_api_key(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let mut keys = state.store.generate_keys(&Name::default_name(), 1).await?;
+    let key = keys.pop().map(|k| k.key).unwrap_or_default();
+    Ok(django(StatusCode::CREATED, json!({"api_key": key})))
+}
+
+/// `GET /api/v1/random_api_key/`: lease a random free key.
+async fn lease_api_key(State(state): State<AppState>) -> Result<Response, ApiError> {
+    match state.store.lease_key(&Name::default_name()).await {
+        Ok(view) => Ok(django(StatusCode::OK, json!({"api_key": view.key}))),
+        Err(StoreError::Pool(PoolError::NoFreeKey)) => Ok(django(
+            StatusCode::NOT_FOUND,
+            json!({"message": "No available key found"}),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `PUT /api/v1/random_api_key/?api_key=K`: release (a free key stays free).
+async fn release_api_key(
+    State(state): State<AppState>,
+    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Some(key) = api_key(&query) else {
+        return Ok(django(
+            StatusCode::BAD_REQUEST,
+            json!({"message": "Kindly send key to be updated, given key does not exist"}),
+        ));
+    };
+    let pool = Name::default_name();
+    match state.store.release_key(&pool, key, None).await {
+        Ok(view) => Ok(django(StatusCode::OK, json!({"api_key": view.key}))),
+        Err(StoreError::Pool(PoolError::NotLeased)) => {
+            Ok(django(StatusCode::OK, json!({"api_key": key})))
+        }
+        Err(StoreError::Pool(PoolError::KeyNotFound)) => Ok(not_found()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `DELETE /api/v1/random_api_key/?api_key=K`: purge.
+async fn delete_api_key(
+    State(state): State<AppState>,
+    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Some(key) = api_key(&query) else {
+        return Ok(django(
+            StatusCode::BAD_REQUEST,
+            json!({"message": "Kindly send key to be deleted, given key does not exist"}),
+        ));
+    };
+    match state.store.delete_key(&Name::default_name(), key).await {
+        Ok(()) => Ok(django(
+            StatusCode::OK,
+            json!({"message": "Given key has been deleted"}),
+        )),
+        Err(StoreError::Pool(PoolError::KeyNotFound)) => Ok(not_found()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `GET /api/v1/start_scheduler/`: expiry always runs; kept for old clients.
+async fn start_scheduler() -> Json<serde_json::Value> {
+    Json(json!({"message": "Scheduler is running: expiry always runs in keyward"}))
+}

@@ -1,0 +1,171 @@
+//! One error type for every HTTP answer that is not a success, and the one
+//! `match` that gives each its status and code.
+//!
+//! Body: `{"error": {"code": "<snake_case>", "message": "<human text>"}}`.
+//! 5xx bodies are generic; their cause is logged once, with its source chain.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::core::{KeyspaceError, PoolError};
+use crate::store::StoreError;
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: a pool or keyspace name breaks the name rule.
+    #[error("{0}")]
+    InvalidName(String),
+    /// 400: bad pool settings.
+    #[error("{0}")]
+    InvalidSettings(String),
+    /// 400: bad key count.
+    #[error("{0}")]
+    InvalidCount(String),
+    /// 400: bad lease id in a release or keep-alive body.
+    #[error("{0}")]
+    InvalidLeaseId(String),
+    /// 400: bad keyspace definition.
+    #[error("{0}")]
+    InvalidKeyspace(String),
+    /// 400: a token of the wrong length or with a character outside the alphabet.
+    #[error("the token has the wrong length or a character outside the keyspace's alphabet")]
+    InvalidToken,
+    /// 400: the body is not JSON.
+    #[error("{0}")]
+    InvalidJson(String),
+    /// 400: a path part is not valid (too long, not UTF-8).
+    #[error("{0}")]
+    InvalidPath(String),
+    /// 401: missing or wrong bearer token.
+    #[error("a valid `Authorization: Bearer <token>` header is required")]
+    Unauthorized,
+    /// 404: no such pool.
+    #[error("no pool has this name")]
+    PoolNotFound,
+    /// 404: no such key (never generated, deleted or purged).
+    #[error("no live key has this value in this pool")]
+    KeyNotFound,
+    /// 404: every key of the pool is leased, or it has none.
+    #[error("no free key in this pool")]
+    NoFreeKey,
+    /// 404: no such keyspace.
+    #[error("no keyspace has this name")]
+    KeyspaceNotFound,
+    /// 404: a well-formed token that was not issued.
+    #[error("this token has not been issued")]
+    TokenNotIssued,
+    /// 404: no such route.
+    #[error("no route for {0}")]
+    RouteNotFound(String),
+    /// 405: the route exists but not with this method.
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    /// 409: release of a key that is free.
+    #[error("the key is not leased")]
+    NotLeased,
+    /// 409: the lease id is not the key's current lease.
+    #[error("the lease id is not the key's current lease (it may have expired)")]
+    LeaseMismatch,
+    /// 409: the pool cannot address more keys.
+    #[error("the pool holds the most keys it can")]
+    PoolFull,
+    /// 409: a keyspace with another alphabet or length exists.
+    #[error("the keyspace exists with another alphabet or length; keyspaces cannot change")]
+    KeyspaceImmutable,
+    /// 409: every token of the keyspace is issued.
+    #[error("every token of this keyspace has been issued")]
+    KeyspaceExhausted,
+    /// 409: the token was activated before.
+    #[error("this token is already activated")]
+    AlreadyActivated,
+    /// 413: the body is over the limit.
+    #[error("the request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// 503: the store cannot answer now; the operation was not acknowledged.
+    #[error("the store is unavailable; retry later")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        use ApiError::*;
+        match self {
+            InvalidName(_) => (StatusCode::BAD_REQUEST, "invalid_name"),
+            InvalidSettings(_) => (StatusCode::BAD_REQUEST, "invalid_settings"),
+            InvalidCount(_) => (StatusCode::BAD_REQUEST, "invalid_count"),
+            InvalidLeaseId(_) => (StatusCode::BAD_REQUEST, "invalid_lease_id"),
+            InvalidKeyspace(_) => (StatusCode::BAD_REQUEST, "invalid_keyspace"),
+            InvalidToken => (StatusCode::BAD_REQUEST, "invalid_token"),
+            InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
+            InvalidPath(_) => (StatusCode::BAD_REQUEST, "invalid_path"),
+            Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            PoolNotFound => (StatusCode::NOT_FOUND, "pool_not_found"),
+            KeyNotFound => (StatusCode::NOT_FOUND, "key_not_found"),
+            NoFreeKey => (StatusCode::NOT_FOUND, "no_free_key"),
+            KeyspaceNotFound => (StatusCode::NOT_FOUND, "keyspace_not_found"),
+            TokenNotIssued => (StatusCode::NOT_FOUND, "token_not_issued"),
+            RouteNotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            NotLeased => (StatusCode::CONFLICT, "not_leased"),
+            LeaseMismatch => (StatusCode::CONFLICT, "lease_mismatch"),
+            PoolFull => (StatusCode::CONFLICT, "pool_full"),
+            KeyspaceImmutable => (StatusCode::CONFLICT, "keyspace_immutable"),
+            KeyspaceExhausted => (StatusCode::CONFLICT, "keyspace_exhausted"),
+            AlreadyActivated => (StatusCode::CONFLICT, "already_activated"),
+            PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Pool(e) => match e {
+                PoolError::KeyNotFound => Self::KeyNotFound,
+                PoolError::NotLeased => Self::NotLeased,
+                PoolError::LeaseMismatch => Self::LeaseMismatch,
+                PoolError::NoFreeKey => Self::NoFreeKey,
+                PoolError::Full => Self::PoolFull,
+            },
+            StoreError::Keyspace(e) => match e {
+                KeyspaceError::InvalidKeyspace(why) => Self::InvalidKeyspace(why),
+                KeyspaceError::InvalidToken => Self::InvalidToken,
+                KeyspaceError::NotIssued => Self::TokenNotIssued,
+                KeyspaceError::AlreadyActivated => Self::AlreadyActivated,
+                KeyspaceError::Exhausted => Self::KeyspaceExhausted,
+            },
+            StoreError::PoolNotFound => Self::PoolNotFound,
+            StoreError::KeyspaceNotFound => Self::KeyspaceNotFound,
+            StoreError::KeyspaceImmutable => Self::KeyspaceImmutable,
+            StoreError::Unavailable(source) => Self::Unavailable(source),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if status.is_server_error() {
+            let chain = error_chain(&self);
+            tracing::error!(error = %chain, "request failed");
+        }
+        let body = json!({"error": {"code": code, "message": self.to_string()}});
+        (status, Json(body)).into_response()
+    }
+}
+
+/// `error: cause: cause …`, for one log line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

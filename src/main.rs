@@ -1,0 +1,63 @@
+//! `keyward serve`: parse flags, load config, init logs, run.
+
+use anyhow::Context;
+use clap::Parser;
+use keyward::app::App;
+use keyward::cli::{Cli, Command};
+use keyward::config::{Config, show};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let Cli { command } = Cli::parse();
+    let Command::Serve(args) = command;
+    let config = Config::load(args)?;
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let app = App::build(&config).await.context("cannot start")?;
+    let pool = config.pool_defaults;
+    tracing::info!(
+        addr = %app.local_addr(),
+        store = %config.store,
+        lease_ttl = %show(pool.lease_ttl),
+        keepalive_ttl = %show(pool.keepalive_ttl),
+        key_length = pool.key_length.get(),
+        token_alphabet = config.default_keyspace.alphabet().as_str(),
+        token_length = config.default_keyspace.length(),
+        auth = config.admin_token.is_some(),
+        "keyward listening"
+    );
+    app.run_until(shutdown_signal()).await?;
+    tracing::info!("keyward stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
