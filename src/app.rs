@@ -1,5 +1,5 @@
 //! Wiring: build the store and the router from a [`Config`], bind, serve
-//! until told to stop, then stop the background work and flush.
+//! until told to stop, then stop the background work and flush the store.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -32,6 +32,9 @@ pub enum AppError {
         #[source]
         source: std::io::Error,
     },
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] crate::store::sqlite::OpenError),
     /// Serving stopped with an I/O error.
     #[error("server error: {0}")]
     Serve(#[source] std::io::Error),
@@ -55,14 +58,15 @@ impl App {
         config: &Config,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, AppError> {
+        let settings = LocalSettings {
+            pool_defaults: config.pool_defaults,
+            default_keyspace: config.default_keyspace.clone(),
+        };
         let store: Arc<dyn Store> = match &config.store {
-            StoreUrl::Memory => Arc::new(LocalStore::new(
-                LocalSettings {
-                    pool_defaults: config.pool_defaults,
-                    default_keyspace: config.default_keyspace.clone(),
-                },
-                clock,
-            )),
+            StoreUrl::Memory => Arc::new(LocalStore::new(settings, clock)),
+            StoreUrl::Sqlite(path) => {
+                Arc::new(LocalStore::open_sqlite(path, settings, clock).await?)
+            }
         };
         let listener = TcpListener::bind(config.listen)
             .await
@@ -98,6 +102,9 @@ impl App {
         let _ = stop_tx.send(true);
         if let Err(e) = reaper.await {
             tracing::error!(error = %e, "expiry task ended abnormally");
+        }
+        if let Err(e) = self.store.flush().await {
+            tracing::error!(error = %e, "could not flush the store at shutdown");
         }
         served
     }

@@ -30,7 +30,7 @@ pub struct ServeArgs {
     pub listen: Option<String>,
 
     /// Where state lives: memory:, sqlite:PATH, redis://HOST:PORT/DB or
-    /// redis+cluster://HOST:PORT,HOST:PORT,… [default: memory:]
+    /// redis+cluster://HOST:PORT,HOST:PORT,… [default: sqlite:keyward.db]
     #[arg(long, env = "KEYWARD_STORE", value_name = "URL")]
     pub store: Option<String>,
 

@@ -22,17 +22,25 @@ pub const DEFAULT_TOKEN_LENGTH: u32 = 4;
 pub enum StoreUrl {
     /// RAM only.
     Memory,
+    /// RAM plus an SQLite journal at this path.
+    Sqlite(PathBuf),
 }
 
 impl StoreUrl {
-    /// Parses `memory:`.
+    /// Parses `memory:` or `sqlite:PATH`.
     pub fn parse(s: &str) -> Result<Self, ConfigError> {
-        match s {
-            "memory:" | "memory" => Ok(Self::Memory),
-            other => Err(ConfigError::Invalid(format!(
-                "unsupported --store {other:?}: expected memory:"
-            ))),
+        if s == "memory:" || s == "memory" {
+            return Ok(Self::Memory);
         }
+        if let Some(path) = s.strip_prefix("sqlite:") {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if !path.is_empty() {
+                return Ok(Self::Sqlite(PathBuf::from(path)));
+            }
+        }
+        Err(ConfigError::Invalid(format!(
+            "unsupported --store {s:?}: expected memory: or sqlite:PATH"
+        )))
     }
 }
 
@@ -40,6 +48,7 @@ impl fmt::Display for StoreUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Memory => f.write_str("memory:"),
+            Self::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
         }
     }
 }
@@ -85,7 +94,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            store: StoreUrl::Memory,
+            store: StoreUrl::Sqlite(PathBuf::from("keyward.db")),
             pool_defaults: PoolSettings {
                 lease_ttl: Ttl::from_millis(60_000).expect("60 s is a valid TTL"),
                 keepalive_ttl: Ttl::from_millis(300_000).expect("5 min is a valid TTL"),

@@ -1,5 +1,7 @@
 //! `keyward serve`: parse flags, load config, init logs, run.
 
+use std::process::ExitCode;
+
 use anyhow::Context;
 use clap::Parser;
 use keyward::app::App;
@@ -7,9 +9,26 @@ use keyward::cli::{Cli, Command};
 use keyward::config::{Config, show};
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let Cli { command } = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("keyward: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` prints the whole cause chain on one line, no backtrace.
+            eprintln!("keyward: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
     let Command::Serve(args) = command;
     let config = Config::load(args)?;
     tracing_subscriber::fmt()

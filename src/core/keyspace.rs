@@ -247,8 +247,9 @@ impl fmt::Debug for Secret {
 /// Smallest domain NIST FF1 accepts (SP 800-38G Rev. 1); `fpe` refuses less.
 const FF1_MIN_CAPACITY: u128 = 1_000_000;
 
-/// Feistel rounds for small spaces. Halves there are at most 10 bits, so
-/// rounds are cheap; FF1 uses 10 too.
+/// Feistel rounds for small spaces, as many as FF1 uses: with halves of at
+/// most 10 bits, extra rounds are the cheap way to mix them well. Each round
+/// is one AES block.
 const FEISTEL_ROUNDS: u8 = 10;
 
 /// A keyed permutation of `0..capacity`.

@@ -34,7 +34,7 @@ impl KeyLength {
 
     /// `None` unless `8 <= n <= 128`.
     pub fn new(n: u64) -> Option<Self> {
-        (8..=128).contains(&n).then(|| Self(n as u8))
+        (8..=128).contains(&n).then_some(Self(n as u8))
     }
 
     /// The length in characters.

@@ -1,12 +1,15 @@
 //! The storage boundary: one async [`Store`] trait in domain types, and the
 //! backends that implement it.
 //!
-//! - [`local::LocalStore`]: the core state machines in RAM (`memory:`).
+//! - [`local::LocalStore`]: the core state machines in RAM, with no
+//!   journal (`memory:`) or an SQLite journal with group commit
+//!   ([`sqlite`], `sqlite:PATH`).
 //!
 //! Every backend passes the same conformance suite (`tests/conformance`).
 //! Backend errors stay in here: callers see only [`StoreError`].
 
 pub mod local;
+pub mod sqlite;
 
 use async_trait::async_trait;
 
@@ -150,4 +153,6 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn expire_due(&self) -> Result<crate::core::Expired, StoreError>;
     /// Succeeds while the store can answer; drives `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Waits until every change made so far is durable (at shutdown).
+    async fn flush(&self) -> Result<(), StoreError>;
 }

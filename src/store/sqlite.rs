@@ -1,0 +1,604 @@
+//! The durable record of the local engine: SQLite in WAL mode with
+//! `synchronous=FULL`, written by one thread in group commits.
+//!
+//! The engine applies each operation to RAM under its lock and, still under
+//! the lock, hands the resulting rows to the [`Journal`] with a sequence
+//! number. The writer thread drains whatever is queued (up to
+//! [`MAX_BATCH`] entries), writes it in one transaction, commits, and only
+//! then publishes the new durable sequence number. Every reply waits for
+//! the sequence number of the state it saw, so no reply reveals a change a
+//! crash could still undo, and 64 clients share one fsync.
+//!
+//! A failed commit (disk full, I/O error) makes the waiting requests fail
+//! with `Unavailable`; the batch stays queued and is retried with backoff,
+//! so RAM and disk agree again once the disk recovers.
+//!
+//! Tables (readable with the `sqlite3` shell): `pools`, `keys`,
+//! `keyspaces`, `activations`, `schema_version`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use rusqlite::{Connection, params};
+use tokio::sync::watch;
+
+use super::StoreError;
+use crate::core::{
+    KeyChange, KeyLength, KeyView, Keyspace, KeyspaceSpec, Lease, Name, Pool, PoolSettings, Secret,
+    Timestamp, TokenCodec, Ttl,
+};
+
+/// Most journal entries written in one transaction.
+pub const MAX_BATCH: usize = 4096;
+/// `PRAGMA application_id` of a keyward database ("KWRD").
+const APPLICATION_ID: i32 = 0x4B57_5244;
+/// Schema version this build writes; older files are migrated forward.
+const SCHEMA_VERSION: i64 = 1;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the initial schema.
+    "CREATE TABLE pools (
+        name TEXT PRIMARY KEY,
+        lease_ttl_ms INTEGER NOT NULL,
+        keepalive_ttl_ms INTEGER NOT NULL,
+        key_length INTEGER NOT NULL,
+        last_lease_id INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE keys (
+        pool TEXT NOT NULL,
+        key TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        alive_until_ms INTEGER NOT NULL,
+        lease_id INTEGER,
+        leased_until_ms INTEGER,
+        PRIMARY KEY (pool, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE keyspaces (
+        name TEXT PRIMARY KEY,
+        alphabet TEXT NOT NULL,
+        length INTEGER NOT NULL,
+        secret BLOB NOT NULL,
+        issued TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE activations (
+        keyspace TEXT NOT NULL,
+        token TEXT NOT NULL,
+        activated_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (keyspace, token)
+    ) WITHOUT ROWID;",
+];
+
+/// One row-level change to write.
+#[derive(Debug, Clone)]
+pub enum Record {
+    /// A pool's settings and lease-id high-water mark.
+    Pool {
+        /// The pool.
+        name: Name,
+        /// Its settings.
+        settings: PoolSettings,
+        /// Highest lease id handed out.
+        last_lease_id: u64,
+    },
+    /// A key was written or removed.
+    Key {
+        /// The pool.
+        pool: Name,
+        /// The change.
+        change: KeyChange,
+    },
+    /// A keyspace's definition and counter.
+    Keyspace {
+        /// The keyspace.
+        name: Name,
+        /// Alphabet and length.
+        spec: KeyspaceSpec,
+        /// Its secret.
+        secret: Secret,
+        /// Tokens issued so far.
+        issued: u128,
+    },
+    /// A keyspace's counter moved.
+    Issued {
+        /// The keyspace.
+        name: Name,
+        /// Tokens issued so far.
+        issued: u128,
+    },
+    /// A token was activated.
+    Activation {
+        /// The keyspace.
+        keyspace: Name,
+        /// The token.
+        token: String,
+        /// When.
+        at: Timestamp,
+    },
+}
+
+/// How far the writer got: entries up to `durable` are committed; entries
+/// up to `failed` (and above `durable`) met an error on their last try.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Progress {
+    durable: u64,
+    failed: u64,
+}
+
+/// The engine's end of the journal. Lives under the engine lock, so the
+/// order of sequence numbers is the order of changes.
+#[derive(Debug)]
+pub struct Journal {
+    tx: mpsc::Sender<(u64, Vec<Record>)>,
+    last_seq: u64,
+}
+
+impl Journal {
+    /// Queues `records` (if any) and returns the sequence number a reply
+    /// must wait for: the new entry's, or the last one queued.
+    pub fn append(&mut self, records: Vec<Record>) -> u64 {
+        if !records.is_empty() {
+            self.last_seq += 1;
+            // The writer only stops after every sender is gone, and the
+            // engine owns this one, so a send failure cannot happen while
+            // we run; if it did, `wait` would report the store unavailable.
+            let _ = self.tx.send((self.last_seq, records));
+        }
+        self.last_seq
+    }
+
+    /// The newest sequence number handed out.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+}
+
+/// The waiting end: resolves when a sequence number is durable.
+#[derive(Debug, Clone)]
+pub struct Durability {
+    rx: watch::Receiver<Progress>,
+}
+
+impl Durability {
+    /// Waits until `seq` is committed. `Unavailable` if its commit failed
+    /// (it will be retried, but this caller gets no acknowledgement).
+    pub async fn wait(&self, seq: u64) -> Result<(), StoreError> {
+        let mut rx = self.rx.clone();
+        loop {
+            let p = *rx.borrow_and_update();
+            if p.durable >= seq {
+                return Ok(());
+            }
+            if p.failed >= seq {
+                return Err(unavailable("the change could not be written to disk"));
+            }
+            if rx.changed().await.is_err() {
+                return Err(unavailable("the journal writer has stopped"));
+            }
+        }
+    }
+
+    /// Whether the last commit attempt succeeded.
+    pub fn healthy(&self) -> bool {
+        let p = *self.rx.borrow();
+        p.failed <= p.durable
+    }
+}
+
+fn unavailable(msg: &'static str) -> StoreError {
+    StoreError::Unavailable(msg.into())
+}
+
+/// Why a database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// SQLite refused (cannot create, not a database, corrupt, read-only).
+    #[error("cannot open database {path}: {source}")]
+    Sqlite {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The file is an SQLite database of something else.
+    #[error(
+        "{path} is not a keyward database (application_id {found:#x}); pass another --store sqlite:PATH"
+    )]
+    Foreign {
+        /// The file.
+        path: PathBuf,
+        /// The id found.
+        found: i32,
+    },
+    /// Written by a newer keyward.
+    #[error(
+        "{path} has schema version {found}, newer than this keyward ({SCHEMA_VERSION}); upgrade keyward"
+    )]
+    TooNew {
+        /// The file.
+        path: PathBuf,
+        /// Its version.
+        found: i64,
+    },
+    /// A row does not make sense.
+    #[error("{path} holds an invalid row: {what}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Which row and why.
+        what: String,
+    },
+    /// The default keyspace has tokens and the flags define another one.
+    #[error(
+        "keyspace \"default\" in {path} already issued {issued} tokens with {have}, but the settings ask for {want}; \
+         its alphabet and length cannot change once a token is issued. Start with {have_flags}, or use a new --store sqlite:PATH"
+    )]
+    DefaultKeyspaceChanged {
+        /// The file.
+        path: PathBuf,
+        /// Tokens issued.
+        issued: u128,
+        /// The differing values in the database, e.g. `length 4`.
+        have: String,
+        /// The differing values asked for.
+        want: String,
+        /// Flags that reproduce the database's values.
+        have_flags: String,
+    },
+    /// The writer thread could not be started.
+    #[error("cannot start the journal writer: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// Everything read back from a database at start-up.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Pools with their keys, not yet expired.
+    pub pools: HashMap<Name, Pool>,
+    /// Keyspaces with their counters and activations.
+    pub keyspaces: HashMap<Name, Keyspace>,
+}
+
+/// Opens (creating if needed) the database at `path`, migrates it, and
+/// reads every table back. O(rows).
+pub fn open(path: &Path) -> Result<(Connection, Loaded), OpenError> {
+    let sql = |source| OpenError::Sqlite {
+        path: path.to_owned(),
+        source,
+    };
+    let mut conn = Connection::open(path).map_err(sql)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
+    // Any read fails here on a file that is not SQLite or is corrupt.
+    let app_id: i32 = conn
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .map_err(sql)?;
+    let tables: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+        .map_err(sql)?;
+    if app_id != APPLICATION_ID && !(app_id == 0 && tables == 0) {
+        return Err(OpenError::Foreign {
+            path: path.to_owned(),
+            found: app_id,
+        });
+    }
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(sql)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(sql)?;
+    migrate(&mut conn, path)?;
+    let loaded = load(&conn, path)?;
+    Ok((conn, loaded))
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), OpenError> {
+    let sql = |source| OpenError::Sqlite {
+        path: path.to_owned(),
+        source,
+    };
+    let tx = conn.transaction().map_err(sql)?;
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        .map_err(sql)?;
+    let version: i64 = tx
+        .query_row("SELECT max(version) FROM schema_version", [], |r| {
+            r.get::<_, Option<i64>>(0)
+        })
+        .map_err(sql)?
+        .unwrap_or(0);
+    if version > SCHEMA_VERSION {
+        return Err(OpenError::TooNew {
+            path: path.to_owned(),
+            found: version,
+        });
+    }
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.execute_batch(migration).map_err(sql)?;
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES (?1)",
+            [i as i64 + 1],
+        )
+        .map_err(sql)?;
+    }
+    tx.pragma_update(None, "application_id", APPLICATION_ID)
+        .map_err(sql)?;
+    tx.commit().map_err(sql)
+}
+
+fn load(conn: &Connection, path: &Path) -> Result<Loaded, OpenError> {
+    let sql = |source| OpenError::Sqlite {
+        path: path.to_owned(),
+        source,
+    };
+    let corrupt = |what: String| OpenError::Corrupt {
+        path: path.to_owned(),
+        what,
+    };
+    let ms = |v: i64| Timestamp::from_millis(v.max(0) as u64);
+
+    let mut pools: HashMap<Name, (PoolSettings, u64, Vec<KeyView>)> = HashMap::new();
+    let mut stmt = conn
+        .prepare(
+            "SELECT name, lease_ttl_ms, keepalive_ttl_ms, key_length, last_lease_id FROM pools",
+        )
+        .map_err(sql)?;
+    let mut rows = stmt.query([]).map_err(sql)?;
+    while let Some(row) = rows.next().map_err(sql)? {
+        let name: String = row.get(0).map_err(sql)?;
+        let pool = Name::parse(&name).map_err(|_| corrupt(format!("pool name {name:?}")))?;
+        let ttl = |i: usize| -> Result<Ttl, OpenError> {
+            let v: i64 = row.get(i).map_err(sql)?;
+            Ttl::from_millis(v as u64).ok_or_else(|| corrupt(format!("pool {name}: ttl {v}")))
+        };
+        let settings = PoolSettings {
+            lease_ttl: ttl(1)?,
+            keepalive_ttl: ttl(2)?,
+            key_length: KeyLength::new(row.get::<_, i64>(3).map_err(sql)? as u64)
+                .ok_or_else(|| corrupt(format!("pool {name}: key_length")))?,
+        };
+        let last: i64 = row.get(4).map_err(sql)?;
+        pools.insert(pool, (settings, last as u64, Vec::new()));
+    }
+    drop(rows);
+    drop(stmt);
+
+    let mut stmt = conn
+        .prepare(
+            "SELECT pool, key, created_at_ms, alive_until_ms, lease_id, leased_until_ms FROM keys",
+        )
+        .map_err(sql)?;
+    let mut rows = stmt.query([]).map_err(sql)?;
+    while let Some(row) = rows.next().map_err(sql)? {
+        let pool: String = row.get(0).map_err(sql)?;
+        let entry = Name::parse(&pool)
+            .ok()
+            .and_then(|n| pools.get_mut(&n))
+            .ok_or_else(|| corrupt(format!("key of unknown pool {pool:?}")))?;
+        let lease_id: Option<i64> = row.get(4).map_err(sql)?;
+        let leased_until: Option<i64> = row.get(5).map_err(sql)?;
+        entry.2.push(KeyView {
+            key: row.get(1).map_err(sql)?,
+            created_at: ms(row.get(2).map_err(sql)?),
+            alive_until: ms(row.get(3).map_err(sql)?),
+            lease: match (lease_id, leased_until) {
+                (Some(id), Some(until)) if id > 0 => Some(Lease {
+                    id: id as u64,
+                    until: ms(until),
+                }),
+                _ => None,
+            },
+        });
+    }
+    drop(rows);
+    drop(stmt);
+
+    let pools = pools
+        .into_iter()
+        .map(|(name, (settings, last, keys))| (name, Pool::restore(settings, last, keys, true)))
+        .collect();
+
+    let mut activations: HashMap<String, Vec<(String, Timestamp)>> = HashMap::new();
+    let mut stmt = conn
+        .prepare("SELECT keyspace, token, activated_at_ms FROM activations")
+        .map_err(sql)?;
+    let mut rows = stmt.query([]).map_err(sql)?;
+    while let Some(row) = rows.next().map_err(sql)? {
+        let ks: String = row.get(0).map_err(sql)?;
+        activations
+            .entry(ks)
+            .or_default()
+            .push((row.get(1).map_err(sql)?, ms(row.get(2).map_err(sql)?)));
+    }
+    drop(rows);
+    drop(stmt);
+
+    let mut keyspaces = HashMap::new();
+    let mut stmt = conn
+        .prepare("SELECT name, alphabet, length, secret, issued FROM keyspaces")
+        .map_err(sql)?;
+    let mut rows = stmt.query([]).map_err(sql)?;
+    while let Some(row) = rows.next().map_err(sql)? {
+        let name: String = row.get(0).map_err(sql)?;
+        let ks = Name::parse(&name).map_err(|_| corrupt(format!("keyspace name {name:?}")))?;
+        let alphabet: String = row.get(1).map_err(sql)?;
+        let length: i64 = row.get(2).map_err(sql)?;
+        let spec = KeyspaceSpec::new(&alphabet, length as u32)
+            .map_err(|e| corrupt(format!("keyspace {name}: {e}")))?;
+        let secret: Vec<u8> = row.get(3).map_err(sql)?;
+        let secret: [u8; 32] = secret
+            .try_into()
+            .map_err(|_| corrupt(format!("keyspace {name}: secret length")))?;
+        let issued: String = row.get(4).map_err(sql)?;
+        let issued: u128 = issued
+            .parse()
+            .map_err(|_| corrupt(format!("keyspace {name}: issued {issued:?}")))?;
+        let codec = TokenCodec::new(spec, Secret::from_bytes(secret));
+        let restored =
+            Keyspace::restore(codec, issued, activations.remove(&name).unwrap_or_default())
+                .map_err(|e| corrupt(format!("keyspace {name}: {e}")))?;
+        keyspaces.insert(ks, restored);
+    }
+    Ok(Loaded { pools, keyspaces })
+}
+
+/// Starts the writer thread on `conn`; returns the engine's end and the
+/// waiting end of the journal.
+pub fn start_writer(conn: Connection) -> Result<(Journal, Durability), OpenError> {
+    let (tx, rx) = mpsc::channel();
+    let (progress_tx, progress_rx) = watch::channel(Progress::default());
+    thread::Builder::new()
+        .name("keyward-journal".into())
+        .spawn(move || write_loop(conn, rx, progress_tx))
+        .map_err(OpenError::Thread)?;
+    Ok((Journal { tx, last_seq: 0 }, Durability { rx: progress_rx }))
+}
+
+/// Drains the queue in batches until every sender is gone and all is
+/// written (or the last retries fail).
+fn write_loop(
+    mut conn: Connection,
+    rx: mpsc::Receiver<(u64, Vec<Record>)>,
+    progress: watch::Sender<Progress>,
+) {
+    let mut pending: Vec<(u64, Vec<Record>)> = Vec::new();
+    let mut backoff = Duration::from_millis(50);
+    let mut closed = false;
+    let mut failures_when_closed = 0;
+    loop {
+        if pending.is_empty() {
+            match rx.recv() {
+                Ok(entry) => pending.push(entry),
+                Err(_) => return,
+            }
+        }
+        while pending.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(entry) => pending.push(entry),
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        let last = pending.last().map_or(0, |e| e.0);
+        match write_batch(&mut conn, &pending) {
+            Ok(()) => {
+                progress.send_modify(|p| p.durable = last);
+                pending.clear();
+                backoff = Duration::from_millis(50);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, entries = pending.len(), retry_in = ?backoff, "journal commit failed; requests get 503 until it succeeds");
+                progress.send_modify(|p| p.failed = last);
+                if closed {
+                    failures_when_closed += 1;
+                    if failures_when_closed >= 3 {
+                        tracing::error!("giving up on unacknowledged journal entries at shutdown");
+                        return;
+                    }
+                }
+                thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// Writes the entries in one transaction. Pool rows are written once per
+/// batch (the last state wins), since every lease bumps the lease id.
+fn write_batch(conn: &mut Connection, entries: &[(u64, Vec<Record>)]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    let mut pools: HashMap<&Name, (&PoolSettings, u64)> = HashMap::new();
+    {
+        let mut put_key = tx.prepare_cached(
+            "INSERT INTO keys (pool, key, created_at_ms, alive_until_ms, lease_id, leased_until_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (pool, key) DO UPDATE SET created_at_ms = ?3, alive_until_ms = ?4,
+                lease_id = ?5, leased_until_ms = ?6",
+        )?;
+        let mut del_key = tx.prepare_cached("DELETE FROM keys WHERE pool = ?1 AND key = ?2")?;
+        for record in entries.iter().flat_map(|e| &e.1) {
+            match record {
+                Record::Pool {
+                    name,
+                    settings,
+                    last_lease_id,
+                } => {
+                    pools.insert(name, (settings, *last_lease_id));
+                }
+                Record::Key { pool, change } => match change {
+                    KeyChange::Put(k) => {
+                        put_key.execute(params![
+                            pool.as_str(),
+                            k.key,
+                            k.created_at.as_millis() as i64,
+                            k.alive_until.as_millis() as i64,
+                            k.lease.map(|l| l.id as i64),
+                            k.lease.map(|l| l.until.as_millis() as i64),
+                        ])?;
+                    }
+                    KeyChange::Remove(key) => {
+                        del_key.execute(params![pool.as_str(), key])?;
+                    }
+                },
+                Record::Keyspace {
+                    name,
+                    spec,
+                    secret,
+                    issued,
+                } => {
+                    tx.prepare_cached(
+                        "INSERT INTO keyspaces (name, alphabet, length, secret, issued)
+                         VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT (name) DO UPDATE SET alphabet = ?2, length = ?3,
+                            secret = ?4, issued = ?5",
+                    )?
+                    .execute(params![
+                        name.as_str(),
+                        spec.alphabet().as_str(),
+                        spec.length(),
+                        &secret.as_bytes()[..],
+                        issued.to_string(),
+                    ])?;
+                }
+                Record::Issued { name, issued } => {
+                    tx.prepare_cached("UPDATE keyspaces SET issued = ?2 WHERE name = ?1")?
+                        .execute(params![name.as_str(), issued.to_string()])?;
+                }
+                Record::Activation {
+                    keyspace,
+                    token,
+                    at,
+                } => {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO activations (keyspace, token, activated_at_ms)
+                         VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(params![
+                        keyspace.as_str(),
+                        token,
+                        at.as_millis() as i64
+                    ])?;
+                }
+            }
+        }
+        let mut put_pool = tx.prepare_cached(
+            "INSERT INTO pools (name, lease_ttl_ms, keepalive_ttl_ms, key_length, last_lease_id)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (name) DO UPDATE SET lease_ttl_ms = ?2, keepalive_ttl_ms = ?3,
+                key_length = ?4, last_lease_id = max(last_lease_id, ?5)",
+        )?;
+        for (name, (settings, last)) in pools {
+            put_pool.execute(params![
+                name.as_str(),
+                settings.lease_ttl.as_millis() as i64,
+                settings.keepalive_ttl.as_millis() as i64,
+                settings.key_length.get() as i64,
+                last as i64,
+            ])?;
+        }
+    }
+    tx.commit()
+}
