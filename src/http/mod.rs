@@ -47,7 +47,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn(reject_long_path_parts))
+        .layer(middleware::from_fn(reject_oversized))
         .with_state(state)
 }
 
@@ -79,8 +79,10 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// Refuses any path segment over [`MAX_PATH_PART`] bytes before routing.
-async fn reject_long_path_parts(req: Request, next: Next) -> Response {
+/// Refuses, before routing, any path segment over [`MAX_PATH_PART`] bytes
+/// and any body over [`MAX_BODY_BYTES`], also on routes that ignore their
+/// body. The body is buffered here (bounded), so handlers see it whole.
+async fn reject_oversized(req: Request, next: Next) -> Response {
     if req
         .uri()
         .path()
@@ -90,7 +92,19 @@ async fn reject_long_path_parts(req: Request, next: Next) -> Response {
         return ApiError::InvalidPath(format!("a path part is longer than {MAX_PATH_PART} bytes"))
             .into_response();
     }
-    next.run(req).await
+    let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return ApiError::PayloadTooLarge(MAX_BODY_BYTES).into_response();
+    }
+    match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(bytes) => next.run(Request::from_parts(parts, bytes.into())).await,
+        Err(_) => ApiError::PayloadTooLarge(MAX_BODY_BYTES).into_response(),
+    }
 }
 
 /// Path parameters, with rejections (e.g. `%FF`) turned into JSON errors.
@@ -144,6 +158,11 @@ where
         }
         let value: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::InvalidJson(format!("the body is not valid JSON: {e}")))?;
+        // serde would also read an array by field position; the contract
+        // takes objects only.
+        if !value.is_object() {
+            return Err(T::wrong_shape("the body must be a JSON object".into()));
+        }
         serde_json::from_value(value)
             .map(Self)
             .map_err(|e| T::wrong_shape(e.to_string()))

@@ -506,19 +506,14 @@ fn write_loop(
     }
 }
 
-/// Writes the entries in one transaction. Pool rows are written once per
-/// batch (the last state wins), since every lease bumps the lease id.
+/// Writes the entries in one transaction. Only the last state of each
+/// key and pool in the batch is written (a lease and its release in the
+/// same batch cost nothing on disk); keyspace rows keep their order.
 fn write_batch(conn: &mut Connection, entries: &[(u64, Vec<Record>)]) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     let mut pools: HashMap<&Name, (&PoolSettings, u64)> = HashMap::new();
+    let mut keys: HashMap<(&Name, &str), &KeyChange> = HashMap::new();
     {
-        let mut put_key = tx.prepare_cached(
-            "INSERT INTO keys (pool, key, created_at_ms, alive_until_ms, lease_id, leased_until_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (pool, key) DO UPDATE SET created_at_ms = ?3, alive_until_ms = ?4,
-                lease_id = ?5, leased_until_ms = ?6",
-        )?;
-        let mut del_key = tx.prepare_cached("DELETE FROM keys WHERE pool = ?1 AND key = ?2")?;
         for record in entries.iter().flat_map(|e| &e.1) {
             match record {
                 Record::Pool {
@@ -528,21 +523,13 @@ fn write_batch(conn: &mut Connection, entries: &[(u64, Vec<Record>)]) -> rusqlit
                 } => {
                     pools.insert(name, (settings, *last_lease_id));
                 }
-                Record::Key { pool, change } => match change {
-                    KeyChange::Put(k) => {
-                        put_key.execute(params![
-                            pool.as_str(),
-                            k.key,
-                            k.created_at.as_millis() as i64,
-                            k.alive_until.as_millis() as i64,
-                            k.lease.map(|l| l.id as i64),
-                            k.lease.map(|l| l.until.as_millis() as i64),
-                        ])?;
-                    }
-                    KeyChange::Remove(key) => {
-                        del_key.execute(params![pool.as_str(), key])?;
-                    }
-                },
+                Record::Key { pool, change } => {
+                    let key = match change {
+                        KeyChange::Put(k) => k.key.as_str(),
+                        KeyChange::Remove(key) => key.as_str(),
+                    };
+                    keys.insert((pool, key), change);
+                }
                 Record::Keyspace {
                     name,
                     spec,
@@ -581,6 +568,30 @@ fn write_batch(conn: &mut Connection, entries: &[(u64, Vec<Record>)]) -> rusqlit
                         token,
                         at.as_millis() as i64
                     ])?;
+                }
+            }
+        }
+        let mut put_key = tx.prepare_cached(
+            "INSERT INTO keys (pool, key, created_at_ms, alive_until_ms, lease_id, leased_until_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (pool, key) DO UPDATE SET created_at_ms = ?3, alive_until_ms = ?4,
+                lease_id = ?5, leased_until_ms = ?6",
+        )?;
+        let mut del_key = tx.prepare_cached("DELETE FROM keys WHERE pool = ?1 AND key = ?2")?;
+        for ((pool, key), change) in keys {
+            match change {
+                KeyChange::Put(k) => {
+                    put_key.execute(params![
+                        pool.as_str(),
+                        key,
+                        k.created_at.as_millis() as i64,
+                        k.alive_until.as_millis() as i64,
+                        k.lease.map(|l| l.id as i64),
+                        k.lease.map(|l| l.until.as_millis() as i64),
+                    ])?;
+                }
+                KeyChange::Remove(_) => {
+                    del_key.execute(params![pool.as_str(), key])?;
                 }
             }
         }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use keyward::app::{App, AppError};
 use keyward::clock::{Clock, ManualClock};
-use keyward::config::Config;
+use keyward::config::{Config, StoreUrl};
 use keyward::core::Timestamp;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -43,9 +43,12 @@ pub async fn spawn_app() -> TestApp {
 }
 
 /// A server on `config`, listening on `127.0.0.1:0`, on a manual clock
-/// stopped at [`T0_MS`].
+/// stopped at [`T0_MS`], with the `memory:` store whatever `config` says:
+/// these tests are about the HTTP contract (the backends have their own
+/// conformance suite), and a file store would be shared by parallel tests.
 pub async fn spawn_app_with(mut config: Config) -> TestApp {
     config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.store = StoreUrl::Memory;
     let clock = Arc::new(ManualClock::new(Timestamp::from_millis(T0_MS)));
     let dyn_clock: Arc<dyn Clock> = clock.clone();
     let app = App::build_with_clock(&config, dyn_clock)
@@ -77,18 +80,16 @@ impl TestApp {
         self.advance(Duration::from_millis(ms));
     }
 
-    /// The server's current time in milliseconds since the epoch.
-    pub fn now_ms(&self) -> u64 {
-        self.clock.now().as_millis()
-    }
-
     /// Asks the server to stop and waits (at most 5 s) for `run_until` to
     /// return; its result is the test's.
     pub async fn stop(mut self) -> Result<()> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        let server = self.server.take().context("the server was already stopped")?;
+        let server = self
+            .server
+            .take()
+            .context("the server was already stopped")?;
         match tokio::time::timeout(Duration::from_secs(5), server).await {
             Ok(joined) => Ok(joined.context("the server task panicked")??),
             Err(_) => bail!("the server did not stop within 5 s"),
@@ -346,8 +347,12 @@ impl Api {
 
     /// `DELETE /v1/pools/{pool}/keys/{key}`.
     pub async fn delete_key(&self, pool: &str, key: &str) -> Result<Reply> {
-        self.request(Method::DELETE, &format!("/v1/pools/{pool}/keys/{key}"), None)
-            .await
+        self.request(
+            Method::DELETE,
+            &format!("/v1/pools/{pool}/keys/{key}"),
+            None,
+        )
+        .await
     }
 
     // ---- /v1 keyspaces ----
