@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, StoreUrl};
+use crate::config::{AdminToken, Config, StoreUrl};
 use crate::http::{self, AppState};
 use crate::store::Store;
 use crate::store::local::{LocalSettings, LocalStore};
@@ -45,6 +45,7 @@ pub enum AppError {
 pub struct App {
     listener: TcpListener,
     store: Arc<dyn Store>,
+    admin_token: Option<AdminToken>,
 }
 
 impl App {
@@ -74,7 +75,11 @@ impl App {
                 addr: config.listen,
                 source,
             })?;
-        Ok(Self { listener, store })
+        Ok(Self {
+            listener,
+            store,
+            admin_token: config.admin_token.clone(),
+        })
     }
 
     /// The bound address (the real port when the config asked for port 0).
@@ -94,6 +99,7 @@ impl App {
         let reaper = tokio::spawn(reap(self.store.clone(), stop_rx));
         let router = http::router(AppState {
             store: self.store.clone(),
+            admin_token: self.admin_token,
         });
         let served = axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown)

@@ -64,6 +64,10 @@ pub struct ServeArgs {
     )]
     pub admin_token: Option<String>,
 
+    /// Log output: text or json (one JSON object per line) [default: text]
+    #[arg(long, env = "KEYWARD_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
+
     /// TOML file with any of the settings above (snake_case keys)
     #[arg(long, env = "KEYWARD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,

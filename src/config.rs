@@ -53,6 +53,16 @@ impl fmt::Display for StoreUrl {
     }
 }
 
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// The admin bearer token; `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AdminToken(String);
@@ -88,6 +98,8 @@ pub struct Config {
     pub default_keyspace: KeyspaceSpec,
     /// Bearer token required on `/v1` and `/api`, if set.
     pub admin_token: Option<AdminToken>,
+    /// Log line format.
+    pub log_format: LogFormat,
 }
 
 impl Default for Config {
@@ -103,6 +115,7 @@ impl Default for Config {
             default_keyspace: KeyspaceSpec::new(DEFAULT_TOKEN_ALPHABET, DEFAULT_TOKEN_LENGTH)
                 .expect("the seed's keyspace is valid"),
             admin_token: None,
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -144,6 +157,7 @@ struct FileSettings {
     token_alphabet: Option<String>,
     token_length: Option<u32>,
     admin_token: Option<String>,
+    log_format: Option<String>,
 }
 
 impl Config {
@@ -206,12 +220,22 @@ impl Config {
             .or(file.admin_token)
             .filter(|t| !t.is_empty())
             .map(AdminToken::new);
+        let log_format = match args.log_format.or(file.log_format).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::Invalid(format!(
+                    "invalid --log-format {other:?}: expected text or json"
+                )));
+            }
+        };
         Ok(Self {
             listen,
             store,
             pool_defaults,
             default_keyspace,
             admin_token,
+            log_format,
         })
     }
 }

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 use keyward::app::App;
 use keyward::cli::{Cli, Command};
-use keyward::config::{Config, show};
+use keyward::config::{Config, LogFormat, show};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -31,9 +31,14 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<()> {
     let Command::Serve(args) = command;
     let config = Config::load(args)?;
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    match config.log_format {
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init(),
+    }
     let app = App::build(&config).await.context("cannot start")?;
     let pool = config.pool_defaults;
     tracing::info!(

@@ -84,6 +84,10 @@ pub enum ApiError {
     /// 413: the body is over the limit.
     #[error("the request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
+    /// 503: the request took longer than the limit; it may or may not
+    /// have taken effect.
+    #[error("the request took longer than {0:?}; retry later")]
+    Timeout(std::time::Duration),
     /// 503: the store cannot answer now; the operation was not acknowledged.
     #[error("the store is unavailable; retry later")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -116,6 +120,7 @@ impl ApiError {
             KeyspaceExhausted => (StatusCode::CONFLICT, "keyspace_exhausted"),
             AlreadyActivated => (StatusCode::CONFLICT, "already_activated"),
             PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
             Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         }
     }

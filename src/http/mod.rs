@@ -9,9 +9,10 @@ pub mod error;
 pub mod v1;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Path, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::middleware::{self, Next};
@@ -20,35 +21,110 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use subtle::ConstantTimeEq;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tracing::Instrument;
 
 pub use error::ApiError;
 
+use crate::config::AdminToken;
 use crate::store::Store;
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Longest accepted path segment, in bytes as sent.
 pub const MAX_PATH_PART: usize = 256;
+/// A request still running after this answers 503 `timeout`, so a stuck
+/// request cannot hold a client or block shutdown.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What every handler can reach.
 #[derive(Clone, Debug)]
 pub struct AppState {
     /// The backend holding pools and keyspaces.
     pub store: Arc<dyn Store>,
+    /// Bearer token required on `/v1` and `/api` routes, if set.
+    pub admin_token: Option<AdminToken>,
 }
 
 /// The whole router: `/v1`, compat, ops, JSON fallbacks and limits.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let api = Router::new()
         .merge(v1::routes())
         .merge(compat::routes())
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .merge(api)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(reject_oversized))
+        .layer(middleware::from_fn(log_and_time_out))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
+}
+
+/// Runs the request inside a span carrying its `x-request-id` (so any log
+/// line it causes names it), answers 503 `timeout` after
+/// [`REQUEST_TIMEOUT`], and logs one line per request at `debug` (the route
+/// template, never the path: paths hold pool keys).
+async fn log_and_time_out(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned();
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("<unmatched>", MatchedPath::as_str)
+        .to_owned();
+    let span = tracing::info_span!("request", request_id = %id);
+    let response = match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req))
+        .instrument(span.clone())
+        .await
+    {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout(REQUEST_TIMEOUT).into_response(),
+    };
+    span.in_scope(|| {
+        tracing::debug!(
+            %method,
+            route,
+            status = response.status().as_u16(),
+            micros = started.elapsed().as_micros() as u64,
+            "request"
+        );
+    });
+    response
+}
+
+/// Refuses `/v1` and `/api` requests without the admin bearer token (when
+/// one is configured). The comparison takes the same time wherever the
+/// tokens differ.
+async fn require_token(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if let Some(token) = &state.admin_token {
+        let given = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
+            return ApiError::Unauthorized.into_response();
+        }
+    }
+    next.run(req).await
 }
 
 /// 200 while the process lives.
