@@ -14,6 +14,7 @@ use crate::config::{AdminToken, Config, StoreUrl};
 use crate::http::{self, AppState};
 use crate::store::Store;
 use crate::store::local::{LocalSettings, LocalStore};
+use crate::store::redis::{RedisSettings, RedisStore, RedisTarget, TimeSource};
 
 /// How often the reaper pops due leases and keys. With lazy expiry on
 /// every touch, a deadline is applied at most this late (well inside the
@@ -35,6 +36,9 @@ pub enum AppError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] crate::store::sqlite::OpenError),
+    /// The Redis store could not be set up.
+    #[error(transparent)]
+    Redis(#[from] crate::store::redis::RedisOpenError),
     /// Serving stopped with an I/O error.
     #[error("server error: {0}")]
     Serve(#[source] std::io::Error),
@@ -68,6 +72,16 @@ impl App {
             StoreUrl::Sqlite(path) => {
                 Arc::new(LocalStore::open_sqlite(path, settings, clock).await?)
             }
+            // Redis `TIME` is the clock: every process sharing the Redis
+            // must agree on it, so the injected clock is not used.
+            StoreUrl::Redis(url) => Arc::new(
+                RedisStore::connect(redis_settings(config, RedisTarget::Single(url.clone())))
+                    .await?,
+            ),
+            StoreUrl::RedisCluster(nodes) => Arc::new(
+                RedisStore::connect(redis_settings(config, RedisTarget::Cluster(nodes.clone())))
+                    .await?,
+            ),
         };
         let listener = TcpListener::bind(config.listen)
             .await
@@ -113,6 +127,15 @@ impl App {
             tracing::error!(error = %e, "could not flush the store at shutdown");
         }
         served
+    }
+}
+
+fn redis_settings(config: &Config, target: RedisTarget) -> RedisSettings {
+    RedisSettings {
+        target,
+        pool_defaults: config.pool_defaults,
+        default_keyspace: config.default_keyspace.clone(),
+        time: TimeSource::Redis,
     }
 }
 

@@ -24,10 +24,16 @@ pub enum StoreUrl {
     Memory,
     /// RAM plus an SQLite journal at this path.
     Sqlite(PathBuf),
+    /// One Redis server: `redis://[USER:PASSWORD@]HOST[:PORT][/DB]`, kept
+    /// as given.
+    Redis(String),
+    /// A Redis Cluster, reached through these seed nodes (`HOST:PORT`).
+    RedisCluster(Vec<String>),
 }
 
 impl StoreUrl {
-    /// Parses `memory:` or `sqlite:PATH`.
+    /// Parses `memory:`, `sqlite:PATH`, `redis://HOST:PORT/DB` or
+    /// `redis+cluster://HOST:PORT,HOST:PORT,…`.
     pub fn parse(s: &str) -> Result<Self, ConfigError> {
         if s == "memory:" || s == "memory" {
             return Ok(Self::Memory);
@@ -38,10 +44,42 @@ impl StoreUrl {
                 return Ok(Self::Sqlite(PathBuf::from(path)));
             }
         }
+        if let Some(rest) = s.strip_prefix("redis://")
+            && redis_url_ok(rest)
+        {
+            return Ok(Self::Redis(s.to_owned()));
+        }
+        if let Some(rest) = s.strip_prefix("redis+cluster://")
+            && rest.split(',').all(host_port_ok)
+        {
+            return Ok(Self::RedisCluster(
+                rest.split(',').map(str::to_owned).collect(),
+            ));
+        }
         Err(ConfigError::Invalid(format!(
-            "unsupported --store {s:?}: expected memory: or sqlite:PATH"
+            "unsupported --store {s:?}: expected memory:, sqlite:PATH, redis://HOST:PORT/DB \
+             or redis+cluster://HOST:PORT,HOST:PORT,..."
         )))
     }
+}
+
+/// `[USER:PASSWORD@]HOST[:PORT][/DB]`.
+fn redis_url_ok(rest: &str) -> bool {
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    let (host_port, db) = rest.split_once('/').unwrap_or((rest, ""));
+    let db_ok = db.is_empty() || db.parse::<u32>().is_ok();
+    let host_ok = match host_port.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => !host_port.is_empty(),
+    };
+    db_ok && host_ok && !host_port.contains([',', '?', '#'])
+}
+
+/// `HOST:PORT` with a non-zero port.
+fn host_port_ok(node: &str) -> bool {
+    node.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && !host.contains(['/', '@']) && port.parse::<u16>().is_ok_and(|p| p > 0)
+    })
 }
 
 impl fmt::Display for StoreUrl {
@@ -49,6 +87,15 @@ impl fmt::Display for StoreUrl {
         match self {
             Self::Memory => f.write_str("memory:"),
             Self::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+            // The password, if any, stays out of logs.
+            Self::Redis(url) => match url.strip_prefix("redis://") {
+                Some(rest) if rest.contains('@') => {
+                    let (_, host) = rest.rsplit_once('@').unwrap_or(("", rest));
+                    write!(f, "redis://<redacted>@{host}")
+                }
+                _ => f.write_str(url),
+            },
+            Self::RedisCluster(nodes) => write!(f, "redis+cluster://{}", nodes.join(",")),
         }
     }
 }
@@ -301,6 +348,35 @@ mod tests {
         assert_eq!(config.pool_defaults.key_length.get(), 30);
         assert_eq!(config.listen.port(), 9000);
         assert_eq!(config.pool_defaults.keepalive_ttl.as_millis(), 300_000);
+    }
+
+    #[test]
+    fn redis_store_urls_parse_and_print_without_passwords() {
+        let one = StoreUrl::parse("redis://127.0.0.1:6380/2").expect("valid");
+        assert_eq!(one, StoreUrl::Redis("redis://127.0.0.1:6380/2".into()));
+        assert_eq!(one.to_string(), "redis://127.0.0.1:6380/2");
+        let secret = StoreUrl::parse("redis://:hunter2@localhost:6379/0").expect("valid");
+        assert!(!secret.to_string().contains("hunter2"), "{secret}");
+        let cluster = StoreUrl::parse("redis+cluster://127.0.0.1:7000,127.0.0.1:7001").unwrap();
+        assert_eq!(
+            cluster,
+            StoreUrl::RedisCluster(vec!["127.0.0.1:7000".into(), "127.0.0.1:7001".into()])
+        );
+        assert_eq!(
+            cluster.to_string(),
+            "redis+cluster://127.0.0.1:7000,127.0.0.1:7001"
+        );
+        for bad in [
+            "redis://",
+            "redis://host:0",
+            "redis://host:x/0",
+            "redis://host:6379/db",
+            "redis+cluster://",
+            "redis+cluster://a:1,,b:2",
+            "redis+cluster://a",
+        ] {
+            assert!(StoreUrl::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -3,17 +3,19 @@
 //! - Seed `000_…` (activation tokens) on keyspace `default`: always HTTP
 //!   200, field names ending in a colon, messages in Russian.
 //! - Seed `002_…` (API-key pool) on pool `default`: Django REST style
-//!   bodies; the trailing slash is optional.
+//!   bodies.
+//!
+//! The trailing slash is optional on every route.
 
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{ApiError, AppState, PathParts};
 use crate::core::{KeyspaceError, Name, PoolError};
@@ -25,25 +27,21 @@ const ALREADY_ACTIVATED: &str = "Ключ уже активирован";
 const ISSUED_NOT_ACTIVATED: &str = "Ключ выдан, но не активирован";
 const ISSUED_AND_ACTIVATED: &str = "Ключ выдан и активирован";
 
-/// The compat routes of both seeds.
-pub fn routes() -> Router<AppState> {
-    let api_key = get(lease_api_key)
-        .post(generate_api_key)
-        .put(release_api_key)
-        .delete(delete_api_key);
-    Router::new()
-        .route("/api/get_token", post(get_token))
-        .route("/api/get_token/", post(get_token))
-        .route("/api/activate_token/{token}", put(activate_token))
-        .route("/api/activate_token/{token}/", put(activate_token))
-        .route("/api/get_token_status/{token}", get(get_token_status))
-        .route("/api/get_token_status/{token}/", get(get_token_status))
-        .route("/api/get_number_token", get(get_number_token))
-        .route("/api/get_number_token/", get(get_number_token))
-        .route("/api/v1/random_api_key", api_key.clone())
-        .route("/api/v1/random_api_key/", api_key)
-        .route("/api/v1/start_scheduler", get(start_scheduler))
-        .route("/api/v1/start_scheduler/", get(start_scheduler))
+/// The compat routes of both seeds. A trailing slash is trimmed before
+/// routing (see [`super::router`]), so each is registered once.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_token))
+        .routes(routes!(activate_token))
+        .routes(routes!(get_token_status))
+        .routes(routes!(get_number_token))
+        .routes(routes!(
+            lease_api_key,
+            generate_api_key,
+            release_api_key,
+            delete_api_key
+        ))
+        .routes(routes!(start_scheduler))
 }
 
 fn keystatus(message: impl Into<String>) -> Json<serde_json::Value> {
@@ -51,6 +49,10 @@ fn keystatus(message: impl Into<String>) -> Json<serde_json::Value> {
 }
 
 /// `POST /api/get_token`: issue a token of the default keyspace.
+#[utoipa::path(
+    post, path = "/api/get_token", tag = "compat: seed 000 (keyspace default)",
+    responses((status = 200, description = "`{\"key:\": T, \"leftkeys:\": N}` or `{\"keystatus:\": \"Ключи кончились\"}`", body = serde_json::Value))
+)]
 async fn get_token(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     match state.store.issue_token(&Name::default_name()).await {
         Ok(issued) => Ok(Json(
@@ -62,6 +64,11 @@ async fn get_token(State(state): State<AppState>) -> Result<Json<serde_json::Val
 }
 
 /// `PUT /api/activate_token/{token}`.
+#[utoipa::path(
+    put, path = "/api/activate_token/{token}", tag = "compat: seed 000 (keyspace default)",
+    params(("token" = String, Path, description = "A token of the default keyspace")),
+    responses((status = 200, description = "`{\"keystatus:\": …}`: Вы активировали ключ T / Ключ уже активирован / Ключ не выдан", body = serde_json::Value))
+)]
 async fn activate_token(
     State(state): State<AppState>,
     PathParts(token): PathParts<String>,
@@ -83,6 +90,11 @@ async fn activate_token(
 }
 
 /// `GET /api/get_token_status/{token}`.
+#[utoipa::path(
+    get, path = "/api/get_token_status/{token}", tag = "compat: seed 000 (keyspace default)",
+    params(("token" = String, Path, description = "A token of the default keyspace")),
+    responses((status = 200, description = "`{\"keystatus:\": …}`: Ключ выдан и активирован / Ключ выдан, но не активирован / Ключ не выдан", body = serde_json::Value))
+)]
 async fn get_token_status(
     State(state): State<AppState>,
     PathParts(token): PathParts<String>,
@@ -102,6 +114,10 @@ async fn get_token_status(
 }
 
 /// `GET /api/get_number_token`: tokens left in the default keyspace.
+#[utoipa::path(
+    get, path = "/api/get_number_token", tag = "compat: seed 000 (keyspace default)",
+    responses((status = 200, description = "`{\"leftkeys:\": N}`", body = serde_json::Value))
+)]
 async fn get_number_token(
     State(state): State<AppState>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -128,6 +144,10 @@ fn api_key(query: &Result<Query<HashMap<String, String>>, impl Sized>) -> Option
 }
 
 /// `POST /api/v1/random_api_key/`: generate one key in the default pool.
+#[utoipa::path(
+    post, path = "/api/v1/random_api_key", tag = "compat: seed 002 (pool default)",
+    responses((status = 201, description = "`{\"api_key\": K}`", body = serde_json::Value))
+)]
 async fn generate_api_key(State(state): State<AppState>) -> Result<Response, ApiError> {
     let mut keys = state.store.generate_keys(&Name::default_name(), 1).await?;
     let key = keys.pop().map(|k| k.key).unwrap_or_default();
@@ -135,6 +155,13 @@ async fn generate_api_key(State(state): State<AppState>) -> Result<Response, Api
 }
 
 /// `GET /api/v1/random_api_key/`: lease a random free key.
+#[utoipa::path(
+    get, path = "/api/v1/random_api_key", tag = "compat: seed 002 (pool default)",
+    responses(
+        (status = 200, description = "`{\"api_key\": K}`, now leased", body = serde_json::Value),
+        (status = 404, description = "`{\"message\": \"No available key found\"}`", body = serde_json::Value),
+    )
+)]
 async fn lease_api_key(State(state): State<AppState>) -> Result<Response, ApiError> {
     match state.store.lease_key(&Name::default_name()).await {
         Ok(view) => Ok(django(StatusCode::OK, json!({"api_key": view.key}))),
@@ -147,6 +174,15 @@ async fn lease_api_key(State(state): State<AppState>) -> Result<Response, ApiErr
 }
 
 /// `PUT /api/v1/random_api_key/?api_key=K`: release (a free key stays free).
+#[utoipa::path(
+    put, path = "/api/v1/random_api_key", tag = "compat: seed 002 (pool default)",
+    params(("api_key" = Option<String>, Query, description = "The key")),
+    responses(
+        (status = 200, description = "`{\"api_key\": K}`, released", body = serde_json::Value),
+        (status = 400, description = "no api_key", body = serde_json::Value),
+        (status = 404, description = "`{\"detail\": \"Not found.\"}`", body = serde_json::Value),
+    )
+)]
 async fn release_api_key(
     State(state): State<AppState>,
     query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
@@ -169,6 +205,15 @@ async fn release_api_key(
 }
 
 /// `DELETE /api/v1/random_api_key/?api_key=K`: purge.
+#[utoipa::path(
+    delete, path = "/api/v1/random_api_key", tag = "compat: seed 002 (pool default)",
+    params(("api_key" = Option<String>, Query, description = "The key")),
+    responses(
+        (status = 200, description = "`{\"message\": \"Given key has been deleted\"}`", body = serde_json::Value),
+        (status = 400, description = "no api_key", body = serde_json::Value),
+        (status = 404, description = "`{\"detail\": \"Not found.\"}`", body = serde_json::Value),
+    )
+)]
 async fn delete_api_key(
     State(state): State<AppState>,
     query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
@@ -190,6 +235,10 @@ async fn delete_api_key(
 }
 
 /// `GET /api/v1/start_scheduler/`: expiry always runs; kept for old clients.
+#[utoipa::path(
+    get, path = "/api/v1/start_scheduler", tag = "compat: seed 002 (pool default)",
+    responses((status = 200, description = "Expiry always runs; kept for old clients", body = serde_json::Value))
+)]
 async fn start_scheduler() -> Json<serde_json::Value> {
     Json(json!({"message": "Scheduler is running: expiry always runs in keyward"}))
 }

@@ -22,8 +22,10 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use subtle::ConstantTimeEq;
+use tower_http::normalize_path::NormalizePath;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tracing::Instrument;
+use utoipa_axum::router::OpenApiRouter;
 
 pub use error::ApiError;
 
@@ -47,16 +49,30 @@ pub struct AppState {
     pub admin_token: Option<AdminToken>,
 }
 
-/// The whole router: `/v1`, compat, ops, JSON fallbacks and limits.
+/// The whole router: `/v1`, compat, ops, `/openapi.json`, JSON fallbacks
+/// and limits. A trailing slash is trimmed before routing, so every route
+/// answers with or without one (the seed-002 clients send one).
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .merge(v1::routes())
-        .merge(compat::routes())
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new()
+    let (api, doc) = documented_routes().split_for_parts();
+    // Rendered once; each request clones a reference-counted buffer.
+    let doc = Bytes::from(serde_json::to_vec(&doc).expect("the OpenAPI document serializes"));
+    let api = api.route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let inner = Router::new()
         .merge(api)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route(
+            "/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        doc,
+                    )
+                }
+            }),
+        )
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -64,7 +80,27 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(log_and_time_out))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .with_state(state)
+        .with_state(state);
+    Router::new().fallback_service(NormalizePath::trim_trailing_slash(inner))
+}
+
+/// The OpenAPI document of every `/v1` and compat route, generated from
+/// the handlers' annotations.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    documented_routes().into_openapi()
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(info(
+    title = "keyward",
+    description = "Activation-token keyspaces and leased API-key pools. Errors are `{\"error\": {\"code\", \"message\"}}`. With --admin-token, /v1 and /api need `Authorization: Bearer <token>` (else 401 `unauthorized`)."
+))]
+struct ApiDoc;
+
+fn documented_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(<ApiDoc as utoipa::OpenApi>::openapi())
+        .merge(v1::routes())
+        .merge(compat::routes())
 }
 
 /// Runs the request inside a span carrying its `x-request-id` (so any log

@@ -3,13 +3,15 @@
 //! Times are RFC 3339 UTC with milliseconds; TTLs are integer milliseconds.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::error::ErrorBody;
 use super::{ApiError, AppState, BodyError, JsonBody, PathParts};
 use crate::core::{Issued, KeyLength, KeyView, KeyspaceSpec, Name, TokenStatus, Ttl};
 use crate::store::{KeyspaceView, PoolInfo, PoolPatch, Upsert};
@@ -17,25 +19,19 @@ use crate::store::{KeyspaceView, PoolInfo, PoolPatch, Upsert};
 /// Most keys one generate request may ask for.
 pub const MAX_GENERATE: u64 = 10_000;
 
-/// The `/v1` routes.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/pools/{pool}", get(get_pool).put(put_pool))
-        .route("/v1/pools/{pool}/keys", post(generate_keys))
-        .route("/v1/pools/{pool}/lease", post(lease_key))
-        .route(
-            "/v1/pools/{pool}/keys/{key}",
-            get(get_key).delete(delete_key),
-        )
-        .route("/v1/pools/{pool}/keys/{key}/release", post(release_key))
-        .route("/v1/pools/{pool}/keys/{key}/keepalive", post(keepalive_key))
-        .route("/v1/keyspaces/{ks}", get(get_keyspace).put(put_keyspace))
-        .route("/v1/keyspaces/{ks}/tokens", post(issue_token))
-        .route("/v1/keyspaces/{ks}/tokens/{token}", get(token_status))
-        .route(
-            "/v1/keyspaces/{ks}/tokens/{token}/activate",
-            post(activate_token),
-        )
+/// The `/v1` routes, each documented in the OpenAPI document.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_pool, put_pool))
+        .routes(routes!(generate_keys))
+        .routes(routes!(lease_key))
+        .routes(routes!(get_key, delete_key))
+        .routes(routes!(release_key))
+        .routes(routes!(keepalive_key))
+        .routes(routes!(get_keyspace, put_keyspace))
+        .routes(routes!(issue_token))
+        .routes(routes!(token_status))
+        .routes(routes!(activate_token))
 }
 
 fn name(s: &str) -> Result<Name, ApiError> {
@@ -55,7 +51,7 @@ fn status_for(upsert: Upsert) -> StatusCode {
 }
 
 /// The pool object.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct PoolBody {
     name: String,
     lease_ttl_ms: u64,
@@ -81,7 +77,7 @@ impl From<PoolInfo> for PoolBody {
 }
 
 /// The key object.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct KeyBody {
     key: String,
     state: &'static str,
@@ -105,7 +101,7 @@ impl From<KeyView> for KeyBody {
 }
 
 /// Body of `PUT /v1/pools/{pool}`.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PoolSettingsBody {
     lease_ttl_ms: Option<u64>,
@@ -148,6 +144,16 @@ impl PoolSettingsBody {
 }
 
 /// Create a pool or change the given settings.
+#[utoipa::path(
+    put, path = "/v1/pools/{pool}", tag = "pools",
+    params(("pool" = String, Path, description = "Pool name: 1-64 of [A-Za-z0-9._-]")),
+    request_body(content = PoolSettingsBody, description = "Settings to set; absent fields keep their value"),
+    responses(
+        (status = 201, description = "Created", body = PoolBody),
+        (status = 200, description = "Changed", body = PoolBody),
+        (status = 400, description = "invalid_name, invalid_settings, invalid_json", body = ErrorBody),
+    )
+)]
 async fn put_pool(
     State(state): State<AppState>,
     PathParts(pool): PathParts<String>,
@@ -160,6 +166,15 @@ async fn put_pool(
 }
 
 /// A pool's settings and counts.
+#[utoipa::path(
+    get, path = "/v1/pools/{pool}", tag = "pools",
+    params(("pool" = String, Path, description = "Pool name: 1-64 of [A-Za-z0-9._-]")),
+    responses(
+        (status = 200, description = "The pool", body = PoolBody),
+        (status = 400, description = "invalid_name", body = ErrorBody),
+        (status = 404, description = "pool_not_found", body = ErrorBody),
+    )
+)]
 async fn get_pool(
     State(state): State<AppState>,
     PathParts(pool): PathParts<String>,
@@ -169,7 +184,7 @@ async fn get_pool(
 }
 
 /// Body of `POST /v1/pools/{pool}/keys`.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GenerateBody {
     count: Option<u64>,
@@ -181,12 +196,21 @@ impl BodyError for GenerateBody {
     }
 }
 
-#[derive(Serialize)]
-struct KeysBody {
+#[derive(Serialize, ToSchema)]
+pub struct KeysBody {
     keys: Vec<KeyBody>,
 }
 
 /// Generate keys (the pool is made with defaults if absent).
+#[utoipa::path(
+    post, path = "/v1/pools/{pool}/keys", tag = "pools",
+    params(("pool" = String, Path, description = "Pool name: 1-64 of [A-Za-z0-9._-]")),
+    request_body(content = GenerateBody, description = "How many keys (1-10000, default 1)"),
+    responses(
+        (status = 201, description = "Generated", body = KeysBody),
+        (status = 400, description = "invalid_name, invalid_count, invalid_json", body = ErrorBody),
+    )
+)]
 async fn generate_keys(
     State(state): State<AppState>,
     PathParts(pool): PathParts<String>,
@@ -205,6 +229,15 @@ async fn generate_keys(
 }
 
 /// Lease a uniformly random free key.
+#[utoipa::path(
+    post, path = "/v1/pools/{pool}/lease", tag = "pools",
+    params(("pool" = String, Path, description = "Pool name: 1-64 of [A-Za-z0-9._-]")),
+    responses(
+        (status = 200, description = "A uniformly random free key, now leased", body = KeyBody),
+        (status = 400, description = "invalid_name", body = ErrorBody),
+        (status = 404, description = "no_free_key", body = ErrorBody),
+    )
+)]
 async fn lease_key(
     State(state): State<AppState>,
     PathParts(pool): PathParts<String>,
@@ -214,7 +247,7 @@ async fn lease_key(
 }
 
 /// Body of release and keep-alive.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LeaseIdBody {
     lease_id: Option<u64>,
@@ -227,6 +260,17 @@ impl BodyError for LeaseIdBody {
 }
 
 /// End a lease now.
+#[utoipa::path(
+    post, path = "/v1/pools/{pool}/keys/{key}/release", tag = "pools",
+    params(("pool" = String, Path, description = "Pool name: 1-64 of [A-Za-z0-9._-]"), ("key" = String, Path, description = "The key")),
+    request_body(content = LeaseIdBody, description = "Optional fencing lease id"),
+    responses(
+        (status = 200, description = "Released", body = KeyBody),
+        (status = 400, description = "invalid_name, invalid_lease_id, invalid_json", body = ErrorBody),
+        (status = 404, description = "key_not_found", body = ErrorBody),
+        (status = 409, description = "not_leased, lease_mismatch", body = ErrorBody),
+    )
+)]
 async fn release_key(
     State(state): State<AppState>,
     PathParts((pool, key)): PathParts<(String, String)>,
@@ -238,6 +282,17 @@ async fn release_key(
 }
 
 /// Keep a key alive (and with its lease id, the lease).
+#[utoipa::path(
+    post, path = "/v1/pools/{pool}/keys/{key}/keepalive", tag = "pools",
+    params(("pool" = String, Path, description = "Pool name: 1-64 of [A-Za-z0-9._-]"), ("key" = String, Path, description = "The key")),
+    request_body(content = LeaseIdBody, description = "With the current lease id, the lease is extended too"),
+    responses(
+        (status = 200, description = "Kept alive", body = KeyBody),
+        (status = 400, description = "invalid_name, invalid_lease_id, invalid_json", body = ErrorBody),
+        (status = 404, description = "key_not_found", body = ErrorBody),
+        (status = 409, description = "lease_mismatch", body = ErrorBody),
+    )
+)]
 async fn keepalive_key(
     State(state): State<AppState>,
     PathParts((pool, key)): PathParts<(String, String)>,
@@ -252,6 +307,15 @@ async fn keepalive_key(
 }
 
 /// A key's state.
+#[utoipa::path(
+    get, path = "/v1/pools/{pool}/keys/{key}", tag = "pools",
+    params(("pool" = String, Path, description = "Pool name: 1-64 of [A-Za-z0-9._-]"), ("key" = String, Path, description = "The key")),
+    responses(
+        (status = 200, description = "The key", body = KeyBody),
+        (status = 400, description = "invalid_name", body = ErrorBody),
+        (status = 404, description = "key_not_found", body = ErrorBody),
+    )
+)]
 async fn get_key(
     State(state): State<AppState>,
     PathParts((pool, key)): PathParts<(String, String)>,
@@ -261,6 +325,15 @@ async fn get_key(
 }
 
 /// Purge a key.
+#[utoipa::path(
+    delete, path = "/v1/pools/{pool}/keys/{key}", tag = "pools",
+    params(("pool" = String, Path, description = "Pool name: 1-64 of [A-Za-z0-9._-]"), ("key" = String, Path, description = "The key")),
+    responses(
+        (status = 204, description = "Purged"),
+        (status = 400, description = "invalid_name", body = ErrorBody),
+        (status = 404, description = "key_not_found", body = ErrorBody),
+    )
+)]
 async fn delete_key(
     State(state): State<AppState>,
     PathParts((pool, key)): PathParts<(String, String)>,
@@ -271,7 +344,7 @@ async fn delete_key(
 }
 
 /// The keyspace object.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct KeyspaceBody {
     name: String,
     alphabet: String,
@@ -297,7 +370,7 @@ impl From<KeyspaceView> for KeyspaceBody {
 }
 
 /// Body of `PUT /v1/keyspaces/{ks}`.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyspaceDefBody {
     alphabet: Option<String>,
@@ -311,6 +384,17 @@ impl BodyError for KeyspaceDefBody {
 }
 
 /// Create a keyspace (200 if an identical one exists).
+#[utoipa::path(
+    put, path = "/v1/keyspaces/{ks}", tag = "keyspaces",
+    params(("ks" = String, Path, description = "Keyspace name: 1-64 of [A-Za-z0-9._-]")),
+    request_body(content = KeyspaceDefBody, description = "Alphabet and length"),
+    responses(
+        (status = 201, description = "Created", body = KeyspaceBody),
+        (status = 200, description = "An identical keyspace exists", body = KeyspaceBody),
+        (status = 400, description = "invalid_name, invalid_keyspace, invalid_json", body = ErrorBody),
+        (status = 409, description = "keyspace_immutable", body = ErrorBody),
+    )
+)]
 async fn put_keyspace(
     State(state): State<AppState>,
     PathParts(ks): PathParts<String>,
@@ -329,6 +413,15 @@ async fn put_keyspace(
 }
 
 /// A keyspace's definition and counts.
+#[utoipa::path(
+    get, path = "/v1/keyspaces/{ks}", tag = "keyspaces",
+    params(("ks" = String, Path, description = "Keyspace name: 1-64 of [A-Za-z0-9._-]")),
+    responses(
+        (status = 200, description = "The keyspace", body = KeyspaceBody),
+        (status = 400, description = "invalid_name", body = ErrorBody),
+        (status = 404, description = "keyspace_not_found", body = ErrorBody),
+    )
+)]
 async fn get_keyspace(
     State(state): State<AppState>,
     PathParts(ks): PathParts<String>,
@@ -337,13 +430,23 @@ async fn get_keyspace(
     Ok(Json(state.store.keyspace_info(&ks).await?.into()))
 }
 
-#[derive(Serialize)]
-struct IssuedBody {
+#[derive(Serialize, ToSchema)]
+pub struct IssuedBody {
     token: String,
     remaining: u128,
 }
 
 /// Issue one token.
+#[utoipa::path(
+    post, path = "/v1/keyspaces/{ks}/tokens", tag = "keyspaces",
+    params(("ks" = String, Path, description = "Keyspace name: 1-64 of [A-Za-z0-9._-]")),
+    responses(
+        (status = 201, description = "Issued", body = IssuedBody),
+        (status = 400, description = "invalid_name", body = ErrorBody),
+        (status = 404, description = "keyspace_not_found", body = ErrorBody),
+        (status = 409, description = "keyspace_exhausted", body = ErrorBody),
+    )
+)]
 async fn issue_token(
     State(state): State<AppState>,
     PathParts(ks): PathParts<String>,
@@ -356,7 +459,7 @@ async fn issue_token(
 }
 
 /// The token object.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct TokenBody {
     token: String,
     state: &'static str,
@@ -378,6 +481,15 @@ impl From<TokenStatus> for TokenBody {
 }
 
 /// Whether a token was issued and activated.
+#[utoipa::path(
+    get, path = "/v1/keyspaces/{ks}/tokens/{token}", tag = "keyspaces",
+    params(("ks" = String, Path, description = "Keyspace name: 1-64 of [A-Za-z0-9._-]"), ("token" = String, Path, description = "A token of the keyspace")),
+    responses(
+        (status = 200, description = "The token", body = TokenBody),
+        (status = 400, description = "invalid_name, invalid_token", body = ErrorBody),
+        (status = 404, description = "keyspace_not_found, token_not_issued", body = ErrorBody),
+    )
+)]
 async fn token_status(
     State(state): State<AppState>,
     PathParts((ks, token)): PathParts<(String, String)>,
@@ -387,6 +499,16 @@ async fn token_status(
 }
 
 /// Activate a token, once.
+#[utoipa::path(
+    post, path = "/v1/keyspaces/{ks}/tokens/{token}/activate", tag = "keyspaces",
+    params(("ks" = String, Path, description = "Keyspace name: 1-64 of [A-Za-z0-9._-]"), ("token" = String, Path, description = "A token of the keyspace")),
+    responses(
+        (status = 200, description = "Activated", body = TokenBody),
+        (status = 400, description = "invalid_name, invalid_token", body = ErrorBody),
+        (status = 404, description = "keyspace_not_found, token_not_issued", body = ErrorBody),
+        (status = 409, description = "already_activated", body = ErrorBody),
+    )
+)]
 async fn activate_token(
     State(state): State<AppState>,
     PathParts((ks, token)): PathParts<(String, String)>,

@@ -4,11 +4,14 @@
 //! - [`local::LocalStore`]: the core state machines in RAM, with no
 //!   journal (`memory:`) or an SQLite journal with group commit
 //!   ([`sqlite`], `sqlite:PATH`).
+//! - [`redis::RedisStore`]: all state in Redis or Redis Cluster, one Lua
+//!   script per operation, shared by any number of processes.
 //!
 //! Every backend passes the same conformance suite (`tests/conformance`).
 //! Backend errors stay in here: callers see only [`StoreError`].
 
 pub mod local;
+pub mod redis;
 pub mod sqlite;
 
 use async_trait::async_trait;

@@ -1,0 +1,22 @@
+-- generate_keys. ARGV[3..5]: defaults if the pool is new; ARGV[6..]:
+-- random candidates of 128 characters, cut to the pool's key length here
+-- (Lua's math.random is seeded the same on every call, so the randomness
+-- comes from the caller's CSPRNG). A candidate that is a live key is
+-- skipped; the caller asks again for the rest.
+-- Reply: {created_at, alive_until, key...}.
+ensure_pool()
+expire_some(LAZY_LIMIT)
+local len = setting('key_length')
+local alive = NOW + setting('keepalive_ttl_ms')
+local out = { NOW, alive }
+for i = 6, #ARGV do
+  local k = string.sub(ARGV[i], 1, len)
+  local h = khash(k)
+  if redis.call('EXISTS', h) == 0 then
+    redis.call('HSET', h, 'created_at', int(NOW), 'alive_until', int(alive), 'lease_id', '0', 'leased_until', '0')
+    redis.call('SADD', FREE, k)
+    redis.call('ZADD', ALIVE, int(alive), k)
+    out[#out + 1] = k
+  end
+end
+return out

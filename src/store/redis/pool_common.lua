@@ -1,0 +1,116 @@
+-- Shared head of every pool script (keyward, src/store/redis.rs).
+-- ARGV[1]: the pool's key prefix `{kw:p:NAME}` (the hash tag: every key
+-- below hashes to one cluster slot). ARGV[2]: now in ms, or "" for Redis
+-- TIME. The keys built here all carry that tag; KEYS[1] is the meta hash,
+-- given so that the call is routed to the pool's slot.
+local P = ARGV[1]
+local META = P .. ':meta'
+local FREE = P .. ':free'
+local LEASES = P .. ':leases'
+local ALIVE = P .. ':alive'
+local SEQ = P .. ':seq'
+
+local NOW
+if ARGV[2] ~= '' then
+  NOW = tonumber(ARGV[2])
+else
+  local t = redis.call('TIME')
+  NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Integers as exact decimal text (Lua numbers are doubles; every value
+-- kept here is below 2^53).
+local function int(n)
+  return string.format('%d', n)
+end
+
+local function khash(k)
+  return P .. ':k:' .. k
+end
+
+local function purge(k)
+  redis.call('DEL', khash(k))
+  redis.call('ZREM', ALIVE, k)
+  redis.call('ZREM', LEASES, k)
+  redis.call('SREM', FREE, k)
+end
+
+local function end_lease(k)
+  redis.call('HSET', khash(k), 'lease_id', '0', 'leased_until', '0')
+  redis.call('ZREM', LEASES, k)
+  redis.call('SADD', FREE, k)
+end
+
+-- Purges due keys, then ends due leases, at most `limit` entries in all.
+-- O(m log n) for the m entries handled; a deadline equal to now is due.
+local function expire_some(limit)
+  local keys, leases = 0, 0
+  local due = redis.call('ZRANGEBYSCORE', ALIVE, '-inf', NOW, 'LIMIT', 0, limit)
+  for _, k in ipairs(due) do
+    purge(k)
+    keys = keys + 1
+  end
+  local left = limit - keys
+  if left > 0 then
+    due = redis.call('ZRANGEBYSCORE', LEASES, '-inf', NOW, 'LIMIT', 0, left)
+    for _, k in ipairs(due) do
+      end_lease(k)
+      leases = leases + 1
+    end
+  end
+  return keys, leases
+end
+
+-- Expiry each script applies before its own work: bounded, so one call
+-- stays short even when many deadlines fall due at once. `touch` keeps the
+-- key a script works on exact whatever this bound left behind.
+local LAZY_LIMIT = 100
+
+-- The key's fields after its own deadlines are applied, or nil if it is
+-- gone: {created_at, alive_until, lease_id, leased_until, lease_id text}.
+local function touch(k)
+  local f = redis.call('HMGET', khash(k), 'created_at', 'alive_until', 'lease_id', 'leased_until')
+  if not f[1] then
+    return nil
+  end
+  local created, alive, lid, lu = tonumber(f[1]), tonumber(f[2]), tonumber(f[3]), tonumber(f[4])
+  local lid_text = f[3]
+  if alive <= NOW then
+    purge(k)
+    return nil
+  end
+  if lid ~= 0 and lu <= NOW then
+    end_lease(k)
+    lid, lu, lid_text = 0, 0, '0'
+  end
+  return { created, alive, lid, lu, lid_text }
+end
+
+local function setting(field)
+  return tonumber(redis.call('HGET', META, field))
+end
+
+-- Reply codes, mirrored in redis.rs.
+local OK, KEY_NOT_FOUND, NOT_LEASED, LEASE_MISMATCH, NO_FREE_KEY, POOL_NOT_FOUND = 0, 1, 2, 3, 4, 5
+
+local function key_reply(k, created, alive, lid, lu)
+  return { OK, k, created, alive, lid, lu }
+end
+
+-- {lease_ttl_ms, keepalive_ttl_ms, key_length, total, free}
+local function pool_state()
+  local s = redis.call('HMGET', META, 'lease_ttl_ms', 'keepalive_ttl_ms', 'key_length')
+  return { tonumber(s[1]), tonumber(s[2]), tonumber(s[3]), redis.call('ZCARD', ALIVE), redis.call('SCARD', FREE) }
+end
+
+-- Creates the meta hash from ARGV[3..5] (lease, keep-alive, key length)
+-- if absent; 1 if it did.
+local function ensure_pool()
+  if redis.call('EXISTS', META) == 1 then
+    return 0
+  end
+  redis.call('HSET', META, 'lease_ttl_ms', ARGV[3], 'keepalive_ttl_ms', ARGV[4], 'key_length', ARGV[5])
+  return 1
+end
+
+-- ---- the operation ----

@@ -1,0 +1,808 @@
+//! The conformance cases: what every `Store` backend must do.
+//!
+//! Each case takes the store and the clock it reads, uses pool and keyspace
+//! names of its own (so cases may share one store), and moves time only by
+//! advancing the clock.
+
+use std::collections::HashSet;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use keyward::clock::{Clock, ManualClock};
+use keyward::core::{
+    KeyLength, KeyView, KeyspaceError, KeyspaceInfo, KeyspaceSpec, Lease, Name, PoolError,
+    PoolSettings, PoolStats, Timestamp, Ttl,
+};
+use keyward::store::{PoolPatch, Store, StoreError, Upsert};
+
+use crate::backends::{default_keyspace, pool_defaults};
+
+/// Asserts that `$result` is `Err` matching `$pattern`, showing what it was
+/// otherwise (`StoreError` is not `PartialEq`).
+macro_rules! assert_err {
+    ($result:expr, $pattern:pat) => {{
+        let result = $result;
+        assert!(
+            matches!(result, Err($pattern)),
+            "expected Err({}), got {:?}",
+            stringify!($pattern),
+            result
+        );
+    }};
+}
+
+/// A name of this run's own: `tag` plus a per-process suffix, so reruns
+/// against a persistent backend never meet old state.
+fn name(tag: &str) -> Name {
+    static RUN: OnceLock<String> = OnceLock::new();
+    let run = RUN.get_or_init(|| {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        format!("{:08x}", nanos ^ std::process::id().rotate_left(16))
+    });
+    Name::parse(&format!("{tag}-{run}")).expect("tags are short and use only name characters")
+}
+
+fn ttl(ms: u64) -> Ttl {
+    Ttl::from_millis(ms).expect("test TTLs are positive")
+}
+
+fn after(t: Timestamp, ms: u64) -> Timestamp {
+    Timestamp::from_millis(t.as_millis() + ms)
+}
+
+fn advance(clock: &ManualClock, ms: u64) {
+    clock.advance(Duration::from_millis(ms));
+}
+
+fn stats(total: u64, free: u64, leased: u64) -> PoolStats {
+    PoolStats {
+        total,
+        free,
+        leased,
+    }
+}
+
+fn lease_of(view: &KeyView) -> Lease {
+    view.lease
+        .unwrap_or_else(|| panic!("{} should be leased", view.key))
+}
+
+/// Creates pool `pool` with the given TTLs and `count` keys in it.
+async fn pool_with(
+    store: &dyn Store,
+    pool: &Name,
+    lease_ms: u64,
+    keepalive_ms: u64,
+    count: usize,
+) -> Vec<KeyView> {
+    let patch = PoolPatch {
+        lease_ttl: Some(ttl(lease_ms)),
+        keepalive_ttl: Some(ttl(keepalive_ms)),
+        key_length: None,
+    };
+    let (_, upsert) = store.put_pool(pool, patch).await.unwrap();
+    assert_eq!(upsert, Upsert::Created, "{pool} should be new");
+    store.generate_keys(pool, count).await.unwrap()
+}
+
+async fn pool_stats(store: &dyn Store, pool: &Name) -> PoolStats {
+    store.pool_info(pool).await.unwrap().stats
+}
+
+pub async fn put_pool_creates_then_changes_only_the_given_fields(
+    store: &dyn Store,
+    _clock: &ManualClock,
+) {
+    let pool = name("put-pool");
+    let patch = PoolPatch {
+        lease_ttl: Some(ttl(1_500)),
+        ..PoolPatch::default()
+    };
+    let (info, upsert) = store.put_pool(&pool, patch).await.unwrap();
+    assert_eq!(upsert, Upsert::Created);
+    assert_eq!(info.name, pool);
+    let created = PoolSettings {
+        lease_ttl: ttl(1_500),
+        ..pool_defaults()
+    };
+    assert_eq!(info.settings, created);
+    assert_eq!(info.stats, PoolStats::default());
+
+    let patch = PoolPatch {
+        keepalive_ttl: Some(ttl(9_000)),
+        key_length: KeyLength::new(8),
+        lease_ttl: None,
+    };
+    let (info, upsert) = store.put_pool(&pool, patch).await.unwrap();
+    assert_eq!(upsert, Upsert::Existed);
+    let changed = PoolSettings {
+        lease_ttl: ttl(1_500),
+        keepalive_ttl: ttl(9_000),
+        key_length: KeyLength::new(8).unwrap(),
+    };
+    assert_eq!(info.settings, changed);
+
+    let keys = store.generate_keys(&pool, 3).await.unwrap();
+    assert!(keys.iter().all(|v| v.key.len() == 8), "{keys:?}");
+    let (info, upsert) = store.put_pool(&pool, PoolPatch::default()).await.unwrap();
+    assert_eq!(upsert, Upsert::Existed);
+    assert_eq!(info.settings, changed);
+    assert_eq!(info.stats, stats(3, 3, 0));
+    assert_eq!(store.pool_info(&pool).await.unwrap(), info);
+}
+
+pub async fn pool_info_of_an_unknown_pool_is_pool_not_found(
+    store: &dyn Store,
+    _clock: &ManualClock,
+) {
+    assert_err!(
+        store.pool_info(&name("no-such-pool")).await,
+        StoreError::PoolNotFound
+    );
+}
+
+pub async fn generate_keys_creates_a_missing_pool_with_the_defaults(
+    store: &dyn Store,
+    clock: &ManualClock,
+) {
+    let pool = name("generate");
+    assert_err!(store.pool_info(&pool).await, StoreError::PoolNotFound);
+    let now = clock.now();
+    let keys = store.generate_keys(&pool, 5).await.unwrap();
+    assert_eq!(keys.len(), 5);
+    for view in &keys {
+        assert_eq!(view.key.len(), KeyLength::DEFAULT.get(), "{}", view.key);
+        assert!(view.key.bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert_eq!(view.created_at, now);
+        assert_eq!(
+            view.alive_until,
+            now.after(pool_defaults().keepalive_ttl),
+            "{view:?}"
+        );
+        assert_eq!(view.lease, None);
+    }
+    let info = store.pool_info(&pool).await.unwrap();
+    assert_eq!(info.name, pool);
+    assert_eq!(info.settings, pool_defaults());
+    assert_eq!(info.stats, stats(5, 5, 0));
+
+    let more = store.generate_keys(&pool, 3).await.unwrap();
+    let distinct: HashSet<&str> = keys.iter().chain(&more).map(|v| v.key.as_str()).collect();
+    assert_eq!(distinct.len(), 8);
+    assert_eq!(pool_stats(store, &pool).await, stats(8, 8, 0));
+}
+
+pub async fn lease_key_on_an_empty_or_unknown_pool_is_no_free_key(
+    store: &dyn Store,
+    _clock: &ManualClock,
+) {
+    let unknown = name("lease-unknown");
+    assert_err!(
+        store.lease_key(&unknown).await,
+        StoreError::Pool(PoolError::NoFreeKey)
+    );
+    // A refused lease does not create the pool.
+    assert_err!(store.pool_info(&unknown).await, StoreError::PoolNotFound);
+
+    let empty = name("lease-empty");
+    store.put_pool(&empty, PoolPatch::default()).await.unwrap();
+    assert_err!(
+        store.lease_key(&empty).await,
+        StoreError::Pool(PoolError::NoFreeKey)
+    );
+    assert_eq!(pool_stats(store, &empty).await, PoolStats::default());
+}
+
+pub async fn lease_key_hands_out_each_free_key_once_with_growing_lease_ids(
+    store: &dyn Store,
+    clock: &ManualClock,
+) {
+    let pool = name("lease-all");
+    let keys = pool_with(store, &pool, 10_000, 60_000, 4).await;
+    let generated: HashSet<&str> = keys.iter().map(|v| v.key.as_str()).collect();
+    let mut leased = HashSet::new();
+    let mut last_id = 0;
+    for i in 0..4 {
+        advance(clock, 5);
+        let now = clock.now();
+        let view = store.lease_key(&pool).await.unwrap();
+        assert!(generated.contains(view.key.as_str()), "{}", view.key);
+        assert!(leased.insert(view.key.clone()), "{} leased twice", view.key);
+        let lease = lease_of(&view);
+        assert!(lease.id > last_id, "lease id {} after {last_id}", lease.id);
+        last_id = lease.id;
+        assert_eq!(lease.until, after(now, 10_000));
+        let original = keys.iter().find(|v| v.key == view.key).unwrap();
+        // Leasing does not extend the key's life.
+        assert_eq!(view.alive_until, original.alive_until);
+        assert_eq!(view.created_at, original.created_at);
+        assert_eq!(pool_stats(store, &pool).await, stats(4, 3 - i, i + 1));
+    }
+    assert_err!(
+        store.lease_key(&pool).await,
+        StoreError::Pool(PoolError::NoFreeKey)
+    );
+}
+
+pub async fn release_key_frees_the_key_with_or_without_its_lease_id(
+    store: &dyn Store,
+    clock: &ManualClock,
+) {
+    let pool = name("release");
+    pool_with(store, &pool, 10_000, 60_000, 1).await;
+    for with_id in [false, true] {
+        let leased = store.lease_key(&pool).await.unwrap();
+        advance(clock, 10);
+        let lease_id = with_id.then(|| lease_of(&leased).id);
+        let released = store
+            .release_key(&pool, &leased.key, lease_id)
+            .await
+            .unwrap();
+        assert_eq!(released.key, leased.key);
+        assert_eq!(released.lease, None);
+        assert_eq!(released.created_at, leased.created_at);
+        // Releasing does not extend the key's life.
+        assert_eq!(released.alive_until, leased.alive_until);
+        assert_eq!(pool_stats(store, &pool).await, stats(1, 1, 0));
+        assert_eq!(store.get_key(&pool, &leased.key).await.unwrap(), released);
+    }
+}
+
+pub async fn release_key_refuses_unknown_keys_free_keys_and_other_leases(
+    store: &dyn Store,
+    _clock: &ManualClock,
+) {
+    let pool = name("release-refused");
+    let keys = pool_with(store, &pool, 10_000, 60_000, 2).await;
+    let key = &keys[0].key;
+    assert_err!(
+        store.release_key(&name("release-nopool"), key, None).await,
+        StoreError::Pool(PoolError::KeyNotFound)
+    );
+    assert_err!(
+        store
+            .release_key(&pool, "noSuchKey0000000000000", None)
+            .await,
+        StoreError::Pool(PoolError::KeyNotFound)
+    );
+    assert_err!(
+        store.release_key(&pool, key, None).await,
+        StoreError::Pool(PoolError::NotLeased)
+    );
+    assert_err!(
+        store.release_key(&pool, key, Some(1)).await,
+        StoreError::Pool(PoolError::NotLeased)
+    );
+
+    let leased = store.lease_key(&pool).await.unwrap();
+    let id = lease_of(&leased).id;
+    for wrong in [0, id + 1, u64::MAX] {
+        assert_err!(
+            store.release_key(&pool, &leased.key, Some(wrong)).await,
+            StoreError::Pool(PoolError::LeaseMismatch)
+        );
+    }
+    assert_eq!(store.get_key(&pool, &leased.key).await.unwrap(), leased);
+    assert_eq!(pool_stats(store, &pool).await, stats(2, 1, 1));
+}
+
+pub async fn keepalive_key_extends_the_life_and_with_the_lease_id_the_lease(
+    store: &dyn Store,
+    clock: &ManualClock,
+) {
+    let pool = name("keepalive");
+    let keys = pool_with(store, &pool, 1_000, 10_000, 2).await;
+    advance(clock, 400);
+    let leased = store.lease_key(&pool).await.unwrap();
+    let id = lease_of(&leased).id;
+    let free_key = &keys.iter().find(|v| v.key != leased.key).unwrap().key;
+
+    advance(clock, 300);
+    let now = clock.now();
+    let kept = store
+        .keepalive_key(&pool, &leased.key, Some(id))
+        .await
+        .unwrap();
+    assert_eq!(
+        kept.lease,
+        Some(Lease {
+            id,
+            until: after(now, 1_000)
+        })
+    );
+    assert_eq!(kept.alive_until, after(now, 10_000));
+    assert_eq!(kept.created_at, leased.created_at);
+
+    // Past the first lease's end, still leased under the extension.
+    advance(clock, 900);
+    let now = clock.now();
+    assert_eq!(store.get_key(&pool, &leased.key).await.unwrap(), kept);
+    let kept_again = store.keepalive_key(&pool, &leased.key, None).await.unwrap();
+    assert_eq!(kept_again.lease, kept.lease, "no lease id, no extension");
+    assert_eq!(kept_again.alive_until, after(now, 10_000));
+
+    let free = store.keepalive_key(&pool, free_key, None).await.unwrap();
+    assert_eq!(free.lease, None);
+    assert_eq!(free.alive_until, after(now, 10_000));
+    assert_eq!(pool_stats(store, &pool).await, stats(2, 1, 1));
+}
+
+pub async fn keepalive_key_refuses_unknown_keys_and_wrong_lease_ids(
+    store: &dyn Store,
+    clock: &ManualClock,
+) {
+    let pool = name("keepalive-refused");
+    let keys = pool_with(store, &pool, 10_000, 60_000, 2).await;
+    assert_err!(
+        store
+            .keepalive_key(&name("keepalive-nopool"), &keys[0].key, None)
+            .await,
+        StoreError::Pool(PoolError::KeyNotFound)
+    );
+    assert_err!(
+        store
+            .keepalive_key(&pool, "noSuchKey0000000000000", None)
+            .await,
+        StoreError::Pool(PoolError::KeyNotFound)
+    );
+
+    let leased = store.lease_key(&pool).await.unwrap();
+    let id = lease_of(&leased).id;
+    let free = keys.iter().find(|v| v.key != leased.key).unwrap();
+    advance(clock, 1_000);
+    for wrong in [0, id + 1, u64::MAX] {
+        assert_err!(
+            store.keepalive_key(&pool, &leased.key, Some(wrong)).await,
+            StoreError::Pool(PoolError::LeaseMismatch)
+        );
+    }
+    // A lease id on a free key matches no lease.
+    assert_err!(
+        store.keepalive_key(&pool, &free.key, Some(id)).await,
+        StoreError::Pool(PoolError::LeaseMismatch)
+    );
+    // Nothing changed: neither the lease nor the life.
+    assert_eq!(store.get_key(&pool, &leased.key).await.unwrap(), leased);
+    assert_eq!(store.get_key(&pool, &free.key).await.unwrap(), *free);
+}
+
+pub async fn get_key_shows_the_key_and_refuses_unknown_keys(
+    store: &dyn Store,
+    _clock: &ManualClock,
+) {
+    let pool = name("get");
+    let keys = pool_with(store, &pool, 10_000, 60_000, 1).await;
+    assert_eq!(store.get_key(&pool, &keys[0].key).await.unwrap(), keys[0]);
+    let leased = store.lease_key(&pool).await.unwrap();
+    assert_eq!(store.get_key(&pool, &keys[0].key).await.unwrap(), leased);
+    assert_err!(
+        store.get_key(&name("get-nopool"), &keys[0].key).await,
+        StoreError::Pool(PoolError::KeyNotFound)
+    );
+    assert_err!(
+        store.get_key(&pool, "noSuchKey0000000000000").await,
+        StoreError::Pool(PoolError::KeyNotFound)
+    );
+}
+
+pub async fn delete_key_purges_the_key_for_good(store: &dyn Store, _clock: &ManualClock) {
+    let pool = name("delete");
+    let keys = pool_with(store, &pool, 10_000, 60_000, 3).await;
+    let leased = store.lease_key(&pool).await.unwrap();
+    let id = lease_of(&leased).id;
+    let free = &keys.iter().find(|v| v.key != leased.key).unwrap().key;
+    store.delete_key(&pool, &leased.key).await.unwrap();
+    store.delete_key(&pool, free).await.unwrap();
+    assert_eq!(pool_stats(store, &pool).await, stats(1, 1, 0));
+
+    for key in [&leased.key, free] {
+        assert_err!(
+            store.get_key(&pool, key).await,
+            StoreError::Pool(PoolError::KeyNotFound)
+        );
+        assert_err!(
+            store.delete_key(&pool, key).await,
+            StoreError::Pool(PoolError::KeyNotFound)
+        );
+        assert_err!(
+            store.release_key(&pool, key, Some(id)).await,
+            StoreError::Pool(PoolError::KeyNotFound)
+        );
+        assert_err!(
+            store.keepalive_key(&pool, key, None).await,
+            StoreError::Pool(PoolError::KeyNotFound)
+        );
+    }
+    let last = store.lease_key(&pool).await.unwrap();
+    assert!(last.key != leased.key && last.key != *free);
+    assert_err!(
+        store.lease_key(&pool).await,
+        StoreError::Pool(PoolError::NoFreeKey)
+    );
+    assert_err!(
+        store.delete_key(&name("delete-nopool"), &last.key).await,
+        StoreError::Pool(PoolError::KeyNotFound)
+    );
+}
+
+pub async fn an_expired_lease_returns_the_key_to_the_free_set_on_the_next_touch(
+    store: &dyn Store,
+    clock: &ManualClock,
+) {
+    let pool = name("lease-expiry");
+    let keys = pool_with(store, &pool, 100, 60_000, 1).await;
+    let leased = store.lease_key(&pool).await.unwrap();
+    advance(clock, 99);
+    assert_eq!(store.get_key(&pool, &keys[0].key).await.unwrap(), leased);
+    assert_err!(
+        store.lease_key(&pool).await,
+        StoreError::Pool(PoolError::NoFreeKey)
+    );
+
+    // The lease ends when its deadline is reached, not after.
+    advance(clock, 1);
+    let freed = store.get_key(&pool, &keys[0].key).await.unwrap();
+    assert_eq!(freed.lease, None);
+    assert_eq!(freed.alive_until, keys[0].alive_until);
+    assert_eq!(pool_stats(store, &pool).await, stats(1, 1, 0));
+    assert_err!(
+        store.release_key(&pool, &keys[0].key, None).await,
+        StoreError::Pool(PoolError::NotLeased)
+    );
+    let again = store.lease_key(&pool).await.unwrap();
+    assert_eq!(again.key, keys[0].key);
+
+    // A lease that ran out also frees its key for the next `lease_key`.
+    advance(clock, 100);
+    let third = store.lease_key(&pool).await.unwrap();
+    assert_eq!(third.key, keys[0].key);
+    assert!(lease_of(&third).id > lease_of(&again).id);
+}
+
+pub async fn a_key_without_keepalive_is_purged_on_the_next_touch_even_when_leased(
+    store: &dyn Store,
+    clock: &ManualClock,
+) {
+    let pool = name("purge");
+    let keys = pool_with(store, &pool, 60_000, 200, 2).await;
+    let leased = store.lease_key(&pool).await.unwrap();
+    let other = &keys.iter().find(|v| v.key != leased.key).unwrap().key;
+    advance(clock, 100);
+    store.keepalive_key(&pool, other, None).await.unwrap();
+
+    advance(clock, 99);
+    assert_eq!(store.get_key(&pool, &leased.key).await.unwrap(), leased);
+    advance(clock, 1);
+    assert_err!(
+        store.get_key(&pool, &leased.key).await,
+        StoreError::Pool(PoolError::KeyNotFound)
+    );
+    assert_err!(
+        store
+            .release_key(&pool, &leased.key, Some(lease_of(&leased).id))
+            .await,
+        StoreError::Pool(PoolError::KeyNotFound)
+    );
+    assert_eq!(pool_stats(store, &pool).await, stats(1, 1, 0));
+
+    advance(clock, 100);
+    assert_err!(
+        store.lease_key(&pool).await,
+        StoreError::Pool(PoolError::NoFreeKey)
+    );
+    assert_err!(
+        store.keepalive_key(&pool, other, None).await,
+        StoreError::Pool(PoolError::KeyNotFound)
+    );
+    assert_eq!(pool_stats(store, &pool).await, PoolStats::default());
+}
+
+pub async fn expire_due_ends_due_leases_and_purges_due_keys(
+    store: &dyn Store,
+    clock: &ManualClock,
+) {
+    let pool = name("expire-due");
+    pool_with(store, &pool, 100, 300, 3).await;
+    store.lease_key(&pool).await.unwrap();
+    store.lease_key(&pool).await.unwrap();
+    store.expire_due().await.unwrap();
+    assert_eq!(pool_stats(store, &pool).await, stats(3, 1, 2));
+
+    advance(clock, 100);
+    let expired = store.expire_due().await.unwrap();
+    // At least ours: other cases may share the store.
+    assert!(expired.leases >= 2, "{expired:?}");
+    assert_eq!(pool_stats(store, &pool).await, stats(3, 3, 0));
+
+    advance(clock, 200);
+    let expired = store.expire_due().await.unwrap();
+    assert!(expired.keys >= 3, "{expired:?}");
+    assert_eq!(pool_stats(store, &pool).await, PoolStats::default());
+}
+
+pub async fn a_stale_lease_id_is_refused_after_the_key_is_leased_again(
+    store: &dyn Store,
+    clock: &ManualClock,
+) {
+    let pool = name("fencing");
+    let keys = pool_with(store, &pool, 100, 60_000, 1).await;
+    let first = lease_of(&store.lease_key(&pool).await.unwrap());
+    advance(clock, 100);
+    let second_view = store.lease_key(&pool).await.unwrap();
+    assert_eq!(second_view.key, keys[0].key);
+    let second = lease_of(&second_view);
+    assert!(second.id > first.id);
+
+    assert_err!(
+        store.release_key(&pool, &keys[0].key, Some(first.id)).await,
+        StoreError::Pool(PoolError::LeaseMismatch)
+    );
+    assert_err!(
+        store
+            .keepalive_key(&pool, &keys[0].key, Some(first.id))
+            .await,
+        StoreError::Pool(PoolError::LeaseMismatch)
+    );
+    assert_eq!(
+        store.get_key(&pool, &keys[0].key).await.unwrap(),
+        second_view
+    );
+    let released = store
+        .release_key(&pool, &keys[0].key, Some(second.id))
+        .await
+        .unwrap();
+    assert_eq!(released.lease, None);
+}
+
+pub async fn new_pool_settings_apply_only_to_new_deadlines(store: &dyn Store, clock: &ManualClock) {
+    let pool = name("settings");
+    let keys = pool_with(store, &pool, 1_000, 10_000, 2).await;
+    let leased = store.lease_key(&pool).await.unwrap();
+    let patch = PoolPatch {
+        lease_ttl: Some(ttl(5_000)),
+        keepalive_ttl: Some(ttl(20_000)),
+        key_length: None,
+    };
+    let (info, upsert) = store.put_pool(&pool, patch).await.unwrap();
+    assert_eq!(upsert, Upsert::Existed);
+    assert_eq!(info.settings.lease_ttl, ttl(5_000));
+    assert_eq!(store.get_key(&pool, &leased.key).await.unwrap(), leased);
+
+    advance(clock, 1_000);
+    let now = clock.now();
+    let freed = store.get_key(&pool, &leased.key).await.unwrap();
+    assert_eq!(freed.lease, None, "the old lease ends on its old deadline");
+    let relet = store.lease_key(&pool).await.unwrap();
+    assert_eq!(lease_of(&relet).until, after(now, 5_000));
+    let kept = store
+        .keepalive_key(&pool, &keys[0].key, None)
+        .await
+        .unwrap();
+    assert_eq!(kept.alive_until, after(now, 20_000));
+    let fresh = store.generate_keys(&pool, 1).await.unwrap();
+    assert_eq!(fresh[0].alive_until, after(now, 20_000));
+
+    // The other old key still dies on its old deadline.
+    let untouched = &keys[1].key;
+    advance(clock, 9_000);
+    assert_err!(
+        store.get_key(&pool, untouched).await,
+        StoreError::Pool(PoolError::KeyNotFound)
+    );
+}
+
+pub async fn put_keyspace_creates_accepts_the_same_spec_and_refuses_another(
+    store: &dyn Store,
+    _clock: &ManualClock,
+) {
+    let ks = name("put-keyspace");
+    let spec = KeyspaceSpec::new("abc", 2).unwrap();
+    let (view, upsert) = store.put_keyspace(&ks, spec.clone()).await.unwrap();
+    assert_eq!(upsert, Upsert::Created);
+    assert_eq!(view.name, ks);
+    assert_eq!(view.spec, spec);
+    assert_eq!(
+        view.info,
+        KeyspaceInfo {
+            capacity: 9,
+            issued: 0,
+            activated: 0,
+            remaining: 9
+        }
+    );
+    store.issue_token(&ks).await.unwrap();
+
+    let (view, upsert) = store.put_keyspace(&ks, spec.clone()).await.unwrap();
+    assert_eq!(upsert, Upsert::Existed);
+    assert_eq!(view.spec, spec);
+    assert_eq!((view.info.issued, view.info.remaining), (1, 8));
+
+    for other in [
+        KeyspaceSpec::new("abc", 3).unwrap(),
+        KeyspaceSpec::new("abd", 2).unwrap(),
+        KeyspaceSpec::new("cba", 2).unwrap(),
+    ] {
+        assert_err!(
+            store.put_keyspace(&ks, other).await,
+            StoreError::KeyspaceImmutable
+        );
+    }
+    assert_eq!(store.keyspace_info(&ks).await.unwrap(), view);
+}
+
+pub async fn keyspace_info_of_an_unknown_keyspace_is_keyspace_not_found(
+    store: &dyn Store,
+    _clock: &ManualClock,
+) {
+    let ks = name("no-such-keyspace");
+    assert_err!(store.keyspace_info(&ks).await, StoreError::KeyspaceNotFound);
+    assert_err!(store.issue_token(&ks).await, StoreError::KeyspaceNotFound);
+    assert_err!(
+        store.token_status(&ks, "abcd").await,
+        StoreError::KeyspaceNotFound
+    );
+    assert_err!(
+        store.activate_token(&ks, "abcd").await,
+        StoreError::KeyspaceNotFound
+    );
+}
+
+pub async fn issue_token_issues_every_token_of_a_small_space_once_then_is_exhausted(
+    store: &dyn Store,
+    _clock: &ManualClock,
+) {
+    let ks = name("exhaust");
+    let alphabet = "abcdefghijklmnopqrstuvwxyz";
+    store
+        .put_keyspace(&ks, KeyspaceSpec::new(alphabet, 2).unwrap())
+        .await
+        .unwrap();
+    let mut issued = Vec::new();
+    for index in 0..676u128 {
+        let token = store.issue_token(&ks).await.unwrap();
+        assert_eq!(token.index, index);
+        assert_eq!(token.remaining, 675 - index);
+        issued.push(token.token);
+    }
+    let every: Vec<String> = alphabet
+        .chars()
+        .flat_map(|a| alphabet.chars().map(move |b| format!("{a}{b}")))
+        .collect();
+    let distinct: HashSet<&String> = issued.iter().collect();
+    assert_eq!(distinct, every.iter().collect(), "every token exactly once");
+    assert_ne!(issued, every, "tokens must not come in counting order");
+
+    for _ in 0..2 {
+        assert_err!(
+            store.issue_token(&ks).await,
+            StoreError::Keyspace(KeyspaceError::Exhausted)
+        );
+    }
+    let info = store.keyspace_info(&ks).await.unwrap().info;
+    assert_eq!(
+        info,
+        KeyspaceInfo {
+            capacity: 676,
+            issued: 676,
+            activated: 0,
+            remaining: 0
+        }
+    );
+}
+
+pub async fn token_status_and_activate_token_follow_the_token_lifecycle(
+    store: &dyn Store,
+    clock: &ManualClock,
+) {
+    let ks = name("tokens");
+    store
+        .put_keyspace(&ks, KeyspaceSpec::new("abc", 3).unwrap())
+        .await
+        .unwrap();
+    let mut issued = Vec::new();
+    for _ in 0..5 {
+        issued.push(store.issue_token(&ks).await.unwrap().token);
+    }
+    for token in &issued {
+        let status = store.token_status(&ks, token).await.unwrap();
+        assert_eq!(
+            (status.token.as_str(), status.activated_at),
+            (&**token, None)
+        );
+    }
+    let alphabet = ['a', 'b', 'c'];
+    for a in alphabet {
+        for b in alphabet {
+            for c in alphabet {
+                let token = format!("{a}{b}{c}");
+                if !issued.contains(&token) {
+                    assert_err!(
+                        store.token_status(&ks, &token).await,
+                        StoreError::Keyspace(KeyspaceError::NotIssued)
+                    );
+                    assert_err!(
+                        store.activate_token(&ks, &token).await,
+                        StoreError::Keyspace(KeyspaceError::NotIssued)
+                    );
+                }
+            }
+        }
+    }
+    for bad in ["", "ab", "abca", "abd", "ab/", "abC"] {
+        assert_err!(
+            store.token_status(&ks, bad).await,
+            StoreError::Keyspace(KeyspaceError::InvalidToken)
+        );
+        assert_err!(
+            store.activate_token(&ks, bad).await,
+            StoreError::Keyspace(KeyspaceError::InvalidToken)
+        );
+    }
+
+    advance(clock, 1_000);
+    let first_at = clock.now();
+    let activated = store.activate_token(&ks, &issued[0]).await.unwrap();
+    assert_eq!(activated.token, issued[0]);
+    assert_eq!(activated.activated_at, Some(first_at));
+    advance(clock, 1_000);
+    assert_eq!(
+        store.token_status(&ks, &issued[0]).await.unwrap(),
+        activated
+    );
+    assert_err!(
+        store.activate_token(&ks, &issued[0]).await,
+        StoreError::Keyspace(KeyspaceError::AlreadyActivated)
+    );
+    assert_eq!(
+        store.token_status(&ks, &issued[0]).await.unwrap(),
+        activated
+    );
+
+    let second = store.activate_token(&ks, &issued[1]).await.unwrap();
+    assert_eq!(second.activated_at, Some(clock.now()));
+    assert_eq!(
+        store
+            .token_status(&ks, &issued[2])
+            .await
+            .unwrap()
+            .activated_at,
+        None
+    );
+    assert_eq!(
+        store.keyspace_info(&ks).await.unwrap().info,
+        KeyspaceInfo {
+            capacity: 27,
+            issued: 5,
+            activated: 2,
+            remaining: 22
+        }
+    );
+}
+
+pub async fn the_default_pool_and_keyspace_exist_from_the_start(
+    store: &dyn Store,
+    _clock: &ManualClock,
+) {
+    let default = Name::default_name();
+    let pool = store.pool_info(&default).await.unwrap();
+    assert_eq!(pool.name, default);
+    assert_eq!(pool.settings, pool_defaults());
+    let ks = store.keyspace_info(&default).await.unwrap();
+    assert_eq!(ks.name, default);
+    assert_eq!(ks.spec, default_keyspace());
+    assert_eq!(ks.info.capacity, 52u128.pow(4));
+    assert_eq!(ks.info.remaining, ks.info.capacity - ks.info.issued);
+}
+
+pub async fn ping_answers(store: &dyn Store, _clock: &ManualClock) {
+    store.ping().await.unwrap();
+}
+
+pub async fn flush_returns_once_everything_is_durable(store: &dyn Store, _clock: &ManualClock) {
+    let pool = Name::parse(&format!("flush-{}", std::process::id())).unwrap();
+    store.generate_keys(&pool, 3).await.unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(store.pool_info(&pool).await.unwrap().stats.total, 3);
+}

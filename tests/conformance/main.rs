@@ -1,0 +1,76 @@
+//! One suite of `Store` cases, run against every backend.
+//!
+//! Each case in [`cases`] is an `async fn(&dyn Store, &ManualClock)` that
+//! names its own pools and keyspaces and moves time only through the
+//! clock. [`backend!`] turns the whole case list into one `#[tokio::test]`
+//! per case for a backend, in a module named after it, so
+//! `cargo test --test conformance memory::` runs one backend and
+//! `cargo test --test conformance lease` one behaviour on all of them.
+//!
+//! Adding a backend is one factory in [`backends`] and one `backend!` line
+//! below. A factory that returns `None` (its server is not installed) skips
+//! that backend's tests with a note on stderr, or fails them when
+//! `KEYWARD_REQUIRE_ALL_BACKENDS=1` (as CI sets it).
+
+mod backends;
+mod cases;
+
+/// Every case for one backend, as `<backend>::<case>` tests.
+macro_rules! backend {
+    ($backend:ident, $factory:path) => {
+        conformance_tests!(
+            $backend,
+            $factory,
+            [
+                put_pool_creates_then_changes_only_the_given_fields,
+                pool_info_of_an_unknown_pool_is_pool_not_found,
+                generate_keys_creates_a_missing_pool_with_the_defaults,
+                lease_key_on_an_empty_or_unknown_pool_is_no_free_key,
+                lease_key_hands_out_each_free_key_once_with_growing_lease_ids,
+                release_key_frees_the_key_with_or_without_its_lease_id,
+                release_key_refuses_unknown_keys_free_keys_and_other_leases,
+                keepalive_key_extends_the_life_and_with_the_lease_id_the_lease,
+                keepalive_key_refuses_unknown_keys_and_wrong_lease_ids,
+                get_key_shows_the_key_and_refuses_unknown_keys,
+                delete_key_purges_the_key_for_good,
+                an_expired_lease_returns_the_key_to_the_free_set_on_the_next_touch,
+                a_key_without_keepalive_is_purged_on_the_next_touch_even_when_leased,
+                expire_due_ends_due_leases_and_purges_due_keys,
+                a_stale_lease_id_is_refused_after_the_key_is_leased_again,
+                new_pool_settings_apply_only_to_new_deadlines,
+                put_keyspace_creates_accepts_the_same_spec_and_refuses_another,
+                keyspace_info_of_an_unknown_keyspace_is_keyspace_not_found,
+                issue_token_issues_every_token_of_a_small_space_once_then_is_exhausted,
+                token_status_and_activate_token_follow_the_token_lifecycle,
+                the_default_pool_and_keyspace_exist_from_the_start,
+                ping_answers,
+                flush_returns_once_everything_is_durable,
+            ]
+        );
+    };
+}
+
+/// Expands a case list into tests; use [`backend!`], which holds the list.
+macro_rules! conformance_tests {
+    ($backend:ident, $factory:path, [$($case:ident),* $(,)?]) => {
+        mod $backend {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let Some(harness) =
+                        crate::backends::start(stringify!($backend), $factory).await
+                    else {
+                        return;
+                    };
+                    crate::cases::$case(&*harness.store, &harness.clock).await;
+                }
+            )*
+        }
+    };
+}
+
+backend!(memory, crate::backends::memory);
+backend!(sqlite, crate::backends::sqlite);
+#[path = "../redis/conformance_backend.rs"]
+mod redis_backend;
+backend!(redis, crate::redis_backend::redis);
