@@ -233,6 +233,16 @@ impl LocalStore {
         &self,
         f: impl FnOnce(&mut Engine, &mut Vec<Record>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        // While the disk refuses writes, refuse new work up front: the
+        // answer would be a 503 anyway, and this way a 503 mostly means
+        // "did not happen" and the retry queue stops growing.
+        if let Some(d) = &self.durability
+            && !d.healthy()
+        {
+            return Err(StoreError::Unavailable(
+                "the database cannot be written; retrying in the background".into(),
+            ));
+        }
         let (result, seq) = {
             let mut engine = self.lock();
             let mut records = Vec::new();

@@ -302,6 +302,9 @@ struct Inner {
     /// Pools this process has put in the registry since the last error.
     registered: Mutex<HashSet<Name>>,
     reap_backoff: Mutex<ReapBackoff>,
+    /// The start-up retry task is running (and logging): the reaper stays
+    /// quiet meanwhile.
+    retrying: AtomicBool,
 }
 
 /// The Redis store. All operations are one script call, O(1) or O(log n)
@@ -599,6 +602,7 @@ impl RedisStore {
             codecs: Mutex::new(HashMap::new()),
             registered: Mutex::new(HashSet::new()),
             reap_backoff: Mutex::new(ReapBackoff::default()),
+            retrying: AtomicBool::new(false),
         });
         let retry = match inner.ensure_ready_typed().await {
             Ok(()) => None,
@@ -609,6 +613,7 @@ impl RedisStore {
                     retry_in = ?BACKOFF_MIN,
                     "Redis store not ready; serving 503 until it is"
                 );
+                inner.retrying.store(true, Ordering::Release);
                 Some(tokio::spawn(retry_until_ready(Arc::downgrade(&inner))))
             }
         };
@@ -621,8 +626,12 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
+        // Some errors already print their source; say it once.
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
         source = s.source();
     }
     text
@@ -641,6 +650,7 @@ async fn retry_until_ready(inner: Weak<Inner>) {
         pause = (pause * 2).min(BACKOFF_MAX);
         match inner.ensure_ready_typed().await {
             Ok(()) => {
+                inner.retrying.store(false, Ordering::Release);
                 tracing::info!("Redis store ready");
                 return;
             }
@@ -858,9 +868,10 @@ impl Inner {
         }
     }
 
-    /// Runs a token script with the cached codec's secret; on `STALE` the
-    /// cache is refreshed and the call made once more. `f` maps an `OK`
-    /// reply.
+    /// Runs a token script with the cached codec's secret; on `STALE` (or
+    /// a token the cached codec refuses) the cache is refreshed and the
+    /// call made once more. `extra` gives the script's further arguments,
+    /// `f` maps an `OK` reply.
     async fn token_op<T>(
         &self,
         keyspace: &Name,
@@ -871,10 +882,19 @@ impl Inner {
         self.ensure_ready().await?;
         let prefix = keyspace_prefix(keyspace);
         let routing = format!("{prefix}:def");
-        for _ in 0..2 {
+        for attempt in 0..2 {
             let codec = self.codec(keyspace).await?;
             let mut args = vec![prefix.clone(), to_hex(codec.secret().as_bytes())];
-            args.extend(extra(&codec)?);
+            match extra(&codec) {
+                Ok(more) => args.extend(more),
+                // A stale cached codec could misjudge the token: judge it
+                // again by the stored definition.
+                Err(_) if attempt == 0 => {
+                    lock(&self.codecs).remove(keyspace);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
             let mut reply = self.eval(script, &routing, &args).await?;
             match reply.int()? {
                 keyspace_code::OK => return f(&codec, &mut reply),
@@ -1226,14 +1246,14 @@ impl Store for RedisStore {
     /// For each pool in the registry, scripts of at most 1000 due entries
     /// each (O(m log n) for m entries), at most 64 per pool per call. After
     /// a failure, calls are skipped for a pause doubling from 250 ms to 8 s,
-    /// so an outage is reported once per step; lazy expiry keeps answers
-    /// exact meanwhile.
+    /// so an outage is reported once per step, and while the start-up retry
+    /// task runs (it reports); lazy expiry keeps answers exact meanwhile.
     async fn expire_due(&self) -> Result<Expired, StoreError> {
         let inner = &self.inner;
-        if lock(&inner.reap_backoff)
+        let paused = lock(&inner.reap_backoff)
             .paused_until
-            .is_some_and(|t| Instant::now() < t)
-        {
+            .is_some_and(|t| Instant::now() < t);
+        if paused || inner.retrying.load(Ordering::Acquire) {
             return Ok(Expired::default());
         }
         let result = inner.expire_all().await;

@@ -126,7 +126,10 @@ impl RedisServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        bail!("redis-server on port {} did not answer within {limit:?}", self.port)
+        bail!(
+            "redis-server on port {} did not answer within {limit:?}",
+            self.port
+        )
     }
 
     /// `redis://127.0.0.1:PORT/0`.

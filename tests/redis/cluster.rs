@@ -1,0 +1,71 @@
+//! One keyward process on a 3-master Redis Cluster: every pool and keyspace
+//! lives in one slot, and they spread over the masters.
+
+use std::collections::HashSet;
+
+use anyhow::Result;
+
+use crate::keyward::Keyward;
+use crate::server::{self, RedisCluster};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twelve_pools_and_a_whole_keyspace_work_on_a_three_master_cluster() -> Result<()> {
+    if server::skip("twelve_pools_and_a_whole_keyspace_work_on_a_three_master_cluster") {
+        return Ok(());
+    }
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start).await??;
+    let keyward = Keyward::start(&cluster.url(), &[]).await?;
+    let api = &keyward.api;
+    api.readyz().await?.expect(200);
+
+    let mut masters = HashSet::new();
+    for i in 0..12 {
+        let pool = format!("cluster-{i}");
+        let keys = api.new_keys(&pool, 3).await?;
+        let leased = api.lease(&pool).await?;
+        leased.expect(200);
+        let key = leased.str("key");
+        assert!(keys.contains(&key));
+        api.release(&pool, &key, Some(leased.u64("lease_id")))
+            .await?
+            .expect(200);
+        let info = api.get_pool(&pool).await?;
+        assert_eq!((info.u64("total"), info.u64("free")), (3, 3));
+        // The master holding the pool answers EXISTS; the others MOVED.
+        let meta = format!("{{kw:p:{pool}}}:meta");
+        let holders: Vec<u16> = cluster
+            .nodes
+            .iter()
+            .filter(|n| {
+                server::command(n.port, &format!("EXISTS {meta}"))
+                    .is_some_and(|r| r.starts_with(":1"))
+            })
+            .map(|n| n.port)
+            .collect();
+        assert_eq!(holders.len(), 1, "{pool} lives on one master: {holders:?}");
+        masters.insert(holders[0]);
+    }
+    assert!(
+        masters.len() >= 2,
+        "12 pools spread over the masters: {masters:?}"
+    );
+
+    let ks = "cluster-ks";
+    api.put_keyspace(ks, "wxyz", 3).await?.expect(201);
+    let mut tokens = HashSet::new();
+    for _ in 0..64 {
+        let reply = api.issue_token(ks).await?;
+        reply.expect(201);
+        assert!(tokens.insert(reply.str("token")), "a token twice");
+    }
+    api.issue_token(ks)
+        .await?
+        .expect_error(409, "keyspace_exhausted");
+    let token = tokens.iter().next().cloned().unwrap_or_default();
+    api.activate(ks, &token).await?.expect(200);
+    api.activate(ks, &token)
+        .await?
+        .expect_error(409, "already_activated");
+    api.compat_get_token().await?.expect(200);
+    keyward.stop().await
+}

@@ -1,0 +1,24 @@
+//! The Redis backend end to end: real `keyward` processes on private
+//! `redis-server`s (never the machine's own Redis).
+//!
+//! - [`multi`]: two processes on one Redis share pools and keyspaces
+//!   atomically, see each other's expiry, and keep state across restarts;
+//! - [`faults`]: Redis down at start, and Redis killed mid-run;
+//! - [`cluster`]: one process on a 3-master Redis Cluster.
+//!
+//! Without `redis-server`/`redis-cli` on PATH every test skips with a loud
+//! note, or fails when `KEYWARD_REQUIRE_ALL_BACKENDS=1` (as CI sets it).
+//! Every wait is bounded; only processes started here are stopped, by PID.
+
+#[path = "../http/helpers.rs"]
+#[allow(
+    dead_code,
+    reason = "the HTTP suite's client; these tests use part of it"
+)]
+mod helpers;
+
+mod cluster;
+mod faults;
+mod keyward;
+mod multi;
+mod server;
