@@ -21,11 +21,16 @@ use crate::store::redis::{RedisSettings, RedisStore, RedisTarget, TimeSource};
 /// 1 s the contract allows).
 pub const REAP_INTERVAL: Duration = Duration::from_millis(250);
 
+/// How long in-flight requests may run after a shutdown signal. Every
+/// reply normally takes well under a millisecond; a connection still open
+/// after this is cut so the process exits.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
 /// Start-up failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -40,7 +45,7 @@ pub enum AppError {
     #[error(transparent)]
     Redis(#[from] crate::store::redis::RedisOpenError),
     /// Serving stopped with an I/O error.
-    #[error("server error: {0}")]
+    #[error("server error")]
     Serve(#[source] std::io::Error),
 }
 
@@ -115,10 +120,25 @@ impl App {
             store: self.store.clone(),
             admin_token: self.admin_token,
         });
-        let served = axum::serve(self.listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(AppError::Serve);
+        // The signal starts the graceful drain; a connection that never
+        // finishes its request (a client stalled mid-headers) must not hold
+        // the process, so the drain gets SHUTDOWN_GRACE and no more.
+        let (signal_tx, mut signal_rx) = watch::channel(false);
+        let serve = axum::serve(self.listener, router).with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = signal_tx.send(true);
+        });
+        let deadline = async {
+            let _ = signal_rx.wait_for(|&signalled| signalled).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        let served = tokio::select! {
+            served = serve => served.map_err(AppError::Serve),
+            () = deadline => {
+                tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the grace period; closing them");
+                Ok(())
+            }
+        };
         let _ = stop_tx.send(true);
         if let Err(e) = reaper.await {
             tracing::error!(error = %e, "expiry task ended abnormally");

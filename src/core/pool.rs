@@ -175,6 +175,7 @@ pub struct Pool {
     leases: Deadlines,
     alive: Deadlines,
     last_lease_id: u64,
+    expired: Expired,
     record: bool,
     changes: Vec<KeyChange>,
 }
@@ -193,6 +194,7 @@ impl Pool {
             leases: Deadlines::default(),
             alive: Deadlines::default(),
             last_lease_id: 0,
+            expired: Expired::default(),
             record,
             changes: Vec::new(),
         }
@@ -256,6 +258,12 @@ impl Pool {
             free,
             leased: total - free,
         }
+    }
+
+    /// Leases ended and keys purged by expiry since this pool was built
+    /// (restores start from zero). O(1).
+    pub fn expired_total(&self) -> Expired {
+        self.expired
     }
 
     /// Generates `count` new keys from the OS CSPRNG, unique among the live
@@ -394,6 +402,7 @@ impl Pool {
                 break;
             }
         }
+        self.expired.add(done);
         done
     }
 

@@ -6,6 +6,7 @@
 
 pub mod compat;
 pub mod error;
+pub mod metrics;
 pub mod v1;
 
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub use error::ApiError;
 
 use crate::config::AdminToken;
 use crate::store::Store;
+use metrics::Metrics;
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -57,10 +59,20 @@ pub fn router(state: AppState) -> Router {
     // Rendered once; each request clones a reference-counted buffer.
     let doc = Bytes::from(serde_json::to_vec(&doc).expect("the OpenAPI document serializes"));
     let api = api.route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let metrics = Arc::new(Metrics::new(state.store.as_ref()));
     let inner = Router::new()
         .merge(api)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route(
+            "/metrics",
+            get({
+                let metrics = metrics.clone();
+                move |axum::extract::State(state): axum::extract::State<AppState>| async move {
+                    render_metrics(&state, &metrics).await
+                }
+            }),
+        )
         .route(
             "/openapi.json",
             get(move || {
@@ -77,7 +89,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(reject_oversized))
-        .layer(middleware::from_fn(log_and_time_out))
+        .layer(middleware::from_fn_with_state(metrics, log_and_time_out))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state);
@@ -107,7 +119,11 @@ fn documented_routes() -> OpenApiRouter<AppState> {
 /// line it causes names it), answers 503 `timeout` after
 /// [`REQUEST_TIMEOUT`], and logs one line per request at `debug` (the route
 /// template, never the path: paths hold pool keys).
-async fn log_and_time_out(req: Request, next: Next) -> Response {
+async fn log_and_time_out(
+    axum::extract::State(metrics): axum::extract::State<Arc<Metrics>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let id = req
         .headers()
@@ -129,16 +145,32 @@ async fn log_and_time_out(req: Request, next: Next) -> Response {
         Ok(response) => response,
         Err(_) => ApiError::Timeout(REQUEST_TIMEOUT).into_response(),
     };
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    metrics.observe(method.as_str(), &route, status, elapsed);
     span.in_scope(|| {
         tracing::debug!(
             %method,
             route,
-            status = response.status().as_u16(),
-            micros = started.elapsed().as_micros() as u64,
+            status,
+            micros = elapsed.as_micros() as u64,
             "request"
         );
     });
     response
+}
+
+/// `GET /metrics`: the registry plus the store's counts (503 if the store
+/// cannot answer, so a scrape never shows made-up zeros).
+async fn render_metrics(state: &AppState, metrics: &Metrics) -> Response {
+    match state.store.snapshot().await {
+        Ok(snapshot) => (
+            [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+            metrics.render(&snapshot),
+        )
+            .into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
 }
 
 /// Refuses `/v1` and `/api` requests without the admin bearer token (when

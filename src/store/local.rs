@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use rand::rngs::StdRng;
 
 use super::sqlite::{self, Durability, Journal, OpenError, Record};
-use super::{KeyspaceView, PoolInfo, PoolPatch, Store, StoreError, Upsert};
+use super::{KeyspaceView, PoolInfo, PoolPatch, Snapshot, Store, StoreError, Upsert};
 use crate::clock::Clock;
 use crate::core::{
     Expired, Issued, KeyView, Keyspace, KeyspaceSpec, Name, Pool, PoolError, PoolSettings, Secret,
@@ -276,6 +276,7 @@ impl LocalStore {
             name: name.clone(),
             settings: pool.settings(),
             stats: pool.stats(),
+            expired: pool.expired_total(),
         }
     }
 
@@ -517,6 +518,29 @@ impl Store for LocalStore {
                 "the last journal commit failed".into(),
             )),
             _ => Ok(()),
+        }
+    }
+
+    /// O(pools + keyspaces) under the lock.
+    async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let engine = self.lock();
+        Ok(Snapshot {
+            pools: engine
+                .pools
+                .iter()
+                .map(|(name, pool)| Self::pool_info(name, pool))
+                .collect(),
+            keyspaces: engine
+                .keyspaces
+                .iter()
+                .map(|(name, ks)| Self::keyspace_view(name, ks))
+                .collect(),
+        })
+    }
+
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        if let Some(d) = &self.durability {
+            d.register_metrics(registry);
         }
     }
 

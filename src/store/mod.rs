@@ -17,8 +17,8 @@ pub mod sqlite;
 use async_trait::async_trait;
 
 use crate::core::{
-    Issued, KeyLength, KeyView, KeyspaceError, KeyspaceInfo, KeyspaceSpec, Name, PoolError,
-    PoolSettings, PoolStats, TokenStatus, Ttl,
+    Expired, Issued, KeyLength, KeyView, KeyspaceError, KeyspaceInfo, KeyspaceSpec, Name,
+    PoolError, PoolSettings, PoolStats, TokenStatus, Ttl,
 };
 
 /// Settings given to `PUT /v1/pools/{pool}`; absent fields keep their value
@@ -53,6 +53,18 @@ pub struct PoolInfo {
     pub settings: PoolSettings,
     /// Its key counts.
     pub stats: PoolStats,
+    /// Leases ended and keys purged by expiry so far (since this process
+    /// started for the local store; since the pool was created on Redis).
+    pub expired: Expired,
+}
+
+/// Every pool's and keyspace's counts, for `/metrics`.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// All pools.
+    pub pools: Vec<PoolInfo>,
+    /// All keyspaces.
+    pub keyspaces: Vec<KeyspaceView>,
 }
 
 /// A keyspace's definition and counts.
@@ -153,9 +165,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     -> Result<TokenStatus, StoreError>;
     /// Applies due expiry in every pool, in bounded steps. Called by the
     /// background reaper.
-    async fn expire_due(&self) -> Result<crate::core::Expired, StoreError>;
+    async fn expire_due(&self) -> Result<Expired, StoreError>;
     /// Succeeds while the store can answer; drives `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Waits until every change made so far is durable (at shutdown).
     async fn flush(&self) -> Result<(), StoreError>;
+    /// Counts of every pool and keyspace; O(pools + keyspaces), never
+    /// O(keys): each count is kept, not computed.
+    async fn snapshot(&self) -> Result<Snapshot, StoreError>;
+    /// Adds the backend's own metrics (e.g. commit latency) to `registry`.
+    /// Backends without any keep this default.
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        let _ = registry;
+    }
 }

@@ -70,7 +70,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{RedisError, Script, Value};
 use tokio::task::JoinHandle;
 
-use super::{KeyspaceView, PoolInfo, PoolPatch, Store, StoreError, Upsert};
+use super::{KeyspaceView, PoolInfo, PoolPatch, Snapshot, Store, StoreError, Upsert};
 use crate::clock::Clock;
 use crate::core::{
     Expired, Issued, KeyLength, KeyView, KeyspaceError, KeyspaceInfo, KeyspaceSpec, Lease, Name,
@@ -79,6 +79,8 @@ use crate::core::{
 
 /// The set of pool names the reaper walks.
 const REGISTRY: &str = "kw:pools";
+/// Names of all keyspaces, for `/metrics` (its own slot).
+const KEYSPACES: &str = "kw:keyspaces";
 /// Most due entries one reaper step expires in one pool (one script call).
 const REAP_STEP: u64 = 1000;
 /// Most reaper steps per pool per [`RedisStore::expire_due`] call; what is
@@ -451,7 +453,7 @@ impl Reply {
     }
 
     /// `{lease_ttl, keepalive_ttl, key_length, total, free}`.
-    fn pool_state(&mut self) -> Result<(PoolSettings, PoolStats), StoreError> {
+    fn pool_state(&mut self) -> Result<(PoolSettings, PoolStats, Expired), StoreError> {
         let settings = PoolSettings {
             lease_ttl: self.ttl()?,
             keepalive_ttl: self.ttl()?,
@@ -465,7 +467,11 @@ impl Reply {
             free,
             leased: total.saturating_sub(free),
         };
-        Ok((settings, stats))
+        let expired = Expired {
+            keys: self.u64()?,
+            leases: self.u64()?,
+        };
+        Ok((settings, stats, expired))
     }
 
     /// `{key, created_at, alive_until, lease_id, leased_until}`.
@@ -775,7 +781,12 @@ impl Inner {
         if code == 2 {
             return Err(keyspace_changed(codec.spec(), want, issued).into());
         }
-        lock(&self.codecs).insert(default, codec);
+        lock(&self.codecs).insert(default.clone(), codec);
+        let mut handle = self.handle().await.map_err(InitError::Redis)?;
+        handle
+            .query(redis::cmd("SADD").arg(KEYSPACES).arg(default.as_str()))
+            .await
+            .map_err(InitError::Redis)?;
         Ok(())
     }
 
@@ -813,6 +824,36 @@ impl Inner {
             .map_err(|e| self.failed(e))?;
         lock(&self.registered).insert(pool.clone());
         Ok(())
+    }
+
+    /// Adds a keyspace to the registry (`SADD`, idempotent).
+    async fn register_keyspace(&self, keyspace: &Name) -> Result<(), StoreError> {
+        let mut handle = self.handle().await.map_err(|e| self.failed(e))?;
+        handle
+            .query(redis::cmd("SADD").arg(KEYSPACES).arg(keyspace.as_str()))
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(())
+    }
+
+    /// The names in a registry set. O(pools) or O(keyspaces).
+    async fn members(&self, set: &str) -> Result<Vec<Name>, StoreError> {
+        let mut handle = self.handle().await.map_err(|e| self.failed(e))?;
+        match handle
+            .query(redis::cmd("SMEMBERS").arg(set))
+            .await
+            .map_err(|e| self.failed(e))?
+        {
+            Value::Array(items) | Value::Set(items) => Ok(items
+                .into_iter()
+                .filter_map(|v| match v {
+                    Value::BulkString(b) => String::from_utf8(b).ok(),
+                    _ => None,
+                })
+                .filter_map(|n| Name::parse(&n).ok())
+                .collect()),
+            other => Err(unavailable(format!("unexpected SMEMBERS reply {other:?}"))),
+        }
     }
 
     /// Runs a key script (`release`, `keepalive`, `get`) and reads its key.
@@ -918,23 +959,9 @@ impl Inner {
 
     async fn expire_all(&self) -> Result<Expired, StoreError> {
         self.ensure_ready().await?;
-        let mut handle = self.handle().await.map_err(|e| self.failed(e))?;
-        let names: Vec<String> = match handle
-            .query(redis::cmd("SMEMBERS").arg(REGISTRY))
-            .await
-            .map_err(|e| self.failed(e))?
-        {
-            Value::Array(items) | Value::Set(items) => items
-                .into_iter()
-                .filter_map(|v| match v {
-                    Value::BulkString(b) => String::from_utf8(b).ok(),
-                    _ => None,
-                })
-                .collect(),
-            other => return Err(unavailable(format!("unexpected SMEMBERS reply {other:?}"))),
-        };
+        let names = self.members(REGISTRY).await?;
         let mut total = Expired::default();
-        for name in names.iter().filter_map(|n| Name::parse(n).ok()) {
+        for name in names {
             let prefix = pool_prefix(&name);
             let routing = format!("{prefix}:meta");
             for _ in 0..REAP_STEPS_PER_POOL {
@@ -993,12 +1020,13 @@ impl Store for RedisStore {
         } else {
             Upsert::Existed
         };
-        let (settings, stats) = reply.pool_state()?;
+        let (settings, stats, expired) = reply.pool_state()?;
         Ok((
             PoolInfo {
                 name: pool.clone(),
                 settings,
                 stats,
+                expired,
             },
             upsert,
         ))
@@ -1018,11 +1046,12 @@ impl Store for RedisStore {
             .await?;
         match reply.int()? {
             pool_code::OK => {
-                let (settings, stats) = reply.pool_state()?;
+                let (settings, stats, expired) = reply.pool_state()?;
                 Ok(PoolInfo {
                     name: pool.clone(),
                     settings,
                     stats,
+                    expired,
                 })
             }
             code => Err(pool_error(code)),
@@ -1162,6 +1191,7 @@ impl Store for RedisStore {
         };
         let view = keyspace_view(keyspace, &codec, issued, activated);
         lock(&inner.codecs).insert(keyspace.clone(), codec);
+        inner.register_keyspace(keyspace).await?;
         Ok((view, upsert))
     }
 
@@ -1267,6 +1297,29 @@ impl Store for RedisStore {
             }
         }
         result
+    }
+
+    /// `SMEMBERS` of both registries, then one script per pool and
+    /// keyspace: O(pools + keyspaces).
+    async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let inner = &self.inner;
+        inner.ensure_ready().await?;
+        let mut snapshot = Snapshot::default();
+        for pool in inner.members(REGISTRY).await? {
+            match self.pool_info(&pool).await {
+                Ok(info) => snapshot.pools.push(info),
+                Err(StoreError::PoolNotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        for keyspace in inner.members(KEYSPACES).await? {
+            match self.keyspace_info(&keyspace).await {
+                Ok(view) => snapshot.keyspaces.push(view),
+                Err(StoreError::KeyspaceNotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(snapshot)
     }
 
     /// A real `PING` (after ensuring the defaults exist).

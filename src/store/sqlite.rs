@@ -20,8 +20,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 use rusqlite::{Connection, params};
 use tokio::sync::watch;
 
@@ -128,11 +130,27 @@ struct Progress {
 }
 
 /// The engine's end of the journal. Lives under the engine lock, so the
-/// order of sequence numbers is the order of changes.
+/// order of sequence numbers is the order of changes. Dropping it lets the
+/// writer finish what is queued and close the database (checkpointing the
+/// WAL into the main file), and waits for that.
 #[derive(Debug)]
 pub struct Journal {
     tx: mpsc::Sender<(u64, Vec<Record>)>,
     last_seq: u64,
+    writer: Option<thread::JoinHandle<()>>,
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        // Closing the channel is the writer's signal to finish.
+        let (closed, _) = mpsc::channel();
+        drop(std::mem::replace(&mut self.tx, closed));
+        if let Some(writer) = self.writer.take()
+            && writer.join().is_err()
+        {
+            tracing::error!("the journal writer panicked");
+        }
+    }
 }
 
 impl Journal {
@@ -159,6 +177,25 @@ impl Journal {
 #[derive(Debug, Clone)]
 pub struct Durability {
     rx: watch::Receiver<Progress>,
+    metrics: CommitMetrics,
+}
+
+/// How long commits take and how many entries each carries.
+#[derive(Debug, Clone)]
+struct CommitMetrics {
+    seconds: Histogram,
+    entries: Histogram,
+}
+
+impl Default for CommitMetrics {
+    fn default() -> Self {
+        Self {
+            // 50 µs .. ~1.6 s
+            seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            // 1 .. 4096 entries
+            entries: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
+        }
+    }
 }
 
 impl Durability {
@@ -180,6 +217,20 @@ impl Durability {
         }
     }
 
+    /// Adds the commit latency and batch size histograms.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "keyward_store_commit_seconds",
+            "Time to write and commit one journal batch",
+            self.metrics.seconds.clone(),
+        );
+        registry.register(
+            "keyward_store_batch_entries",
+            "Journal entries (requests' changes) per commit",
+            self.metrics.entries.clone(),
+        );
+    }
+
     /// Whether the last commit attempt succeeded.
     pub fn healthy(&self) -> bool {
         let p = *self.rx.borrow();
@@ -195,7 +246,7 @@ fn unavailable(msg: &'static str) -> StoreError {
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     /// SQLite refused (cannot create, not a database, corrupt, read-only).
-    #[error("cannot open database {path}: {source}")]
+    #[error("cannot open database {path}")]
     Sqlite {
         /// The file.
         path: PathBuf,
@@ -249,7 +300,7 @@ pub enum OpenError {
         have_flags: String,
     },
     /// The writer thread could not be started.
-    #[error("cannot start the journal writer: {0}")]
+    #[error("cannot start the journal writer")]
     Thread(#[source] std::io::Error),
 }
 
@@ -269,6 +320,7 @@ pub fn open(path: &Path) -> Result<(Connection, Loaded), OpenError> {
         path: path.to_owned(),
         source,
     };
+    create_private(path);
     let mut conn = Connection::open(path).map_err(sql)?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
     // Any read fails here on a file that is not SQLite or is corrupt.
@@ -291,6 +343,17 @@ pub fn open(path: &Path) -> Result<(Connection, Loaded), OpenError> {
     migrate(&mut conn, path)?;
     let loaded = load(&conn, path)?;
     Ok((conn, loaded))
+}
+
+/// Creates a missing database file readable by this user only: it holds
+/// every keyspace's secret. SQLite gives its `-wal`/`-shm` files the same
+/// mode. Failures are left to `Connection::open` to report.
+fn create_private(path: &Path) {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let _ = options.open(path);
 }
 
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), OpenError> {
@@ -447,11 +510,23 @@ fn load(conn: &Connection, path: &Path) -> Result<Loaded, OpenError> {
 pub fn start_writer(conn: Connection) -> Result<(Journal, Durability), OpenError> {
     let (tx, rx) = mpsc::channel();
     let (progress_tx, progress_rx) = watch::channel(Progress::default());
-    thread::Builder::new()
+    let metrics = CommitMetrics::default();
+    let writer_metrics = metrics.clone();
+    let writer = thread::Builder::new()
         .name("keyward-journal".into())
-        .spawn(move || write_loop(conn, rx, progress_tx))
+        .spawn(move || write_loop(conn, rx, progress_tx, writer_metrics))
         .map_err(OpenError::Thread)?;
-    Ok((Journal { tx, last_seq: 0 }, Durability { rx: progress_rx }))
+    Ok((
+        Journal {
+            tx,
+            last_seq: 0,
+            writer: Some(writer),
+        },
+        Durability {
+            rx: progress_rx,
+            metrics,
+        },
+    ))
 }
 
 /// Drains the queue in batches until every sender is gone and all is
@@ -460,6 +535,7 @@ fn write_loop(
     mut conn: Connection,
     rx: mpsc::Receiver<(u64, Vec<Record>)>,
     progress: watch::Sender<Progress>,
+    metrics: CommitMetrics,
 ) {
     let mut pending: Vec<(u64, Vec<Record>)> = Vec::new();
     let mut backoff = Duration::from_millis(50);
@@ -483,8 +559,11 @@ fn write_loop(
             }
         }
         let last = pending.last().map_or(0, |e| e.0);
+        let started = Instant::now();
         match write_batch(&mut conn, &pending) {
             Ok(()) => {
+                metrics.seconds.observe(started.elapsed().as_secs_f64());
+                metrics.entries.observe(pending.len() as f64);
                 progress.send_modify(|p| p.durable = last);
                 pending.clear();
                 backoff = Duration::from_millis(50);

@@ -41,6 +41,16 @@ local function end_lease(k)
   redis.call('SADD', FREE, k)
 end
 
+-- Adds to the pool's expiry counters (read by /metrics).
+local function count_expired(keys, leases)
+  if keys > 0 then
+    redis.call('HINCRBY', META, 'purged_keys', keys)
+  end
+  if leases > 0 then
+    redis.call('HINCRBY', META, 'expired_leases', leases)
+  end
+end
+
 -- Purges due keys, then ends due leases, at most `limit` entries in all.
 -- O(m log n) for the m entries handled; a deadline equal to now is due.
 local function expire_some(limit)
@@ -58,6 +68,7 @@ local function expire_some(limit)
       leases = leases + 1
     end
   end
+  count_expired(keys, leases)
   return keys, leases
 end
 
@@ -77,10 +88,12 @@ local function touch(k)
   local lid_text = f[3]
   if alive <= NOW then
     purge(k)
+    count_expired(1, 0)
     return nil
   end
   if lid ~= 0 and lu <= NOW then
     end_lease(k)
+    count_expired(0, 1)
     lid, lu, lid_text = 0, 0, '0'
   end
   return { created, alive, lid, lu, lid_text }
@@ -97,10 +110,11 @@ local function key_reply(k, created, alive, lid, lu)
   return { OK, k, created, alive, lid, lu }
 end
 
--- {lease_ttl_ms, keepalive_ttl_ms, key_length, total, free}
+-- {lease_ttl_ms, keepalive_ttl_ms, key_length, total, free, purged_keys, expired_leases}
 local function pool_state()
-  local s = redis.call('HMGET', META, 'lease_ttl_ms', 'keepalive_ttl_ms', 'key_length')
-  return { tonumber(s[1]), tonumber(s[2]), tonumber(s[3]), redis.call('ZCARD', ALIVE), redis.call('SCARD', FREE) }
+  local s = redis.call('HMGET', META, 'lease_ttl_ms', 'keepalive_ttl_ms', 'key_length', 'purged_keys', 'expired_leases')
+  return { tonumber(s[1]), tonumber(s[2]), tonumber(s[3]), redis.call('ZCARD', ALIVE), redis.call('SCARD', FREE),
+    tonumber(s[4] or 0), tonumber(s[5] or 0) }
 end
 
 -- Creates the meta hash from ARGV[3..5] (lease, keep-alive, key length)

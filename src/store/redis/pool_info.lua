@@ -4,4 +4,4 @@ if redis.call('EXISTS', META) == 0 then
 end
 expire_some(LAZY_LIMIT)
 local s = pool_state()
-return { OK, s[1], s[2], s[3], s[4], s[5] }
+return { OK, s[1], s[2], s[3], s[4], s[5], s[6], s[7] }

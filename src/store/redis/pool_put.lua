@@ -9,4 +9,4 @@ for i = 1, 3 do
 end
 expire_some(LAZY_LIMIT)
 local s = pool_state()
-return { created, s[1], s[2], s[3], s[4], s[5] }
+return { created, s[1], s[2], s[3], s[4], s[5], s[6], s[7] }

@@ -1,0 +1,22 @@
+//! Process-level durability tests of keyward's `sqlite:` store: every test
+//! runs the real binary (`CARGO_BIN_EXE_keyward`) on a file in a fresh
+//! temp dir, stops it with `kill -9` or SIGTERM, starts it again on the
+//! same file and checks what a client was told against what is there.
+//!
+//! - `restart`: one kind of state per test survives `kill -9`;
+//! - `expiry`: deadlines are wall-clock instants across a restart;
+//! - `crash`: `kill -9` (and SIGTERM) in the middle of concurrent load;
+//! - `startup`: refusals at start (changed default keyspace; foreign,
+//!   corrupt, too new or unopenable files);
+//! - `shutdown`: SIGTERM with a client stuck mid-request;
+//! - `disk`: a full disk gives 503s and the server recovers; a read-only
+//!   one stops the start (needs root to mount a small tmpfs; skipped
+//!   otherwise unless `KEYWARD_REQUIRE_ALL_BACKENDS=1`).
+
+mod crash;
+mod disk;
+mod expiry;
+mod restart;
+mod server;
+mod shutdown;
+mod startup;

@@ -1,0 +1,518 @@
+//! Restarts after `kill -9`, one test per kind of state: each starts the
+//! binary on a fresh SQLite file, makes the state, SIGKILLs the process
+//! (nothing flushed, no shutdown path), starts it again on the same file
+//! and reads the state back.
+
+use std::collections::HashSet;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use serde_json::{Value, json};
+
+use crate::server::{Launch, TempDir, keys_of, str_field, u64_field};
+
+const STOP_WITHIN: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn pool_settings_survive_a_kill_and_only_the_default_pool_takes_new_flags() -> Result<()> {
+    let dir = TempDir::new("pool-settings")?;
+    let launch = Launch::in_dir(&dir);
+    let server = launch.start().await?;
+    let p = server
+        .api
+        .put_pool(
+            "p",
+            json!({"lease_ttl_ms": 12_345, "keepalive_ttl_ms": 678_900, "key_length": 33}),
+        )
+        .await?
+        .expect(201)?;
+    let q = server
+        .api
+        .put_pool("q", json!({"lease_ttl_ms": 1_500}))
+        .await?
+        .expect(201)?;
+    // A change of an existing pool is durable too.
+    server
+        .api
+        .put_pool("r", json!({"key_length": 12}))
+        .await?
+        .expect(201)?;
+    let r = server
+        .api
+        .put_pool("r", json!({"keepalive_ttl_ms": 45_000}))
+        .await?
+        .expect(200)?;
+    assert_eq!(
+        (r["key_length"].clone(), r["keepalive_ttl_ms"].clone()),
+        (json!(12), json!(45_000))
+    );
+    server.kill()?;
+
+    let server = launch.clone().args(["--lease-ttl", "7s"]).start().await?;
+    assert_eq!(server.api.pool("p").await?.expect(200)?, p);
+    assert_eq!(server.api.pool("q").await?.expect(200)?, q);
+    assert_eq!(server.api.pool("r").await?.expect(200)?, r);
+    assert_eq!(
+        q["keepalive_ttl_ms"], 300_000,
+        "untouched settings keep the defaults"
+    );
+    let default = server.api.pool("default").await?.expect(200)?;
+    assert_eq!(
+        default["lease_ttl_ms"], 7_000,
+        "the default pool takes the flags of every start"
+    );
+    let keys = keys_of(&server.api.generate("p", 3).await?.expect(201)?)?;
+    ensure!(
+        keys.iter().all(|k| k.len() == 33),
+        "keys of a restored pool use its restored key_length: {keys:?}"
+    );
+    server.terminate(STOP_WITHIN).await
+}
+
+#[tokio::test]
+async fn generated_keys_survive_a_kill() -> Result<()> {
+    let dir = TempDir::new("keys")?;
+    let launch = Launch::in_dir(&dir);
+    let server = launch.start().await?;
+    let mut made: Vec<Value> = Vec::new();
+    for count in [1, 10, 25] {
+        let body = server.api.generate("p", count).await?.expect(201)?;
+        made.extend(body["keys"].as_array().context("keys")?.iter().cloned());
+    }
+    let compat_key = str_field(&server.api.compat_generate().await?.expect(201)?, "api_key")?;
+    server.kill()?;
+
+    let server = launch.start().await?;
+    for key in &made {
+        let name = str_field(key, "key")?;
+        let now = server.api.key("p", &name).await?.expect(200)?;
+        assert_eq!(&now, key, "a key reads back exactly as it was generated");
+    }
+    let pool = server.api.pool("p").await?.expect(200)?;
+    assert_eq!(
+        (pool["total"].clone(), pool["free"].clone()),
+        (json!(36), json!(36))
+    );
+    let compat = server.api.key("default", &compat_key).await?.expect(200)?;
+    assert_eq!(compat["state"], "free");
+    server.terminate(STOP_WITHIN).await
+}
+
+#[tokio::test]
+async fn a_leased_key_keeps_its_lease_id_and_deadline_across_a_kill() -> Result<()> {
+    let dir = TempDir::new("leases")?;
+    let launch = Launch::in_dir(&dir);
+    let server = launch.start().await?;
+    server.api.generate("p", 6).await?.expect(201)?;
+    let mut leased = Vec::new();
+    for _ in 0..3 {
+        leased.push(server.api.lease("p").await?.expect(200)?);
+    }
+    server.kill()?;
+
+    let server = launch.start().await?;
+    for before in &leased {
+        let key = str_field(before, "key")?;
+        let after = server.api.key("p", &key).await?.expect(200)?;
+        assert_eq!(
+            &after, before,
+            "state, lease_id, leased_until and alive_until are unchanged"
+        );
+    }
+    let pool = server.api.pool("p").await?.expect(200)?;
+    assert_eq!(
+        (pool["free"].clone(), pool["leased"].clone()),
+        (json!(3), json!(3))
+    );
+
+    // The fencing token still works: the wrong id is refused, the right one releases.
+    let first = &leased[0];
+    let key = str_field(first, "key")?;
+    let id = u64_field(first, "lease_id")?;
+    server
+        .api
+        .release("p", &key, id + 100)
+        .await?
+        .expect_error(409, "lease_mismatch")?;
+    let released = server.api.release("p", &key, id).await?.expect(200)?;
+    assert_eq!(released["state"], "free");
+    assert_eq!(released["lease_id"], Value::Null);
+    server.terminate(STOP_WITHIN).await
+}
+
+#[tokio::test]
+async fn keep_alives_and_releases_survive_a_kill() -> Result<()> {
+    let dir = TempDir::new("keepalive")?;
+    let launch = Launch::in_dir(&dir);
+    let server = launch.start().await?;
+    server
+        .api
+        .put_pool(
+            "p",
+            json!({"lease_ttl_ms": 30_000, "keepalive_ttl_ms": 60_000}),
+        )
+        .await?
+        .expect(201)?;
+    let keys = keys_of(&server.api.generate("p", 3).await?.expect(201)?)?;
+    let leased = server.api.lease("p").await?.expect(200)?;
+    let key = str_field(&leased, "key")?;
+    let id = u64_field(&leased, "lease_id")?;
+    // Let the clock move so that the extended deadlines differ.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let kept = server
+        .api
+        .keepalive("p", &key, Some(id))
+        .await?
+        .expect(200)?;
+    assert_ne!(kept["alive_until"], leased["alive_until"]);
+    assert_ne!(kept["leased_until"], leased["leased_until"]);
+    let other = keys.iter().find(|k| **k != key).context("another key")?;
+    let other_kept = server.api.keepalive("p", other, None).await?.expect(200)?;
+    let released = {
+        let second = server.api.lease("p").await?.expect(200)?;
+        let second_key = str_field(&second, "key")?;
+        server
+            .api
+            .release("p", &second_key, u64_field(&second, "lease_id")?)
+            .await?
+            .expect(200)?
+    };
+    server.kill()?;
+
+    let server = launch.start().await?;
+    assert_eq!(server.api.key("p", &key).await?.expect(200)?, kept);
+    assert_eq!(server.api.key("p", other).await?.expect(200)?, other_kept);
+    let second_key = str_field(&released, "key")?;
+    assert_eq!(
+        server.api.key("p", &second_key).await?.expect(200)?,
+        released
+    );
+    server.terminate(STOP_WITHIN).await
+}
+
+#[tokio::test]
+async fn the_next_lease_id_after_a_kill_is_greater_than_any_before() -> Result<()> {
+    let dir = TempDir::new("lease-ids")?;
+    let launch = Launch::in_dir(&dir);
+    let server = launch.start().await?;
+    server.api.generate("p", 6).await?.expect(201)?;
+    let mut ids = Vec::new();
+    let mut keys = Vec::new();
+    for _ in 0..3 {
+        let lease = server.api.lease("p").await?.expect(200)?;
+        ids.push(u64_field(&lease, "lease_id")?);
+        keys.push(str_field(&lease, "key")?);
+    }
+    // The key holding the highest id is released and the next one deleted,
+    // so no surviving key carries the highest ids any more: only the
+    // pool's high-water mark remembers them.
+    server
+        .api
+        .release("p", &keys[2], ids[2])
+        .await?
+        .expect(200)?;
+    server.api.delete_key("p", &keys[1]).await?.expect(204)?;
+    server.kill()?;
+
+    let server = launch.start().await?;
+    let highest = ids.iter().copied().max().context("three leases")?;
+    for _ in 0..3 {
+        let lease = server.api.lease("p").await?.expect(200)?;
+        let id = u64_field(&lease, "lease_id")?;
+        ensure!(
+            id > highest,
+            "lease id {id} after the restart is not above {highest}, handed out before"
+        );
+    }
+    server.terminate(STOP_WITHIN).await
+}
+
+#[tokio::test]
+async fn a_deleted_key_stays_deleted_after_a_kill() -> Result<()> {
+    let dir = TempDir::new("deleted")?;
+    let launch = Launch::in_dir(&dir);
+    let server = launch.start().await?;
+    let keys = keys_of(&server.api.generate("p", 4).await?.expect(201)?)?;
+    let leased = str_field(&server.api.lease("p").await?.expect(200)?, "key")?;
+    let free = keys
+        .iter()
+        .find(|k| **k != leased)
+        .context("a free key")?
+        .clone();
+    server.api.delete_key("p", &leased).await?.expect(204)?;
+    server.api.delete_key("p", &free).await?.expect(204)?;
+    let compat_key = str_field(&server.api.compat_generate().await?.expect(201)?, "api_key")?;
+    server.api.compat_delete(&compat_key).await?.expect(200)?;
+    server.kill()?;
+
+    let server = launch.start().await?;
+    for gone in [&leased, &free] {
+        server
+            .api
+            .key("p", gone)
+            .await?
+            .expect_error(404, "key_not_found")?;
+        server
+            .api
+            .delete_key("p", gone)
+            .await?
+            .expect_error(404, "key_not_found")?;
+    }
+    server
+        .api
+        .key("default", &compat_key)
+        .await?
+        .expect_error(404, "key_not_found")?;
+    for kept in keys.iter().filter(|k| **k != leased && **k != free) {
+        server.api.key("p", kept).await?.expect(200)?;
+    }
+    let pool = server.api.pool("p").await?.expect(200)?;
+    assert_eq!(pool["total"], 2);
+    server.terminate(STOP_WITHIN).await
+}
+
+#[tokio::test]
+async fn keyspaces_tokens_and_activations_survive_a_kill() -> Result<()> {
+    const ALPHABET: &str = "0123456789ABCDEF";
+    const WIDE: &str = "日本語🙂αβ";
+    let dir = TempDir::new("keyspaces")?;
+    let launch = Launch::in_dir(&dir);
+    let server = launch.start().await?;
+    server
+        .api
+        .put_keyspace("codes", ALPHABET, 8)
+        .await?
+        .expect(201)?;
+    let mut tokens = Vec::new();
+    for _ in 0..10 {
+        tokens.push(str_field(
+            &server.api.issue("codes").await?.expect(201)?,
+            "token",
+        )?);
+    }
+    let mut activated = Vec::new();
+    for token in &tokens[..4] {
+        activated.push(server.api.activate("codes", token).await?.expect(200)?);
+    }
+    let before = server.api.keyspace("codes").await?.expect(200)?;
+    // The default keyspace, through the seed's routes.
+    let compat: Vec<String> = {
+        let mut out = Vec::new();
+        for _ in 0..2 {
+            out.push(str_field(
+                &server.api.compat_get_token().await?.expect(200)?,
+                "key:",
+            )?);
+        }
+        out
+    };
+    server.api.compat_activate(&compat[0]).await?.expect(200)?;
+    // An alphabet beyond ASCII is stored and read back as it was.
+    server
+        .api
+        .put_keyspace("wide", WIDE, 3)
+        .await?
+        .expect(201)?;
+    let mut wide = Vec::new();
+    for _ in 0..3 {
+        wide.push(str_field(
+            &server.api.issue("wide").await?.expect(201)?,
+            "token",
+        )?);
+    }
+    let wide_activated = server.api.activate("wide", &wide[0]).await?.expect(200)?;
+    server.kill()?;
+
+    let server = launch.start().await?;
+    let after = server.api.keyspace("codes").await?.expect(200)?;
+    assert_eq!(after, before);
+    assert_eq!(
+        (after["issued"].clone(), after["activated"].clone()),
+        (json!(10), json!(4))
+    );
+    server
+        .api
+        .put_keyspace("codes", ALPHABET, 8)
+        .await?
+        .expect(200)?;
+    server
+        .api
+        .put_keyspace("codes", ALPHABET, 9)
+        .await?
+        .expect_error(409, "keyspace_immutable")?;
+    for (i, token) in tokens.iter().enumerate() {
+        let status = server.api.token("codes", token).await?.expect(200)?;
+        if i < 4 {
+            assert_eq!(status, activated[i], "activation and its time are kept");
+            server
+                .api
+                .activate("codes", token)
+                .await?
+                .expect_error(409, "already_activated")?;
+        } else {
+            assert_eq!(status["state"], "issued", "{token}");
+        }
+    }
+    let info = server.api.keyspace("wide").await?.expect(200)?;
+    assert_eq!(
+        (info["alphabet"].clone(), info["issued"].clone()),
+        (json!(WIDE), json!(3))
+    );
+    assert_eq!(
+        server.api.token("wide", &wide[0]).await?.expect(200)?,
+        wide_activated
+    );
+    for token in &wide[1..] {
+        let status = server.api.token("wide", token).await?.expect(200)?;
+        assert_eq!(status["state"], "issued", "{token}");
+    }
+    let status = |s: &str| json!({ "keystatus:": s });
+    assert_eq!(
+        server
+            .api
+            .compat_token_status(&compat[0])
+            .await?
+            .expect(200)?,
+        status("Ключ выдан и активирован")
+    );
+    assert_eq!(
+        server
+            .api
+            .compat_token_status(&compat[1])
+            .await?
+            .expect(200)?,
+        status("Ключ выдан, но не активирован")
+    );
+    server.terminate(STOP_WITHIN).await
+}
+
+#[tokio::test]
+async fn tokens_issued_after_a_kill_never_repeat_earlier_ones() -> Result<()> {
+    const CAPACITY: usize = 64; // "abcd", length 3
+    let dir = TempDir::new("no-repeat")?;
+    let launch = Launch::in_dir(&dir);
+    let server = launch.start().await?;
+    server
+        .api
+        .put_keyspace("small", "abcd", 3)
+        .await?
+        .expect(201)?;
+    let mut tokens = Vec::new();
+    for _ in 0..30 {
+        tokens.push(str_field(
+            &server.api.issue("small").await?.expect(201)?,
+            "token",
+        )?);
+    }
+    server.kill()?;
+
+    let server = launch.start().await?;
+    let info = server.api.keyspace("small").await?.expect(200)?;
+    assert_eq!(
+        (info["issued"].clone(), info["remaining"].clone()),
+        (json!(30), json!(34))
+    );
+    let mut exhausted = false;
+    for _ in 0..=CAPACITY {
+        let reply = server.api.issue("small").await?;
+        if reply.status == 409 {
+            reply.expect_error(409, "keyspace_exhausted")?;
+            exhausted = true;
+            break;
+        }
+        tokens.push(str_field(&reply.expect(201)?, "token")?);
+    }
+    ensure!(exhausted, "the keyspace never reported keyspace_exhausted");
+    let distinct: HashSet<&String> = tokens.iter().collect();
+    assert_eq!(
+        tokens.len(),
+        CAPACITY,
+        "every token of the space, once: {tokens:?}"
+    );
+    assert_eq!(distinct.len(), CAPACITY, "a token repeated: {tokens:?}");
+    ensure!(
+        tokens
+            .iter()
+            .all(|t| t.len() == 3 && t.chars().all(|c| "abcd".contains(c))),
+        "tokens fit the alphabet and length: {tokens:?}"
+    );
+    server.kill()?;
+
+    // Exhaustion itself is durable.
+    let server = launch.start().await?;
+    server
+        .api
+        .issue("small")
+        .await?
+        .expect_error(409, "keyspace_exhausted")?;
+    server.terminate(STOP_WITHIN).await
+}
+
+#[tokio::test]
+async fn the_database_reads_back_with_the_sqlite3_shell_after_a_kill() -> Result<()> {
+    let dir = TempDir::new("sqlite3-shell")?;
+    let launch = Launch::in_dir(&dir);
+    let server = launch.start().await?;
+    let keys = keys_of(&server.api.generate("p", 10).await?.expect(201)?)?;
+    let lease = server.api.lease("p").await?.expect(200)?;
+    server
+        .api
+        .put_keyspace("ks", "abcdef", 6)
+        .await?
+        .expect(201)?;
+    let token = str_field(&server.api.issue("ks").await?.expect(201)?, "token")?;
+    server.api.issue("ks").await?.expect(201)?;
+    server.api.activate("ks", &token).await?.expect(200)?;
+    server.kill()?;
+
+    let query = |sql: &str| -> Result<Option<String>> {
+        match Command::new("sqlite3").arg(dir.db()).arg(sql).output() {
+            Ok(out) => {
+                ensure!(
+                    out.status.success(),
+                    "sqlite3 {sql:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                Ok(Some(String::from_utf8_lossy(&out.stdout).trim().to_owned()))
+            }
+            Err(e) => {
+                eprintln!(
+                    "SKIP the_database_reads_back_with_the_sqlite3_shell_after_a_kill: no sqlite3 shell ({e})"
+                );
+                Ok(None)
+            }
+        }
+    };
+    let Some(count) = query("SELECT count(*) FROM keys WHERE pool = 'p'")? else {
+        return Ok(());
+    };
+    assert_eq!(count, keys.len().to_string());
+    let leased_key = str_field(&lease, "key")?;
+    assert_eq!(
+        query(&format!(
+            "SELECT lease_id FROM keys WHERE pool = 'p' AND key = '{leased_key}'"
+        ))?,
+        Some(u64_field(&lease, "lease_id")?.to_string())
+    );
+    assert_eq!(
+        query(
+            "SELECT alphabet || ' ' || length || ' ' || issued FROM keyspaces WHERE name = 'ks'"
+        )?,
+        Some("abcdef 6 2".to_owned())
+    );
+    assert_eq!(
+        query("SELECT token FROM activations WHERE keyspace = 'ks'")?,
+        Some(token)
+    );
+    assert_eq!(
+        query("SELECT count(*) FROM schema_version")?.map(|n| n != "0"),
+        Some(true)
+    );
+    assert_eq!(query("PRAGMA journal_mode")?, Some("wal".to_owned()));
+
+    // Reading it with the shell does not disturb the server.
+    let server = launch.start().await?;
+    server.api.key("p", &leased_key).await?.expect(200)?;
+    server.terminate(STOP_WITHIN).await
+}

@@ -1,0 +1,305 @@
+//! Start-up refusals: a `default` keyspace that would change under issued
+//! tokens, and files that are not (or cannot become) a keyward database.
+//! Each must end the process with a non-zero code and a clear message on
+//! stderr, and must leave the file as it was.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use serde_json::json;
+
+use crate::server::{Exited, Launch, TempDir, str_field};
+
+const STOP_WITHIN: Duration = Duration::from_secs(5);
+
+/// Fails unless the server exited non-zero with something on stderr.
+fn ensure_refused(exited: &Exited) -> Result<()> {
+    ensure!(
+        !exited.status.success(),
+        "the server should refuse to start, but exited with {}; stderr:\n{}",
+        exited.status,
+        exited.stderr
+    );
+    ensure!(
+        !exited.stderr.trim().is_empty(),
+        "a refused start says why on stderr"
+    );
+    Ok(())
+}
+
+/// Fails if the process died of a panic rather than refusing cleanly.
+fn ensure_no_panic(exited: &Exited) -> Result<()> {
+    ensure!(
+        exited.status.code() != Some(101) && !exited.stderr.contains("panicked"),
+        "a bad database must be refused with an error, not a panic: {}",
+        exited.stderr
+    );
+    Ok(())
+}
+
+/// Makes a keyward database at `dir.db()` with some keys and a token, and
+/// stops the server cleanly.
+async fn keyward_db(dir: &TempDir) -> Result<()> {
+    let server = Launch::in_dir(dir).start().await?;
+    for _ in 0..2 {
+        server.api.generate("p", 1000).await?.expect(201)?;
+    }
+    server.api.compat_get_token().await?.expect(200)?;
+    server.terminate(STOP_WITHIN).await
+}
+
+/// Runs `sql` on `db` with the `sqlite3` shell; `false` if the shell is
+/// missing (the caller skips).
+fn sqlite3(db: &Path, sql: &str) -> Result<bool> {
+    match Command::new("sqlite3").arg(db).arg(sql).output() {
+        Ok(out) => {
+            ensure!(
+                out.status.success(),
+                "sqlite3 {sql:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok(true)
+        }
+        Err(e) => {
+            eprintln!("SKIP: the sqlite3 shell is not available ({e})");
+            Ok(false)
+        }
+    }
+}
+
+/// stderr without the database path, so digits or words in the path
+/// cannot satisfy a check.
+fn without_path(stderr: &str, db: &Path) -> String {
+    stderr.replace(&db.display().to_string(), "<db>")
+}
+
+#[tokio::test]
+async fn a_restart_with_another_token_length_after_issuing_refuses_to_start() -> Result<()> {
+    let dir = TempDir::new("guard")?;
+    let four = Launch::in_dir(&dir).args(["--token-length", "4"]);
+    let server = four.start().await?;
+    let token = str_field(&server.api.compat_get_token().await?.expect(200)?, "key:")?;
+    assert_eq!(token.chars().count(), 4);
+    server.terminate(STOP_WITHIN).await?;
+
+    let exited = Launch::in_dir(&dir)
+        .args(["--token-length", "5"])
+        .start_expecting_exit()
+        .await?;
+    ensure_refused(&exited)?;
+    let message = without_path(&exited.stderr, &dir.db());
+    ensure!(
+        message.contains("keyspace")
+            && message.contains("default")
+            && message.contains("length")
+            && message.contains('4')
+            && message.contains('5'),
+        "stderr names keyspace \"default\" and both lengths (4 and 5): {message}"
+    );
+    ensure!(
+        message.contains("--token-length"),
+        "stderr says how to proceed (the flag to pass): {message}"
+    );
+
+    let exited = Launch::in_dir(&dir)
+        .args(["--token-length", "4", "--token-alphabet", "abc"])
+        .start_expecting_exit()
+        .await?;
+    ensure_refused(&exited)?;
+    let message = without_path(&exited.stderr, &dir.db());
+    ensure!(
+        message.contains("default") && message.contains("alphabet"),
+        "stderr names keyspace \"default\" and the alphabet: {message}"
+    );
+
+    // The refused starts left the database as it was.
+    let server = four.start().await?;
+    assert_eq!(
+        server.api.compat_token_status(&token).await?.expect(200)?,
+        json!({"keystatus:": "Ключ выдан, но не активирован"})
+    );
+    let info = server.api.keyspace("default").await?.expect(200)?;
+    assert_eq!(
+        (info["length"].clone(), info["issued"].clone()),
+        (json!(4), json!(1))
+    );
+    server.terminate(STOP_WITHIN).await
+}
+
+#[tokio::test]
+async fn a_restart_with_another_token_length_before_issuing_is_accepted() -> Result<()> {
+    let dir = TempDir::new("guard-empty")?;
+    let server = Launch::in_dir(&dir)
+        .args(["--token-length", "4"])
+        .start()
+        .await?;
+    server.terminate(STOP_WITHIN).await?;
+
+    let server = Launch::in_dir(&dir)
+        .args(["--token-length", "5"])
+        .start()
+        .await?;
+    let info = server.api.keyspace("default").await?.expect(200)?;
+    assert_eq!(info["length"], 5);
+    let token = str_field(&server.api.compat_get_token().await?.expect(200)?, "key:")?;
+    assert_eq!(token.chars().count(), 5);
+    server.terminate(STOP_WITHIN).await
+}
+
+#[tokio::test]
+async fn a_file_of_random_bytes_is_refused_at_start() -> Result<()> {
+    let dir = TempDir::new("random-bytes")?;
+    let mut bytes = vec![0u8; 16 * 1024];
+    rand::fill(&mut bytes[..]);
+    std::fs::write(dir.db(), &bytes)?;
+
+    let exited = Launch::in_dir(&dir).start_expecting_exit().await?;
+    ensure_refused(&exited)?;
+    let path = dir.db().display().to_string();
+    ensure!(
+        exited.stderr.contains(&path) && exited.stderr.contains("database"),
+        "stderr names the file and says it is not a usable database: {}",
+        exited.stderr
+    );
+    ensure!(
+        std::fs::read(dir.db())? == bytes,
+        "a refused file is left untouched"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_sqlite_database_of_another_application_is_refused_at_start() -> Result<()> {
+    let dir = TempDir::new("foreign")?;
+    if !sqlite3(
+        &dir.db(),
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT); \
+         INSERT INTO notes (body) VALUES ('hello');",
+    )? {
+        return Ok(());
+    }
+    let before = std::fs::read(dir.db())?;
+
+    let exited = Launch::in_dir(&dir).start_expecting_exit().await?;
+    ensure_refused(&exited)?;
+    ensure!(
+        exited.stderr.contains("not a keyward database"),
+        "stderr says \"not a keyward database\": {}",
+        exited.stderr
+    );
+    ensure!(
+        std::fs::read(dir.db())? == before,
+        "another application's database is left untouched"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_corrupt_database_is_refused_at_start() -> Result<()> {
+    // Every page overwritten with garbage after the 100-byte header (and
+    // the WAL gone, so nothing can mend them).
+    let dir = TempDir::new("corrupt-pages")?;
+    keyward_db(&dir).await?;
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", dir.db().display()));
+    }
+    let mut bytes = std::fs::read(dir.db())?;
+    ensure!(bytes.len() > 100, "the database has more than a header");
+    rand::fill(&mut bytes[100..]);
+    std::fs::write(dir.db(), &bytes)?;
+    let exited = Launch::in_dir(&dir).start_expecting_exit().await?;
+    ensure_refused(&exited)?;
+    ensure_no_panic(&exited)?;
+    ensure!(
+        exited.stderr.contains(&dir.db().display().to_string()),
+        "stderr names the file: {}",
+        exited.stderr
+    );
+
+    // Rows that SQLite accepts but keyward cannot make sense of.
+    for (tag, sql) in [
+        (
+            "bad-counter",
+            "UPDATE keyspaces SET issued = 'lots' WHERE name = 'default'",
+        ),
+        (
+            "orphan-key",
+            "UPDATE keys SET pool = 'nope' WHERE key = (SELECT key FROM keys LIMIT 1)",
+        ),
+        (
+            "foreign-activation",
+            "INSERT INTO activations (keyspace, token, activated_at_ms) VALUES ('default', '!!', 0)",
+        ),
+    ] {
+        let dir = TempDir::new(tag)?;
+        keyward_db(&dir).await?;
+        if !sqlite3(&dir.db(), sql)? {
+            return Ok(());
+        }
+        let exited = Launch::in_dir(&dir)
+            .start_expecting_exit()
+            .await
+            .with_context(|| format!("after {sql}"))?;
+        ensure_refused(&exited).with_context(|| format!("after {sql}"))?;
+        ensure_no_panic(&exited)?;
+        ensure!(
+            exited.stderr.contains(&dir.db().display().to_string()),
+            "stderr names the file after {sql}: {}",
+            exited.stderr
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_keyward_is_refused_at_start() -> Result<()> {
+    let dir = TempDir::new("too-new")?;
+    keyward_db(&dir).await?;
+    if !sqlite3(
+        &dir.db(),
+        "INSERT INTO schema_version (version) VALUES (999)",
+    )? {
+        return Ok(());
+    }
+    let exited = Launch::in_dir(&dir).start_expecting_exit().await?;
+    ensure_refused(&exited)?;
+    ensure_no_panic(&exited)?;
+    ensure!(
+        exited.stderr.contains("999"),
+        "stderr names the schema version found: {}",
+        exited.stderr
+    );
+    // Refusing does not downgrade the file.
+    let out = Command::new("sqlite3")
+        .arg(dir.db())
+        .arg("SELECT max(version) FROM schema_version")
+        .output()
+        .context("run sqlite3")?;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "999");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_store_path_that_cannot_be_opened_is_refused_at_start() -> Result<()> {
+    let dir = TempDir::new("unopenable")?;
+    let missing = dir.path().join("no").join("such").join("dir").join("k.db");
+    let exited = Launch::new(&missing, dir.path())
+        .start_expecting_exit()
+        .await?;
+    ensure_refused(&exited)?;
+    ensure!(
+        exited.stderr.contains(&missing.display().to_string()),
+        "stderr names the path: {}",
+        exited.stderr
+    );
+    ensure!(!missing.exists(), "nothing was created");
+
+    // A directory is no database file either.
+    let exited = Launch::new(dir.path(), dir.path())
+        .start_expecting_exit()
+        .await?;
+    ensure_refused(&exited)?;
+    Ok(())
+}
