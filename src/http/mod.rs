@@ -58,7 +58,6 @@ pub fn router(state: AppState) -> Router {
     let (api, doc) = documented_routes().split_for_parts();
     // Rendered once; each request clones a reference-counted buffer.
     let doc = Bytes::from(serde_json::to_vec(&doc).expect("the OpenAPI document serializes"));
-    let api = api.route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let metrics = Arc::new(Metrics::new(state.store.as_ref()));
     let inner = Router::new()
         .merge(api)
@@ -89,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(reject_oversized))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(middleware::from_fn_with_state(metrics, log_and_time_out))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -173,15 +173,21 @@ async fn render_metrics(state: &AppState, metrics: &Metrics) -> Response {
     }
 }
 
-/// Refuses `/v1` and `/api` requests without the admin bearer token (when
-/// one is configured). The comparison takes the same time wherever the
-/// tokens differ.
+/// Refuses every request under `/v1` and `/api` without the admin bearer
+/// token (when one is configured), unknown routes and methods included, so
+/// a stranger cannot even map the API. The comparison takes the same time
+/// wherever the tokens differ.
 async fn require_token(
     axum::extract::State(state): axum::extract::State<AppState>,
     req: Request,
     next: Next,
 ) -> Response {
-    if let Some(token) = &state.admin_token {
+    let path = req.uri().path();
+    let guarded = ["/v1", "/api"].iter().any(|p| {
+        path.strip_prefix(p)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    });
+    if let Some(token) = state.admin_token.as_ref().filter(|_| guarded) {
         let given = req
             .headers()
             .get(axum::http::header::AUTHORIZATION)
