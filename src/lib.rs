@@ -8,9 +8,11 @@
 //! - [`core`]: pure state machines (`Pool`, `Keyspace`), time passed in;
 //! - [`store`]: the async `Store` trait and its backends;
 //! - [`http`]: the `/v1`, compat and ops routes;
-//! - [`config`], [`cli`], [`app`], [`clock`]: wiring.
+//! - [`config`], [`cli`], [`app`], [`clock`]: wiring;
+//! - [`bench`]: `keyward bench`, a load generator for a running server.
 
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;

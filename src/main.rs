@@ -1,4 +1,5 @@
 //! `keyward serve`: parse flags, load config, init logs, run.
+//! `keyward bench`: hand the flags to [`keyward::bench::run`].
 
 use std::process::ExitCode;
 
@@ -29,7 +30,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
-    let Command::Serve(args) = command;
+    let args = match command {
+        Command::Serve(args) => args,
+        Command::Bench(args) => return Ok(keyward::bench::run(args).await?),
+    };
     let config = Config::load(args)?;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     match config.log_format {

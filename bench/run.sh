@@ -1,0 +1,225 @@
+#!/usr/bin/env bash
+# Issue 6 benchmark suite, one run: for each store (memory, sqlite, redis),
+# one release keyward; `keyward bench` measures GET /healthz (the ceiling,
+# before and after), lease+release at pool sizes 10^3, 10^5, 10^6 (and 10^7
+# on memory), issue and status; issuance in the first and the last 10 % of
+# a 10^6 keyspace; on memory also lease+release at 32 connections (p99
+# target) and the same two loads with wrk (the neutral reference). Prints
+# one table with ratios and writes it, with the machine, to $OUT.
+#
+# Needs wrk, curl, python3; redis-server and redis-cli for the redis store
+# (skipped if missing). Loopback only; private servers on free ports (never
+# 6379); every run is bounded; only processes started here are stopped, by
+# PID. About 15 minutes with the defaults.
+#
+#   bench/run.sh                          # everything, writes BENCHMARKS.md
+#   STORES=memory SIZES="1000 100000" MEMORY_SIZES="1000 100000" \
+#     DURATION=2s OUT=/tmp/b.md bench/run.sh   # a quick look
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-64}
+SIZES=${SIZES:-"1000 100000 1000000"}
+MEMORY_SIZES=${MEMORY_SIZES:-"$SIZES 10000000"}
+STORES=${STORES:-"memory sqlite redis"}
+OUT=${OUT:-BENCHMARKS.md}
+BIN=target/release/keyward
+for tool in wrk curl python3; do
+  command -v "$tool" >/dev/null || { echo "$tool missing (apt-get install wrk curl python3)" >&2; exit 1; }
+done
+cargo build --release --locked -q
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+results="$work/results.jsonl"
+: >"$results"
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+first=$(echo "$SIZES" | awk '{print $1}')
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# start_keyward STORE_URL -> sets PORT, PID
+start_keyward() {
+  PORT=$(free_port)
+  "$BIN" serve --listen "127.0.0.1:$PORT" --store "$1" >"$work/keyward.$PORT.log" 2>&1 &
+  PID=$!; pids+=("$PID")
+  for _ in $(seq 200); do curl -sf "127.0.0.1:$PORT/readyz" >/dev/null && return; sleep 0.1; done
+  echo "keyward on $1 did not get ready" >&2; cat "$work/keyward.$PORT.log" >&2; exit 1
+}
+
+# tag.py STORE LABEL: a `keyward bench --json` report on stdin, tagged, to
+# stdout; a one-line summary to stderr.
+cat >"$work/tag.py" <<'PY'
+import json, sys
+r = json.load(sys.stdin)
+r.update(store=sys.argv[1], label=sys.argv[2], tool="keyward bench")
+print(json.dumps(r))
+errors = r["status_errors"] + r["transport_errors"] + r["bad_responses"]
+print(f"{r['store']:7} {r['label']:26} {r['requests_per_sec']:9.0f} req/s  "
+      f"p99 {r['latency_us']['p99'] / 1000:.3f} ms  errors {errors}", file=sys.stderr)
+PY
+
+# record STORE LABEL BENCH-ARGS...: one `keyward bench --json` run, tagged.
+record() {
+  local store=$1 label=$2; shift 2
+  "$BIN" bench --url "http://127.0.0.1:$PORT" --json "$@" | python3 "$work/tag.py" "$store" "$label" >>"$results"
+}
+
+# record_wrk STORE LABEL WRK-ARGS...: one wrk run, tagged.
+record_wrk() {
+  local store=$1 label=$2; shift 2
+  wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency "$@" >"$work/wrk.txt"
+  python3 - "$store" "$label" "$work/wrk.txt" >>"$results" <<'PY'
+import json, re, sys
+store, label, path = sys.argv[1:]
+text = open(path).read()
+def ms(v):
+    n, unit = re.match(r"([\d.]+)(us|ms|s)", v).groups()
+    return float(n) * {"us": 1e-3, "ms": 1, "s": 1e3}[unit]
+pct = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)", text, re.M))
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", text))
+non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+r = {"store": store, "label": label, "tool": "wrk", "requests_per_sec": rps,
+     "operations_per_sec": None, "connections": None,
+     "latency_us": {k: ms(v) * 1000 for k, v in (("p50", pct["50"]), ("p90", pct["90"]), ("p99", pct["99"]))},
+     "status_errors": int(non2xx.group(1)) if non2xx else 0, "transport_errors": errors, "bad_responses": 0}
+print(json.dumps(r))
+print(f"{store:7} {label:24} {rps:9.0f} req/s  (wrk)", file=sys.stderr)
+PY
+}
+
+# fill_keyspace NAME UPTO: issue tokens until at least UPTO are issued,
+# in runs short enough not to overshoot much (bounded: 200 runs).
+fill_keyspace() {
+  local issued rate=20000 left ms
+  for _ in $(seq 200); do
+    issued=$(curl -sf "127.0.0.1:$PORT/v1/keyspaces/$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["issued"])')
+    left=$(( $2 - issued ))
+    [ "$left" -le 0 ] && return
+    ms=$(python3 -c "print(int(min(5000, max(50, $left / max($rate, 1) * 800))))")
+    rate=$("$BIN" bench --url "http://127.0.0.1:$PORT" --json --workload issue --keyspace "$1" \
+      -c "$CONNECTIONS" -d "${ms}ms" | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["requests_per_sec"]))')
+  done
+  echo "could not fill keyspace $1" >&2; exit 1
+}
+
+for store in $STORES; do
+  case $store in
+    memory) url=memory:; sizes=$MEMORY_SIZES ;;
+    sqlite) url="sqlite:$work/bench.db"; sizes=$SIZES ;;
+    redis)
+      if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+        echo "redis-server/redis-cli missing: skipping the redis store" >&2; continue
+      fi
+      RPORT=$(free_port)
+      redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
+      pids+=("$!")
+      for _ in $(seq 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
+      url="redis://127.0.0.1:$RPORT/0"; sizes=$SIZES ;;
+    *) echo "unknown store $store" >&2; exit 1 ;;
+  esac
+  start_keyward "$url"
+  record "$store" healthz --workload healthz -c "$CONNECTIONS" -d "$DURATION"
+  for n in $sizes; do
+    record "$store" "lease-release $n" --workload lease-release --pool "p$n" --keys "$n" -c "$CONNECTIONS" -d "$DURATION"
+  done
+  record "$store" issue --workload issue -c "$CONNECTIONS" -d "$DURATION"
+  record "$store" status --workload status -c "$CONNECTIONS" -d "$DURATION"
+  # Issuance at the start and at 90 % of a 10^6 keyspace (10 digits x 6).
+  curl -sf -XPUT "127.0.0.1:$PORT/v1/keyspaces/fill" -d '{"alphabet":"0123456789","length":6}' >/dev/null
+  record "$store" "issue first 10%" --workload issue --keyspace fill -c "$CONNECTIONS" -d 1s
+  fill_keyspace fill 900000
+  record "$store" "issue last 10%" --workload issue --keyspace fill -c "$CONNECTIONS" -d 1s
+  if [ "$store" = memory ]; then
+    record "$store" "healthz c32" --workload healthz -c 32 -d "$DURATION"
+    record "$store" "lease-release $first c32" --workload lease-release --pool "p$first" --keys "$first" -c 32 -d "$DURATION"
+    record_wrk "$store" "healthz" "http://127.0.0.1:$PORT/healthz"
+    record_wrk "$store" "lease-release $first" -s bench/lease_release.lua "http://127.0.0.1:$PORT" -- "p$first"
+  fi
+  record "$store" "healthz after" --workload healthz -c "$CONNECTIONS" -d "$DURATION"
+  kill "$PID"; wait "$PID" 2>/dev/null || true
+done
+
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
+python3 - "$results" "$OUT" "$CONNECTIONS" "$DURATION" "$first" "$load_start" "$load_end" <<'PY'
+import json, platform, subprocess, sys, datetime
+path, out, conns, duration, first, load_start, load_end = sys.argv[1:]
+rows = [json.loads(l) for l in open(path)]
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "?"
+def get(store, label, tool="keyward bench"):
+    return next((r for r in rows if r["store"] == store and r["label"] == label and r["tool"] == tool), None)
+def ceiling(store):
+    hs = [r["requests_per_sec"] for r in (get(store, "healthz"), get(store, "healthz after")) if r]
+    return sum(hs) / len(hs) if hs else None
+
+lines = []
+p = lines.append
+p("# keyward benchmarks")
+p("")
+commit = sh("git rev-parse --short HEAD") or "?"
+dirty = " (with uncommitted changes)" if sh("git status --porcelain --untracked-files=no") else ""
+now = datetime.datetime.now(datetime.timezone.utc)
+p(f"Written by `bench/run.sh` on {now:%Y-%m-%d %H:%M} UTC, commit `{commit}`{dirty}.")
+p("")
+cpu = sh("lscpu | sed -n 's/^Model name: *//p'") or platform.processor()
+ram = sh("free -g | awk '/Mem:/ {print $2}'")
+p(f"- machine: {sh('nproc')} CPUs, {cpu}, {ram} GB RAM, Linux {platform.release()}, {sh('rustc -V')}")
+p(f"- load average (1, 5, 15 min) before: {load_start}; after: {load_end}. Client and server share the machine.")
+p(f"- load: `keyward bench` (hyper HTTP/1 client, one request in flight per connection, {conns} connections, "
+  f"{duration} per figure unless noted); `wrk -t2 -c{conns}` for the wrk rows.")
+p("- ceiling: the same server's `GET /healthz` under the same load, measured before and after the store's runs "
+  "(mean of the two); `x healthz` = requests/s / ceiling. A lease+release is two requests.")
+p("")
+p("| store | load | tool | req/s | op/s | x healthz | p50 ms | p99 ms | p99.9 ms | errors |")
+p("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+for r in rows:
+    c = ceiling(r["store"])
+    l = r["latency_us"]
+    ms = lambda k: f"{l[k] / 1000:.3f}" if k in l else ""
+    ops = f"{r['operations_per_sec']:,.0f}" if r.get("operations_per_sec") is not None else ""
+    ratio = f"{r['requests_per_sec'] / c:.2f}" if c else ""
+    errors = r["status_errors"] + r["transport_errors"] + r["bad_responses"]
+    p(f"| {r['store']} | {r['label']} | {r['tool']} | {r['requests_per_sec']:,.0f} | {ops} | {ratio} | "
+      f"{ms('p50')} | {ms('p99')} | {ms('p99.9')} | {errors} |")
+p("")
+p("## Targets (issue 6)")
+p("")
+p("| target | measured | holds |")
+p("|---|---|---|")
+def target(name, value, ok, fmt="{:.2f}"):
+    if value is None:
+        p(f"| {name} | not measured | |")
+    else:
+        p(f"| {name} | {fmt.format(value)} | {'yes' if ok(value) else '**no**'} |")
+stores = sorted({r["store"] for r in rows}, key=["memory", "sqlite", "redis"].index)
+for s in stores:
+    lr = get(s, f"lease-release {first}")
+    c = ceiling(s)
+    if s in ("memory", "sqlite") and lr and c:
+        need = 0.80 if s == "memory" else 0.50
+        target(f"{s}: lease+release >= {need:.0%} of healthz ({conns} connections)", lr["requests_per_sec"] / c, lambda v, n=need: v >= n)
+    big = get(s, "lease-release 1000000")
+    if lr and big:
+        target(f"{s}: 10^6-key pool >= 90 % of a {first}-key pool", big["requests_per_sec"] / lr["requests_per_sec"], lambda v: v >= 0.90)
+    a, b = get(s, "issue first 10%"), get(s, "issue last 10%")
+    if a and b:
+        target(f"{s}: issuing the last 10 % >= 95 % of the first 10 %", b["requests_per_sec"] / a["requests_per_sec"], lambda v: v >= 0.95)
+r32 = get("memory", f"lease-release {first} c32")
+if r32:
+    target("memory: p99 <= 2 ms at 32 connections (lease+release)", r32["latency_us"]["p99"] / 1000, lambda v: v <= 2.0, "{:.3f} ms")
+wh, kh = get("memory", "healthz", "wrk"), get("memory", "healthz")
+if wh and kh:
+    p("")
+    p(f"Client check: `keyward bench` healthz {kh['requests_per_sec']:,.0f} req/s vs wrk {wh['requests_per_sec']:,.0f} req/s "
+      f"on the same server ({kh['requests_per_sec'] / wh['requests_per_sec']:.2f}x).")
+text = "\n".join(lines) + "\n"
+open(out, "w").write(text)
+print(text)
+print(f"written to {out}", file=sys.stderr)
+PY
