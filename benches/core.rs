@@ -1,0 +1,161 @@
+//! Cost of the core state machines, without HTTP or a store around them.
+//!
+//! `cargo bench --bench core` (add a filter such as `lease_release` to run
+//! one group). The claims checked by eye here: lease+release does not grow
+//! with the pool (O(log n) deadline index only), issuing costs the same at
+//! the end of a keyspace as at its start, and expiry costs O(log n) per due
+//! entry, never a scan of the rest.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use keyward::config::{DEFAULT_TOKEN_ALPHABET, DEFAULT_TOKEN_LENGTH};
+use keyward::core::{
+    KeyLength, Keyspace, KeyspaceSpec, Pool, PoolSettings, Secret, Timestamp, TokenCodec, Ttl,
+};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+const T0: u64 = 1_700_000_000_000;
+const LEASE_TTL_MS: u64 = 60_000;
+
+fn at(ms: u64) -> Timestamp {
+    Timestamp::from_millis(ms)
+}
+
+/// Settings where keys never purge during a run, so only leases expire.
+fn settings(keepalive_ms: u64) -> PoolSettings {
+    PoolSettings {
+        lease_ttl: Ttl::from_millis(LEASE_TTL_MS).unwrap(),
+        keepalive_ttl: Ttl::from_millis(keepalive_ms).unwrap(),
+        key_length: KeyLength::DEFAULT,
+    }
+}
+
+fn pool_of(n: usize) -> Pool {
+    let mut pool = Pool::new(settings(Ttl::MAX_MILLIS), false);
+    for _ in 0..n.div_ceil(100_000) {
+        let batch = (n - pool.stats().total as usize).min(100_000);
+        pool.generate(batch, at(T0)).unwrap();
+    }
+    pool
+}
+
+fn lease_release(c: &mut Criterion) {
+    let mut group = c.benchmark_group("lease_release");
+    group.throughput(Throughput::Elements(1));
+    for n in [1_000, 100_000, 1_000_000, 10_000_000] {
+        let mut pool = pool_of(n);
+        let mut rng = StdRng::seed_from_u64(1);
+        group.bench_function(BenchmarkId::from_parameter(n), |b| {
+            b.iter(|| {
+                let key = pool.lease(at(T0), &mut rng).unwrap();
+                black_box(pool.release(&key.key, key.lease.map(|l| l.id), at(T0)))
+            })
+        });
+    }
+    group.finish();
+}
+
+fn codec(alphabet: &str, length: u32) -> TokenCodec {
+    TokenCodec::new(
+        KeyspaceSpec::new(alphabet, length).unwrap(),
+        Secret::from_bytes([7; 32]),
+    )
+}
+
+/// Issuing at the start and in the last 10 % of a space: the same work
+/// (one encryption, no retries), whichever permutation the capacity picks.
+fn issue(c: &mut Criterion) {
+    let mut group = c.benchmark_group("issue");
+    group.throughput(Throughput::Elements(1));
+    let spaces = [
+        ("digits^6 (FF1)", "0123456789", 6),
+        (
+            "seed default 52^4 (FF1)",
+            DEFAULT_TOKEN_ALPHABET,
+            DEFAULT_TOKEN_LENGTH,
+        ),
+        ("cyrillic^12 (FF1)", "абвгдеёжзийклмнопрстуфхцчшщъыьэюя", 12),
+        ("a-z^3 (Feistel)", "abcdefghijklmnopqrstuvwxyz", 3),
+    ];
+    for (label, alphabet, length) in spaces {
+        let capacity = codec(alphabet, length).spec().capacity();
+        for (phase, start) in [("first 10%", 0), ("last 10%", capacity / 10 * 9)] {
+            let mut ks = Keyspace::restore(codec(alphabet, length), start, []).unwrap();
+            let mut issued = 0u128;
+            group.bench_function(BenchmarkId::new(label, phase), |b| {
+                b.iter(|| {
+                    // Stay inside the phase: start over before leaving it.
+                    if issued == capacity / 10 {
+                        ks = Keyspace::restore(codec(alphabet, length), start, []).unwrap();
+                        issued = 0;
+                    }
+                    issued += 1;
+                    black_box(ks.issue().unwrap())
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+/// Status of an issued token (decrypt + one hash lookup).
+fn status(c: &mut Criterion) {
+    let mut group = c.benchmark_group("status");
+    group.throughput(Throughput::Elements(1));
+    for (label, alphabet, length) in [
+        ("digits^6 (FF1)", "0123456789", 6),
+        ("a-z^3 (Feistel)", "abcdefghijklmnopqrstuvwxyz", 3),
+    ] {
+        let mut ks = Keyspace::new(codec(alphabet, length));
+        let tokens: Vec<String> = (0..1_000).map(|_| ks.issue().unwrap().token).collect();
+        for token in tokens.iter().step_by(2) {
+            ks.activate(token, at(T0)).unwrap();
+        }
+        let mut i = 0;
+        group.bench_function(label, |b| {
+            b.iter(|| {
+                i = (i + 1) % tokens.len();
+                black_box(ks.status(&tokens[i]).unwrap())
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Expiring m due leases in a pool of n keys: the cost follows m, not n.
+fn expiry(c: &mut Criterion) {
+    let mut group = c.benchmark_group("expire_leases");
+    for n in [100_000, 1_000_000] {
+        let mut pool = pool_of(n);
+        let mut rng = StdRng::seed_from_u64(2);
+        for m in [10u64, 1_000] {
+            group.throughput(Throughput::Elements(m));
+            let mut now = T0;
+            group.bench_function(BenchmarkId::new(format!("n={n}"), m), |b| {
+                b.iter_custom(|iters| {
+                    let mut spent = Duration::ZERO;
+                    for _ in 0..iters {
+                        // Untimed: lease m keys; their leases fall due
+                        // together one TTL later.
+                        now += LEASE_TTL_MS;
+                        for _ in 0..m {
+                            pool.lease(at(now), &mut rng).unwrap();
+                        }
+                        let start = Instant::now();
+                        let done = pool.expire(at(now + LEASE_TTL_MS));
+                        spent += start.elapsed();
+                        assert_eq!(done.leases, m);
+                    }
+                    spent
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, lease_release, issue, status, expiry);
+criterion_main!(benches);
