@@ -10,7 +10,8 @@
 # Needs wrk, curl, python3; redis-server and redis-cli for the redis store
 # (skipped if missing). Loopback only; private servers on free ports (never
 # 6379); every run is bounded; only processes started here are stopped, by
-# PID. About 15 minutes with the defaults.
+# PID. About 15 minutes with the defaults. RSS=0 skips the memory-per-key
+# step; RSS_SIZES sets its pool sizes.
 #
 #   bench/run.sh                          # everything, writes BENCHMARKS.md
 #   STORES=memory SIZES="1000 100000" MEMORY_SIZES="1000 100000" \
@@ -142,6 +143,22 @@ for store in $STORES; do
   kill "$PID"; wait "$PID" 2>/dev/null || true
 done
 
+# Resident memory per pool key on the memory store: a fresh server, RSS
+# after start-up, after 10^6 keys and after 10^7 keys (RSS delta / n).
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+if [[ " $STORES " == *" memory "* ]] && [ "${RSS:-1}" = 1 ]; then
+  start_keyward memory:
+  base=$(rss_kib "$PID")
+  for n in ${RSS_SIZES:-1000000 10000000}; do
+    "$BIN" bench --url "http://127.0.0.1:$PORT" --json --workload lease-release --pool rss \
+      --keys "$n" -c 1 -d 1ms >/dev/null
+    rss=$(rss_kib "$PID")
+    echo "{\"store\": \"memory\", \"label\": \"rss $n\", \"tool\": \"VmRSS\", \"keys\": $n, \"rss_kib\": $rss, \"base_kib\": $base}" >>"$results"
+    echo "memory  rss with $n keys: $rss KiB (start $base KiB)" >&2
+  done
+  kill "$PID"; wait "$PID" 2>/dev/null || true
+fi
+
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 python3 - "$results" "$OUT" "$CONNECTIONS" "$DURATION" "$first" "$load_start" "$load_end" <<'PY'
 import json, platform, subprocess, sys, datetime
@@ -178,6 +195,8 @@ p("- ceiling: the same server's `GET /healthz` under the same load, measured bef
 p("")
 p("| store | load | tool | req/s | op/s | x healthz | p50 ms | p99 ms | p99.9 ms | errors |")
 p("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+rss_rows = [r for r in rows if r["tool"] == "VmRSS"]
+rows = [r for r in rows if r["tool"] != "VmRSS"]
 for r in rows:
     c = ceiling(r["store"])
     l = r["latency_us"]
@@ -187,6 +206,15 @@ for r in rows:
     errors = r["status_errors"] + r["transport_errors"] + r["bad_responses"]
     p(f"| {r['store']} | {r['label']} | {r['tool']} | {r['requests_per_sec']:,.0f} | {ops} | {ratio} | "
       f"{ms('p50')} | {ms('p99')} | {ms('p99.9')} | {errors} |")
+if rss_rows:
+    p("")
+    p("Resident memory of a fresh memory-store server as its pool grows (`VmRSS`; keys made by `POST /v1/pools/rss/keys` in batches of 10,000):")
+    p("")
+    p("| keys | RSS MiB | bytes per key (RSS delta / n) |")
+    p("|---:|---:|---:|")
+    for r in rss_rows:
+        per = (r["rss_kib"] - r["base_kib"]) * 1024 / r["keys"]
+        p(f"| {r['keys']:,} | {r['rss_kib'] / 1024:,.0f} | {per:.0f} |")
 p("")
 p("## Targets (issue 6)")
 p("")
@@ -210,6 +238,9 @@ for s in stores:
     a, b = get(s, "issue first 10%"), get(s, "issue last 10%")
     if a and b:
         target(f"{s}: issuing the last 10 % >= 95 % of the first 10 %", b["requests_per_sec"] / a["requests_per_sec"], lambda v: v >= 0.95)
+big_rss = next((r for r in rss_rows if r["keys"] == 10_000_000), None)
+if big_rss:
+    target("memory: <= 128 bytes of RAM per pool key at 10^7 keys", (big_rss["rss_kib"] - big_rss["base_kib"]) * 1024 / big_rss["keys"], lambda v: v <= 128, "{:.0f} B")
 r32 = get("memory", f"lease-release {first} c32")
 if r32:
     target("memory: p99 <= 2 ms at 32 connections (lease+release)", r32["latency_us"]["p99"] / 1000, lambda v: v <= 2.0, "{:.3f} ms")

@@ -47,6 +47,10 @@ pub enum AppError {
     /// Serving stopped with an I/O error.
     #[error("server error")]
     Serve(#[source] std::io::Error),
+    /// The store could not make every change durable at shutdown; the
+    /// requests that waited for it were not acknowledged.
+    #[error("could not flush the store at shutdown")]
+    Flush(#[source] crate::store::StoreError),
 }
 
 /// A bound, ready-to-run server.
@@ -143,10 +147,8 @@ impl App {
         if let Err(e) = reaper.await {
             tracing::error!(error = %e, "expiry task ended abnormally");
         }
-        if let Err(e) = self.store.flush().await {
-            tracing::error!(error = %e, "could not flush the store at shutdown");
-        }
-        served
+        served?;
+        self.store.flush().await.map_err(AppError::Flush)
     }
 }
 

@@ -262,10 +262,13 @@ impl Config {
         let default_keyspace = KeyspaceSpec::new(&alphabet, length).map_err(|e| {
             ConfigError::Invalid(format!("invalid --token-alphabet/--token-length: {e}"))
         })?;
+        // An empty flag or `KEYWARD_ADMIN_TOKEN=` counts as unset, so it
+        // cannot silently switch off a token the file sets.
+        let set = |t: &String| !t.is_empty();
         let admin_token = args
             .admin_token
-            .or(file.admin_token)
-            .filter(|t| !t.is_empty())
+            .filter(set)
+            .or(file.admin_token.filter(set))
             .map(AdminToken::new);
         let log_format = match args.log_format.or(file.log_format).as_deref() {
             None | Some("text") => LogFormat::Text,
@@ -377,6 +380,24 @@ mod tests {
         ] {
             assert!(StoreUrl::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_empty_admin_token_flag_does_not_override_the_file() {
+        let dir = std::env::temp_dir().join(format!("keyward-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("keyward.toml");
+        std::fs::write(&file, "admin_token = \"from-file\"\n").expect("write config");
+        let args = ServeArgs {
+            admin_token: Some(String::new()),
+            config: Some(file),
+            ..ServeArgs::default()
+        };
+        let config = Config::load(args).expect("valid config");
+        assert_eq!(
+            config.admin_token.as_ref().map(AdminToken::expose),
+            Some("from-file")
+        );
     }
 
     #[test]

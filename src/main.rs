@@ -43,6 +43,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             .with_env_filter(filter)
             .init(),
     }
+    let shutdown = shutdown_signal()?;
     let app = App::build(&config).await.context("cannot start")?;
     let pool = config.pool_defaults;
     tracing::info!(
@@ -56,36 +57,35 @@ async fn run(command: Command) -> anyhow::Result<()> {
         auth = config.admin_token.is_some(),
         "keyward listening"
     );
-    app.run_until(shutdown_signal()).await?;
+    app.run_until(shutdown).await?;
     tracing::info!("keyward stopped");
     Ok(())
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
+/// Listens for SIGINT and SIGTERM from now on (so a signal that arrives
+/// during start-up is not lost to the default action) and returns a future
+/// that completes on the first of them.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
+    let signals = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+        let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        async move {
+            tokio::select! {
+                _ = int.recv() => {},
+                _ = term.recv() => {},
             }
         }
     };
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutting down: finishing in-flight requests");
+    let signals = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    Ok(async move {
+        signals.await;
+        tracing::info!("shutting down: finishing in-flight requests");
+    })
 }

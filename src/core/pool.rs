@@ -269,7 +269,7 @@ impl Pool {
     /// Generates `count` new keys from the OS CSPRNG, unique among the live
     /// keys, alive for `keepalive_ttl`. O(count) (amortised O(1) each).
     pub fn generate(&mut self, count: usize, now: Timestamp) -> Result<Vec<KeyView>, PoolError> {
-        self.expire(now);
+        self.expire_lazily(now);
         let len = self.settings.key_length.get();
         if count > VACANT as usize - self.stats().total as usize {
             return Err(PoolError::Full);
@@ -290,19 +290,32 @@ impl Pool {
         Ok(keys)
     }
 
-    /// Leases a uniformly random free key for `lease_ttl`. O(log n).
+    /// Leases a uniformly random free key for `lease_ttl`. O(log n): a
+    /// picked key that is already due for purge is purged and the pick
+    /// repeated (rejection sampling keeps the pick uniform among live keys;
+    /// each retry removes one due entry, at most [`Pool::LAZY_STEP`]).
     pub fn lease<R: Rng + ?Sized>(
         &mut self,
         now: Timestamp,
         rng: &mut R,
     ) -> Result<KeyView, PoolError> {
-        self.expire(now);
-        if self.free.is_empty() {
-            return Err(PoolError::NoFreeKey);
+        self.expire_lazily(now);
+        let mut picked = None;
+        for _ in 0..=Self::LAZY_STEP {
+            if self.free.is_empty() {
+                break;
+            }
+            let slot = self.free[rng.random_range(0..self.free.len())];
+            if self.settle(slot, now).is_some() {
+                picked = Some(slot);
+                break;
+            }
         }
-        let slot = self.free[rng.random_range(0..self.free.len())];
+        let slot = picked.ok_or(PoolError::NoFreeKey)?;
+        // 2^64 leases take millennia at any rate, but a fencing token must
+        // never repeat or wrap to 0 (the "free" marker).
+        self.last_lease_id = self.last_lease_id.checked_add(1).ok_or(PoolError::Full)?;
         self.take_free(slot);
-        self.last_lease_id += 1;
         let until = now.after(self.settings.lease_ttl);
         let id = self.last_lease_id;
         let s = self.slot_mut(slot);
@@ -320,8 +333,7 @@ impl Pool {
         lease_id: Option<u64>,
         now: Timestamp,
     ) -> Result<KeyView, PoolError> {
-        self.expire(now);
-        let slot = self.find(key).ok_or(PoolError::KeyNotFound)?;
+        let slot = self.find_live(key, now).ok_or(PoolError::KeyNotFound)?;
         let s = self.slot(slot);
         if s.lease_id == 0 {
             return Err(PoolError::NotLeased);
@@ -342,8 +354,7 @@ impl Pool {
         lease_id: Option<u64>,
         now: Timestamp,
     ) -> Result<KeyView, PoolError> {
-        self.expire(now);
-        let slot = self.find(key).ok_or(PoolError::KeyNotFound)?;
+        let slot = self.find_live(key, now).ok_or(PoolError::KeyNotFound)?;
         let (alive_until, lease_id_now, leased_until) = {
             let s = self.slot(slot);
             (s.alive_until, s.lease_id, s.leased_until)
@@ -364,24 +375,35 @@ impl Pool {
 
     /// The key's current state. O(1) after due expiry.
     pub fn get(&mut self, key: &str, now: Timestamp) -> Result<KeyView, PoolError> {
-        self.expire(now);
-        self.find(key)
+        self.find_live(key, now)
             .map(|slot| self.slot(slot).view())
             .ok_or(PoolError::KeyNotFound)
     }
 
     /// Purges the key for good. O(log n).
     pub fn delete(&mut self, key: &str, now: Timestamp) -> Result<(), PoolError> {
-        self.expire(now);
-        let slot = self.find(key).ok_or(PoolError::KeyNotFound)?;
+        let slot = self.find_live(key, now).ok_or(PoolError::KeyNotFound)?;
         self.remove_slot(slot);
         Ok(())
     }
+
+    /// Most due entries one request expires on its way; the reaper takes
+    /// the rest in bounded steps, so a burst of deadlines (10,000 keys made
+    /// by one `generate`) never lands on a single request.
+    pub const LAZY_STEP: usize = 256;
 
     /// Ends every lease and purges every key whose deadline is at or before
     /// `now`. O(m log n) for the m due entries; nothing else is visited.
     pub fn expire(&mut self, now: Timestamp) -> Expired {
         self.expire_some(now, usize::MAX)
+    }
+
+    /// The expiry a request applies before it acts: at most
+    /// [`Pool::LAZY_STEP`] due entries. Operations on one key also settle
+    /// that key's own deadlines exactly, so what a client sees of a key is
+    /// never stale. O(LAZY_STEP log n).
+    pub fn expire_lazily(&mut self, now: Timestamp) -> Expired {
+        self.expire_some(now, Self::LAZY_STEP)
     }
 
     /// Like [`Pool::expire`] but stops after `limit` entries, so a caller
@@ -431,6 +453,31 @@ impl Pool {
                 slots[id as usize].as_ref().is_some_and(|s| &*s.key == key)
             })
             .copied()
+    }
+
+    /// The key's slot after due expiry of the pool (bounded) and of the
+    /// key itself (exact); `None` if it does not exist or was just purged.
+    fn find_live(&mut self, key: &str, now: Timestamp) -> Option<u32> {
+        self.expire_lazily(now);
+        let slot = self.find(key)?;
+        self.settle(slot, now).map(|()| slot)
+    }
+
+    /// Applies the slot's own due deadlines: purges it (`None`) or ends its
+    /// lease. O(log n).
+    fn settle(&mut self, slot: u32, now: Timestamp) -> Option<()> {
+        let s = self.slot(slot);
+        if s.alive_until <= now {
+            self.remove_slot(slot);
+            self.expired.keys += 1;
+            return None;
+        }
+        if s.lease_id != 0 && s.leased_until <= now {
+            self.end_lease(slot);
+            self.put_change(slot);
+            self.expired.leases += 1;
+        }
+        Some(())
     }
 
     fn slot(&self, slot: u32) -> &Slot {
@@ -684,6 +731,65 @@ mod tests {
         assert_eq!(KeyLength::new(129), None);
         assert_eq!(KeyLength::new(8).map(KeyLength::get), Some(8));
         assert_eq!(KeyLength::new(128).map(KeyLength::get), Some(128));
+    }
+
+    #[test]
+    fn a_burst_of_due_keys_costs_one_request_at_most_a_lazy_step() {
+        let n = 4 * Pool::LAZY_STEP;
+        let (mut pool, keys) = pool_with(n, false);
+        let mut rng = rng();
+        let later = at(T0 + KEEPALIVE_MS);
+        // The touched key is settled exactly, the rest only in part.
+        assert_eq!(pool.get(&keys[0], later), Err(PoolError::KeyNotFound));
+        let left = pool.stats().total;
+        assert!(left >= (n - Pool::LAZY_STEP - 1) as u64, "{left}");
+        assert!(left < n as u64);
+        // Every due key is gone to every operation, whether popped or not.
+        for key in &keys[1..] {
+            assert_eq!(pool.get(key, later), Err(PoolError::KeyNotFound));
+        }
+        let (mut pool, keys) = pool_with(n, false);
+        assert_eq!(pool.lease(later, &mut rng), Err(PoolError::NoFreeKey));
+        assert_eq!(
+            pool.release(&keys[1], None, later),
+            Err(PoolError::KeyNotFound)
+        );
+        assert_eq!(
+            pool.keepalive(&keys[2], None, later),
+            Err(PoolError::KeyNotFound)
+        );
+        assert_eq!(pool.delete(&keys[3], later), Err(PoolError::KeyNotFound));
+        pool.expire(later);
+        assert_eq!(pool.stats(), stats(0, 0, 0));
+        assert_eq!(pool.expired_total().keys, n as u64);
+    }
+
+    #[test]
+    fn lease_skips_due_keys_and_takes_a_live_one_among_them() {
+        let (mut pool, _) = pool_with(3 * Pool::LAZY_STEP, false);
+        let fresh = pool.generate(1, at(T0 + 10)).unwrap().remove(0);
+        let mut rng = rng();
+        let later = at(T0 + KEEPALIVE_MS);
+        let view = pool.lease(later, &mut rng).unwrap();
+        assert_eq!(view.key, fresh.key);
+        assert_eq!(pool.lease(later, &mut rng), Err(PoolError::NoFreeKey));
+    }
+
+    #[test]
+    fn a_due_lease_of_the_touched_key_ends_even_when_others_are_due_first() {
+        let (mut pool, keys) = pool_with(2 * Pool::LAZY_STEP, false);
+        let mut rng = rng();
+        let mut leased = Vec::new();
+        for _ in 0..keys.len() {
+            leased.push(pool.lease(at(T0), &mut rng).unwrap());
+        }
+        let last = leased.last().unwrap();
+        let view = pool.get(&last.key, at(T0 + LEASE_MS)).unwrap();
+        assert_eq!(view.lease, None);
+        assert_eq!(
+            pool.release(&last.key, Some(last.lease.unwrap().id), at(T0 + LEASE_MS)),
+            Err(PoolError::NotLeased)
+        );
     }
 
     #[test]

@@ -44,6 +44,23 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(start_scheduler))
 }
 
+/// Seed 000's issue reply. Typed, not `json!`: a `u128` count above
+/// `u64::MAX` cannot become a `serde_json::Value`, but serializes fine.
+#[derive(serde::Serialize)]
+struct IssuedToken {
+    #[serde(rename = "key:")]
+    key: String,
+    #[serde(rename = "leftkeys:")]
+    leftkeys: u128,
+}
+
+/// Seed 000's count reply.
+#[derive(serde::Serialize)]
+struct LeftKeys {
+    #[serde(rename = "leftkeys:")]
+    leftkeys: u128,
+}
+
 fn keystatus(message: impl Into<String>) -> Json<serde_json::Value> {
     Json(json!({ "keystatus:": message.into() }))
 }
@@ -53,12 +70,16 @@ fn keystatus(message: impl Into<String>) -> Json<serde_json::Value> {
     post, path = "/api/get_token", tag = "compat: seed 000 (keyspace default)",
     responses((status = 200, description = "`{\"key:\": T, \"leftkeys:\": N}` or `{\"keystatus:\": \"Ключи кончились\"}`", body = serde_json::Value))
 )]
-async fn get_token(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn get_token(State(state): State<AppState>) -> Result<Response, ApiError> {
     match state.store.issue_token(&Name::default_name()).await {
-        Ok(issued) => Ok(Json(
-            json!({"key:": issued.token, "leftkeys:": issued.remaining}),
-        )),
-        Err(StoreError::Keyspace(KeyspaceError::Exhausted)) => Ok(keystatus(EXHAUSTED)),
+        Ok(issued) => Ok(Json(IssuedToken {
+            key: issued.token,
+            leftkeys: issued.remaining,
+        })
+        .into_response()),
+        Err(StoreError::Keyspace(KeyspaceError::Exhausted)) => {
+            Ok(keystatus(EXHAUSTED).into_response())
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -118,11 +139,11 @@ async fn get_token_status(
     get, path = "/api/get_number_token", tag = "compat: seed 000 (keyspace default)",
     responses((status = 200, description = "`{\"leftkeys:\": N}`", body = serde_json::Value))
 )]
-async fn get_number_token(
-    State(state): State<AppState>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+async fn get_number_token(State(state): State<AppState>) -> Result<Json<LeftKeys>, ApiError> {
     let view = state.store.keyspace_info(&Name::default_name()).await?;
-    Ok(Json(json!({"leftkeys:": view.info.remaining})))
+    Ok(Json(LeftKeys {
+        leftkeys: view.info.remaining,
+    }))
 }
 
 fn django(status: StatusCode, body: serde_json::Value) -> Response {

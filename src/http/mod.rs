@@ -22,6 +22,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tower_http::normalize_path::NormalizePath;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -192,13 +193,23 @@ async fn require_token(
             .headers()
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(bearer)
             .unwrap_or("");
-        if !bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
+        // Digests, not the strings: `ct_eq` on slices of different lengths
+        // returns at once, which would tell the token's length.
+        let (given, token) = (Sha256::digest(given), Sha256::digest(token.expose()));
+        if !bool::from(given.as_slice().ct_eq(token.as_slice())) {
             return ApiError::Unauthorized.into_response();
         }
     }
     next.run(req).await
+}
+
+/// The credentials of an `Authorization: Bearer …` value; the scheme name
+/// is case-insensitive (RFC 9110).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(credentials)
 }
 
 /// 200 while the process lives.

@@ -311,7 +311,7 @@ impl Store for LocalStore {
                 .get_mut(name)
                 .expect("the pool was just found or inserted");
             pool.set_settings(patch.apply(pool.settings()));
-            pool.expire(now);
+            pool.expire_lazily(now);
             pool_records(name, pool, true, records);
             Ok((Self::pool_info(name, pool), upsert))
         })
@@ -323,7 +323,7 @@ impl Store for LocalStore {
         let now = self.clock.now();
         self.run(|engine, records| {
             let pool = engine.pools.get_mut(name).ok_or(StoreError::PoolNotFound)?;
-            pool.expire(now);
+            pool.expire_lazily(now);
             pool_records(name, pool, false, records);
             Ok(Self::pool_info(name, pool))
         })

@@ -295,6 +295,11 @@ struct Inner {
     /// The `default` pool and keyspace are known to exist. Cleared on any
     /// Redis error: after an outage Redis may come back empty.
     ready: AtomicBool,
+    /// This process's flags were applied to the `default` pool and
+    /// keyspace once. Later re-inits (after an outage) only make sure they
+    /// exist, so they never undo a runtime `PUT /v1/pools/default` or
+    /// replace another process's keyspace definition.
+    flags_applied: AtomicBool,
     /// Serialises (re)initialisation; a tokio mutex because it is held
     /// across the initialising round trips.
     init: tokio::sync::Mutex<()>,
@@ -604,6 +609,7 @@ impl RedisStore {
             default_keyspace: settings.default_keyspace,
             time: settings.time,
             ready: AtomicBool::new(false),
+            flags_applied: AtomicBool::new(false),
             init: tokio::sync::Mutex::new(()),
             codecs: Mutex::new(HashMap::new()),
             registered: Mutex::new(HashSet::new()),
@@ -740,19 +746,25 @@ impl Inner {
         Ok(())
     }
 
-    /// Ensures the `default` pool (taking this server's settings) and the
-    /// `default` keyspace (redefined only while nothing was issued).
+    /// Ensures the `default` pool and keyspace exist. The first time, the
+    /// pool takes this server's settings and the keyspace is redefined if
+    /// nothing was issued; afterwards both are only created if missing.
     async fn init(&self) -> Result<(), InitError> {
+        let first = !self.flags_applied.load(Ordering::Acquire);
         let default = Name::default_name();
         let mut handle = self.handle().await.map_err(InitError::Redis)?;
         handle
             .query(redis::cmd("SADD").arg(REGISTRY).arg(default.as_str()))
             .await
             .map_err(InitError::Redis)?;
-        let patch = PoolPatch {
-            lease_ttl: Some(self.pool_defaults.lease_ttl),
-            keepalive_ttl: Some(self.pool_defaults.keepalive_ttl),
-            key_length: Some(self.pool_defaults.key_length),
+        let patch = if first {
+            PoolPatch {
+                lease_ttl: Some(self.pool_defaults.lease_ttl),
+                keepalive_ttl: Some(self.pool_defaults.keepalive_ttl),
+                key_length: Some(self.pool_defaults.key_length),
+            }
+        } else {
+            PoolPatch::default()
         };
         self.eval_raw(
             &self.scripts.pool_put,
@@ -767,7 +779,7 @@ impl Inner {
             .eval_raw(
                 &self.scripts.keyspace_put,
                 &format!("{}:def", keyspace_prefix(&default)),
-                &keyspace_put_args(&default, want, true),
+                &keyspace_put_args(&default, want, first),
             )
             .await
             .map_err(InitError::Redis)?;
@@ -778,7 +790,7 @@ impl Inner {
             Ok::<_, StoreError>((code, codec, issued))
         })();
         let (code, codec, issued) = reply.map_err(|e| InitError::Reply(e.to_string()))?;
-        if code == 2 {
+        if code == 2 && first {
             return Err(keyspace_changed(codec.spec(), want, issued).into());
         }
         lock(&self.codecs).insert(default.clone(), codec);
@@ -787,6 +799,7 @@ impl Inner {
             .query(redis::cmd("SADD").arg(KEYSPACES).arg(default.as_str()))
             .await
             .map_err(InitError::Redis)?;
+        self.flags_applied.store(true, Ordering::Release);
         Ok(())
     }
 

@@ -421,7 +421,9 @@ fn load(conn: &Connection, path: &Path) -> Result<Loaded, OpenError> {
                 .ok_or_else(|| corrupt(format!("pool {name}: key_length")))?,
         };
         let last: i64 = row.get(4).map_err(sql)?;
-        pools.insert(pool, (settings, last as u64, Vec::new()));
+        let last = u64::try_from(last)
+            .map_err(|_| corrupt(format!("pool {name}: last_lease_id {last}")))?;
+        pools.insert(pool, (settings, last, Vec::new()));
     }
     drop(rows);
     drop(stmt);

@@ -44,6 +44,29 @@ async fn get_token_issues_seed_tokens_with_leftkeys_from_the_default_keyspace() 
 }
 
 #[tokio::test]
+async fn leftkeys_beyond_u64_is_written_as_an_exact_integer() -> Result<()> {
+    // 62^20 ≈ 7.0e35 tokens: more than u64 can hold, less than 2^128.
+    let alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let capacity = 62_u128.pow(20);
+    let app = spawn_app_with(Config {
+        default_keyspace: KeyspaceSpec::new(alphabet, 20)?,
+        ..Config::default()
+    })
+    .await;
+    let count = app.compat_number_token().await?;
+    count.expect(200);
+    assert_eq!(count.text, format!(r#"{{"leftkeys:":{capacity}}}"#));
+    let issued = app.compat_get_token().await?;
+    issued.expect(200);
+    let token = issued.str("key:");
+    assert_eq!(
+        issued.text,
+        format!(r#"{{"key:":"{token}","leftkeys:":{}}}"#, capacity - 1)
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn get_token_counts_down_then_says_the_keys_ran_out() -> Result<()> {
     let app = spawn_tiny_keyspace_app().await?;
     assert_eq!(

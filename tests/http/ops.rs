@@ -381,6 +381,17 @@ async fn with_an_admin_token_every_v1_and_api_route_is_401_json_without_the_head
 }
 
 #[tokio::test]
+async fn with_an_admin_token_the_bearer_scheme_name_is_case_insensitive() -> Result<()> {
+    let app = spawn_guarded_app().await;
+    for scheme in ["bearer", "BEARER", "bEaReR"] {
+        let header = format!("{scheme} {SECRET}");
+        let reply = send(&app, Method::GET, "/v1/pools/default", Some(&header), None).await?;
+        reply.expect(200);
+    }
+    Ok(())
+}
+
+#[tokio::test]
 async fn with_an_admin_token_a_wrong_or_malformed_authorization_header_is_401() -> Result<()> {
     let app = spawn_guarded_app().await;
     let wrong = [

@@ -113,3 +113,25 @@ async fn redis_killed_mid_run_gives_503_json_then_service_resumes_after_restart(
     redis.kill();
     keyward.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_hiccup_does_not_reapply_the_flags_over_runtime_settings() -> Result<()> {
+    if server::skip("a_redis_hiccup_does_not_reapply_the_flags_over_runtime_settings") {
+        return Ok(());
+    }
+    let redis = tokio::task::spawn_blocking(RedisServer::start).await??;
+    let keyward = Keyward::start(&redis.url(), &[]).await?;
+    let api = &keyward.api;
+    api.put_pool("default", serde_json::json!({"lease_ttl_ms": 1234}))
+        .await?
+        .expect(200);
+    // Pause every client longer than keyward's 3 s command timeout: the
+    // next request fails, which makes the store initialise again.
+    let reply = server::command(redis.port, "CLIENT PAUSE 3500 ALL");
+    assert!(reply.is_some_and(|r| r.starts_with("+OK")));
+    api.lease("default").await?.expect_error(503, "unavailable");
+    wait_ready(api, 200, Duration::from_secs(5)).await?;
+    let pool = api.get_pool("default").await?;
+    assert_eq!(pool.expect(200)["lease_ttl_ms"], 1234, "{}", pool.text);
+    keyward.stop().await
+}

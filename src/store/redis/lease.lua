@@ -1,13 +1,13 @@
 -- lease_key: a uniformly random free key (SRANDMEMBER). A pick that turns
 -- out dead (a due entry the bounded expiry left) is purged and the pick
 -- repeated; with no free key, a due lease is ended and its key taken. Each
--- repeat removes one due entry, so the loop ends and costs O(log n) per
--- entry, as expiring it would.
+-- repeat removes one due entry or repairs one index entry, and there are at
+-- most LAZY_LIMIT + 1 of them, so the script stays O(log n) and short.
 if redis.call('EXISTS', META) == 0 then
   return { NO_FREE_KEY }
 end
 expire_some(LAZY_LIMIT)
-while true do
+for _ = 0, LAZY_LIMIT do
   local k = redis.call('SRANDMEMBER', FREE)
   if not k then
     local due = redis.call('ZRANGEBYSCORE', LEASES, '-inf', NOW, 'LIMIT', 0, 1)
@@ -25,7 +25,13 @@ while true do
     redis.call('ZADD', LEASES, int(leased_until), k)
     return key_reply(k, f[1], f[2], id, leased_until)
   end
-  -- Only reachable if the free set disagrees with the key's hash: repair
-  -- it so the loop makes progress.
-  redis.call('SREM', FREE, k)
+  -- Only reachable if an index disagrees with the key's hash (evicted or
+  -- edited by hand): repair it from the hash so the loop makes progress.
+  if not f then
+    purge(k)
+  else
+    redis.call('SREM', FREE, k)
+    redis.call('ZADD', LEASES, int(f[4]), k)
+  end
 end
+return { NO_FREE_KEY }
