@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{AdminToken, Config, StoreUrl};
+use crate::http::listener::LimitedListener;
 use crate::http::{self, AppState};
 use crate::store::Store;
 use crate::store::local::{LocalSettings, LocalStore};
@@ -59,6 +60,7 @@ pub struct App {
     listener: TcpListener,
     store: Arc<dyn Store>,
     admin_token: Option<AdminToken>,
+    max_connections: usize,
 }
 
 impl App {
@@ -102,6 +104,7 @@ impl App {
             listener,
             store,
             admin_token: config.admin_token.clone(),
+            max_connections: config.max_connections,
         })
     }
 
@@ -128,7 +131,8 @@ impl App {
         // finishes its request (a client stalled mid-headers) must not hold
         // the process, so the drain gets SHUTDOWN_GRACE and no more.
         let (signal_tx, mut signal_rx) = watch::channel(false);
-        let serve = axum::serve(self.listener, router).with_graceful_shutdown(async move {
+        let listener = LimitedListener::new(self.listener, self.max_connections);
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
             shutdown.await;
             let _ = signal_tx.send(true);
         });

@@ -60,6 +60,11 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYWARD_TOKEN_LENGTH", value_name = "N")]
     pub token_length: Option<u32>,
 
+    /// Most client connections open at once; more wait in the listen
+    /// backlog until one closes, 1–1000000 [default: 4096]
+    #[arg(long, env = "KEYWARD_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<u64>,
+
     /// Require `Authorization: Bearer TOKEN` on /v1 and /api routes
     #[arg(
         long,

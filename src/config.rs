@@ -16,6 +16,11 @@ use crate::core::{KeyLength, KeyspaceSpec, PoolSettings, Ttl};
 pub const DEFAULT_TOKEN_ALPHABET: &str = "qwertyuiopasdfghjklzxcvbnmQWERTYUIOPASDFGHJKLZXCVBNM";
 /// The seed's `config.py` token length.
 pub const DEFAULT_TOKEN_LENGTH: u32 = 4;
+/// Default of `--max-connections`: far above what one process serves
+/// well, far below the file-descriptor limits of a typical host.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Largest accepted `--max-connections`.
+const MAX_MAX_CONNECTIONS: u64 = 1_000_000;
 
 /// Where state lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -145,6 +150,8 @@ pub struct Config {
     pub default_keyspace: KeyspaceSpec,
     /// Bearer token required on `/v1` and `/api`, if set.
     pub admin_token: Option<AdminToken>,
+    /// Most client connections open at once.
+    pub max_connections: usize,
     /// Log line format.
     pub log_format: LogFormat,
 }
@@ -162,6 +169,7 @@ impl Default for Config {
             default_keyspace: KeyspaceSpec::new(DEFAULT_TOKEN_ALPHABET, DEFAULT_TOKEN_LENGTH)
                 .expect("the seed's keyspace is valid"),
             admin_token: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             log_format: LogFormat::Text,
         }
     }
@@ -204,6 +212,7 @@ struct FileSettings {
     token_alphabet: Option<String>,
     token_length: Option<u32>,
     admin_token: Option<String>,
+    max_connections: Option<u64>,
     log_format: Option<String>,
 }
 
@@ -270,6 +279,15 @@ impl Config {
             .filter(set)
             .or(file.admin_token.filter(set))
             .map(AdminToken::new);
+        let max_connections = match args.max_connections.or(file.max_connections) {
+            None => DEFAULT_MAX_CONNECTIONS,
+            Some(n @ 1..=MAX_MAX_CONNECTIONS) => n as usize,
+            Some(n) => {
+                return Err(ConfigError::Invalid(format!(
+                    "invalid --max-connections {n}: expected 1 to {MAX_MAX_CONNECTIONS}"
+                )));
+            }
+        };
         let log_format = match args.log_format.or(file.log_format).as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -285,6 +303,7 @@ impl Config {
             pool_defaults,
             default_keyspace,
             admin_token,
+            max_connections,
             log_format,
         })
     }
@@ -379,6 +398,19 @@ mod tests {
             "redis+cluster://a",
         ] {
             assert!(StoreUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn max_connections_defaults_to_4096_and_refuses_zero() {
+        let config = Config::load(ServeArgs::default()).expect("defaults are valid");
+        assert_eq!(config.max_connections, 4096);
+        for bad in [0, 1_000_001] {
+            let args = ServeArgs {
+                max_connections: Some(bad),
+                ..ServeArgs::default()
+            };
+            assert!(Config::load(args).is_err(), "{bad}");
         }
     }
 

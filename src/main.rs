@@ -54,6 +54,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         key_length = pool.key_length.get(),
         token_alphabet = config.default_keyspace.alphabet().as_str(),
         token_length = config.default_keyspace.length(),
+        max_connections = config.max_connections,
         auth = config.admin_token.is_some(),
         "keyward listening"
     );

@@ -6,6 +6,7 @@
 
 pub mod compat;
 pub mod error;
+pub mod listener;
 pub mod metrics;
 pub mod v1;
 

@@ -376,3 +376,58 @@ async fn run_until_returns_ok_once_shutdown_is_signalled() -> Result<()> {
     );
     Ok(())
 }
+
+/// Sends `GET /healthz` (keep-alive) on `stream` and waits up to `wait` for
+/// the status line; `None` if nothing came.
+async fn healthz_on(
+    stream: &mut tokio::net::TcpStream,
+    wait: std::time::Duration,
+) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .ok()?;
+    let mut buf = [0u8; 512];
+    let n = tokio::time::timeout(wait, stream.read(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf[..n]);
+    text.lines().next().map(str::to_owned)
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_wait_until_one_closes() -> Result<()> {
+    use std::time::Duration;
+    let app = crate::helpers::spawn_app_with(keyward::config::Config {
+        max_connections: 2,
+        ..keyward::config::Config::default()
+    })
+    .await;
+    let connect = || tokio::net::TcpStream::connect(app.addr);
+    let (mut first, mut second) = (connect().await?, connect().await?);
+    let long = Duration::from_secs(5);
+    for stream in [&mut first, &mut second] {
+        let status = healthz_on(stream, long).await;
+        assert_eq!(status.as_deref(), Some("HTTP/1.1 200 OK"));
+    }
+    // The third connection sits in the backlog: no answer while both
+    // others stay open...
+    let mut third = connect().await?;
+    assert_eq!(
+        healthz_on(&mut third, Duration::from_millis(300)).await,
+        None
+    );
+    // ...and its request is served as soon as one of them closes.
+    drop(first);
+    let mut buf = [0u8; 512];
+    let n =
+        tokio::time::timeout(long, tokio::io::AsyncReadExt::read(&mut third, &mut buf)).await??;
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200 OK"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    Ok(())
+}
