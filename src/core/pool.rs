@@ -16,6 +16,7 @@
 
 use std::hash::{BuildHasher, RandomState};
 
+use compact_str::CompactString;
 use hashbrown::HashTable;
 use rand::Rng;
 use rand::RngExt;
@@ -139,7 +140,9 @@ const KEY_CHARS: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvw
 
 #[derive(Debug)]
 struct Slot {
-    key: Box<str>,
+    /// Inline up to 24 bytes (the default 20-character keys): no heap
+    /// block and no pointer per key, the largest saving of RAM per key.
+    key: CompactString,
     created_at: Timestamp,
     alive_until: Timestamp,
     /// 0 while free; lease ids start at 1.
@@ -278,13 +281,13 @@ impl Pool {
         let mut random = RandomChars::default();
         let alive_until = now.after(self.settings.keepalive_ttl);
         while keys.len() < count {
-            let key: String = (0..len).map(|_| random.next()).collect();
+            let key: CompactString = (0..len).map(|_| random.next()).collect();
             // 62^8 or more candidates: a collision is astronomically rare,
             // and retrying keeps keys unique among the live ones.
             if self.find(&key).is_some() {
                 continue;
             }
-            let slot = self.insert_slot(key.into(), now, alive_until)?;
+            let slot = self.insert_slot(key, now, alive_until)?;
             keys.push(self.slot(slot).view());
         }
         Ok(keys)
@@ -503,7 +506,7 @@ impl Pool {
     /// Adds a free key. Amortised O(log n).
     fn insert_slot(
         &mut self,
-        key: Box<str>,
+        key: CompactString,
         created_at: Timestamp,
         alive_until: Timestamp,
     ) -> Result<u32, PoolError> {
@@ -731,6 +734,14 @@ mod tests {
         assert_eq!(KeyLength::new(129), None);
         assert_eq!(KeyLength::new(8).map(KeyLength::get), Some(8));
         assert_eq!(KeyLength::new(128).map(KeyLength::get), Some(128));
+    }
+
+    #[test]
+    fn a_slot_with_a_default_key_fits_in_64_bytes_with_no_heap_block() {
+        assert!(std::mem::size_of::<Option<Slot>>() <= 64);
+        let (pool, _) = pool_with(1, false);
+        let slot = pool.slots[0].as_ref().unwrap();
+        assert!(!slot.key.is_heap_allocated());
     }
 
     #[test]
