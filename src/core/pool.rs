@@ -109,8 +109,12 @@ impl Expired {
 /// A change to persist, recorded only when the caller asked for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeyChange {
-    /// The key now looks like this (created, leased, released, extended).
+    /// The key now looks like this (created or kept alive; its lease may
+    /// have changed too).
     Put(KeyView),
+    /// Only the key's lease changed (leased, released, ended by itself):
+    /// the view is whole, but a store may rewrite just the lease.
+    Lease(KeyView),
     /// The key is gone for good (deleted or purged).
     Remove(String),
 }
@@ -325,7 +329,7 @@ impl Pool {
         s.lease_id = id;
         s.leased_until = until;
         self.leases.insert(until, slot);
-        Ok(self.put_change(slot))
+        Ok(self.lease_change(slot))
     }
 
     /// Ends the key's lease now. With `lease_id`, only if it is the current
@@ -345,7 +349,7 @@ impl Pool {
             return Err(PoolError::LeaseMismatch);
         }
         self.end_lease(slot);
-        Ok(self.put_change(slot))
+        Ok(self.lease_change(slot))
     }
 
     /// Keeps the key alive for another `keepalive_ttl`; with the current
@@ -421,7 +425,7 @@ impl Pool {
                 done.keys += 1;
             } else if let Some((_, slot)) = self.leases.pop_due(now) {
                 self.end_lease(slot);
-                self.put_change(slot);
+                self.lease_change(slot);
                 done.leases += 1;
             } else {
                 break;
@@ -477,7 +481,7 @@ impl Pool {
         }
         if s.lease_id != 0 && s.leased_until <= now {
             self.end_lease(slot);
-            self.put_change(slot);
+            self.lease_change(slot);
             self.expired.leases += 1;
         }
         Some(())
@@ -496,9 +500,17 @@ impl Pool {
     }
 
     fn put_change(&mut self, slot: u32) -> KeyView {
+        self.record_change(slot, KeyChange::Put)
+    }
+
+    fn lease_change(&mut self, slot: u32) -> KeyView {
+        self.record_change(slot, KeyChange::Lease)
+    }
+
+    fn record_change(&mut self, slot: u32, change: fn(KeyView) -> KeyChange) -> KeyView {
         let view = self.slot(slot).view();
         if self.record {
-            self.changes.push(KeyChange::Put(view.clone()));
+            self.changes.push(change(view.clone()));
         }
         view
     }
@@ -691,7 +703,7 @@ mod tests {
     fn replay(map: &mut BTreeMap<String, KeyView>, changes: Vec<KeyChange>) {
         for change in changes {
             match change {
-                KeyChange::Put(view) => {
+                KeyChange::Put(view) | KeyChange::Lease(view) => {
                     map.insert(view.key.clone(), view);
                 }
                 KeyChange::Remove(key) => {
@@ -1106,7 +1118,7 @@ mod tests {
             .into_iter()
             .filter_map(|c| match c {
                 KeyChange::Remove(k) => Some(k),
-                KeyChange::Put(_) => None,
+                KeyChange::Put(_) | KeyChange::Lease(_) => None,
             })
             .collect();
         assert_eq!(removed, keys.iter().cloned().collect());

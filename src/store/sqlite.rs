@@ -38,7 +38,7 @@ pub const MAX_BATCH: usize = 4096;
 /// `PRAGMA application_id` of a keyward database ("KWRD").
 const APPLICATION_ID: i32 = 0x4B57_5244;
 /// Schema version this build writes; older files are migrated forward.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const MIGRATIONS: &[&str] = &[
     // 1: the initial schema.
@@ -71,6 +71,21 @@ const MIGRATIONS: &[&str] = &[
         activated_at_ms INTEGER NOT NULL,
         PRIMARY KEY (keyspace, token)
     ) WITHOUT ROWID;",
+    // 2: leases in a table of their own. Lease and release are the hot
+    // path; in `keys` each one rewrote a page of a table as big as the
+    // pool, here it touches a table as small as the number of leases.
+    "CREATE TABLE leases (
+        pool TEXT NOT NULL,
+        key TEXT NOT NULL,
+        lease_id INTEGER NOT NULL,
+        leased_until_ms INTEGER NOT NULL,
+        PRIMARY KEY (pool, key)
+    ) WITHOUT ROWID;
+    INSERT INTO leases (pool, key, lease_id, leased_until_ms)
+        SELECT pool, key, lease_id, leased_until_ms FROM keys
+        WHERE lease_id > 0 AND leased_until_ms IS NOT NULL;
+    ALTER TABLE keys DROP COLUMN lease_id;
+    ALTER TABLE keys DROP COLUMN leased_until_ms;",
 ];
 
 /// One row-level change to write.
@@ -430,7 +445,8 @@ fn load(conn: &Connection, path: &Path) -> Result<Loaded, OpenError> {
 
     let mut stmt = conn
         .prepare(
-            "SELECT pool, key, created_at_ms, alive_until_ms, lease_id, leased_until_ms FROM keys",
+            "SELECT k.pool, k.key, k.created_at_ms, k.alive_until_ms, l.lease_id, l.leased_until_ms
+             FROM keys k LEFT JOIN leases l ON l.pool = k.pool AND l.key = k.key",
         )
         .map_err(sql)?;
     let mut rows = stmt.query([]).map_err(sql)?;
@@ -589,11 +605,13 @@ fn write_loop(
 
 /// Writes the entries in one transaction. Only the last state of each
 /// key and pool in the batch is written (a lease and its release in the
-/// same batch cost nothing on disk); keyspace rows keep their order.
+/// same batch cost one row write), and a key's own row only if something
+/// other than its lease changed; keyspace rows keep their order.
 fn write_batch(conn: &mut Connection, entries: &[(u64, Vec<Record>)]) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     let mut pools: HashMap<&Name, (&PoolSettings, u64)> = HashMap::new();
-    let mut keys: HashMap<(&Name, &str), &KeyChange> = HashMap::new();
+    // Per key: its last change, and whether its `keys` row changed.
+    let mut keys: HashMap<(&Name, &str), (&KeyChange, bool)> = HashMap::new();
     {
         for record in entries.iter().flat_map(|e| &e.1) {
             match record {
@@ -605,11 +623,13 @@ fn write_batch(conn: &mut Connection, entries: &[(u64, Vec<Record>)]) -> rusqlit
                     pools.insert(name, (settings, *last_lease_id));
                 }
                 Record::Key { pool, change } => {
-                    let key = match change {
-                        KeyChange::Put(k) => k.key.as_str(),
-                        KeyChange::Remove(key) => key.as_str(),
+                    let (key, row_changed) = match change {
+                        KeyChange::Put(k) => (k.key.as_str(), true),
+                        KeyChange::Lease(k) => (k.key.as_str(), false),
+                        KeyChange::Remove(key) => (key.as_str(), true),
                     };
-                    keys.insert((pool, key), change);
+                    let entry = keys.entry((pool, key)).or_insert((change, false));
+                    *entry = (change, entry.1 || row_changed);
                 }
                 Record::Keyspace {
                     name,
@@ -653,26 +673,39 @@ fn write_batch(conn: &mut Connection, entries: &[(u64, Vec<Record>)]) -> rusqlit
             }
         }
         let mut put_key = tx.prepare_cached(
-            "INSERT INTO keys (pool, key, created_at_ms, alive_until_ms, lease_id, leased_until_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (pool, key) DO UPDATE SET created_at_ms = ?3, alive_until_ms = ?4,
-                lease_id = ?5, leased_until_ms = ?6",
+            "INSERT INTO keys (pool, key, created_at_ms, alive_until_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (pool, key) DO UPDATE SET created_at_ms = ?3, alive_until_ms = ?4",
         )?;
         let mut del_key = tx.prepare_cached("DELETE FROM keys WHERE pool = ?1 AND key = ?2")?;
-        for ((pool, key), change) in keys {
+        let mut put_lease = tx.prepare_cached(
+            "INSERT INTO leases (pool, key, lease_id, leased_until_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (pool, key) DO UPDATE SET lease_id = ?3, leased_until_ms = ?4",
+        )?;
+        let mut del_lease = tx.prepare_cached("DELETE FROM leases WHERE pool = ?1 AND key = ?2")?;
+        for ((pool, key), (change, row_changed)) in keys {
             match change {
-                KeyChange::Put(k) => {
-                    put_key.execute(params![
-                        pool.as_str(),
-                        key,
-                        k.created_at.as_millis() as i64,
-                        k.alive_until.as_millis() as i64,
-                        k.lease.map(|l| l.id as i64),
-                        k.lease.map(|l| l.until.as_millis() as i64),
-                    ])?;
+                KeyChange::Put(k) | KeyChange::Lease(k) => {
+                    if row_changed {
+                        put_key.execute(params![
+                            pool.as_str(),
+                            key,
+                            k.created_at.as_millis() as i64,
+                            k.alive_until.as_millis() as i64,
+                        ])?;
+                    }
+                    match k.lease {
+                        Some(l) => put_lease.execute(params![
+                            pool.as_str(),
+                            key,
+                            l.id as i64,
+                            l.until.as_millis() as i64,
+                        ])?,
+                        None => del_lease.execute(params![pool.as_str(), key])?,
+                    };
                 }
                 KeyChange::Remove(_) => {
                     del_key.execute(params![pool.as_str(), key])?;
+                    del_lease.execute(params![pool.as_str(), key])?;
                 }
             }
         }

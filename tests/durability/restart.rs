@@ -491,7 +491,7 @@ async fn the_database_reads_back_with_the_sqlite3_shell_after_a_kill() -> Result
     let leased_key = str_field(&lease, "key")?;
     assert_eq!(
         query(&format!(
-            "SELECT lease_id FROM keys WHERE pool = 'p' AND key = '{leased_key}'"
+            "SELECT lease_id FROM leases WHERE pool = 'p' AND key = '{leased_key}'"
         ))?,
         Some(u64_field(&lease, "lease_id")?.to_string())
     );
@@ -514,5 +514,79 @@ async fn the_database_reads_back_with_the_sqlite3_shell_after_a_kill() -> Result
     // Reading it with the shell does not disturb the server.
     let server = launch.start().await?;
     server.api.key("p", &leased_key).await?.expect(200)?;
+    server.terminate(STOP_WITHIN).await
+}
+
+/// The schema keyward 0.1 wrote first (version 1): leases as columns of
+/// `keys`.
+const SCHEMA_V1: &str = "
+    CREATE TABLE schema_version (version INTEGER NOT NULL);
+    INSERT INTO schema_version (version) VALUES (1);
+    PRAGMA application_id = 1264013892;
+    CREATE TABLE pools (name TEXT PRIMARY KEY, lease_ttl_ms INTEGER NOT NULL,
+        keepalive_ttl_ms INTEGER NOT NULL, key_length INTEGER NOT NULL,
+        last_lease_id INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE TABLE keys (pool TEXT NOT NULL, key TEXT NOT NULL, created_at_ms INTEGER NOT NULL,
+        alive_until_ms INTEGER NOT NULL, lease_id INTEGER, leased_until_ms INTEGER,
+        PRIMARY KEY (pool, key)) WITHOUT ROWID;
+    CREATE TABLE keyspaces (name TEXT PRIMARY KEY, alphabet TEXT NOT NULL,
+        length INTEGER NOT NULL, secret BLOB NOT NULL, issued TEXT NOT NULL) WITHOUT ROWID;
+    CREATE TABLE activations (keyspace TEXT NOT NULL, token TEXT NOT NULL,
+        activated_at_ms INTEGER NOT NULL, PRIMARY KEY (keyspace, token)) WITHOUT ROWID;";
+
+#[tokio::test]
+async fn a_version_1_database_is_migrated_with_its_keys_and_leases() -> Result<()> {
+    let dir = TempDir::new("migrate-v1")?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
+    let (alive, until) = (now + 3_600_000, now + 600_000);
+    let sql = format!(
+        "{SCHEMA_V1}
+        INSERT INTO pools VALUES ('p', 60000, 3600000, 20, 41);
+        INSERT INTO keys VALUES ('p', 'freeKEY0000000000000', {now}, {alive}, NULL, NULL);
+        INSERT INTO keys VALUES ('p', 'leasedKEY00000000000', {now}, {alive}, 41, {until});"
+    );
+    match Command::new("sqlite3").arg(dir.db()).arg(&sql).output() {
+        Ok(out) => ensure!(
+            out.status.success(),
+            "sqlite3: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => {
+            eprintln!("SKIP a_version_1_database_is_migrated: no sqlite3 shell ({e})");
+            return Ok(());
+        }
+    }
+    let server = Launch::in_dir(&dir).start().await?;
+    let leased = server
+        .api
+        .key("p", "leasedKEY00000000000")
+        .await?
+        .expect(200)?;
+    assert_eq!(leased["state"], "leased", "{leased}");
+    assert_eq!(u64_field(&leased, "lease_id")?, 41);
+    let free = server
+        .api
+        .key("p", "freeKEY0000000000000")
+        .await?
+        .expect(200)?;
+    assert_eq!(free["state"], "free", "{free}");
+    // Fencing carries over: the next lease id follows the migrated one.
+    let next = server.api.lease("p").await?.expect(200)?;
+    assert_eq!(u64_field(&next, "lease_id")?, 42);
+    server
+        .api
+        .release("p", "leasedKEY00000000000", 41)
+        .await?
+        .expect(200)?;
+    server.kill()?;
+
+    let server = Launch::in_dir(&dir).start().await?;
+    let pool = server.api.pool("p").await?.expect(200)?;
+    assert_eq!(
+        (pool["total"].clone(), pool["leased"].clone()),
+        (json!(2), json!(1))
+    );
     server.terminate(STOP_WITHIN).await
 }
