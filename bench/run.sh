@@ -1,24 +1,27 @@
 #!/usr/bin/env bash
 # Issue 6 benchmark suite, one run: for each store (memory, sqlite, redis),
-# one release keyward; `keyward bench` measures GET /healthz (the ceiling,
-# before and after), lease+release at pool sizes 10^3, 10^5, 10^6 (and 10^7
-# on memory), issue and status; issuance in the first and the last 10 % of
-# a 10^6 keyspace; on memory also lease+release at 32 connections (p99
-# target) and the same two loads with wrk (the neutral reference). Prints
-# one table with ratios and writes it, with the machine, to $OUT.
+# one release keyward; `keyward bench` measures GET /healthz (the ceiling),
+# lease+release at pool sizes 10^3, 10^5, 10^6 (and 10^7 on memory), issue
+# and status, and issuance in the first and the last 10 % of a 10^6
+# keyspace, in ROUNDS interleaved rounds (medians reported); on memory also
+# lease+release at 32 connections (p99 target), the same two loads with wrk
+# (the neutral reference), and resident bytes per pool key at 10^6 and
+# 10^7 keys. Prints one table with ratios and writes it, with the machine,
+# to $OUT.
 #
 # Needs wrk, curl, python3; redis-server and redis-cli for the redis store
 # (skipped if missing). Loopback only; private servers on free ports (never
 # 6379); every run is bounded; only processes started here are stopped, by
-# PID. About 15 minutes with the defaults. RSS=0 skips the memory-per-key
+# PID. About 10 minutes with the defaults. RSS=0 skips the memory-per-key
 # step; RSS_SIZES sets its pool sizes.
 #
 #   bench/run.sh                          # everything, writes BENCHMARKS.md
-#   STORES=memory SIZES="1000 100000" MEMORY_SIZES="1000 100000" \
+#   STORES=memory SIZES="1000 100000" MEMORY_SIZES="1000 100000" ROUNDS=1 \
 #     DURATION=2s OUT=/tmp/b.md bench/run.sh   # a quick look
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DURATION=${DURATION:-10s}
+DURATION=${DURATION:-4s}
+ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 SIZES=${SIZES:-"1000 100000 1000000"}
 MEMORY_SIZES=${MEMORY_SIZES:-"$SIZES 10000000"}
@@ -122,29 +125,41 @@ for store in $STORES; do
     *) echo "unknown store $store" >&2; exit 1 ;;
   esac
   start_keyward "$url"
-  record "$store" healthz --workload healthz -c "$CONNECTIONS" -d "$DURATION"
-  # Fill every pool first, so no figure pays for another's preparation
-  # (SQLite checkpointing 50 MB of fresh keys, say) in its timed part.
+  # Prepare everything first, so no figure pays for another's preparation
+  # (SQLite checkpointing 50 MB of fresh keys, say) in its timed part:
+  # every pool, the keyspace of `issue`/`status`, and two 10^6 keyspaces
+  # (10 digits x 6), one empty and one filled to 90 %.
   for n in $sizes; do
     "$BIN" bench --url "http://127.0.0.1:$PORT" --json --workload lease-release --pool "p$n" --keys "$n" -c 1 -d 1ms >/dev/null
   done
-  for n in $sizes; do
-    record "$store" "lease-release $n" --workload lease-release --pool "p$n" --keys "$n" -c "$CONNECTIONS" -d "$DURATION"
+  "$BIN" bench --url "http://127.0.0.1:$PORT" --json --workload status -c 1 -d 1ms >/dev/null
+  for ks in fresh full; do
+    curl -sf -XPUT "127.0.0.1:$PORT/v1/keyspaces/$ks" -d '{"alphabet":"0123456789","length":6}' >/dev/null
   done
-  record "$store" issue --workload issue -c "$CONNECTIONS" -d "$DURATION"
-  record "$store" status --workload status -c "$CONNECTIONS" -d "$DURATION"
-  # Issuance at the start and at 90 % of a 10^6 keyspace (10 digits x 6).
-  curl -sf -XPUT "127.0.0.1:$PORT/v1/keyspaces/fill" -d '{"alphabet":"0123456789","length":6}' >/dev/null
-  record "$store" "issue first 10%" --workload issue --keyspace fill -c "$CONNECTIONS" -d 2s
-  fill_keyspace fill 900000
-  record "$store" "issue last 10%" --workload issue --keyspace fill -c "$CONNECTIONS" -d 2s
+  fill_keyspace full 900000
+  # Rounds: each figure is measured once per round, in the same order, and
+  # the report takes the median, so a drift of the machine's load (other
+  # services share it) moves every figure alike instead of one.
+  for round in $(seq "$ROUNDS"); do
+    echo "--- $store round $round of $ROUNDS" >&2
+    record "$store" healthz --workload healthz -c "$CONNECTIONS" -d "$DURATION"
+    for n in $sizes; do
+      record "$store" "lease-release $n" --workload lease-release --pool "p$n" --keys "$n" -c "$CONNECTIONS" -d "$DURATION"
+    done
+    record "$store" issue --workload issue -c "$CONNECTIONS" -d "$DURATION"
+    record "$store" status --workload status -c "$CONNECTIONS" -d "$DURATION"
+    # 1 s each: three rounds stay inside the first and the last 10 %.
+    record "$store" "issue first 10%" --workload issue --keyspace fresh -c "$CONNECTIONS" -d 1s
+    record "$store" "issue last 10%" --workload issue --keyspace full -c "$CONNECTIONS" -d 1s
+    if [ "$store" = memory ]; then
+      record "$store" "healthz c32" --workload healthz -c 32 -d "$DURATION"
+      record "$store" "lease-release $first c32" --workload lease-release --pool "p$first" --keys "$first" -c 32 -d "$DURATION"
+    fi
+  done
   if [ "$store" = memory ]; then
-    record "$store" "healthz c32" --workload healthz -c 32 -d "$DURATION"
-    record "$store" "lease-release $first c32" --workload lease-release --pool "p$first" --keys "$first" -c 32 -d "$DURATION"
     record_wrk "$store" "healthz" "http://127.0.0.1:$PORT/healthz"
     record_wrk "$store" "lease-release $first" -s bench/lease_release.lua "http://127.0.0.1:$PORT" -- "p$first"
   fi
-  record "$store" "healthz after" --workload healthz -c "$CONNECTIONS" -d "$DURATION"
   kill "$PID"; wait "$PID" 2>/dev/null || true
 done
 
@@ -169,6 +184,23 @@ python3 - "$results" "$OUT" "$CONNECTIONS" "$DURATION" "$first" "$load_start" "$
 import json, platform, subprocess, sys, datetime
 path, out, conns, duration, first, load_start, load_end = sys.argv[1:]
 rows = [json.loads(l) for l in open(path)]
+# One row per figure: the round with the median throughput.
+def median_rows(rows):
+    groups, order = {}, []
+    for r in rows:
+        k = (r["store"], r["label"], r["tool"])
+        if k not in groups:
+            order.append(k)
+        groups.setdefault(k, []).append(r)
+    out = []
+    for k in order:
+        g = sorted(groups[k], key=lambda r: r.get("requests_per_sec", 0))
+        m = dict(g[len(g) // 2])
+        m["rounds"] = len(g)
+        m["spread"] = (g[0].get("requests_per_sec", 0), g[-1].get("requests_per_sec", 0))
+        out.append(m)
+    return out
+rows = median_rows(rows)
 def sh(cmd):
     try:
         return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
@@ -177,8 +209,8 @@ def sh(cmd):
 def get(store, label, tool="keyward bench"):
     return next((r for r in rows if r["store"] == store and r["label"] == label and r["tool"] == tool), None)
 def ceiling(store):
-    hs = [r["requests_per_sec"] for r in (get(store, "healthz"), get(store, "healthz after")) if r]
-    return sum(hs) / len(hs) if hs else None
+    h = get(store, "healthz")
+    return h["requests_per_sec"] if h else None
 
 lines = []
 p = lines.append
@@ -195,11 +227,13 @@ p(f"- machine: {sh('nproc')} CPUs, {cpu}, {ram} GB RAM, Linux {platform.release(
 p(f"- load average (1, 5, 15 min) before: {load_start}; after: {load_end}. Client and server share the machine.")
 p(f"- load: `keyward bench` (hyper HTTP/1 client, one request in flight per connection, {conns} connections, "
   f"{duration} per figure unless noted); `wrk -t2 -c{conns}` for the wrk rows.")
-p("- ceiling: the same server's `GET /healthz` under the same load, measured before and after the store's runs "
-  "(mean of the two); `x healthz` = requests/s / ceiling. A lease+release is two requests.")
+p("- rounds: every figure of a store is measured once per round, the rounds interleaved; each row is the round "
+  "with the median req/s, and `range` gives the lowest and highest round.")
+p("- ceiling: the same server's `GET /healthz` under the same load (its median); `x healthz` = requests/s / ceiling. "
+  "A lease+release is two requests.")
 p("")
-p("| store | load | tool | req/s | op/s | x healthz | p50 ms | p99 ms | p99.9 ms | errors |")
-p("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+p("| store | load | tool | req/s | range | op/s | x healthz | p50 ms | p99 ms | p99.9 ms | errors |")
+p("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 rss_rows = [r for r in rows if r["tool"] == "VmRSS"]
 rows = [r for r in rows if r["tool"] != "VmRSS"]
 for r in rows:
@@ -209,7 +243,9 @@ for r in rows:
     ops = f"{r['operations_per_sec']:,.0f}" if r.get("operations_per_sec") is not None else ""
     ratio = f"{r['requests_per_sec'] / c:.2f}" if c else ""
     errors = r["status_errors"] + r["transport_errors"] + r["bad_responses"]
-    p(f"| {r['store']} | {r['label']} | {r['tool']} | {r['requests_per_sec']:,.0f} | {ops} | {ratio} | "
+    lo, hi = r["spread"]
+    spread = f"{lo / 1000:,.1f}k–{hi / 1000:,.1f}k" if r["rounds"] > 1 else ""
+    p(f"| {r['store']} | {r['label']} | {r['tool']} | {r['requests_per_sec']:,.0f} | {spread} | {ops} | {ratio} | "
       f"{ms('p50')} | {ms('p99')} | {ms('p99.9')} | {errors} |")
 if rss_rows:
     p("")
