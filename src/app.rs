@@ -151,8 +151,9 @@ impl App {
         if let Err(e) = reaper.await {
             tracing::error!(error = %e, "expiry task ended abnormally");
         }
-        served?;
-        self.store.flush().await.map_err(AppError::Flush)
+        // Flush whatever ended the serving: what was accepted is kept.
+        let flushed = self.store.flush().await.map_err(AppError::Flush);
+        served.and(flushed)
     }
 }
 

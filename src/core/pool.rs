@@ -297,34 +297,41 @@ impl Pool {
         Ok(keys)
     }
 
-    /// Leases a uniformly random free key for `lease_ttl`. O(log n): a
-    /// picked key that is already due for purge is purged and the pick
-    /// repeated (rejection sampling keeps the pick uniform among live keys;
-    /// each retry removes one due entry, at most [`Pool::LAZY_STEP`]).
+    /// Leases a uniformly random free key for `lease_ttl`. O(log n)
+    /// amortised: a picked key that is already due for purge is purged and
+    /// the pick repeated (rejection sampling keeps the pick uniform among
+    /// live keys), and with no free key a due lease is ended and its key
+    /// taken. Every retry removes a due entry for good, so its cost is
+    /// expiry that had to happen anyway, and `NoFreeKey` is never answered
+    /// while a live key could be leased.
     pub fn lease<R: Rng + ?Sized>(
         &mut self,
         now: Timestamp,
         rng: &mut R,
     ) -> Result<KeyView, PoolError> {
         self.expire_lazily(now);
-        let mut picked = None;
-        for _ in 0..=Self::LAZY_STEP {
+        let slot = loop {
             if self.free.is_empty() {
-                break;
+                let (_, slot) = self.leases.pop_due(now).ok_or(PoolError::NoFreeKey)?;
+                self.end_lease(slot);
+                self.expired.leases += 1;
             }
             let slot = self.free[rng.random_range(0..self.free.len())];
             if self.settle(slot, now).is_some() {
-                picked = Some(slot);
-                break;
+                break slot;
             }
-        }
-        let slot = picked.ok_or(PoolError::NoFreeKey)?;
+        };
         // 2^64 leases take millennia at any rate, but a fencing token must
         // never repeat or wrap to 0 (the "free" marker).
-        self.last_lease_id = self.last_lease_id.checked_add(1).ok_or(PoolError::Full)?;
+        // Capped at i64::MAX, the most a database integer column holds.
+        let id = self
+            .last_lease_id
+            .checked_add(1)
+            .filter(|&id| id <= i64::MAX as u64)
+            .ok_or(PoolError::Full)?;
+        self.last_lease_id = id;
         self.take_free(slot);
         let until = now.after(self.settings.lease_ttl);
-        let id = self.last_lease_id;
         let s = self.slot_mut(slot);
         s.lease_id = id;
         s.leased_until = until;
@@ -789,13 +796,31 @@ mod tests {
 
     #[test]
     fn lease_skips_due_keys_and_takes_a_live_one_among_them() {
-        let (mut pool, _) = pool_with(3 * Pool::LAZY_STEP, false);
+        let (mut pool, _) = pool_with(40 * Pool::LAZY_STEP, false);
         let fresh = pool.generate(1, at(T0 + 10)).unwrap().remove(0);
         let mut rng = rng();
         let later = at(T0 + KEEPALIVE_MS);
         let view = pool.lease(later, &mut rng).unwrap();
         assert_eq!(view.key, fresh.key);
         assert_eq!(pool.lease(later, &mut rng), Err(PoolError::NoFreeKey));
+    }
+
+    #[test]
+    fn with_no_free_key_lease_takes_a_due_lease_behind_a_burst_of_due_keys() {
+        let (mut pool, _) = pool_with(1, false);
+        let mut rng = rng();
+        let first = pool.lease(at(T0), &mut rng).unwrap();
+        // Keys that fall due before the lease and stay leased, ahead of it
+        // in the expiry order.
+        pool.set_settings(settings(10 * LEASE_MS, LEASE_MS));
+        pool.generate(2 * Pool::LAZY_STEP, at(T0)).unwrap();
+        for _ in 0..2 * Pool::LAZY_STEP {
+            pool.lease(at(T0), &mut rng).unwrap();
+        }
+        let later = at(T0 + LEASE_MS);
+        let again = pool.lease(later, &mut rng).unwrap();
+        assert_eq!(again.key, first.key);
+        assert!(again.lease.unwrap().id > first.lease.unwrap().id);
     }
 
     #[test]

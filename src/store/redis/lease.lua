@@ -1,13 +1,14 @@
 -- lease_key: a uniformly random free key (SRANDMEMBER). A pick that turns
 -- out dead (a due entry the bounded expiry left) is purged and the pick
 -- repeated; with no free key, a due lease is ended and its key taken. Each
--- repeat removes one due entry or repairs one index entry, and there are at
--- most LAZY_LIMIT + 1 of them, so the script stays O(log n) and short.
+-- repeat removes one due entry or repairs one index entry for good, so the
+-- loop ends, costs O(log n) per entry as expiring it would, and never
+-- answers NO_FREE_KEY while a live key could be leased.
 if redis.call('EXISTS', META) == 0 then
   return { NO_FREE_KEY }
 end
 expire_some(LAZY_LIMIT)
-for _ = 0, LAZY_LIMIT do
+while true do
   local k = redis.call('SRANDMEMBER', FREE)
   if not k then
     local due = redis.call('ZRANGEBYSCORE', LEASES, '-inf', NOW, 'LIMIT', 0, 1)
@@ -34,4 +35,3 @@ for _ = 0, LAZY_LIMIT do
     redis.call('ZADD', LEASES, int(f[4]), k)
   end
 end
-return { NO_FREE_KEY }
