@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::cli::ServeArgs;
 use crate::core::{KeyLength, KeyspaceSpec, PoolSettings, Ttl};
@@ -117,17 +119,29 @@ pub enum LogFormat {
 
 /// The admin bearer token; `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct AdminToken(String);
+pub struct AdminToken {
+    value: String,
+    /// SHA-256 of `value`, computed once: requests are compared against it.
+    digest: [u8; 32],
+}
 
 impl AdminToken {
     /// Wraps a secret value.
     pub fn new(value: String) -> Self {
-        Self(value)
+        let digest = Sha256::digest(&value).into();
+        Self { value, digest }
     }
 
-    /// The secret itself; only for comparing.
+    /// The secret itself, for a client that must send it.
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.value
+    }
+
+    /// Whether `given` is the token, in constant time. Digests, not the
+    /// strings: `ct_eq` on slices of different lengths returns at once,
+    /// which would tell the token's length.
+    pub fn matches(&self, given: &str) -> bool {
+        Sha256::digest(given).as_slice().ct_eq(&self.digest).into()
     }
 }
 

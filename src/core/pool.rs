@@ -312,18 +312,20 @@ impl Pool {
         self.expire_lazily(now);
         let slot = loop {
             if self.free.is_empty() {
-                let (_, slot) = self.leases.pop_due(now).ok_or(PoolError::NoFreeKey)?;
-                self.end_lease(slot);
-                self.expired.leases += 1;
+                // Expire one more due entry (an ended lease frees its key);
+                // with none left, nothing can be leased.
+                if self.expire_some(now, 1) == Expired::default() {
+                    return Err(PoolError::NoFreeKey);
+                }
+                continue;
             }
             let slot = self.free[rng.random_range(0..self.free.len())];
             if self.settle(slot, now).is_some() {
                 break slot;
             }
         };
-        // 2^64 leases take millennia at any rate, but a fencing token must
-        // never repeat or wrap to 0 (the "free" marker).
-        // Capped at i64::MAX, the most a database integer column holds.
+        // A fencing token must never repeat or wrap to 0 (the "free"
+        // marker); capped at i64::MAX, what a database integer holds.
         let id = self
             .last_lease_id
             .checked_add(1)
