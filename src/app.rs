@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{AdminToken, Config, StoreUrl};
-use crate::http::listener::LimitedListener;
+use crate::http::listener::{self, ConnectionLimits, IDLE_TIMEOUT};
 use crate::http::{self, AppState};
 use crate::store::Store;
 use crate::store::local::{LocalSettings, LocalStore};
@@ -45,9 +45,6 @@ pub enum AppError {
     /// The Redis store could not be set up.
     #[error(transparent)]
     Redis(#[from] crate::store::redis::RedisOpenError),
-    /// Serving stopped with an I/O error.
-    #[error("server error")]
-    Serve(#[source] std::io::Error),
     /// The store could not make every change durable at shutdown; the
     /// requests that waited for it were not acknowledged.
     #[error("could not flush the store at shutdown")]
@@ -60,7 +57,7 @@ pub struct App {
     listener: TcpListener,
     store: Arc<dyn Store>,
     admin_token: Option<AdminToken>,
-    max_connections: usize,
+    connection_limits: ConnectionLimits,
 }
 
 impl App {
@@ -77,6 +74,7 @@ impl App {
         let settings = LocalSettings {
             pool_defaults: config.pool_defaults,
             default_keyspace: config.default_keyspace.clone(),
+            limits: config.limits,
         };
         let store: Arc<dyn Store> = match &config.store {
             StoreUrl::Memory => Arc::new(LocalStore::new(settings, clock)),
@@ -104,7 +102,13 @@ impl App {
             listener,
             store,
             admin_token: config.admin_token.clone(),
-            max_connections: config.max_connections,
+            connection_limits: ConnectionLimits {
+                max_connections: config.max_connections,
+                idle_timeout: IDLE_TIMEOUT,
+                header_timeout: config.header_timeout,
+                body_timeout: config.body_timeout,
+                shutdown_grace: SHUTDOWN_GRACE,
+            },
         })
     }
 
@@ -116,7 +120,8 @@ impl App {
     }
 
     /// Serves until `shutdown` completes, then stops accepting, lets
-    /// in-flight requests finish, and stops the reaper.
+    /// in-flight requests finish (for at most [`SHUTDOWN_GRACE`]), stops
+    /// the reaper and flushes the store.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -128,32 +133,15 @@ impl App {
             admin_token: self.admin_token,
         });
         // The signal starts the graceful drain; a connection that never
-        // finishes its request (a client stalled mid-headers) must not hold
-        // the process, so the drain gets SHUTDOWN_GRACE and no more.
-        let (signal_tx, mut signal_rx) = watch::channel(false);
-        let listener = LimitedListener::new(self.listener, self.max_connections);
-        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = signal_tx.send(true);
-        });
-        let deadline = async {
-            let _ = signal_rx.wait_for(|&signalled| signalled).await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        };
-        let served = tokio::select! {
-            served = serve => served.map_err(AppError::Serve),
-            () = deadline => {
-                tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the grace period; closing them");
-                Ok(())
-            }
-        };
+        // finishes its request must not hold the process, so the drain gets
+        // SHUTDOWN_GRACE and no more (`serve` enforces it).
+        listener::serve(self.listener, router, self.connection_limits, shutdown).await;
         let _ = stop_tx.send(true);
         if let Err(e) = reaper.await {
             tracing::error!(error = %e, "expiry task ended abnormally");
         }
-        // Flush whatever ended the serving: what was accepted is kept.
-        let flushed = self.store.flush().await.map_err(AppError::Flush);
-        served.and(flushed)
+        // What was accepted is kept, however the connections ended.
+        self.store.flush().await.map_err(AppError::Flush)
     }
 }
 
@@ -162,6 +150,7 @@ fn redis_settings(config: &Config, target: RedisTarget) -> RedisSettings {
         target,
         pool_defaults: config.pool_defaults,
         default_keyspace: config.default_keyspace.clone(),
+        limits: config.limits,
         time: TimeSource::Redis,
     }
 }

@@ -1,4 +1,5 @@
-//! Command-line definitions. Every `serve` flag also reads `KEYWARD_<NAME>`;
+//! Command-line definitions. Every `serve` flag also reads `KEYWARD_<NAME>`
+//! (through clap, except `KEYWARD_ADMIN_TOKEN`, which `main` reads);
 //! values left unset fall back to the TOML file, then to the defaults
 //! (resolved in [`crate::config`]). `bench` flags are checked in
 //! [`crate::bench`].
@@ -65,20 +66,48 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYWARD_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<u64>,
 
-    /// Require `Authorization: Bearer TOKEN` on /v1 and /api routes
-    #[arg(
-        long,
-        env = "KEYWARD_ADMIN_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
+    /// Close a connection whose request headers are not complete this long
+    /// after their first byte, 1ms–60s [default: 5s]
+    #[arg(long, env = "KEYWARD_HEADER_TIMEOUT", value_name = "DURATION")]
+    pub header_timeout: Option<String>,
+
+    /// Answer 408 to a request whose body is not complete this long after
+    /// its headers, 1ms–10s [default: 5s]
+    #[arg(long, env = "KEYWARD_BODY_TIMEOUT", value_name = "DURATION")]
+    pub body_timeout: Option<String>,
+
+    /// Most pools (the default pool included); creating one more answers
+    /// 409 pool_limit_reached [default: 10000]
+    #[arg(long, env = "KEYWARD_MAX_POOLS", value_name = "N")]
+    pub max_pools: Option<u64>,
+
+    /// Most keyspaces (the default keyspace included); creating one more
+    /// answers 409 keyspace_limit_reached [default: 1000]
+    #[arg(long, env = "KEYWARD_MAX_KEYSPACES", value_name = "N")]
+    pub max_keyspaces: Option<u64>,
+
+    /// Most live keys in one pool; a generate that would cross it is
+    /// refused whole with 409 key_limit_reached [default: 10000000]
+    #[arg(long, env = "KEYWARD_MAX_KEYS_PER_POOL", value_name = "N")]
+    pub max_keys_per_pool: Option<u64>,
+
+    /// Require `Authorization: Bearer TOKEN` on /v1 and /api routes (or
+    /// set KEYWARD_ADMIN_TOKEN); an empty value never switches a token off
+    #[arg(long, value_name = "TOKEN")]
     pub admin_token: Option<String>,
+
+    /// `KEYWARD_ADMIN_TOKEN`, filled in by `main` rather than by clap: clap
+    /// lets a flag hide its variable, and an empty `--admin-token ''` must
+    /// not hide a token set there.
+    #[arg(skip)]
+    pub admin_token_env: Option<String>,
 
     /// Log output: text or json (one JSON object per line) [default: text]
     #[arg(long, env = "KEYWARD_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
 
-    /// TOML file with any of the settings above (snake_case keys)
+    /// TOML file with any of the settings above (snake_case keys); there is
+    /// no default file: without this flag no file is read
     #[arg(long, env = "KEYWARD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 }

@@ -13,16 +13,30 @@ use subtle::ConstantTimeEq;
 
 use crate::cli::ServeArgs;
 use crate::core::{KeyLength, KeyspaceSpec, PoolSettings, Ttl};
+use crate::store::Limits;
 
-/// The seed's `config.py` alphabet.
+/// The default keyspace's alphabet: the original activation-token
+/// service's, so its clients get tokens of the shape they know.
 pub const DEFAULT_TOKEN_ALPHABET: &str = "qwertyuiopasdfghjklzxcvbnmQWERTYUIOPASDFGHJKLZXCVBNM";
-/// The seed's `config.py` token length.
+/// The default keyspace's token length, the activation-token service's.
 pub const DEFAULT_TOKEN_LENGTH: u32 = 4;
 /// Default of `--max-connections`: far above what one process serves
 /// well, far below the file-descriptor limits of a typical host.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Largest accepted `--max-connections`.
 const MAX_MAX_CONNECTIONS: u64 = 1_000_000;
+/// Default of `--header-timeout`: ample for any real client to send its
+/// headers, short enough that clients trickling them cannot hold the
+/// connection slots.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest accepted `--header-timeout`: the idle timeout, beyond which a
+/// header deadline no longer adds anything.
+const MAX_HEADER_TIMEOUT: Duration = crate::http::listener::IDLE_TIMEOUT;
+/// Default of `--body-timeout`: a 64 KiB body in 5 s is 13 KB/s.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest accepted `--body-timeout`: past the request timeout the request
+/// would answer 503 `timeout` before the body deadline could answer 408.
+const MAX_BODY_TIMEOUT: Duration = crate::http::REQUEST_TIMEOUT;
 
 /// Where state lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -166,6 +180,14 @@ pub struct Config {
     pub admin_token: Option<AdminToken>,
     /// Most client connections open at once.
     pub max_connections: usize,
+    /// Most pools, keyspaces and keys per pool (`--max-pools`,
+    /// `--max-keyspaces`, `--max-keys-per-pool`).
+    pub limits: Limits,
+    /// Time from a request's first byte to the end of its headers; a
+    /// connection over it is closed.
+    pub header_timeout: Duration,
+    /// Time for a request's whole body to arrive; over it, 408.
+    pub body_timeout: Duration,
     /// Log line format.
     pub log_format: LogFormat,
 }
@@ -181,9 +203,12 @@ impl Default for Config {
                 key_length: KeyLength::DEFAULT,
             },
             default_keyspace: KeyspaceSpec::new(DEFAULT_TOKEN_ALPHABET, DEFAULT_TOKEN_LENGTH)
-                .expect("the seed's keyspace is valid"),
+                .expect("the default keyspace is valid"),
             admin_token: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            limits: Limits::DEFAULT,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
             log_format: LogFormat::Text,
         }
     }
@@ -227,6 +252,11 @@ struct FileSettings {
     token_length: Option<u32>,
     admin_token: Option<String>,
     max_connections: Option<u64>,
+    max_pools: Option<u64>,
+    max_keyspaces: Option<u64>,
+    max_keys_per_pool: Option<u64>,
+    header_timeout: Option<String>,
+    body_timeout: Option<String>,
     log_format: Option<String>,
 }
 
@@ -285,13 +315,13 @@ impl Config {
         let default_keyspace = KeyspaceSpec::new(&alphabet, length).map_err(|e| {
             ConfigError::Invalid(format!("invalid --token-alphabet/--token-length: {e}"))
         })?;
-        // An empty flag or `KEYWARD_ADMIN_TOKEN=` counts as unset, so it
-        // cannot silently switch off a token the file sets.
-        let set = |t: &String| !t.is_empty();
-        let admin_token = args
-            .admin_token
-            .filter(set)
-            .or(file.admin_token.filter(set))
+        // The first non-empty of flag, environment and file: an empty value
+        // counts as unset, so it cannot silently switch off a token that a
+        // later source sets.
+        let admin_token = [args.admin_token, args.admin_token_env, file.admin_token]
+            .into_iter()
+            .flatten()
+            .find(|t| !t.is_empty())
             .map(AdminToken::new);
         let max_connections = match args.max_connections.or(file.max_connections) {
             None => DEFAULT_MAX_CONNECTIONS,
@@ -301,6 +331,31 @@ impl Config {
                     "invalid --max-connections {n}: expected 1 to {MAX_MAX_CONNECTIONS}"
                 )));
             }
+        };
+        let header_timeout = match args.header_timeout.or(file.header_timeout) {
+            Some(s) => parse_timeout(&s, "--header-timeout", MAX_HEADER_TIMEOUT)?,
+            None => DEFAULT_HEADER_TIMEOUT,
+        };
+        let body_timeout = match args.body_timeout.or(file.body_timeout) {
+            Some(s) => parse_timeout(&s, "--body-timeout", MAX_BODY_TIMEOUT)?,
+            None => DEFAULT_BODY_TIMEOUT,
+        };
+        let limits = Limits {
+            max_pools: limit(
+                args.max_pools.or(file.max_pools),
+                "--max-pools",
+                Limits::DEFAULT.max_pools,
+            )?,
+            max_keyspaces: limit(
+                args.max_keyspaces.or(file.max_keyspaces),
+                "--max-keyspaces",
+                Limits::DEFAULT.max_keyspaces,
+            )?,
+            max_keys_per_pool: limit(
+                args.max_keys_per_pool.or(file.max_keys_per_pool),
+                "--max-keys-per-pool",
+                Limits::DEFAULT.max_keys_per_pool,
+            )?,
         };
         let log_format = match args.log_format.or(file.log_format).as_deref() {
             None | Some("text") => LogFormat::Text,
@@ -318,8 +373,26 @@ impl Config {
             default_keyspace,
             admin_token,
             max_connections,
+            limits,
+            header_timeout,
+            body_timeout,
             log_format,
         })
+    }
+}
+
+/// Largest accepted `--max-pools`, `--max-keyspaces` and
+/// `--max-keys-per-pool`: a pool addresses its keys with `u32` slots.
+const MAX_LIMIT: u64 = u32::MAX as u64 - 1;
+
+/// A limit flag's value: 1 to [`MAX_LIMIT`], or `default` when unset.
+fn limit(value: Option<u64>, flag: &str, default: u64) -> Result<u64, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(n @ 1..=MAX_LIMIT) => Ok(n),
+        Some(n) => Err(ConfigError::Invalid(format!(
+            "invalid {flag} {n}: expected 1 to {MAX_LIMIT}"
+        ))),
     }
 }
 
@@ -342,6 +415,19 @@ pub fn parse_ttl(s: &str, flag: &str) -> Result<Ttl, ConfigError> {
         .ok_or_else(|| {
             ConfigError::Invalid(format!(
                 "invalid {flag} {s:?}: expected a duration of at least 1ms such as 250ms, 60s or 5m"
+            ))
+        })
+}
+
+/// Parses a connection deadline: any humantime duration from 1ms to `max`.
+fn parse_timeout(s: &str, flag: &str, max: Duration) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(s.trim())
+        .ok()
+        .filter(|d| (Duration::from_millis(1)..=max).contains(d))
+        .ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "invalid {flag} {s:?}: expected a duration from 1ms to {} such as 500ms or 5s",
+                humantime::format_duration(max)
             ))
         })
 }
@@ -429,21 +515,64 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_admin_token_flag_does_not_override_the_file() {
-        let dir = std::env::temp_dir().join(format!("keyward-token-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let file = dir.join("keyward.toml");
-        std::fs::write(&file, "admin_token = \"from-file\"\n").expect("write config");
+    fn connection_deadlines_default_to_5s_and_refuse_what_cannot_work() {
+        let config = Config::load(ServeArgs::default()).expect("defaults are valid");
+        assert_eq!(config.header_timeout, Duration::from_secs(5));
+        assert_eq!(config.body_timeout, Duration::from_secs(5));
         let args = ServeArgs {
-            admin_token: Some(String::new()),
-            config: Some(file),
+            header_timeout: Some("250ms".into()),
+            body_timeout: Some("2s".into()),
             ..ServeArgs::default()
         };
-        let config = Config::load(args).expect("valid config");
-        assert_eq!(
-            config.admin_token.as_ref().map(AdminToken::expose),
-            Some("from-file")
-        );
+        let config = Config::load(args).expect("valid deadlines");
+        assert_eq!(config.header_timeout, Duration::from_millis(250));
+        assert_eq!(config.body_timeout, Duration::from_secs(2));
+        for (header, body) in [("0s", "1s"), ("61s", "1s"), ("1s", "11s"), ("1s", "soon")] {
+            let args = ServeArgs {
+                header_timeout: Some(header.into()),
+                body_timeout: Some(body.into()),
+                ..ServeArgs::default()
+            };
+            assert!(Config::load(args).is_err(), "{header} {body}");
+        }
+    }
+
+    #[test]
+    fn an_empty_admin_token_from_any_source_never_hides_one_from_another() {
+        let dir = std::env::temp_dir().join(format!("keyward-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        // Each source absent, empty or set: 27 combinations.
+        let states = |value: &'static str| [None, Some(""), Some(value)];
+        for flag in states("from-flag") {
+            for env in states("from-env") {
+                for file in states("from-file") {
+                    let config = file.map(|token| {
+                        let path = dir.join(format!("{}.toml", token.len()));
+                        std::fs::write(&path, format!("admin_token = {token:?}\n"))
+                            .expect("write config");
+                        path
+                    });
+                    let args = ServeArgs {
+                        admin_token: flag.map(str::to_owned),
+                        admin_token_env: env.map(str::to_owned),
+                        config,
+                        ..ServeArgs::default()
+                    };
+                    let loaded = Config::load(args).expect("valid config");
+                    // Precedence flag > env > file, skipping empty values.
+                    let expected = [flag, env, file]
+                        .into_iter()
+                        .flatten()
+                        .find(|t| !t.is_empty());
+                    assert_eq!(
+                        loaded.admin_token.as_ref().map(AdminToken::expose),
+                        expected,
+                        "flag {flag:?}, env {env:?}, file {file:?}"
+                    );
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

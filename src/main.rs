@@ -1,12 +1,14 @@
 //! `keyward serve`: parse flags, load config, init logs, run.
 //! `keyward bench`: hand the flags to [`keyward::bench::run`].
 
+use std::ffi::OsString;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
 use keyward::app::App;
-use keyward::cli::{Cli, Command};
+use keyward::cli::{Cli, Command, ServeArgs};
 use keyward::config::{Config, LogFormat, show};
 use tracing_subscriber::EnvFilter;
 
@@ -34,14 +36,26 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Serve(args) => args,
         Command::Bench(args) => return Ok(keyward::bench::run(args).await?),
     };
+    // Read apart from the flag (see `ServeArgs::admin_token_env`): an empty
+    // `--admin-token ''` must not hide a token set here.
+    let args = ServeArgs {
+        admin_token_env: admin_token_from_env()?,
+        ..args
+    };
     let config = Config::load(args)?;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // Logs are diagnostics: stderr, where service managers and `2>` expect
+    // them; colour escapes only where a person reads them.
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(colour_logs(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR"),
+        ))
+        .with_env_filter(filter);
     match config.log_format {
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init(),
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
     }
     let shutdown = shutdown_signal()?;
     let app = App::build(&config).await.context("cannot start")?;
@@ -55,12 +69,31 @@ async fn run(command: Command) -> anyhow::Result<()> {
         token_alphabet = config.default_keyspace.alphabet().as_str(),
         token_length = config.default_keyspace.length(),
         max_connections = config.max_connections,
+        header_timeout = ?config.header_timeout,
+        body_timeout = ?config.body_timeout,
         auth = config.admin_token.is_some(),
         "keyward listening"
     );
     app.run_until(shutdown).await?;
     tracing::info!("keyward stopped");
     Ok(())
+}
+
+/// Whether log lines carry ANSI colours: only on a terminal, and never
+/// when `NO_COLOR` is set to anything but the empty string
+/// (<https://no-color.org>).
+fn colour_logs(stderr_is_terminal: bool, no_color: Option<OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// `KEYWARD_ADMIN_TOKEN`, if set; an error if it is not UTF-8 (a token
+/// that cannot be compared must not be dropped silently).
+fn admin_token_from_env() -> anyhow::Result<Option<String>> {
+    match std::env::var("KEYWARD_ADMIN_TOKEN") {
+        Ok(token) => Ok(Some(token)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(e @ std::env::VarError::NotUnicode(_)) => Err(e).context("KEYWARD_ADMIN_TOKEN"),
+    }
 }
 
 /// Listens for SIGINT and SIGTERM from now on (so a signal that arrives
@@ -89,4 +122,19 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static
         signals.await;
         tracing::info!("shutting down: finishing in-flight requests");
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_are_coloured_only_on_a_terminal_without_a_non_empty_no_color() {
+        assert!(colour_logs(true, None));
+        assert!(colour_logs(true, Some(OsString::new())));
+        assert!(!colour_logs(true, Some("1".into())));
+        assert!(!colour_logs(true, Some("0".into())));
+        assert!(!colour_logs(false, None));
+        assert!(!colour_logs(false, Some(OsString::new())));
+    }
 }

@@ -28,7 +28,9 @@ const ISSUED_NOT_ACTIVATED: &str = "Ключ выдан, но не активи�
 const ISSUED_AND_ACTIVATED: &str = "Ключ выдан и активирован";
 
 /// The compat routes of both seeds. A trailing slash is trimmed before
-/// routing (see [`super::router`]), so each is registered once.
+/// routing (see [`super::router`]), so each is registered once. Their
+/// OpenAPI operation ids start with `compat_`, so none repeats a `/v1` one
+/// (`activate_token` is a handler name in both modules).
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_token))
@@ -67,7 +69,7 @@ fn keystatus(message: impl Into<String>) -> Json<serde_json::Value> {
 
 /// `POST /api/get_token`: issue a token of the default keyspace.
 #[utoipa::path(
-    post, path = "/api/get_token", tag = "compat: seed 000 (keyspace default)",
+    post, path = "/api/get_token", operation_id = "compat_get_token", tag = "compat: seed 000 (keyspace default)",
     responses((status = 200, description = "`{\"key:\": T, \"leftkeys:\": N}` or `{\"keystatus:\": \"Ключи кончились\"}`", body = serde_json::Value))
 )]
 async fn get_token(State(state): State<AppState>) -> Result<Response, ApiError> {
@@ -86,7 +88,7 @@ async fn get_token(State(state): State<AppState>) -> Result<Response, ApiError> 
 
 /// `PUT /api/activate_token/{token}`.
 #[utoipa::path(
-    put, path = "/api/activate_token/{token}", tag = "compat: seed 000 (keyspace default)",
+    put, path = "/api/activate_token/{token}", operation_id = "compat_activate_token", tag = "compat: seed 000 (keyspace default)",
     params(("token" = String, Path, description = "A token of the default keyspace")),
     responses((status = 200, description = "`{\"keystatus:\": …}`: Вы активировали ключ T / Ключ уже активирован / Ключ не выдан", body = serde_json::Value))
 )]
@@ -112,7 +114,7 @@ async fn activate_token(
 
 /// `GET /api/get_token_status/{token}`.
 #[utoipa::path(
-    get, path = "/api/get_token_status/{token}", tag = "compat: seed 000 (keyspace default)",
+    get, path = "/api/get_token_status/{token}", operation_id = "compat_get_token_status", tag = "compat: seed 000 (keyspace default)",
     params(("token" = String, Path, description = "A token of the default keyspace")),
     responses((status = 200, description = "`{\"keystatus:\": …}`: Ключ выдан и активирован / Ключ выдан, но не активирован / Ключ не выдан", body = serde_json::Value))
 )]
@@ -136,7 +138,7 @@ async fn get_token_status(
 
 /// `GET /api/get_number_token`: tokens left in the default keyspace.
 #[utoipa::path(
-    get, path = "/api/get_number_token", tag = "compat: seed 000 (keyspace default)",
+    get, path = "/api/get_number_token", operation_id = "compat_get_number_token", tag = "compat: seed 000 (keyspace default)",
     responses((status = 200, description = "`{\"leftkeys:\": N}`", body = serde_json::Value))
 )]
 async fn get_number_token(State(state): State<AppState>) -> Result<Json<LeftKeys>, ApiError> {
@@ -166,7 +168,7 @@ fn api_key(query: &Result<Query<HashMap<String, String>>, impl Sized>) -> Option
 
 /// `POST /api/v1/random_api_key/`: generate one key in the default pool.
 #[utoipa::path(
-    post, path = "/api/v1/random_api_key", tag = "compat: seed 002 (pool default)",
+    post, path = "/api/v1/random_api_key", operation_id = "compat_generate_api_key", tag = "compat: seed 002 (pool default)",
     responses((status = 201, description = "`{\"api_key\": K}`", body = serde_json::Value))
 )]
 async fn generate_api_key(State(state): State<AppState>) -> Result<Response, ApiError> {
@@ -177,7 +179,7 @@ async fn generate_api_key(State(state): State<AppState>) -> Result<Response, Api
 
 /// `GET /api/v1/random_api_key/`: lease a random free key.
 #[utoipa::path(
-    get, path = "/api/v1/random_api_key", tag = "compat: seed 002 (pool default)",
+    get, path = "/api/v1/random_api_key", operation_id = "compat_lease_api_key", tag = "compat: seed 002 (pool default)",
     responses(
         (status = 200, description = "`{\"api_key\": K}`, now leased", body = serde_json::Value),
         (status = 404, description = "`{\"message\": \"No available key found\"}`", body = serde_json::Value),
@@ -196,7 +198,7 @@ async fn lease_api_key(State(state): State<AppState>) -> Result<Response, ApiErr
 
 /// `PUT /api/v1/random_api_key/?api_key=K`: release (a free key stays free).
 #[utoipa::path(
-    put, path = "/api/v1/random_api_key", tag = "compat: seed 002 (pool default)",
+    put, path = "/api/v1/random_api_key", operation_id = "compat_release_api_key", tag = "compat: seed 002 (pool default)",
     params(("api_key" = Option<String>, Query, description = "The key")),
     responses(
         (status = 200, description = "`{\"api_key\": K}`, released", body = serde_json::Value),
@@ -227,7 +229,7 @@ async fn release_api_key(
 
 /// `DELETE /api/v1/random_api_key/?api_key=K`: purge.
 #[utoipa::path(
-    delete, path = "/api/v1/random_api_key", tag = "compat: seed 002 (pool default)",
+    delete, path = "/api/v1/random_api_key", operation_id = "compat_delete_api_key", tag = "compat: seed 002 (pool default)",
     params(("api_key" = Option<String>, Query, description = "The key")),
     responses(
         (status = 200, description = "`{\"message\": \"Given key has been deleted\"}`", body = serde_json::Value),
@@ -257,7 +259,7 @@ async fn delete_api_key(
 
 /// `GET /api/v1/start_scheduler/`: expiry always runs; kept for old clients.
 #[utoipa::path(
-    get, path = "/api/v1/start_scheduler", tag = "compat: seed 002 (pool default)",
+    get, path = "/api/v1/start_scheduler", operation_id = "compat_start_scheduler", tag = "compat: seed 002 (pool default)",
     responses((status = 200, description = "Expiry always runs; kept for old clients", body = serde_json::Value))
 )]
 async fn start_scheduler() -> Json<serde_json::Value> {

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::core::{KeyspaceError, PoolError};
-use crate::store::StoreError;
+use crate::store::{Limit, StoreError};
 
 /// The shape of every error body, for the OpenAPI document.
 #[derive(serde::Serialize, utoipa::ToSchema)]
@@ -48,6 +48,10 @@ pub enum ApiError {
     /// 400: the body is not JSON.
     #[error("{0}")]
     InvalidJson(String),
+    /// 400: the body cannot be read (malformed chunked framing) or is one
+    /// this route does not take.
+    #[error("{0}")]
+    InvalidBody(String),
     /// 400: a path part is not valid (too long, not UTF-8).
     #[error("{0}")]
     InvalidPath(String),
@@ -87,12 +91,26 @@ pub enum ApiError {
     /// 409: a keyspace with another alphabet or length exists.
     #[error("the keyspace exists with another alphabet or length; keyspaces cannot change")]
     KeyspaceImmutable,
+    /// 409: the operation would cross a configured limit
+    /// (`pool_limit_reached`, `keyspace_limit_reached`, `key_limit_reached`);
+    /// nothing changed.
+    #[error("the server's limit of {max} {limit} is reached; nothing was changed")]
+    LimitReached {
+        /// Which limit.
+        limit: Limit,
+        /// Its value.
+        max: u64,
+    },
     /// 409: every token of the keyspace is issued.
     #[error("every token of this keyspace has been issued")]
     KeyspaceExhausted,
     /// 409: the token was activated before.
     #[error("this token is already activated")]
     AlreadyActivated,
+    /// 408: the body did not arrive within the body deadline (a client
+    /// sending too slowly); the connection closes after this answer.
+    #[error("the request body did not arrive within {0:?}")]
+    RequestTimeout(std::time::Duration),
     /// 413: the body is over the limit.
     #[error("the request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
@@ -116,6 +134,7 @@ impl ApiError {
             InvalidKeyspace(_) => (StatusCode::BAD_REQUEST, "invalid_keyspace"),
             InvalidToken => (StatusCode::BAD_REQUEST, "invalid_token"),
             InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
+            InvalidBody(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
             InvalidPath(_) => (StatusCode::BAD_REQUEST, "invalid_path"),
             Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             PoolNotFound => (StatusCode::NOT_FOUND, "pool_not_found"),
@@ -129,8 +148,17 @@ impl ApiError {
             LeaseMismatch => (StatusCode::CONFLICT, "lease_mismatch"),
             PoolFull => (StatusCode::CONFLICT, "pool_full"),
             KeyspaceImmutable => (StatusCode::CONFLICT, "keyspace_immutable"),
+            LimitReached { limit, .. } => (
+                StatusCode::CONFLICT,
+                match limit {
+                    Limit::Pools => "pool_limit_reached",
+                    Limit::Keyspaces => "keyspace_limit_reached",
+                    Limit::KeysPerPool => "key_limit_reached",
+                },
+            ),
             KeyspaceExhausted => (StatusCode::CONFLICT, "keyspace_exhausted"),
             AlreadyActivated => (StatusCode::CONFLICT, "already_activated"),
+            RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
             Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -158,6 +186,7 @@ impl From<StoreError> for ApiError {
             StoreError::PoolNotFound => Self::PoolNotFound,
             StoreError::KeyspaceNotFound => Self::KeyspaceNotFound,
             StoreError::KeyspaceImmutable => Self::KeyspaceImmutable,
+            StoreError::LimitReached { limit, max } => Self::LimitReached { limit, max },
             StoreError::Unavailable(source) => Self::Unavailable(source),
         }
     }

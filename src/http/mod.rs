@@ -34,8 +34,12 @@ use crate::config::AdminToken;
 use crate::store::Store;
 use metrics::Metrics;
 
-/// Largest accepted request body.
+/// Largest accepted request body, on every route but `PUT /v1/keyspaces/{ks}`.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Largest accepted body of `PUT /v1/keyspaces/{ks}`: the largest alphabet
+/// (65,536 characters) fits even written entirely as `\uXXXX\uXXXX`
+/// surrogate-pair escapes (12 bytes a character, 786,432 bytes in all).
+pub const MAX_KEYSPACE_BODY_BYTES: usize = 1024 * 1024;
 /// Longest accepted path segment, in bytes as sent.
 pub const MAX_PATH_PART: usize = 256;
 /// A request still running after this answers 503 `timeout`, so a stuck
@@ -86,7 +90,10 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // `reject_oversized` has read every body whole within its route's
+        // limit before any extractor runs; a second, looser cap here
+        // would only disagree with it.
+        .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn(reject_oversized))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(middleware::from_fn_with_state(metrics, log_and_time_out))
@@ -110,9 +117,92 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 struct ApiDoc;
 
 fn documented_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(<ApiDoc as utoipa::OpenApi>::openapi())
+    let mut routes = OpenApiRouter::with_openapi(<ApiDoc as utoipa::OpenApi>::openapi())
         .merge(v1::routes())
-        .merge(compat::routes())
+        .merge(compat::routes());
+    finish_doc(routes.get_openapi_mut());
+    routes
+}
+
+/// Name of the bearer scheme in the document's `securitySchemes`.
+const BEARER_SCHEME: &str = "bearer";
+
+/// What the route annotations cannot say: declares the admin token as an
+/// HTTP bearer scheme and puts it, with its 401 answer, on every
+/// documented operation (all are under `/v1` or `/api`, the prefixes
+/// [`require_token`] guards), and lets optional bodies be absent rather
+/// than `null`.
+fn finish_doc(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
+    use utoipa::openapi::{ComponentsBuilder, ContentBuilder, Ref, RefOr, ResponseBuilder};
+
+    let components = doc
+        .components
+        .get_or_insert_with(|| ComponentsBuilder::new().build());
+    components.add_security_scheme(
+        BEARER_SCHEME,
+        SecurityScheme::Http(
+            Http::builder()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(
+                    "The admin token; required only when the server runs with --admin-token \
+                     (or KEYWARD_ADMIN_TOKEN)",
+                ))
+                .build(),
+        ),
+    );
+    let unauthorized: RefOr<utoipa::openapi::Response> = ResponseBuilder::new()
+        .description("unauthorized: missing or wrong bearer token (only with --admin-token)")
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build()
+        .into();
+    for item in doc.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            operation.security = Some(vec![SecurityRequirement::new(
+                BEARER_SCHEME,
+                Vec::<String>::new(),
+            )]);
+            operation
+                .responses
+                .responses
+                .insert("401".to_owned(), unauthorized.clone());
+            if let Some(RefOr::T(body)) = operation.request_body.as_mut() {
+                body.content.values_mut().for_each(drop_null_alternative);
+            }
+        }
+    }
+}
+
+/// An `Option<Body>` request body is rendered `oneOf: [Body, null]`, but
+/// what may be left out is the body, not its value: `required: false`
+/// says that, and a JSON `null` body is refused. Keeps `Body` alone.
+fn drop_null_alternative(content: &mut utoipa::openapi::RefOr<utoipa::openapi::Content>) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{Schema, SchemaType, Type};
+
+    let RefOr::T(content) = content else { return };
+    let Some(RefOr::T(Schema::OneOf(one_of))) = content.schema.as_mut() else {
+        return;
+    };
+    one_of.items.retain(|item| {
+        !matches!(item, RefOr::T(Schema::Object(o)) if o.schema_type == SchemaType::Type(Type::Null))
+    });
+    if one_of.items.len() == 1 {
+        let body = one_of.items.remove(0);
+        content.schema = Some(body);
+    }
 }
 
 /// Runs the request inside a span carrying its `x-request-id` (so any log
@@ -163,10 +253,10 @@ async fn log_and_time_out(
 /// `GET /metrics`: the registry plus the store's counts (503 if the store
 /// cannot answer, so a scrape never shows made-up zeros).
 async fn render_metrics(state: &AppState, metrics: &Metrics) -> Response {
-    match state.store.snapshot().await {
-        Ok(snapshot) => (
+    match metrics.scrape(state.store.as_ref()).await {
+        Ok(text) => (
             [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-            metrics.render(&snapshot),
+            text,
         )
             .into_response(),
         Err(e) => ApiError::from(e).into_response(),
@@ -195,7 +285,13 @@ async fn require_token(
             .and_then(bearer)
             .unwrap_or("");
         if !token.matches(given) {
-            return ApiError::Unauthorized.into_response();
+            let mut response = ApiError::Unauthorized.into_response();
+            // RFC 9110 §11.6.1: a 401 names the scheme that would be accepted.
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+            return response;
         }
     }
     next.run(req).await
@@ -236,9 +332,48 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// Refuses, before routing, any path segment over [`MAX_PATH_PART`] bytes
-/// and any body over [`MAX_BODY_BYTES`], also on routes that ignore their
-/// body. The body is buffered here (bounded), so handlers see it whole.
+/// The body limit of a request: [`MAX_KEYSPACE_BODY_BYTES`] on
+/// `PUT /v1/keyspaces/{ks}` (an alphabet may be 65,536 characters), else
+/// [`MAX_BODY_BYTES`].
+fn body_limit(parts: &Parts) -> usize {
+    let route = parts
+        .extensions
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
+    if parts.method == axum::http::Method::PUT && route == Some("/v1/keyspaces/{ks}") {
+        MAX_KEYSPACE_BODY_BYTES
+    } else {
+        MAX_BODY_BYTES
+    }
+}
+
+/// Whether `err` or one of its sources is the body reader's "over the
+/// limit"; any other failure to read a body is the client's malformed
+/// framing (e.g. a chunk size that is not hex), not its size.
+fn over_limit(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// The innermost cause of `err`, for a message about the client's input.
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = err;
+    while let Some(source) = last.source() {
+        last = source;
+    }
+    last.to_string()
+}
+
+/// Refuses any path segment over [`MAX_PATH_PART`] bytes and any body over
+/// its route's [`body_limit`], also on routes that ignore their body (it
+/// runs after routing, for every route and the fallbacks). The body is
+/// buffered here (bounded), so handlers see it whole.
 async fn reject_oversized(req: Request, next: Next) -> Response {
     if req
         .uri()
@@ -250,17 +385,36 @@ async fn reject_oversized(req: Request, next: Next) -> Response {
             .into_response();
     }
     let (parts, body) = req.into_parts();
+    let limit = body_limit(&parts);
     let declared = parts
         .headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return ApiError::PayloadTooLarge(MAX_BODY_BYTES).into_response();
+    if declared.is_some_and(|n| n > limit as u64) {
+        return ApiError::PayloadTooLarge(limit).into_response();
     }
-    match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+    match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => next.run(Request::from_parts(parts, bytes.into())).await,
-        Err(_) => ApiError::PayloadTooLarge(MAX_BODY_BYTES).into_response(),
+        // A body trickled past the body deadline is the client's fault: 408.
+        Err(e) => match listener::body_timed_out(&e) {
+            Some(limit) => {
+                let mut response = ApiError::RequestTimeout(limit).into_response();
+                // RFC 9110 §15.5.9: the connection closes after a 408 (the
+                // rest of the body is never read); say so.
+                response.headers_mut().insert(
+                    axum::http::header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+                response
+            }
+            None if over_limit(&e) => ApiError::PayloadTooLarge(limit).into_response(),
+            None => ApiError::InvalidBody(format!(
+                "the request body cannot be read: {}",
+                root_cause(&e)
+            ))
+            .into_response(),
+        },
     }
 }
 
@@ -285,8 +439,11 @@ where
 /// A JSON body that may be absent (empty means `T::default()`), read
 /// whatever the `Content-Type`, so `curl -d` works too.
 ///
-/// Malformed JSON is `invalid_json`; well-formed JSON of the wrong shape is
-/// the route's own error, chosen by [`BodyError`].
+/// Malformed JSON, and an object that repeats a key (which serde would
+/// silently resolve to the last), is `invalid_json`; well-formed JSON of
+/// the wrong shape, including `null` for a field (no request field is
+/// nullable: leave it out for its default), is the route's own error,
+/// chosen by [`BodyError`]. O(body).
 pub struct JsonBody<T>(pub T);
 
 /// How a route names a body of the wrong shape.
@@ -303,25 +460,105 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge(MAX_BODY_BYTES)
-            } else {
-                ApiError::InvalidJson(e.body_text())
-            }
-        })?;
+        // `reject_oversized` already holds the whole body, within its limit.
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::InvalidJson(e.body_text()))?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(T::default()));
         }
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
+        let UniqueKeys(value) = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::InvalidJson(format!("the body is not valid JSON: {e}")))?;
         // serde would also read an array by field position; the contract
         // takes objects only.
-        if !value.is_object() {
+        let Some(object) = value.as_object() else {
             return Err(T::wrong_shape("the body must be a JSON object".into()));
+        };
+        // serde reads `null` as an absent `Option`: `{"count": null}` would
+        // quietly mean the default.
+        let null_field = object
+            .iter()
+            .find(|(_, v)| v.is_null())
+            .map(|(k, _)| k.clone());
+        let body = serde_json::from_value(value).map_err(|e| T::wrong_shape(e.to_string()))?;
+        match null_field {
+            Some(field) => Err(T::wrong_shape(format!(
+                "`{field}` must not be null; leave it out for its default"
+            ))),
+            None => Ok(Self(body)),
         }
-        serde_json::from_value(value)
-            .map(Self)
-            .map_err(|e| T::wrong_shape(e.to_string()))
+    }
+}
+
+/// A JSON value read in one pass that fails on an object repeating a key,
+/// at any depth (RFC 8259 leaves repeated names to the reader; here they
+/// are an error rather than "the last one wins"). serde_json's recursion
+/// limit still bounds the nesting.
+struct UniqueKeys(serde_json::Value);
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(UniqueKeysVisitor).map(Self)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(UniqueKeys(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(items.into())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                let shown: String = key.chars().take(64).collect();
+                return Err(serde::de::Error::custom(format!(
+                    "the key {shown:?} appears twice in one object"
+                )));
+            }
+            let UniqueKeys(value) = map.next_value()?;
+            object.insert(key, value);
+        }
+        Ok(object.into())
     }
 }

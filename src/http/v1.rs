@@ -76,11 +76,21 @@ impl From<PoolInfo> for PoolBody {
     }
 }
 
+/// Whether a key is leased.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyState {
+    /// Free: `lease_id` and `leased_until` are `null`.
+    Free,
+    /// Leased until `leased_until`, under `lease_id`.
+    Leased,
+}
+
 /// The key object.
 #[derive(Serialize, ToSchema)]
 pub struct KeyBody {
     key: String,
-    state: &'static str,
+    state: KeyState,
     created_at: String,
     alive_until: String,
     lease_id: Option<u64>,
@@ -90,7 +100,11 @@ pub struct KeyBody {
 impl From<KeyView> for KeyBody {
     fn from(k: KeyView) -> Self {
         Self {
-            state: if k.lease.is_some() { "leased" } else { "free" },
+            state: if k.lease.is_some() {
+                KeyState::Leased
+            } else {
+                KeyState::Free
+            },
             created_at: k.created_at.to_string(),
             alive_until: k.alive_until.to_string(),
             lease_id: k.lease.map(|l| l.id),
@@ -104,8 +118,13 @@ impl From<KeyView> for KeyBody {
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PoolSettingsBody {
+    // The bounds repeat `Ttl::MAX_MILLIS` and `KeyLength` as literals (the
+    // derive takes nothing else); a test in tests/http compares them.
+    #[schema(nullable = false, minimum = 1, maximum = 3153600000000.0)]
     lease_ttl_ms: Option<u64>,
+    #[schema(nullable = false, minimum = 1, maximum = 3153600000000.0)]
     keepalive_ttl_ms: Option<u64>,
+    #[schema(nullable = false, minimum = 8, maximum = 128)]
     key_length: Option<u64>,
 }
 
@@ -147,11 +166,12 @@ impl PoolSettingsBody {
 #[utoipa::path(
     put, path = "/v1/pools/{pool}", tag = "pools",
     params(("pool" = String, Path, description = "Pool name: 1-64 of [A-Za-z0-9._-]")),
-    request_body(content = PoolSettingsBody, description = "Settings to set; absent fields keep their value"),
+    request_body(content = Option<PoolSettingsBody>, description = "Settings to set; absent fields keep their value; may be empty"),
     responses(
         (status = 201, description = "Created", body = PoolBody),
         (status = 200, description = "Changed", body = PoolBody),
         (status = 400, description = "invalid_name, invalid_settings, invalid_json", body = ErrorBody),
+        (status = 409, description = "pool_limit_reached (--max-pools)", body = ErrorBody),
     )
 )]
 async fn put_pool(
@@ -187,6 +207,8 @@ async fn get_pool(
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GenerateBody {
+    // `maximum` repeats `MAX_GENERATE`; a test in tests/http compares them.
+    #[schema(nullable = false, minimum = 1, maximum = 10000, default = 1)]
     count: Option<u64>,
 }
 
@@ -196,6 +218,7 @@ impl BodyError for GenerateBody {
     }
 }
 
+/// Reply to a generate: the new keys.
 #[derive(Serialize, ToSchema)]
 pub struct KeysBody {
     keys: Vec<KeyBody>,
@@ -205,10 +228,11 @@ pub struct KeysBody {
 #[utoipa::path(
     post, path = "/v1/pools/{pool}/keys", tag = "pools",
     params(("pool" = String, Path, description = "Pool name: 1-64 of [A-Za-z0-9._-]")),
-    request_body(content = GenerateBody, description = "How many keys (1-10000, default 1)"),
+    request_body(content = Option<GenerateBody>, description = "How many keys (1-10000, default 1); may be empty"),
     responses(
         (status = 201, description = "Generated", body = KeysBody),
         (status = 400, description = "invalid_name, invalid_count, invalid_json", body = ErrorBody),
+        (status = 409, description = "key_limit_reached (--max-keys-per-pool), pool_limit_reached (--max-pools); nothing generated", body = ErrorBody),
     )
 )]
 async fn generate_keys(
@@ -250,6 +274,7 @@ async fn lease_key(
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LeaseIdBody {
+    #[schema(nullable = false)]
     lease_id: Option<u64>,
 }
 
@@ -263,7 +288,7 @@ impl BodyError for LeaseIdBody {
 #[utoipa::path(
     post, path = "/v1/pools/{pool}/keys/{key}/release", tag = "pools",
     params(("pool" = String, Path, description = "Pool name: 1-64 of [A-Za-z0-9._-]"), ("key" = String, Path, description = "The key")),
-    request_body(content = LeaseIdBody, description = "Optional fencing lease id"),
+    request_body(content = Option<LeaseIdBody>, description = "Optional fencing lease id; may be empty"),
     responses(
         (status = 200, description = "Released", body = KeyBody),
         (status = 400, description = "invalid_name, invalid_lease_id, invalid_json", body = ErrorBody),
@@ -285,7 +310,7 @@ async fn release_key(
 #[utoipa::path(
     post, path = "/v1/pools/{pool}/keys/{key}/keepalive", tag = "pools",
     params(("pool" = String, Path, description = "Pool name: 1-64 of [A-Za-z0-9._-]"), ("key" = String, Path, description = "The key")),
-    request_body(content = LeaseIdBody, description = "With the current lease id, the lease is extended too"),
+    request_body(content = Option<LeaseIdBody>, description = "With the current lease id, the lease is extended too; may be empty"),
     responses(
         (status = 200, description = "Kept alive", body = KeyBody),
         (status = 400, description = "invalid_name, invalid_lease_id, invalid_json", body = ErrorBody),
@@ -343,16 +368,25 @@ async fn delete_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The keyspace object.
+/// The keyspace object. Counts above 2^53 lose digits in JavaScript and
+/// jq, which read JSON numbers as doubles: `capacity_str` and
+/// `remaining_str` repeat the two that can be that large as exact decimal
+/// strings.
 #[derive(Serialize, ToSchema)]
 pub struct KeyspaceBody {
     name: String,
     alphabet: String,
     length: u32,
     capacity: u128,
+    /// `capacity` as an exact decimal string.
+    #[schema(pattern = "^[0-9]+$")]
+    capacity_str: String,
     issued: u128,
     activated: u128,
     remaining: u128,
+    /// `remaining` as an exact decimal string.
+    #[schema(pattern = "^[0-9]+$")]
+    remaining_str: String,
 }
 
 impl From<KeyspaceView> for KeyspaceBody {
@@ -362,9 +396,11 @@ impl From<KeyspaceView> for KeyspaceBody {
             alphabet: k.spec.alphabet().as_str().to_owned(),
             length: k.spec.length(),
             capacity: k.info.capacity,
+            capacity_str: k.info.capacity.to_string(),
             issued: k.info.issued,
             activated: k.info.activated,
             remaining: k.info.remaining,
+            remaining_str: k.info.remaining.to_string(),
         }
     }
 }
@@ -373,7 +409,11 @@ impl From<KeyspaceView> for KeyspaceBody {
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyspaceDefBody {
+    // Both are required; `Option` only lets the handler name what is
+    // missing in its own words.
+    #[schema(required = true, nullable = false, min_length = 2)]
     alphabet: Option<String>,
+    #[schema(required = true, nullable = false, minimum = 1)]
     length: Option<u32>,
 }
 
@@ -392,7 +432,7 @@ impl BodyError for KeyspaceDefBody {
         (status = 201, description = "Created", body = KeyspaceBody),
         (status = 200, description = "An identical keyspace exists", body = KeyspaceBody),
         (status = 400, description = "invalid_name, invalid_keyspace, invalid_json", body = ErrorBody),
-        (status = 409, description = "keyspace_immutable", body = ErrorBody),
+        (status = 409, description = "keyspace_immutable, keyspace_limit_reached (--max-keyspaces)", body = ErrorBody),
     )
 )]
 async fn put_keyspace(
@@ -430,19 +470,40 @@ async fn get_keyspace(
     Ok(Json(state.store.keyspace_info(&ks).await?.into()))
 }
 
+/// Reply to an issue: the token and how many are left.
 #[derive(Serialize, ToSchema)]
 pub struct IssuedBody {
     token: String,
     remaining: u128,
+    /// `remaining` as an exact decimal string (see the keyspace object).
+    #[schema(pattern = "^[0-9]+$")]
+    remaining_str: String,
+}
+
+/// Body of `POST /v1/keyspaces/{ks}/tokens`: empty or `{}`. A body that
+/// asks for more (say `{"count": 5}`) is refused rather than answered with
+/// one token, until bulk issue exists.
+#[derive(Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(max_properties = 0)]
+pub struct IssueBody {}
+
+impl BodyError for IssueBody {
+    fn wrong_shape(message: String) -> ApiError {
+        ApiError::InvalidBody(format!(
+            "this route issues one token and takes no body fields (bulk issue does not exist): {message}"
+        ))
+    }
 }
 
 /// Issue one token.
 #[utoipa::path(
     post, path = "/v1/keyspaces/{ks}/tokens", tag = "keyspaces",
     params(("ks" = String, Path, description = "Keyspace name: 1-64 of [A-Za-z0-9._-]")),
+    request_body(content = Option<IssueBody>, description = "Empty or `{}`: one token per request"),
     responses(
         (status = 201, description = "Issued", body = IssuedBody),
-        (status = 400, description = "invalid_name", body = ErrorBody),
+        (status = 400, description = "invalid_name, invalid_body, invalid_json", body = ErrorBody),
         (status = 404, description = "keyspace_not_found", body = ErrorBody),
         (status = 409, description = "keyspace_exhausted", body = ErrorBody),
     )
@@ -450,19 +511,37 @@ pub struct IssuedBody {
 async fn issue_token(
     State(state): State<AppState>,
     PathParts(ks): PathParts<String>,
+    JsonBody(IssueBody {}): JsonBody<IssueBody>,
 ) -> Result<(StatusCode, Json<IssuedBody>), ApiError> {
     let ks = name(&ks)?;
     let Issued {
         token, remaining, ..
     } = state.store.issue_token(&ks).await?;
-    Ok((StatusCode::CREATED, Json(IssuedBody { token, remaining })))
+    Ok((
+        StatusCode::CREATED,
+        Json(IssuedBody {
+            token,
+            remaining,
+            remaining_str: remaining.to_string(),
+        }),
+    ))
+}
+
+/// Whether an issued token was activated.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenState {
+    /// Issued, not activated: `activated_at` is `null`.
+    Issued,
+    /// Activated at `activated_at`.
+    Activated,
 }
 
 /// The token object.
 #[derive(Serialize, ToSchema)]
 pub struct TokenBody {
     token: String,
-    state: &'static str,
+    state: TokenState,
     activated_at: Option<String>,
 }
 
@@ -470,9 +549,9 @@ impl From<TokenStatus> for TokenBody {
     fn from(t: TokenStatus) -> Self {
         Self {
             state: if t.activated_at.is_some() {
-                "activated"
+                TokenState::Activated
             } else {
-                "issued"
+                TokenState::Issued
             },
             activated_at: t.activated_at.map(|at| at.to_string()),
             token: t.token,

@@ -4,13 +4,20 @@
 //! Why a `std::sync::Mutex` and not an owner task: every operation is a
 //! few microseconds of CPU with no `.await` inside, so a short critical
 //! section beats a channel hop to another thread (measured ~0.9× vs ~0.7×
-//! of `/healthz` throughput, see DESIGN.md). The lock is never held across
+//! of `/healthz` throughput in lease+release). The lock is never held across
 //! an `.await`; the reaper takes it in bounded steps. With a journal, the
 //! rows an operation changed are queued under the same lock (so their
 //! order is the order of changes) and the reply waits, outside the lock,
 //! for the group commit that makes them durable.
+//!
+//! Beside the pools, the engine keeps what lets the rest cost O(what it
+//! reports) instead of O(pools): the names in order (`/metrics` names the
+//! first few), the sums of every pool's counts (`/metrics` totals), and a
+//! due index of pools by earliest deadline (the reaper visits only pools
+//! with something due). It also enforces the [`Limits`] before it changes
+//! anything.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -18,11 +25,14 @@ use async_trait::async_trait;
 use rand::rngs::StdRng;
 
 use super::sqlite::{self, Durability, Journal, OpenError, Record};
-use super::{KeyspaceView, PoolInfo, PoolPatch, Snapshot, Store, StoreError, Upsert};
+use super::{
+    KeyspaceView, Limit, Limits, PoolInfo, PoolPatch, PoolTotals, SNAPSHOT_NAMED, Snapshot, Store,
+    StoreError, Upsert,
+};
 use crate::clock::Clock;
 use crate::core::{
     Expired, Issued, KeyView, Keyspace, KeyspaceSpec, Name, Pool, PoolError, PoolSettings, Secret,
-    TokenCodec, TokenStatus,
+    Timestamp, TokenCodec, TokenStatus,
 };
 
 /// Most due entries the reaper expires per lock hold, so a burst of
@@ -37,17 +47,123 @@ pub struct LocalSettings {
     pub pool_defaults: PoolSettings,
     /// Alphabet and length of the `default` keyspace.
     pub default_keyspace: KeyspaceSpec,
+    /// Most pools, keyspaces and keys per pool clients may make.
+    pub limits: Limits,
 }
 
 #[derive(Debug)]
 struct Engine {
     pools: HashMap<Name, Pool>,
     keyspaces: HashMap<Name, Keyspace>,
+    /// The names of `pools` and `keyspaces` in order, so `/metrics` reads
+    /// the first few in O(few) (pools and keyspaces are never removed).
+    pool_names: BTreeSet<Name>,
+    keyspace_names: BTreeSet<Name>,
+    /// Sums of every pool's counts, kept in step by [`Engine::with_pool`]
+    /// so `/metrics` reads them in O(1).
+    totals: PoolTotals,
+    /// Pools by when the reaper should look at them: each no later than
+    /// the pool's earliest deadline (an earlier entry costs one visit that
+    /// finds nothing), so a reaper pass visits only pools with something
+    /// due. `due_at` is each pool's entry in `due`.
+    due: BTreeSet<(Timestamp, Name)>,
+    due_at: HashMap<Name, Timestamp>,
     rng: StdRng,
     journal: Option<Journal>,
 }
 
 impl Engine {
+    fn new(
+        pools: HashMap<Name, Pool>,
+        keyspaces: HashMap<Name, Keyspace>,
+        journal: Option<Journal>,
+    ) -> Self {
+        let mut totals = PoolTotals::default();
+        for pool in pools.values() {
+            add_counts(&mut totals, pool);
+        }
+        let due_at: HashMap<Name, Timestamp> = pools
+            .iter()
+            .filter_map(|(name, pool)| Some((name.clone(), pool.next_deadline()?)))
+            .collect();
+        Self {
+            pool_names: pools.keys().cloned().collect(),
+            keyspace_names: keyspaces.keys().cloned().collect(),
+            due: due_at.iter().map(|(n, &at)| (at, n.clone())).collect(),
+            due_at,
+            pools,
+            keyspaces,
+            totals,
+            rng: rand::make_rng(),
+            journal,
+        }
+    }
+
+    /// Runs `f` on an existing pool, moves the totals by the change in its
+    /// counts, and brings its due entry forward if `f` brought its earliest
+    /// deadline forward. O(log n) besides `f` (O(log pools) more when the
+    /// entry moves).
+    fn with_pool<T>(
+        &mut self,
+        name: &Name,
+        f: impl FnOnce(&mut Pool, &mut StdRng) -> T,
+    ) -> Option<T> {
+        let pool = self.pools.get_mut(name)?;
+        let (stats, expired) = (pool.stats(), pool.expired_total());
+        let out = f(pool, &mut self.rng);
+        let t = &mut self.totals;
+        let after = pool.stats();
+        t.stats.total = t.stats.total - stats.total + after.total;
+        t.stats.free = t.stats.free - stats.free + after.free;
+        t.stats.leased = t.stats.leased - stats.leased + after.leased;
+        let after = pool.expired_total();
+        t.expired.keys = t.expired.keys - expired.keys + after.keys;
+        t.expired.leases = t.expired.leases - expired.leases + after.leases;
+        if let Some(next) = pool.next_deadline() {
+            let indexed = self.due_at.get(name).copied();
+            if indexed.is_none_or(|at| next < at) {
+                if let Some(at) = indexed {
+                    self.due.remove(&(at, name.clone()));
+                }
+                self.due.insert((next, name.clone()));
+                self.due_at.insert(name.clone(), next);
+            }
+        }
+        Some(out)
+    }
+
+    /// Takes the first pool whose due entry is at or before `now` out of
+    /// the index. O(log pools).
+    fn pop_due(&mut self, now: Timestamp) -> Option<Name> {
+        let (at, _) = self.due.first()?;
+        if *at > now {
+            return None;
+        }
+        let (_, name) = self.due.pop_first()?;
+        self.due_at.remove(&name);
+        Some(name)
+    }
+
+    /// Creates an empty pool unless it exists; refused if it would cross
+    /// `--max-pools`. O(log pools).
+    fn ensure_pool(
+        &mut self,
+        name: &Name,
+        settings: PoolSettings,
+        limits: &Limits,
+    ) -> Result<Upsert, StoreError> {
+        if self.pools.contains_key(name) {
+            return Ok(Upsert::Existed);
+        }
+        if self.pools.len() as u64 >= limits.max_pools {
+            return Err(limits.reached(Limit::Pools));
+        }
+        let pool = Pool::new(settings, self.journal.is_some());
+        self.pools.insert(name.clone(), pool);
+        self.pool_names.insert(name.clone());
+        Ok(Upsert::Created)
+    }
+
     /// Queues the records (if journaling) and returns the sequence number
     /// the reply must wait for.
     fn commit(&mut self, records: Vec<Record>) -> u64 {
@@ -56,10 +172,14 @@ impl Engine {
             None => 0,
         }
     }
+}
 
-    fn new_pool(&self, settings: PoolSettings) -> Pool {
-        Pool::new(settings, self.journal.is_some())
-    }
+fn add_counts(totals: &mut PoolTotals, pool: &Pool) {
+    let (stats, expired) = (pool.stats(), pool.expired_total());
+    totals.stats.total += stats.total;
+    totals.stats.free += stats.free;
+    totals.stats.leased += stats.leased;
+    totals.expired.add(expired);
 }
 
 /// Rows for a pool's recorded changes, plus its own row when anything
@@ -122,6 +242,7 @@ pub struct LocalStore {
     engine: Mutex<Engine>,
     durability: Option<Durability>,
     pool_defaults: PoolSettings,
+    limits: Limits,
     clock: Arc<dyn Clock>,
 }
 
@@ -142,14 +263,10 @@ impl LocalStore {
             )),
         );
         Self {
-            engine: Mutex::new(Engine {
-                pools,
-                keyspaces,
-                rng: rand::make_rng(),
-                journal: None,
-            }),
+            engine: Mutex::new(Engine::new(pools, keyspaces, None)),
             durability: None,
             pool_defaults: settings.pool_defaults,
+            limits: settings.limits,
             clock,
         }
     }
@@ -171,21 +288,22 @@ impl LocalStore {
         .await
         .map_err(|e| OpenError::Thread(std::io::Error::other(e)))??;
         let (journal, durability) = sqlite::start_writer(conn)?;
-        let mut engine = Engine {
-            pools: loaded.pools,
-            keyspaces: loaded.keyspaces,
-            rng: rand::make_rng(),
-            journal: Some(journal),
-        };
+        let mut engine = Engine::new(loaded.pools, loaded.keyspaces, Some(journal));
         let mut records = Vec::new();
 
         let default = Name::default_name();
-        let pool = engine
-            .pools
-            .entry(default.clone())
-            .or_insert_with(|| Pool::new(settings.pool_defaults, true));
-        pool.set_settings(settings.pool_defaults);
-        pool_records(&default, pool, true, &mut records);
+        // The `default` pool and keyspace always exist, whatever the limits.
+        let unlimited = Limits {
+            max_pools: u64::MAX,
+            ..settings.limits
+        };
+        engine
+            .ensure_pool(&default, settings.pool_defaults, &unlimited)
+            .expect("no pool limit applies here");
+        engine.with_pool(&default, |pool, _| {
+            pool.set_settings(settings.pool_defaults);
+            pool_records(&default, pool, true, &mut records);
+        });
 
         let want = settings.default_keyspace;
         match engine.keyspaces.get(&default) {
@@ -197,14 +315,18 @@ impl LocalStore {
                 // Nothing issued yet: the flags may still change it.
                 let ks = Keyspace::new(TokenCodec::new(want, Secret::generate()));
                 records.push(keyspace_record(&default, &ks));
-                engine.keyspaces.insert(default, ks);
+                engine.keyspaces.insert(default.clone(), ks);
+                engine.keyspace_names.insert(default);
             }
         }
 
         let now = clock.now();
-        for (name, pool) in &mut engine.pools {
-            pool.expire(now);
-            pool_records(name, pool, false, &mut records);
+        let names: Vec<Name> = engine.pool_names.iter().cloned().collect();
+        for name in names {
+            engine.with_pool(&name, |pool, _| {
+                pool.expire(now);
+                pool_records(&name, pool, false, &mut records);
+            });
         }
         let seq = engine.commit(records);
         durability
@@ -215,6 +337,7 @@ impl LocalStore {
             engine: Mutex::new(engine),
             durability: Some(durability),
             pool_defaults: settings.pool_defaults,
+            limits: settings.limits,
             clock,
         })
     }
@@ -236,12 +359,8 @@ impl LocalStore {
         // While the disk refuses writes, refuse new work up front: the
         // answer would be a 503 anyway, and this way a 503 mostly means
         // "did not happen" and the retry queue stops growing.
-        if let Some(d) = &self.durability
-            && !d.healthy()
-        {
-            return Err(StoreError::Unavailable(
-                "the database cannot be written; retrying in the background".into(),
-            ));
+        if let Some(refusal) = self.durability.as_ref().and_then(Durability::refusal) {
+            return Err(refusal);
         }
         let (result, seq) = {
             let mut engine = self.lock();
@@ -263,9 +382,13 @@ impl LocalStore {
         f: impl FnOnce(&mut Pool, &mut StdRng) -> Result<T, PoolError>,
     ) -> Result<T, StoreError> {
         self.run(|engine, records| {
-            let pool = engine.pools.get_mut(name).ok_or(missing)?;
-            let result = f(pool, &mut engine.rng);
-            pool_records(name, pool, false, records);
+            let result = engine
+                .with_pool(name, |pool, rng| {
+                    let result = f(pool, rng);
+                    pool_records(name, pool, false, records);
+                    result
+                })
+                .ok_or(missing)?;
             Ok(result?)
         })
         .await
@@ -299,21 +422,16 @@ impl Store for LocalStore {
     ) -> Result<(PoolInfo, Upsert), StoreError> {
         let now = self.clock.now();
         self.run(|engine, records| {
-            let upsert = if engine.pools.contains_key(name) {
-                Upsert::Existed
-            } else {
-                let pool = engine.new_pool(self.pool_defaults);
-                engine.pools.insert(name.clone(), pool);
-                Upsert::Created
-            };
-            let pool = engine
-                .pools
-                .get_mut(name)
+            let upsert = engine.ensure_pool(name, self.pool_defaults, &self.limits)?;
+            let info = engine
+                .with_pool(name, |pool, _| {
+                    pool.set_settings(patch.apply(pool.settings()));
+                    pool.expire_lazily(now);
+                    pool_records(name, pool, true, records);
+                    Self::pool_info(name, pool)
+                })
                 .expect("the pool was just found or inserted");
-            pool.set_settings(patch.apply(pool.settings()));
-            pool.expire_lazily(now);
-            pool_records(name, pool, true, records);
-            Ok((Self::pool_info(name, pool), upsert))
+            Ok((info, upsert))
         })
         .await
     }
@@ -322,29 +440,44 @@ impl Store for LocalStore {
     async fn pool_info(&self, name: &Name) -> Result<PoolInfo, StoreError> {
         let now = self.clock.now();
         self.run(|engine, records| {
-            let pool = engine.pools.get_mut(name).ok_or(StoreError::PoolNotFound)?;
-            pool.expire_lazily(now);
-            pool_records(name, pool, false, records);
-            Ok(Self::pool_info(name, pool))
+            engine
+                .with_pool(name, |pool, _| {
+                    pool.expire_lazily(now);
+                    pool_records(name, pool, false, records);
+                    Self::pool_info(name, pool)
+                })
+                .ok_or(StoreError::PoolNotFound)
         })
         .await
     }
 
-    /// O(count).
+    /// O(count). Refused whole, creating nothing, when the pool would
+    /// hold more than `--max-keys-per-pool` live keys or a new pool would
+    /// cross `--max-pools`.
     async fn generate_keys(&self, name: &Name, count: usize) -> Result<Vec<KeyView>, StoreError> {
         let now = self.clock.now();
+        let limits = &self.limits;
+        let count_u64 = u64::try_from(count).unwrap_or(u64::MAX);
         self.run(|engine, records| {
-            if !engine.pools.contains_key(name) {
-                let pool = engine.new_pool(self.pool_defaults);
-                engine.pools.insert(name.clone(), pool);
+            if !engine.pools.contains_key(name) && count_u64 > limits.max_keys_per_pool {
+                return Err(limits.reached(Limit::KeysPerPool));
             }
-            let pool = engine
-                .pools
-                .get_mut(name)
-                .expect("the pool was just found or inserted");
-            let result = pool.generate(count, now);
-            pool_records(name, pool, true, records);
-            Ok(result?)
+            engine.ensure_pool(name, self.pool_defaults, limits)?;
+            engine
+                .with_pool(name, |pool, _| {
+                    // Due keys leave first, so they do not count.
+                    pool.expire_lazily(now);
+                    let result = if pool.stats().total.saturating_add(count_u64)
+                        > limits.max_keys_per_pool
+                    {
+                        Err(limits.reached(Limit::KeysPerPool))
+                    } else {
+                        pool.generate(count, now).map_err(StoreError::from)
+                    };
+                    pool_records(name, pool, true, records);
+                    result
+                })
+                .expect("the pool was just found or inserted")
         })
         .await
     }
@@ -400,7 +533,8 @@ impl Store for LocalStore {
         .await
     }
 
-    /// O(1); a new keyspace's permutation is O(1) to set up too.
+    /// O(1); a new keyspace's permutation is O(1) to set up too. A new
+    /// one past `--max-keyspaces` is refused.
     async fn put_keyspace(
         &self,
         name: &Name,
@@ -414,10 +548,14 @@ impl Store for LocalStore {
                     Err(StoreError::KeyspaceImmutable)
                 };
             }
+            if engine.keyspaces.len() as u64 >= self.limits.max_keyspaces {
+                return Err(self.limits.reached(Limit::Keyspaces));
+            }
             let ks = Keyspace::new(TokenCodec::new(spec, Secret::generate()));
             records.push(keyspace_record(name, &ks));
             let view = Self::keyspace_view(name, &ks);
             engine.keyspaces.insert(name.clone(), ks);
+            engine.keyspace_names.insert(name.clone());
             Ok((view, Upsert::Created))
         })
         .await
@@ -483,58 +621,66 @@ impl Store for LocalStore {
         .await
     }
 
-    /// O(m log n) for the m due entries, taken `REAP_STEP` at a time so the
-    /// lock is released between steps. Does not wait for durability: no
-    /// client sees this answer, and later readers wait for these rows.
+    /// Visits only the pools the due index says are due: O(m log n) for
+    /// the m due entries plus O(log pools) per visited pool, nothing for
+    /// idle pools. Entries are taken `REAP_STEP` at a time, the lock
+    /// released between steps; a pool left with due entries goes back into
+    /// the index at once and is visited again in this pass. Does not wait
+    /// for durability: no client sees this answer, and later readers wait
+    /// for these rows.
     async fn expire_due(&self) -> Result<Expired, StoreError> {
         let now = self.clock.now();
-        let names: Vec<Name> = self.lock().pools.keys().cloned().collect();
         let mut total = Expired::default();
-        for name in names {
-            loop {
-                let mut engine = self.lock();
-                let Some(pool) = engine.pools.get_mut(&name) else {
-                    break;
-                };
+        loop {
+            let mut engine = self.lock();
+            let Some(name) = engine.pop_due(now) else {
+                break;
+            };
+            let mut records = Vec::new();
+            // Re-indexed by `with_pool` at the pool's next deadline. Each
+            // turn expires something or moves an early entry past `now`,
+            // so the loop ends.
+            let step = engine.with_pool(&name, |pool, _| {
                 let step = pool.expire_some(now, REAP_STEP);
-                let mut records = Vec::new();
                 pool_records(&name, pool, false, &mut records);
-                engine.commit(records);
-                drop(engine);
-                total.add(step);
-                if ((step.keys + step.leases) as usize) < REAP_STEP {
-                    break;
-                }
-            }
+                step
+            });
+            engine.commit(records);
+            drop(engine);
+            total.add(step.unwrap_or_default());
         }
         Ok(total)
     }
 
     /// In RAM: always ready. With a journal: ready while the last commit
-    /// succeeded.
+    /// succeeded and the database files are the ones opened.
     async fn ping(&self) -> Result<(), StoreError> {
-        match &self.durability {
-            Some(d) if !d.healthy() => Err(StoreError::Unavailable(
-                "the last journal commit failed".into(),
-            )),
-            _ => Ok(()),
+        match self.durability.as_ref().and_then(Durability::refusal) {
+            Some(refusal) => Err(refusal),
+            None => Ok(()),
         }
     }
 
-    /// O(pools + keyspaces) under the lock.
+    /// O(`SNAPSHOT_NAMED`) under the lock: the first pools and keyspaces
+    /// by name, and the totals the engine keeps.
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {
         let engine = self.lock();
         Ok(Snapshot {
             pools: engine
-                .pools
+                .pool_names
                 .iter()
-                .map(|(name, pool)| Self::pool_info(name, pool))
+                .take(SNAPSHOT_NAMED)
+                .filter_map(|name| Some(Self::pool_info(name, engine.pools.get(name)?)))
                 .collect(),
             keyspaces: engine
-                .keyspaces
+                .keyspace_names
                 .iter()
-                .map(|(name, ks)| Self::keyspace_view(name, ks))
+                .take(SNAPSHOT_NAMED)
+                .filter_map(|name| Some(Self::keyspace_view(name, engine.keyspaces.get(name)?)))
                 .collect(),
+            pool_count: engine.pools.len() as u64,
+            keyspace_count: engine.keyspaces.len() as u64,
+            totals: Some(engine.totals),
         })
     }
 

@@ -58,13 +58,101 @@ pub struct PoolInfo {
     pub expired: Expired,
 }
 
-/// Every pool's and keyspace's counts, for `/metrics`.
+/// How many pools and keyspaces a [`Snapshot`] names one by one: enough to
+/// watch the pools that matter, few enough that a scrape stays a few KiB
+/// whatever the number of pools.
+pub const SNAPSHOT_NAMED: usize = 100;
+
+/// Counts for `/metrics`, bounded in size whatever the number of pools.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
-    /// All pools.
+    /// At most [`SNAPSHOT_NAMED`] pools: the first by name on the local
+    /// stores, the first page of the registry's scan on Redis.
     pub pools: Vec<PoolInfo>,
-    /// All keyspaces.
+    /// At most [`SNAPSHOT_NAMED`] keyspaces, chosen as the pools are.
     pub keyspaces: Vec<KeyspaceView>,
+    /// Number of pools.
+    pub pool_count: u64,
+    /// Number of keyspaces.
+    pub keyspace_count: u64,
+    /// Key counts and expiry counters summed over every pool, where the
+    /// backend keeps the sums (the local stores); `None` on Redis, where
+    /// summing would cost one call per pool.
+    pub totals: Option<PoolTotals>,
+}
+
+/// Key counts and expiry counters summed over every pool.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolTotals {
+    /// Keys by state, summed.
+    pub stats: PoolStats,
+    /// Leases ended and keys purged by expiry, summed (since start).
+    pub expired: Expired,
+}
+
+/// Upper bounds on what clients can make, so memory stays bounded. Each is
+/// checked before anything changes: an operation that would cross one is
+/// refused whole with [`StoreError::LimitReached`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Most pools, the `default` pool included.
+    pub max_pools: u64,
+    /// Most keyspaces, the `default` keyspace included.
+    pub max_keyspaces: u64,
+    /// Most live keys in one pool.
+    pub max_keys_per_pool: u64,
+}
+
+impl Limits {
+    /// The server's defaults (`--max-pools`, `--max-keyspaces`,
+    /// `--max-keys-per-pool`): 10,000 pools, 1,000 keyspaces and 10^7 keys
+    /// per pool, far above what one deployment needs, so a client with the
+    /// token cannot make the server grow without end. Keyspaces get fewer:
+    /// one with the largest alphabet holds ~0.6 MB.
+    pub const DEFAULT: Self = Self {
+        max_pools: 10_000,
+        max_keyspaces: 1_000,
+        max_keys_per_pool: 10_000_000,
+    };
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Which of the [`Limits`] an operation would cross.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// [`Limits::max_pools`].
+    Pools,
+    /// [`Limits::max_keyspaces`].
+    Keyspaces,
+    /// [`Limits::max_keys_per_pool`].
+    KeysPerPool,
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Pools => "pools (--max-pools)",
+            Self::Keyspaces => "keyspaces (--max-keyspaces)",
+            Self::KeysPerPool => "keys per pool (--max-keys-per-pool)",
+        })
+    }
+}
+
+impl Limits {
+    /// The error for crossing `limit`.
+    pub fn reached(&self, limit: Limit) -> StoreError {
+        let max = match limit {
+            Limit::Pools => self.max_pools,
+            Limit::Keyspaces => self.max_keyspaces,
+            Limit::KeysPerPool => self.max_keys_per_pool,
+        };
+        StoreError::LimitReached { limit, max }
+    }
 }
 
 /// A keyspace's definition and counts.
@@ -106,6 +194,14 @@ pub enum StoreError {
     /// A keyspace exists with another alphabet or length.
     #[error("the keyspace exists with another alphabet or length")]
     KeyspaceImmutable,
+    /// The operation would cross one of the [`Limits`]; nothing changed.
+    #[error("the limit of {max} {limit} is reached")]
+    LimitReached {
+        /// Which limit.
+        limit: Limit,
+        /// Its value.
+        max: u64,
+    },
     /// The backend cannot answer now (I/O error, connection lost); the
     /// operation did not happen or its outcome is not acknowledged.
     #[error("the store is unavailable")]
@@ -117,7 +213,8 @@ pub enum StoreError {
 /// size (generation is O(count)).
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
-    /// Creates a pool, or changes the given settings of an existing one.
+    /// Creates a pool, or changes the given settings of an existing one;
+    /// `LimitReached` if a new pool would cross `max_pools`.
     async fn put_pool(
         &self,
         pool: &Name,
@@ -125,7 +222,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<(PoolInfo, Upsert), StoreError>;
     /// A pool's settings and counts.
     async fn pool_info(&self, pool: &Name) -> Result<PoolInfo, StoreError>;
-    /// Generates `count` keys, creating the pool with defaults if absent.
+    /// Generates `count` keys, creating the pool with defaults if absent;
+    /// `LimitReached`, with nothing created, if the pool would hold more
+    /// than `max_keys_per_pool` live keys or a new pool would cross
+    /// `max_pools`.
     async fn generate_keys(&self, pool: &Name, count: usize) -> Result<Vec<KeyView>, StoreError>;
     /// Leases a uniformly random free key.
     async fn lease_key(&self, pool: &Name) -> Result<KeyView, StoreError>;
@@ -148,7 +248,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Purges a key.
     async fn delete_key(&self, pool: &Name, key: &str) -> Result<(), StoreError>;
     /// Creates a keyspace; `Existed` if an identical one exists,
-    /// `KeyspaceImmutable` if it differs.
+    /// `KeyspaceImmutable` if it differs, `LimitReached` if a new one would
+    /// cross `max_keyspaces`.
     async fn put_keyspace(
         &self,
         keyspace: &Name,
@@ -170,8 +271,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn ping(&self) -> Result<(), StoreError>;
     /// Waits until every change made so far is durable (at shutdown).
     async fn flush(&self) -> Result<(), StoreError>;
-    /// Counts of every pool and keyspace; O(pools + keyspaces), never
-    /// O(keys): each count is kept, not computed.
+    /// Counts for `/metrics`: at most [`SNAPSHOT_NAMED`] pools and
+    /// keyspaces by name, plus totals. Each backend states its cost; none
+    /// is O(keys) and the reply's size does not grow with the pools.
     async fn snapshot(&self) -> Result<Snapshot, StoreError>;
     /// Adds the backend's own metrics (e.g. commit latency) to `registry`.
     /// Backends without any keep this default.

@@ -20,7 +20,9 @@
 //! | `{kw:p:N}:alive` | zset | every live key by purge deadline (ms) |
 //! | `{kw:p:N}:k:KEY` | hash | `created_at`, `alive_until`, `lease_id` (0 = free), `leased_until` |
 //! | `{kw:p:N}:seq` | string | last lease id (`INCR`): the fencing counter |
-//! | `kw:pools` | set | names of all pools, for the reaper (its own slot) |
+//! | `kw:pools` | set | names of all pools: `--max-pools` counts them (`SCARD`) |
+//! | `kw:due` | zset | pools by earliest deadline (ms), for the reaper (its own slot) |
+//! | `kw:keyspaces` | set | names of all keyspaces: `--max-keyspaces` counts them |
 //! | `{kw:ks:N}:def` | hash | `alphabet`, `length`, `secret` (hex) |
 //! | `{kw:ks:N}:issued` | string | tokens issued (`INCR`) |
 //! | `{kw:ks:N}:act` | hash | token → activation time (ms) |
@@ -38,7 +40,24 @@
 //! key it works on whatever that bound left, so answers are exact and only
 //! the counts can lag for a moment when more than 100 fall due at once.
 //! [`RedisStore::expire_due`] (the reaper, every 250 ms in every process)
-//! walks the `kw:pools` registry in bounded steps.
+//! visits only the pools the due index `kw:due` says have something due.
+//!
+//! # The due index
+//!
+//! `kw:due` scores each pool no later than its earliest deadline. It lives
+//! in its own slot, so scripts cannot write it (on Cluster a script touches
+//! one slot): a script that may bring a pool's earliest deadline forward
+//! (generate, lease, keep-alive) returns the new score when it is earlier
+//! than the one recorded in the pool's `due_at`, and keyward then sends
+//! `ZADD kw:due LT`. A score that is too early only costs the reaper a
+//! visit; after expiring a due pool the reaper sets its score to the next
+//! deadline, then reads `due_at` once more and lowers the score if a
+//! script brought it forward meanwhile, so no deadline is lost to that
+//! race. Each tick also sweeps one pool of the registry (`SSCAN`), which
+//! indexes pools made before the index existed and repairs an entry whose
+//! `ZADD` never arrived (keyward stopped between the script and it). A
+//! tick costs O(1) commands plus a few per due pool, whatever the number
+//! of pools.
 //!
 //! # Keyspaces
 //!
@@ -70,15 +89,24 @@ use redis::cluster_async::ClusterConnection;
 use redis::{RedisError, Script, Value};
 use tokio::task::JoinHandle;
 
-use super::{KeyspaceView, PoolInfo, PoolPatch, Snapshot, Store, StoreError, Upsert};
+use super::{
+    KeyspaceView, Limit, Limits, PoolInfo, PoolPatch, SNAPSHOT_NAMED, Snapshot, Store, StoreError,
+    Upsert,
+};
 use crate::clock::Clock;
 use crate::core::{
     Expired, Issued, KeyLength, KeyView, KeyspaceError, KeyspaceInfo, KeyspaceSpec, Lease, Name,
     PoolError, PoolSettings, PoolStats, Secret, Timestamp, TokenCodec, TokenStatus, Ttl,
 };
 
-/// The set of pool names the reaper walks.
+/// The set of pool names; `--max-pools` counts it, the sweep walks it.
 const REGISTRY: &str = "kw:pools";
+/// Pools by earliest deadline (ms): what the reaper visits.
+const DUE_INDEX: &str = "kw:due";
+/// Most due pools one reaper call visits; the rest wait for the next call.
+const REAP_POOLS: u64 = 1000;
+/// Names read from the registry per `SSCAN` for the sweep and `/metrics`.
+const SCAN_COUNT: u64 = 100;
 /// Names of all keyspaces, for `/metrics` (its own slot).
 const KEYSPACES: &str = "kw:keyspaces";
 /// Most due entries one reaper step expires in one pool (one script call).
@@ -129,6 +157,8 @@ pub struct RedisSettings {
     pub pool_defaults: PoolSettings,
     /// Alphabet and length of the `default` keyspace.
     pub default_keyspace: KeyspaceSpec,
+    /// Most pools, keyspaces and keys per pool clients may make.
+    pub limits: Limits,
     /// Where "now" comes from.
     pub time: TimeSource,
 }
@@ -178,6 +208,8 @@ struct Scripts {
     issue: Script,
     token_status: Script,
     activate: Script,
+    reserve: Script,
+    due: Script,
 }
 
 impl Scripts {
@@ -205,6 +237,8 @@ impl Scripts {
             issue: keyspace(include_str!("redis/issue.lua")),
             token_status: keyspace(include_str!("redis/token_status.lua")),
             activate: keyspace(include_str!("redis/activate.lua")),
+            reserve: Script::new(include_str!("redis/reserve.lua")),
+            due: Script::new(include_str!("redis/due.lua")),
         }
     }
 }
@@ -217,6 +251,7 @@ mod pool_code {
     pub const LEASE_MISMATCH: i64 = 3;
     pub const NO_FREE_KEY: i64 = 4;
     pub const POOL_NOT_FOUND: i64 = 5;
+    pub const KEY_LIMIT: i64 = 6;
 }
 
 /// Keyspace script reply codes (`keyspace_common.lua`).
@@ -278,6 +313,14 @@ enum InitError {
     Reply(String),
 }
 
+/// The reaper's walk over the registry, one pool per call: the names of
+/// the last `SSCAN` page not yet visited, and the cursor of the next page.
+#[derive(Debug, Default)]
+struct Sweep {
+    pending: Vec<Name>,
+    cursor: u64,
+}
+
 /// Skips reaper steps after a failure, doubling the pause each time, so a
 /// Redis outage is reported once per backoff step and not every 250 ms.
 #[derive(Debug, Default)]
@@ -309,6 +352,9 @@ struct Inner {
     /// Pools this process has put in the registry since the last error.
     registered: Mutex<HashSet<Name>>,
     reap_backoff: Mutex<ReapBackoff>,
+    /// Where the reaper's sweep of the registry stands.
+    sweep: Mutex<Sweep>,
+    limits: Limits,
     /// The start-up retry task is running (and logging): the reaper stays
     /// quiet meanwhile.
     retrying: AtomicBool,
@@ -512,6 +558,22 @@ impl Reply {
     }
 }
 
+/// The pool or keyspace names of an array reply; anything that is not a
+/// valid name (written by hand into Redis) is skipped.
+fn names_of(value: Value) -> Result<Vec<Name>, StoreError> {
+    match value {
+        Value::Array(items) | Value::Set(items) => Ok(items
+            .into_iter()
+            .filter_map(|v| match v {
+                Value::BulkString(b) => String::from_utf8(b).ok(),
+                _ => None,
+            })
+            .filter_map(|n| Name::parse(&n).ok())
+            .collect()),
+        other => Err(unavailable(format!("unexpected name list {other:?}"))),
+    }
+}
+
 fn pool_error(code: i64) -> StoreError {
     match code {
         pool_code::KEY_NOT_FOUND => PoolError::KeyNotFound.into(),
@@ -614,6 +676,8 @@ impl RedisStore {
             codecs: Mutex::new(HashMap::new()),
             registered: Mutex::new(HashSet::new()),
             reap_backoff: Mutex::new(ReapBackoff::default()),
+            sweep: Mutex::new(Sweep::default()),
+            limits: settings.limits,
             retrying: AtomicBool::new(false),
         });
         let retry = match inner.ensure_ready_typed().await {
@@ -823,50 +887,70 @@ impl Inner {
         ]
     }
 
-    /// Adds `pool` to the registry the reaper walks, once per process (and
-    /// again after an error). Done before the pool can exist, so a pool is
-    /// never missing from it.
+    /// Adds `pool` to the registry, once per process (and again after an
+    /// error), refused past `--max-pools`. Done before the pool can exist,
+    /// so a pool is never missing from it and the count is never over.
     async fn register(&self, pool: &Name) -> Result<(), StoreError> {
         if lock(&self.registered).contains(pool) {
             return Ok(());
         }
-        let mut handle = self.handle().await.map_err(|e| self.failed(e))?;
-        handle
-            .query(redis::cmd("SADD").arg(REGISTRY).arg(pool.as_str()))
-            .await
-            .map_err(|e| self.failed(e))?;
+        self.reserve(REGISTRY, pool, Limit::Pools).await?;
         lock(&self.registered).insert(pool.clone());
         Ok(())
     }
 
-    /// Adds a keyspace to the registry (`SADD`, idempotent).
+    /// Adds a keyspace to its registry before it is created, refused past
+    /// `--max-keyspaces`.
     async fn register_keyspace(&self, keyspace: &Name) -> Result<(), StoreError> {
+        self.reserve(KEYSPACES, keyspace, Limit::Keyspaces).await
+    }
+
+    /// `name` into the name set `set` unless it is full: one script,
+    /// O(1) (`SISMEMBER`, `SCARD`, `SADD`).
+    async fn reserve(&self, set: &str, name: &Name, limit: Limit) -> Result<(), StoreError> {
+        let max = match limit {
+            Limit::Pools => self.limits.max_pools,
+            _ => self.limits.max_keyspaces,
+        };
+        let mut invocation = self.scripts.reserve.key(set);
+        invocation.arg(name.as_str()).arg(max);
+        let mut handle = self.handle().await.map_err(|e| self.failed(e))?;
+        match handle.eval(&invocation).await.map_err(|e| self.failed(e))? {
+            Value::Int(1) => Ok(()),
+            Value::Int(0) => Err(self.limits.reached(limit)),
+            other => Err(unavailable(format!("unexpected reserve reply {other:?}"))),
+        }
+    }
+
+    /// Brings `pool` forward in the due index to `score` (ms), when a
+    /// script said its earliest deadline moved before the recorded one:
+    /// `ZADD LT`, O(log pools). `score` empty: nothing to do.
+    async fn index_due(&self, pool: &Name, score: &str) -> Result<(), StoreError> {
+        if score.is_empty() {
+            return Ok(());
+        }
         let mut handle = self.handle().await.map_err(|e| self.failed(e))?;
         handle
-            .query(redis::cmd("SADD").arg(KEYSPACES).arg(keyspace.as_str()))
+            .query(
+                redis::cmd("ZADD")
+                    .arg(DUE_INDEX)
+                    .arg("LT")
+                    .arg(score)
+                    .arg(pool.as_str()),
+            )
             .await
             .map_err(|e| self.failed(e))?;
         Ok(())
     }
 
-    /// The names in a registry set. O(pools) or O(keyspaces).
-    async fn members(&self, set: &str) -> Result<Vec<Name>, StoreError> {
-        let mut handle = self.handle().await.map_err(|e| self.failed(e))?;
-        match handle
-            .query(redis::cmd("SMEMBERS").arg(set))
-            .await
-            .map_err(|e| self.failed(e))?
-        {
-            Value::Array(items) | Value::Set(items) => Ok(items
-                .into_iter()
-                .filter_map(|v| match v {
-                    Value::BulkString(b) => String::from_utf8(b).ok(),
-                    _ => None,
-                })
-                .filter_map(|n| Name::parse(&n).ok())
-                .collect()),
-            other => Err(unavailable(format!("unexpected SMEMBERS reply {other:?}"))),
+    /// Reads the due index entry a script may have returned after a key
+    /// view, and applies it.
+    async fn index_from(&self, pool: &Name, reply: &mut Reply) -> Result<(), StoreError> {
+        if reply.has_more() {
+            let score = reply.text()?;
+            self.index_due(pool, &score).await?;
         }
+        Ok(())
     }
 
     /// Runs a key script (`release`, `keepalive`, `get`) and reads its key.
@@ -887,7 +971,11 @@ impl Inner {
         ];
         let mut reply = self.eval(script, &format!("{prefix}:meta"), &args).await?;
         match reply.int()? {
-            pool_code::OK => reply.key_view(),
+            pool_code::OK => {
+                let view = reply.key_view()?;
+                self.index_from(pool, &mut reply).await?;
+                Ok(view)
+            }
             code => Err(pool_error(code)),
         }
     }
@@ -970,27 +1058,149 @@ impl Inner {
         ))
     }
 
+    /// One reaper pass: the pools the due index says are due (at most
+    /// [`REAP_POOLS`]), plus one pool of the registry sweep. O(1) commands
+    /// when nothing is due, whatever the number of pools.
     async fn expire_all(&self) -> Result<Expired, StoreError> {
         self.ensure_ready().await?;
-        let names = self.members(REGISTRY).await?;
+        let mut invocation = self.scripts.due.key(DUE_INDEX);
+        invocation.arg(self.now_arg()).arg(REAP_POOLS);
+        let mut handle = self.handle().await.map_err(|e| self.failed(e))?;
+        let due = names_of(handle.eval(&invocation).await.map_err(|e| self.failed(e))?)?;
         let mut total = Expired::default();
-        for name in names {
-            let prefix = pool_prefix(&name);
-            let routing = format!("{prefix}:meta");
-            for _ in 0..REAP_STEPS_PER_POOL {
-                let args = [prefix.clone(), self.now_arg(), REAP_STEP.to_string()];
-                let mut reply = self.eval(&self.scripts.expire, &routing, &args).await?;
-                let step = Expired {
-                    keys: reply.u64()?,
-                    leases: reply.u64()?,
-                };
-                total.add(step);
-                if step.keys + step.leases < REAP_STEP {
-                    break;
-                }
+        for name in due {
+            total.add(self.expire_pool(&name).await?);
+        }
+        if let Some(name) = self.next_swept().await? {
+            total.add(self.expire_pool(&name).await?);
+        }
+        Ok(total)
+    }
+
+    /// Expires one pool's due entries (scripts of at most [`REAP_STEP`]
+    /// entries, at most [`REAP_STEPS_PER_POOL`] of them), then sets its due
+    /// index score to its next deadline, and lowers it again if a script
+    /// brought the deadline forward in between (see the module docs).
+    async fn expire_pool(&self, name: &Name) -> Result<Expired, StoreError> {
+        let prefix = pool_prefix(name);
+        let routing = format!("{prefix}:meta");
+        let mut total = Expired::default();
+        let mut next = String::new();
+        for _ in 0..REAP_STEPS_PER_POOL {
+            let args = [prefix.clone(), self.now_arg(), REAP_STEP.to_string()];
+            let mut reply = self.eval(&self.scripts.expire, &routing, &args).await?;
+            let step = Expired {
+                keys: reply.u64()?,
+                leases: reply.u64()?,
+            };
+            next = reply.text()?;
+            total.add(step);
+            if step.keys + step.leases < REAP_STEP {
+                break;
+            }
+        }
+        let mut handle = self.handle().await.map_err(|e| self.failed(e))?;
+        let set = if next.is_empty() {
+            redis::cmd("ZREM").arg(DUE_INDEX).arg(name.as_str()).clone()
+        } else {
+            redis::cmd("ZADD")
+                .arg(DUE_INDEX)
+                .arg(&next)
+                .arg(name.as_str())
+                .clone()
+        };
+        handle.query(&set).await.map_err(|e| self.failed(e))?;
+        let recorded = handle
+            .query(redis::cmd("HGET").arg(&routing).arg("due_at"))
+            .await
+            .map_err(|e| self.failed(e))?;
+        if let Value::BulkString(b) = recorded {
+            let recorded = String::from_utf8(b).unwrap_or_default();
+            let earlier = match (recorded.parse::<u64>(), next.parse::<u64>()) {
+                (Ok(r), Ok(n)) => r < n,
+                (Ok(_), Err(_)) => true,
+                _ => false,
+            };
+            if earlier {
+                self.index_due(name, &recorded).await?;
             }
         }
         Ok(total)
+    }
+
+    /// The next pool of the registry sweep: from the names of the last
+    /// `SSCAN` page, reading the next page when they are used up (one
+    /// `SSCAN` of [`SCAN_COUNT`] every so many calls).
+    async fn next_swept(&self) -> Result<Option<Name>, StoreError> {
+        let cursor = {
+            let mut sweep = lock(&self.sweep);
+            if let Some(name) = sweep.pending.pop() {
+                return Ok(Some(name));
+            }
+            sweep.cursor
+        };
+        let (cursor, mut names) = self.scan(REGISTRY, cursor).await?;
+        let first = names.pop();
+        let mut sweep = lock(&self.sweep);
+        sweep.cursor = cursor;
+        sweep.pending = names;
+        Ok(first)
+    }
+
+    /// One `SSCAN` page of a name set: the next cursor and the names.
+    async fn scan(&self, set: &str, cursor: u64) -> Result<(u64, Vec<Name>), StoreError> {
+        let mut handle = self.handle().await.map_err(|e| self.failed(e))?;
+        let reply = handle
+            .query(
+                redis::cmd("SSCAN")
+                    .arg(set)
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(SCAN_COUNT),
+            )
+            .await
+            .map_err(|e| self.failed(e))?;
+        let mut reply = Reply::new(reply)?;
+        let cursor = reply
+            .text()?
+            .parse()
+            .map_err(|_| unavailable("SSCAN cursor is not a number"))?;
+        let names = names_of(reply.next()?)?;
+        Ok((cursor, names))
+    }
+
+    /// The first names of a name set in `SSCAN` order, at most
+    /// [`SNAPSHOT_NAMED`], sorted: O(SNAPSHOT_NAMED) for Redis, a few
+    /// pages.
+    async fn first_names(&self, set: &str) -> Result<Vec<Name>, StoreError> {
+        let mut names = Vec::new();
+        let mut cursor = 0;
+        // Bounded: a page may come back empty while the cursor moves on.
+        for _ in 0..8 {
+            let (next, page) = self.scan(set, cursor).await?;
+            names.extend(page);
+            cursor = next;
+            if cursor == 0 || names.len() >= SNAPSHOT_NAMED {
+                break;
+            }
+        }
+        names.sort();
+        names.dedup();
+        names.truncate(SNAPSHOT_NAMED);
+        Ok(names)
+    }
+
+    /// `SCARD` of a name set: O(1).
+    async fn count(&self, set: &str) -> Result<u64, StoreError> {
+        let mut handle = self.handle().await.map_err(|e| self.failed(e))?;
+        let reply = handle
+            .query(redis::cmd("SCARD").arg(set))
+            .await
+            .map_err(|e| self.failed(e))?;
+        match reply {
+            Value::Int(n) => u64::try_from(n).map_err(|_| unavailable("negative SCARD")),
+            other => Err(unavailable(format!("unexpected SCARD reply {other:?}"))),
+        }
     }
 }
 
@@ -1073,9 +1283,15 @@ impl Store for RedisStore {
 
     /// One script: O(count log n). Candidates come from the OS CSPRNG; the
     /// astronomically rare one that is already a live key is replaced by
-    /// another call.
+    /// another call. The script refuses the whole call if the pool would
+    /// hold more than `--max-keys-per-pool` keys; a count over the limit
+    /// is refused before the pool is registered, so it creates nothing.
     async fn generate_keys(&self, pool: &Name, count: usize) -> Result<Vec<KeyView>, StoreError> {
         let inner = &self.inner;
+        let max = inner.limits.max_keys_per_pool;
+        if u64::try_from(count).map_or(true, |n| n > max) {
+            return Err(inner.limits.reached(Limit::KeysPerPool));
+        }
         inner.ensure_ready().await?;
         inner.register(pool).await?;
         let prefix = pool_prefix(pool);
@@ -1092,9 +1308,17 @@ impl Store for RedisStore {
                 d.lease_ttl.as_millis().to_string(),
                 d.keepalive_ttl.as_millis().to_string(),
                 d.key_length.get().to_string(),
+                max.to_string(),
             ];
             args.extend(candidates(count - keys.len()));
             let mut reply = inner.eval(&inner.scripts.generate, &routing, &args).await?;
+            match reply.int()? {
+                pool_code::OK => {}
+                pool_code::KEY_LIMIT => return Err(inner.limits.reached(Limit::KeysPerPool)),
+                code => return Err(pool_error(code)),
+            }
+            let score = reply.text()?;
+            inner.index_due(pool, &score).await?;
             let created_at = Timestamp::from_millis(reply.u64()?);
             let alive_until = Timestamp::from_millis(reply.u64()?);
             while reply.has_more() {
@@ -1127,7 +1351,11 @@ impl Store for RedisStore {
             )
             .await?;
         match reply.int()? {
-            pool_code::OK => reply.key_view(),
+            pool_code::OK => {
+                let view = reply.key_view()?;
+                inner.index_from(pool, &mut reply).await?;
+                Ok(view)
+            }
             code => Err(pool_error(code)),
         }
     }
@@ -1187,6 +1415,7 @@ impl Store for RedisStore {
     ) -> Result<(KeyspaceView, Upsert), StoreError> {
         let inner = &self.inner;
         inner.ensure_ready().await?;
+        inner.register_keyspace(keyspace).await?;
         let prefix = keyspace_prefix(keyspace);
         let mut reply = inner
             .eval(
@@ -1204,7 +1433,6 @@ impl Store for RedisStore {
         };
         let view = keyspace_view(keyspace, &codec, issued, activated);
         lock(&inner.codecs).insert(keyspace.clone(), codec);
-        inner.register_keyspace(keyspace).await?;
         Ok((view, upsert))
     }
 
@@ -1286,8 +1514,10 @@ impl Store for RedisStore {
             .await
     }
 
-    /// For each pool in the registry, scripts of at most 1000 due entries
-    /// each (O(m log n) for m entries), at most 64 per pool per call. After
+    /// For each pool the due index says is due (at most 1000 per call) and
+    /// one pool of the registry sweep, scripts of at most 1000 due entries
+    /// each (O(m log n) for m entries), at most 64 per pool per call, and
+    /// three commands to re-index the pool. After
     /// a failure, calls are skipped for a pause doubling from 250 ms to 8 s,
     /// so an outage is reported once per step, and while the start-up retry
     /// task runs (it reports); lazy expiry keeps answers exact meanwhile.
@@ -1312,20 +1542,25 @@ impl Store for RedisStore {
         result
     }
 
-    /// `SMEMBERS` of both registries, then one script per pool and
-    /// keyspace: O(pools + keyspaces).
+    /// `SCARD` of both registries, a few `SSCAN` pages, then one script
+    /// per named pool and keyspace: O(`SNAPSHOT_NAMED`) calls whatever the
+    /// number of pools. No key totals: they would take a call per pool.
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {
         let inner = &self.inner;
         inner.ensure_ready().await?;
-        let mut snapshot = Snapshot::default();
-        for pool in inner.members(REGISTRY).await? {
+        let mut snapshot = Snapshot {
+            pool_count: inner.count(REGISTRY).await?,
+            keyspace_count: inner.count(KEYSPACES).await?,
+            ..Snapshot::default()
+        };
+        for pool in inner.first_names(REGISTRY).await? {
             match self.pool_info(&pool).await {
                 Ok(info) => snapshot.pools.push(info),
                 Err(StoreError::PoolNotFound) => {}
                 Err(e) => return Err(e),
             }
         }
-        for keyspace in inner.members(KEYSPACES).await? {
+        for keyspace in inner.first_names(KEYSPACES).await? {
             match self.keyspace_info(&keyspace).await {
                 Ok(view) => snapshot.keyspaces.push(view),
                 Err(StoreError::KeyspaceNotFound) => {}

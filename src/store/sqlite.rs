@@ -13,8 +13,21 @@
 //! with `Unavailable`; the batch stays queued and is retried with backoff,
 //! so RAM and disk agree again once the disk recovers.
 //!
-//! Tables (readable with the `sqlite3` shell): `pools`, `keys`,
+//! One process per database: [`open`] takes the lock file's lock first
+//! (`files::DbLock`) and the writer holds it until the database is
+//! closed. The writer also checks, after each commit and before
+//! acknowledging it, that the database, its WAL and the lock file are
+//! still the files on disk (`files::Watch`); once one was deleted or
+//! replaced nothing more can be made durable, so every write fails from
+//! then on.
+//!
+//! Reading back, and refusing rows that make no sense, is `load`'s job.
+//!
+//! Tables (readable with the `sqlite3` shell): `pools`, `keys`, `leases`,
 //! `keyspaces`, `activations`, `schema_version`.
+
+mod files;
+mod load;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -28,13 +41,14 @@ use rusqlite::{Connection, params};
 use tokio::sync::watch;
 
 use super::StoreError;
-use crate::core::{
-    KeyChange, KeyLength, KeyView, Keyspace, KeyspaceSpec, Lease, Name, Pool, PoolSettings, Secret,
-    Timestamp, TokenCodec, Ttl,
-};
+use crate::core::{KeyChange, Keyspace, KeyspaceSpec, Name, Pool, PoolSettings, Secret, Timestamp};
+use files::{DbLock, Vanished, Watch};
 
 /// Most journal entries written in one transaction.
 pub const MAX_BATCH: usize = 4096;
+/// How often an idle writer checks that the database files are still there,
+/// so `/readyz` notices a deleted file without waiting for a write.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// `PRAGMA application_id` of a keyward database ("KWRD").
 const APPLICATION_ID: i32 = 0x4B57_5244;
 /// Schema version this build writes; older files are migrated forward.
@@ -138,10 +152,13 @@ pub enum Record {
 
 /// How far the writer got: entries up to `durable` are committed; entries
 /// up to `failed` (and above `durable`) met an error on their last try.
+/// `lost`: a database file was deleted or replaced, so nothing after
+/// `durable` will ever be.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Progress {
     durable: u64,
     failed: u64,
+    lost: bool,
 }
 
 /// The engine's end of the journal. Lives under the engine lock, so the
@@ -223,6 +240,11 @@ impl Durability {
             if p.durable >= seq {
                 return Ok(());
             }
+            if p.lost {
+                return Err(unavailable(
+                    "the database file was deleted or replaced while the server ran",
+                ));
+            }
             if p.failed >= seq {
                 return Err(unavailable("the change could not be written to disk"));
             }
@@ -246,10 +268,22 @@ impl Durability {
         );
     }
 
-    /// Whether the last commit attempt succeeded.
-    pub fn healthy(&self) -> bool {
+    /// Why new work is refused now, if it is: the last commit failed (it
+    /// is retried in the background) or a database file vanished (for
+    /// good). O(1).
+    pub fn refusal(&self) -> Option<StoreError> {
         let p = *self.rx.borrow();
-        p.failed <= p.durable
+        if p.lost {
+            Some(unavailable(
+                "a database file was deleted or replaced; restart keyward",
+            ))
+        } else if p.failed > p.durable {
+            Some(unavailable(
+                "the database cannot be written; retrying in the background",
+            ))
+        } else {
+            None
+        }
     }
 }
 
@@ -317,6 +351,77 @@ pub enum OpenError {
     /// The writer thread could not be started.
     #[error("cannot start the journal writer")]
     Thread(#[source] std::io::Error),
+    /// Another process holds the database's lock file.
+    #[error(
+        "{path} is in use by another process{} holding the lock on {lock}; \
+         stop it first, or pass another --store sqlite:PATH",
+        pid_note(.holder)
+    )]
+    Locked {
+        /// The database.
+        path: PathBuf,
+        /// Its lock file.
+        lock: PathBuf,
+        /// The process id the holder wrote into the lock file, if readable.
+        holder: Option<u32>,
+    },
+    /// The lock file could not be created or locked.
+    #[error("cannot open or lock {lock}, the lock file of {path}")]
+    LockFile {
+        /// The database.
+        path: PathBuf,
+        /// Its lock file.
+        lock: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The WAL is there but the main file is not: SQLite would replay the
+    /// WAL's pages into a new, empty file, giving a fragment of the
+    /// database.
+    #[error(
+        "{wal} exists but {path} does not: the database was deleted and its WAL alone would \
+         restore a fragment of it; restore {path}, or move {wal} away to start empty"
+    )]
+    WalWithoutDatabase {
+        /// The missing database.
+        path: PathBuf,
+        /// Its WAL.
+        wal: PathBuf,
+    },
+    /// The path names a directory.
+    #[error("{path} is a directory; pass --store sqlite:DIR/keyward.db")]
+    Directory {
+        /// The path.
+        path: PathBuf,
+    },
+    /// A file of the database could not be looked at after opening it.
+    #[error("cannot stat {path}")]
+    Stat {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// ` (pid N)` when the holder of a lock is known.
+fn pid_note(holder: &Option<u32>) -> String {
+    holder
+        .map(|pid| format!(" (pid {pid})"))
+        .unwrap_or_default()
+}
+
+/// An open database with everything that must live as long as it: the
+/// connection, the identities of its files, and the lock file's lock.
+/// Fields drop in order, so the connection is closed (and the WAL folded
+/// into the main file) before the lock is released.
+#[derive(Debug)]
+pub struct Database {
+    conn: Connection,
+    watch: Watch,
+    _lock: DbLock,
 }
 
 /// Everything read back from a database at start-up.
@@ -328,13 +433,24 @@ pub struct Loaded {
     pub keyspaces: HashMap<Name, Keyspace>,
 }
 
-/// Opens (creating if needed) the database at `path`, migrates it, and
-/// reads every table back. O(rows).
-pub fn open(path: &Path) -> Result<(Connection, Loaded), OpenError> {
+/// Locks the database at `path` for this process ([`OpenError::Locked`]
+/// if another one holds it; nothing is changed then), opens it (creating
+/// it if needed), migrates it, and reads every table back. O(rows).
+pub fn open(path: &Path) -> Result<(Database, Loaded), OpenError> {
     let sql = |source| OpenError::Sqlite {
         path: path.to_owned(),
         source,
     };
+    // Before anything is created or migrated: a second process must find
+    // the file exactly as the first one left it.
+    let lock = DbLock::acquire(path)?;
+    let wal = files::wal_path(path);
+    if !path.exists() && wal.exists() {
+        return Err(OpenError::WalWithoutDatabase {
+            path: path.to_owned(),
+            wal,
+        });
+    }
     create_private(path);
     let mut conn = Connection::open(path).map_err(sql)?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
@@ -356,8 +472,17 @@ pub fn open(path: &Path) -> Result<(Connection, Loaded), OpenError> {
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(sql)?;
     migrate(&mut conn, path)?;
-    let loaded = load(&conn, path)?;
-    Ok((conn, loaded))
+    let loaded = load::load(&conn, path)?;
+    // The WAL exists now: the migration wrote through it.
+    let watch = Watch::new(path, &lock)?;
+    Ok((
+        Database {
+            conn,
+            watch,
+            _lock: lock,
+        },
+        loaded,
+    ))
 }
 
 /// Creates a missing database file readable by this user only: it holds
@@ -404,135 +529,17 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), OpenError> {
     tx.commit().map_err(sql)
 }
 
-fn load(conn: &Connection, path: &Path) -> Result<Loaded, OpenError> {
-    let sql = |source| OpenError::Sqlite {
-        path: path.to_owned(),
-        source,
-    };
-    let corrupt = |what: String| OpenError::Corrupt {
-        path: path.to_owned(),
-        what,
-    };
-    let ms = |v: i64| Timestamp::from_millis(v.max(0) as u64);
-
-    let mut pools: HashMap<Name, (PoolSettings, u64, Vec<KeyView>)> = HashMap::new();
-    let mut stmt = conn
-        .prepare(
-            "SELECT name, lease_ttl_ms, keepalive_ttl_ms, key_length, last_lease_id FROM pools",
-        )
-        .map_err(sql)?;
-    let mut rows = stmt.query([]).map_err(sql)?;
-    while let Some(row) = rows.next().map_err(sql)? {
-        let name: String = row.get(0).map_err(sql)?;
-        let pool = Name::parse(&name).map_err(|_| corrupt(format!("pool name {name:?}")))?;
-        let ttl = |i: usize| -> Result<Ttl, OpenError> {
-            let v: i64 = row.get(i).map_err(sql)?;
-            Ttl::from_millis(v as u64).ok_or_else(|| corrupt(format!("pool {name}: ttl {v}")))
-        };
-        let settings = PoolSettings {
-            lease_ttl: ttl(1)?,
-            keepalive_ttl: ttl(2)?,
-            key_length: KeyLength::new(row.get::<_, i64>(3).map_err(sql)? as u64)
-                .ok_or_else(|| corrupt(format!("pool {name}: key_length")))?,
-        };
-        let last: i64 = row.get(4).map_err(sql)?;
-        let last = u64::try_from(last)
-            .map_err(|_| corrupt(format!("pool {name}: last_lease_id {last}")))?;
-        pools.insert(pool, (settings, last, Vec::new()));
-    }
-    drop(rows);
-    drop(stmt);
-
-    let mut stmt = conn
-        .prepare(
-            "SELECT k.pool, k.key, k.created_at_ms, k.alive_until_ms, l.lease_id, l.leased_until_ms
-             FROM keys k LEFT JOIN leases l ON l.pool = k.pool AND l.key = k.key",
-        )
-        .map_err(sql)?;
-    let mut rows = stmt.query([]).map_err(sql)?;
-    while let Some(row) = rows.next().map_err(sql)? {
-        let pool: String = row.get(0).map_err(sql)?;
-        let entry = Name::parse(&pool)
-            .ok()
-            .and_then(|n| pools.get_mut(&n))
-            .ok_or_else(|| corrupt(format!("key of unknown pool {pool:?}")))?;
-        let lease_id: Option<i64> = row.get(4).map_err(sql)?;
-        let leased_until: Option<i64> = row.get(5).map_err(sql)?;
-        entry.2.push(KeyView {
-            key: row.get(1).map_err(sql)?,
-            created_at: ms(row.get(2).map_err(sql)?),
-            alive_until: ms(row.get(3).map_err(sql)?),
-            lease: match (lease_id, leased_until) {
-                (Some(id), Some(until)) if id > 0 => Some(Lease {
-                    id: id as u64,
-                    until: ms(until),
-                }),
-                _ => None,
-            },
-        });
-    }
-    drop(rows);
-    drop(stmt);
-
-    let pools = pools
-        .into_iter()
-        .map(|(name, (settings, last, keys))| (name, Pool::restore(settings, last, keys, true)))
-        .collect();
-
-    let mut activations: HashMap<String, Vec<(String, Timestamp)>> = HashMap::new();
-    let mut stmt = conn
-        .prepare("SELECT keyspace, token, activated_at_ms FROM activations")
-        .map_err(sql)?;
-    let mut rows = stmt.query([]).map_err(sql)?;
-    while let Some(row) = rows.next().map_err(sql)? {
-        let ks: String = row.get(0).map_err(sql)?;
-        activations
-            .entry(ks)
-            .or_default()
-            .push((row.get(1).map_err(sql)?, ms(row.get(2).map_err(sql)?)));
-    }
-    drop(rows);
-    drop(stmt);
-
-    let mut keyspaces = HashMap::new();
-    let mut stmt = conn
-        .prepare("SELECT name, alphabet, length, secret, issued FROM keyspaces")
-        .map_err(sql)?;
-    let mut rows = stmt.query([]).map_err(sql)?;
-    while let Some(row) = rows.next().map_err(sql)? {
-        let name: String = row.get(0).map_err(sql)?;
-        let ks = Name::parse(&name).map_err(|_| corrupt(format!("keyspace name {name:?}")))?;
-        let alphabet: String = row.get(1).map_err(sql)?;
-        let length: i64 = row.get(2).map_err(sql)?;
-        let spec = KeyspaceSpec::new(&alphabet, length as u32)
-            .map_err(|e| corrupt(format!("keyspace {name}: {e}")))?;
-        let secret: Vec<u8> = row.get(3).map_err(sql)?;
-        let secret: [u8; 32] = secret
-            .try_into()
-            .map_err(|_| corrupt(format!("keyspace {name}: secret length")))?;
-        let issued: String = row.get(4).map_err(sql)?;
-        let issued: u128 = issued
-            .parse()
-            .map_err(|_| corrupt(format!("keyspace {name}: issued {issued:?}")))?;
-        let codec = TokenCodec::new(spec, Secret::from_bytes(secret));
-        let restored =
-            Keyspace::restore(codec, issued, activations.remove(&name).unwrap_or_default())
-                .map_err(|e| corrupt(format!("keyspace {name}: {e}")))?;
-        keyspaces.insert(ks, restored);
-    }
-    Ok(Loaded { pools, keyspaces })
-}
-
-/// Starts the writer thread on `conn`; returns the engine's end and the
-/// waiting end of the journal.
-pub fn start_writer(conn: Connection) -> Result<(Journal, Durability), OpenError> {
+/// Starts the writer thread on `db`; returns the engine's end and the
+/// waiting end of the journal. The thread owns `db` and closes it (and
+/// releases its lock) when the [`Journal`] is dropped.
+pub fn start_writer(db: Database) -> Result<(Journal, Durability), OpenError> {
     let (tx, rx) = mpsc::channel();
     let (progress_tx, progress_rx) = watch::channel(Progress::default());
     let metrics = CommitMetrics::default();
     let writer_metrics = metrics.clone();
     let writer = thread::Builder::new()
         .name("keyward-journal".into())
-        .spawn(move || write_loop(conn, rx, progress_tx, writer_metrics))
+        .spawn(move || write_loop(db, rx, progress_tx, writer_metrics))
         .map_err(OpenError::Thread)?;
     Ok((
         Journal {
@@ -548,9 +555,9 @@ pub fn start_writer(conn: Connection) -> Result<(Journal, Durability), OpenError
 }
 
 /// Drains the queue in batches until every sender is gone and all is
-/// written (or the last retries fail).
+/// written (or the last retries fail, or a database file vanished).
 fn write_loop(
-    mut conn: Connection,
+    mut db: Database,
     rx: mpsc::Receiver<(u64, Vec<Record>)>,
     progress: watch::Sender<Progress>,
     metrics: CommitMetrics,
@@ -561,9 +568,15 @@ fn write_loop(
     let mut failures_when_closed = 0;
     loop {
         if pending.is_empty() {
-            match rx.recv() {
+            match rx.recv_timeout(IDLE_CHECK) {
                 Ok(entry) => pending.push(entry),
-                Err(_) => return,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Some(vanished) = db.watch.check() {
+                        return lost(&db, &vanished, &rx, &progress);
+                    }
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
         }
         while pending.len() < MAX_BATCH {
@@ -578,7 +591,14 @@ fn write_loop(
         }
         let last = pending.last().map_or(0, |e| e.0);
         let started = Instant::now();
-        match write_batch(&mut conn, &pending) {
+        let written = write_batch(&mut db.conn, &pending);
+        // A deleted file takes commits without error, and they vanish with
+        // the process: acknowledge only what is in the files on disk. Three
+        // `stat`s per group commit, next to an fsync.
+        if let Some(vanished) = db.watch.check() {
+            return lost(&db, &vanished, &rx, &progress);
+        }
+        match written {
             Ok(()) => {
                 metrics.seconds.observe(started.elapsed().as_secs_f64());
                 metrics.entries.observe(pending.len() as f64);
@@ -601,6 +621,45 @@ fn write_loop(
             }
         }
     }
+}
+
+/// A database file vanished: nothing written from now on could survive
+/// the process, so every waiting and future write fails until the engine
+/// closes the journal. If the main file is still in place (the WAL or the
+/// lock file vanished), the WAL's committed changes are first folded into
+/// it, so what was acknowledged survives even a `kill -9`. Both happen
+/// before the first 503, so whoever sees one finds the log line and the
+/// folded file.
+fn lost(
+    db: &Database,
+    vanished: &Vanished,
+    rx: &mpsc::Receiver<(u64, Vec<Record>)>,
+    progress: &watch::Sender<Progress>,
+) {
+    tracing::error!(
+        file = %vanished.path.display(),
+        "{vanished}; writes answer 503 and /readyz 503 until keyward is restarted on a database in place"
+    );
+    if vanished.path != db.watch.db() {
+        // `check` looks at the main file first, so it was in place.
+        match db
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            }) {
+            Ok(0) => tracing::warn!(
+                file = %db.watch.db().display(),
+                "folded every committed change into the main database file"
+            ),
+            Ok(_) => tracing::error!("could not fold the WAL into the main database file: busy"),
+            Err(e) => {
+                tracing::error!(error = %e, "could not fold the WAL into the main database file")
+            }
+        }
+    }
+    progress.send_modify(|p| p.lost = true);
+    // Nothing is written any more; receiving only keeps the queue empty.
+    while rx.recv().is_ok() {}
 }
 
 /// Writes the entries in one transaction. Only the last state of each

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use keyward::clock::ManualClock;
 use keyward::core::{KeyLength, KeyspaceSpec, PoolSettings, Ttl};
-use keyward::store::Store;
 use keyward::store::local::{LocalSettings, LocalStore};
+use keyward::store::{Limits, Store};
 
 /// Set to `1` to fail, not skip, the tests of a backend that cannot start.
 const REQUIRE_ALL: &str = "KEYWARD_REQUIRE_ALL_BACKENDS";
@@ -41,12 +41,21 @@ pub fn default_keyspace() -> KeyspaceSpec {
         .expect("the seed's keyspace is valid")
 }
 
+/// The limits every backend is started with: small, so the limit cases
+/// reach them in a few calls, and far above what the other cases make.
+pub const LIMITS: Limits = Limits {
+    max_pools: 12,
+    max_keyspaces: 6,
+    max_keys_per_pool: 40,
+};
+
 /// `memory:` — the local engine with no journal.
 pub async fn memory() -> Option<Harness> {
     let clock = Arc::new(ManualClock::default());
     let settings = LocalSettings {
         pool_defaults: pool_defaults(),
         default_keyspace: default_keyspace(),
+        limits: LIMITS,
     };
     Some(Harness {
         store: Arc::new(LocalStore::new(settings, clock.clone())),
@@ -74,6 +83,7 @@ pub async fn sqlite() -> Option<Harness> {
     let settings = LocalSettings {
         pool_defaults: pool_defaults(),
         default_keyspace: default_keyspace(),
+        limits: LIMITS,
     };
     let store = LocalStore::open_sqlite(&dir.join("k.db"), settings, clock.clone())
         .await

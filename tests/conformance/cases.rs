@@ -13,9 +13,9 @@ use keyward::core::{
     KeyLength, KeyView, KeyspaceError, KeyspaceInfo, KeyspaceSpec, Lease, Name, PoolError,
     PoolSettings, PoolStats, Timestamp, Ttl,
 };
-use keyward::store::{PoolPatch, Store, StoreError, Upsert};
+use keyward::store::{Limit, PoolPatch, Store, StoreError, Upsert};
 
-use crate::backends::{default_keyspace, pool_defaults};
+use crate::backends::{LIMITS, default_keyspace, pool_defaults};
 
 /// Asserts that `$result` is `Err` matching `$pattern`, showing what it was
 /// otherwise (`StoreError` is not `PartialEq`).
@@ -805,4 +805,204 @@ pub async fn flush_returns_once_everything_is_durable(store: &dyn Store, _clock:
     store.generate_keys(&pool, 3).await.unwrap();
     store.flush().await.unwrap();
     assert_eq!(store.pool_info(&pool).await.unwrap().stats.total, 3);
+}
+
+/// Asserts `result` is the `LimitReached` error of `limit` with its value.
+fn assert_limit<T: std::fmt::Debug>(result: Result<T, StoreError>, limit: Limit) {
+    match result {
+        Err(StoreError::LimitReached { limit: l, max }) if l == limit => {
+            let want = match limit {
+                Limit::Pools => LIMITS.max_pools,
+                Limit::Keyspaces => LIMITS.max_keyspaces,
+                Limit::KeysPerPool => LIMITS.max_keys_per_pool,
+            };
+            assert_eq!(max, want, "{limit:?}");
+        }
+        other => panic!("expected the {limit:?} limit, got {other:?}"),
+    }
+}
+
+pub async fn a_pool_past_max_pools_is_refused_and_nothing_is_created(
+    store: &dyn Store,
+    _clock: &ManualClock,
+) {
+    // The `default` pool counts: it takes one place.
+    for i in 1..LIMITS.max_pools {
+        let pool = name(&format!("max-pools-{i}"));
+        if i % 2 == 0 {
+            store.put_pool(&pool, PoolPatch::default()).await.unwrap();
+        } else {
+            store.generate_keys(&pool, 1).await.unwrap();
+        }
+    }
+    let over = name("max-pools-over");
+    assert_limit(
+        store.put_pool(&over, PoolPatch::default()).await,
+        Limit::Pools,
+    );
+    assert_limit(store.generate_keys(&over, 1).await, Limit::Pools);
+    assert_err!(store.pool_info(&over).await, StoreError::PoolNotFound);
+    assert_eq!(store.snapshot().await.unwrap().pool_count, LIMITS.max_pools);
+
+    // Existing pools still change and grow.
+    let first = name("max-pools-1");
+    let (_, upsert) = store.put_pool(&first, PoolPatch::default()).await.unwrap();
+    assert_eq!(upsert, Upsert::Existed);
+    store.generate_keys(&first, 2).await.unwrap();
+    assert_eq!(pool_stats(store, &first).await, stats(3, 3, 0));
+}
+
+pub async fn a_keyspace_past_max_keyspaces_is_refused_and_nothing_is_created(
+    store: &dyn Store,
+    _clock: &ManualClock,
+) {
+    let spec = KeyspaceSpec::new("abc", 3).unwrap();
+    for i in 1..LIMITS.max_keyspaces {
+        let ks = name(&format!("max-ks-{i}"));
+        store.put_keyspace(&ks, spec.clone()).await.unwrap();
+    }
+    let over = name("max-ks-over");
+    assert_limit(
+        store.put_keyspace(&over, spec.clone()).await,
+        Limit::Keyspaces,
+    );
+    assert_err!(
+        store.keyspace_info(&over).await,
+        StoreError::KeyspaceNotFound
+    );
+    assert_err!(store.issue_token(&over).await, StoreError::KeyspaceNotFound);
+    // An existing one is still accepted again, and still refuses another
+    // definition for what it is, not for the limit.
+    let first = name("max-ks-1");
+    let (_, upsert) = store.put_keyspace(&first, spec).await.unwrap();
+    assert_eq!(upsert, Upsert::Existed);
+    assert_err!(
+        store
+            .put_keyspace(&first, KeyspaceSpec::new("abcd", 3).unwrap())
+            .await,
+        StoreError::KeyspaceImmutable
+    );
+    assert_eq!(
+        store.snapshot().await.unwrap().keyspace_count,
+        LIMITS.max_keyspaces
+    );
+}
+
+pub async fn a_generate_past_max_keys_per_pool_is_refused_whole(
+    store: &dyn Store,
+    clock: &ManualClock,
+) {
+    let max = LIMITS.max_keys_per_pool as usize;
+    // Too many for a new pool: refused before the pool exists.
+    let fresh = name("max-keys-fresh");
+    assert_limit(
+        store.generate_keys(&fresh, max + 1).await,
+        Limit::KeysPerPool,
+    );
+    assert_err!(store.pool_info(&fresh).await, StoreError::PoolNotFound);
+
+    let pool = name("max-keys");
+    let keys = pool_with(store, &pool, 60_000, 1_000, max - 3).await;
+    assert_limit(store.generate_keys(&pool, 4).await, Limit::KeysPerPool);
+    assert_eq!(
+        pool_stats(store, &pool).await,
+        stats(max as u64 - 3, max as u64 - 3, 0)
+    );
+    store.generate_keys(&pool, 3).await.unwrap();
+    assert_limit(store.generate_keys(&pool, 1).await, Limit::KeysPerPool);
+
+    // A deleted key frees its place; leased keys still count.
+    store.delete_key(&pool, &keys[0].key).await.unwrap();
+    store.lease_key(&pool).await.unwrap();
+    store.generate_keys(&pool, 1).await.unwrap();
+    assert_limit(store.generate_keys(&pool, 1).await, Limit::KeysPerPool);
+    assert_eq!(
+        pool_stats(store, &pool).await,
+        stats(max as u64, max as u64 - 1, 1)
+    );
+
+    // Purged keys free theirs: due keys do not count.
+    advance(clock, 1_000);
+    store.generate_keys(&pool, max).await.unwrap();
+    assert_eq!(
+        pool_stats(store, &pool).await,
+        stats(max as u64, max as u64, 0)
+    );
+}
+
+pub async fn expire_due_reaches_a_lease_taken_after_its_pool_was_reaped(
+    store: &dyn Store,
+    clock: &ManualClock,
+) {
+    // Reaping a pool moves the reaper's interest to its next deadline (the
+    // keys' purge, far away); a lease taken afterwards ends sooner and must
+    // bring the pool back to the reaper's attention.
+    let pool = name("reindex");
+    pool_with(store, &pool, 100, 60_000, 2).await;
+    store.lease_key(&pool).await.unwrap();
+    advance(clock, 100);
+    let expired = store.expire_due().await.unwrap();
+    assert!(expired.leases >= 1, "{expired:?}");
+
+    store.lease_key(&pool).await.unwrap();
+    advance(clock, 50);
+    store.lease_key(&pool).await.unwrap();
+    advance(clock, 50);
+    let expired = store.expire_due().await.unwrap();
+    assert!(
+        expired.leases >= 1,
+        "the first of the two leases: {expired:?}"
+    );
+    advance(clock, 50);
+    let expired = store.expire_due().await.unwrap();
+    assert!(expired.leases >= 1, "the second lease: {expired:?}");
+
+    // A keep-alive under a shorter keep-alive TTL brings the purge forward.
+    let keys = store.generate_keys(&pool, 1).await.unwrap();
+    let patch = PoolPatch {
+        keepalive_ttl: Some(ttl(30)),
+        ..PoolPatch::default()
+    };
+    store.put_pool(&pool, patch).await.unwrap();
+    store
+        .keepalive_key(&pool, &keys[0].key, None)
+        .await
+        .unwrap();
+    advance(clock, 30);
+    let expired = store.expire_due().await.unwrap();
+    assert!(expired.keys >= 1, "the kept-alive key: {expired:?}");
+    assert_err!(
+        store.get_key(&pool, &keys[0].key).await,
+        StoreError::Pool(PoolError::KeyNotFound)
+    );
+}
+
+pub async fn snapshot_counts_every_pool_and_keyspace_and_names_them(
+    store: &dyn Store,
+    _clock: &ManualClock,
+) {
+    let a = name("snap-a");
+    let b = name("snap-b");
+    store.generate_keys(&a, 3).await.unwrap();
+    store.generate_keys(&b, 2).await.unwrap();
+    store.lease_key(&b).await.unwrap();
+    let ks = name("snap-ks");
+    store
+        .put_keyspace(&ks, KeyspaceSpec::new("xyz", 2).unwrap())
+        .await
+        .unwrap();
+    store.issue_token(&ks).await.unwrap();
+
+    let snapshot = store.snapshot().await.unwrap();
+    // `default`, a, b; `default`, ks.
+    assert_eq!((snapshot.pool_count, snapshot.keyspace_count), (3, 2));
+    let pool_of = |n: &Name| snapshot.pools.iter().find(|p| &p.name == n).cloned();
+    assert_eq!(pool_of(&a).map(|p| p.stats), Some(stats(3, 3, 0)));
+    assert_eq!(pool_of(&b).map(|p| p.stats), Some(stats(2, 1, 1)));
+    let view = snapshot.keyspaces.iter().find(|k| k.name == ks);
+    assert_eq!(view.map(|k| k.info.issued), Some(1));
+    if let Some(totals) = snapshot.totals {
+        let default_total = pool_stats(store, &Name::default_name()).await.total;
+        assert_eq!(totals.stats, stats(5 + default_total, 4 + default_total, 1));
+    }
 }

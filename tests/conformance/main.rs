@@ -45,6 +45,11 @@ macro_rules! backend {
                 the_default_pool_and_keyspace_exist_from_the_start,
                 ping_answers,
                 flush_returns_once_everything_is_durable,
+                a_pool_past_max_pools_is_refused_and_nothing_is_created,
+                a_keyspace_past_max_keyspaces_is_refused_and_nothing_is_created,
+                a_generate_past_max_keys_per_pool_is_refused_whole,
+                expire_due_reaches_a_lease_taken_after_its_pool_was_reaped,
+                snapshot_counts_every_pool_and_keyspace_and_names_them,
             ]
         );
     };

@@ -7,7 +7,11 @@
 //! - `expiry`: deadlines are wall-clock instants across a restart;
 //! - `crash`: `kill -9` (and SIGTERM) in the middle of concurrent load;
 //! - `startup`: refusals at start (changed default keyspace; foreign,
-//!   corrupt, too new or unopenable files);
+//!   corrupt, too new or unopenable files; hand-edited rows that make no
+//!   sense);
+//! - `lock`: one process per database file, and a killed one frees it;
+//! - `vanished`: the database or its WAL deleted or replaced under a
+//!   running server;
 //! - `shutdown`: SIGTERM with a client stuck mid-request;
 //! - `disk`: a full disk gives 503s and the server recovers; a read-only
 //!   one stops the start (needs root to mount a small tmpfs; skipped
@@ -16,7 +20,9 @@
 mod crash;
 mod disk;
 mod expiry;
+mod lock;
 mod restart;
 mod server;
 mod shutdown;
 mod startup;
+mod vanished;

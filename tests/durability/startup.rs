@@ -303,3 +303,137 @@ async fn a_store_path_that_cannot_be_opened_is_refused_at_start() -> Result<()> 
     ensure_refused(&exited)?;
     Ok(())
 }
+
+#[tokio::test]
+async fn hand_edited_rows_that_make_no_sense_are_refused_at_start_naming_the_row() -> Result<()> {
+    // One database made by keyward (keys in pool "p" and the "default"
+    // keyspace with a token), copied for each edit.
+    let template = TempDir::new("rows-template")?;
+    keyward_db(&template).await?;
+    let one_key = "(SELECT key FROM keys WHERE pool = 'p' LIMIT 1)";
+    let cases = [
+        (
+            "negative-lease-id",
+            format!("INSERT INTO leases SELECT pool, key, -3, 0 FROM keys WHERE key = {one_key}"),
+            "leases row (pool \"p\"",
+            "lease_id -3",
+        ),
+        (
+            "lease-above-last",
+            format!(
+                "UPDATE pools SET last_lease_id = 7 WHERE name = 'p'; \
+                 INSERT INTO leases SELECT pool, key, 8, 0 FROM keys WHERE key = {one_key}"
+            ),
+            "leases row (pool \"p\"",
+            "lease_id 8 is outside 1..=7",
+        ),
+        (
+            "duplicate-lease-id",
+            "UPDATE pools SET last_lease_id = 7 WHERE name = 'p'; \
+             INSERT INTO leases SELECT pool, key, 5, 0 FROM keys WHERE pool = 'p' LIMIT 2"
+                .to_owned(),
+            "leases row (pool \"p\"",
+            "lease_id 5 is held by another key",
+        ),
+        (
+            "lease-of-unknown-pool",
+            "INSERT INTO leases VALUES ('nope', 'abcdefghijKLMNOPQRST', 1, 0)".to_owned(),
+            "leases row (pool \"nope\"",
+            "no pools row \"nope\"",
+        ),
+        (
+            "lease-of-unknown-key",
+            "UPDATE pools SET last_lease_id = 1 WHERE name = 'p'; \
+             INSERT INTO leases VALUES ('p', 'abcdefghijKLMNOPQRST', 1, 0)"
+                .to_owned(),
+            "leases row (pool \"p\", key \"abcd\"…, lease_id 1)",
+            "no keys row",
+        ),
+        (
+            "key-of-unknown-pool",
+            format!("UPDATE keys SET pool = 'nope' WHERE key = {one_key}"),
+            "keys row (pool \"nope\"",
+            "no pools row \"nope\"",
+        ),
+        (
+            "key-with-a-slash",
+            format!("UPDATE keys SET key = 'abc/defghijklmnopqrs' WHERE key = {one_key}"),
+            "keys row (pool \"p\", key \"abc/\"…)",
+            "A-Za-z0-9",
+        ),
+        (
+            "negative-time",
+            format!("UPDATE keys SET alive_until_ms = -5 WHERE key = {one_key}"),
+            "keys row (pool \"p\"",
+            "alive_until_ms -5",
+        ),
+        (
+            "negative-last-lease-id",
+            "UPDATE pools SET last_lease_id = -1 WHERE name = 'p'".to_owned(),
+            "pools row \"p\"",
+            "last_lease_id -1",
+        ),
+        (
+            "activation-of-unknown-keyspace",
+            "INSERT INTO activations VALUES ('nope', 'abcd', 0)".to_owned(),
+            "activations row (keyspace \"nope\", token \"abcd\")",
+            "no keyspaces row \"nope\"",
+        ),
+    ];
+    for (tag, sql, row, why) in cases {
+        let dir = TempDir::new(tag)?;
+        std::fs::copy(template.db(), dir.db())?;
+        if !sqlite3(&dir.db(), &sql)? {
+            return Ok(());
+        }
+        let exited = Launch::in_dir(&dir)
+            .start_expecting_exit()
+            .await
+            .with_context(|| format!("after {sql}"))?;
+        ensure_refused(&exited).with_context(|| format!("after {sql}"))?;
+        ensure_no_panic(&exited)?;
+        let message = without_path(&exited.stderr, &dir.db());
+        ensure!(
+            exited.stderr.contains(&dir.db().display().to_string())
+                && message.contains(row)
+                && message.contains(why),
+            "after {sql}: stderr names the file, the row {row:?} and why ({why:?}): {}",
+            exited.stderr
+        );
+        // The key itself is a credential: only its first characters show.
+        ensure!(
+            !message.contains("abcdefghijKLMNOPQRST"),
+            "after {sql}: stderr prints a whole key: {message}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_wal_left_without_its_database_is_refused_at_start() -> Result<()> {
+    let dir = TempDir::new("orphan-wal")?;
+    let launch = Launch::in_dir(&dir);
+    let server = launch.start().await?;
+    server.api.generate("p", 10).await?.expect(201)?;
+    // Killed, so the WAL stays; then the main file is deleted.
+    server.kill()?;
+    let wal = std::path::PathBuf::from(format!("{}-wal", dir.db().display()));
+    ensure!(wal.exists(), "a killed server leaves its WAL");
+    std::fs::remove_file(dir.db())?;
+    let before = std::fs::read(&wal)?;
+
+    let exited = launch.start_expecting_exit().await?;
+    ensure_refused(&exited)?;
+    ensure!(
+        exited.stderr.contains(&format!(
+            "{} exists but {} does not",
+            wal.display(),
+            dir.db().display()
+        )),
+        "stderr names the WAL and the missing database: {}",
+        exited.stderr
+    );
+    ensure!(!dir.db().exists(), "no new database was created");
+    ensure!(std::fs::read(&wal)? == before, "the WAL is left as it was");
+    Ok(())
+}

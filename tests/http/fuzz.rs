@@ -364,6 +364,7 @@ async fn fresh_router() -> (axum::Router, String, String) {
         LocalSettings {
             pool_defaults: config.pool_defaults,
             default_keyspace: config.default_keyspace,
+            limits: config.limits,
         },
         clock,
     ));

@@ -31,8 +31,9 @@ async fn issue_all(app: &TestApp, ks: &str, capacity: u64) -> Result<Vec<String>
     for i in 1..=capacity {
         let reply = app.issue_token(ks).await?;
         let body = reply.expect(201);
-        assert_eq!(body.as_object().map(|o| o.len()), Some(2), "{}", reply.text);
+        assert_eq!(body.as_object().map(|o| o.len()), Some(3), "{}", reply.text);
         assert_eq!(reply.u64("remaining"), capacity - i, "{}", reply.text);
+        assert_eq!(reply.str("remaining_str"), (capacity - i).to_string());
         tokens.push(reply.str("token"));
     }
     app.issue_token(ks)
@@ -52,9 +53,11 @@ async fn default_keyspace_exists_from_the_start_with_the_seed_settings() -> Resu
             "alphabet": "qwertyuiopasdfghjklzxcvbnmQWERTYUIOPASDFGHJKLZXCVBNM",
             "length": 4,
             "capacity": 7_311_616,
+            "capacity_str": "7311616",
             "issued": 0,
             "activated": 0,
             "remaining": 7_311_616,
+            "remaining_str": "7311616",
         })
     );
     app.put_keyspace(
@@ -76,9 +79,11 @@ async fn put_keyspace_creates_with_201_and_identical_again_is_200() -> Result<()
         "alphabet": "abc",
         "length": 3,
         "capacity": 27,
+        "capacity_str": "27",
         "issued": 0,
         "activated": 0,
         "remaining": 27,
+        "remaining_str": "27",
     });
     assert_eq!(*created.expect(201), expected);
     assert_eq!(

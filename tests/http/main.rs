@@ -1,15 +1,23 @@
 //! Black-box HTTP tests of keyward: each test starts its own server on
 //! `127.0.0.1:0` through [`helpers::spawn_app`] and speaks to it over real
-//! HTTP, as a client of `DESIGN.md` would.
+//! HTTP, as any client would.
 //!
 //! - `pools`: `/v1/pools` (generation, leases, fencing, keep-alive, expiry);
 //! - `keyspaces`: `/v1/keyspaces` (issuance, activation, immutability);
 //! - `names`: the name rule on every `/v1` route;
 //! - `compat`: both seeds' routes, bodies compared as JSON values;
 //! - `limits`: malformed input, size limits, unknown routes, ops routes;
+//! - `limits_resources`: pool, keyspace and key limits, `/metrics` size;
 //! - `process`: the real binary, started and stopped with SIGTERM;
 //! - `ops`: `/openapi.json` against the router both ways, the admin token
 //!   (config and `KEYWARD_ADMIN_TOKEN`), `x-request-id`, trailing slashes;
+//! - `slowloris`: clients trickling headers or bodies are cut at the
+//!   header and body deadlines and cannot stall the server;
+//! - `openapi`: `/openapi.json` checked in Rust and, with
+//!   `KEYWARD_OPENAPI_VALIDATOR`, by `openapi-spec-validator`;
+//! - `strict`: bodies read exactly (repeated keys, `null`, bad chunks,
+//!   the issue route's body), the keyspace route's 1 MiB limit, exact
+//!   decimal strings for big counts, the 401 challenge;
 //! - `fuzz`: random HTTP requests and proptest-driven parsing and body
 //!   fuzzing (`scripts/fuzz` runs them long).
 
@@ -18,7 +26,11 @@ mod fuzz;
 mod helpers;
 mod keyspaces;
 mod limits;
+mod limits_resources;
 mod names;
+mod openapi;
 mod ops;
 mod pools;
 mod process;
+mod slowloris;
+mod strict;

@@ -1,5 +1,5 @@
 //! Operations: the OpenAPI document and the router cannot drift apart
-//! (every documented operation is routed, every route of DESIGN.md is
+//! (every documented operation is routed, every route of the README is
 //! documented, nothing else answers); the admin bearer token guards `/v1`
 //! and `/api` by config and by `KEYWARD_ADMIN_TOKEN` on the real binary,
 //! which never prints it (nor a whole pool key) and logs the request id;
@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{Reply, TestApp, spawn_app, spawn_app_with};
 
-/// Every `/v1` and compat route of DESIGN.md as `(path template, method)`,
+/// Every `/v1` and compat route of the README as `(path template, method)`,
 /// written as the OpenAPI document writes them (no trailing slash). Adding
 /// a route to the router without documenting it, or documenting one the
 /// design does not have, makes the document differ from this list.
@@ -177,8 +177,8 @@ async fn the_documented_routes_are_exactly_the_routes_of_the_design() -> Result<
     let unknown: Vec<_> = documented.difference(&designed).collect();
     assert!(
         undocumented.is_empty() && unknown.is_empty(),
-        "routes of DESIGN.md missing from /openapi.json: {undocumented:?}; \
-         documented routes DESIGN.md does not have: {unknown:?}"
+        "routes of the README missing from /openapi.json: {undocumented:?}; \
+         documented routes the README does not have: {unknown:?}"
     );
     Ok(())
 }

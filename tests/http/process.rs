@@ -1,8 +1,13 @@
 //! The real binary: `keyward serve --store memory: --listen 127.0.0.1:0`
-//! announces its address, serves, and exits 0 on SIGTERM.
+//! announces its address, serves, and exits 0 on SIGTERM; redirected, it
+//! logs to stderr without colour; an empty `--admin-token ''` or
+//! `KEYWARD_ADMIN_TOKEN=` never switches off a token the other sets.
 
+use std::fs::File;
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -150,4 +155,161 @@ fn the_start_up_line_parser_finds_the_address_with_or_without_colour() {
     let coloured = "\u{1b}[32m INFO\u{1b}[0m \u{1b}[2mkeyward\u{1b}[0m: keyward listening \u{1b}[3maddr\u{1b}[0m\u{1b}[2m=\u{1b}[0m127.0.0.1:4321 \u{1b}[3mstore\u{1b}[0m";
     assert_eq!(listening_addr(coloured).as_deref(), Some("127.0.0.1:4321"));
     assert_eq!(listening_addr("keyward stopped"), None);
+}
+
+/// `keyward serve --store memory: --listen 127.0.0.1:0 ARGS` with stdout
+/// and stderr redirected to files (as under systemd, Docker or `> log`),
+/// `env` added to an environment with no `KEYWARD_*` variable and no
+/// `NO_COLOR`: whether logs are coloured must follow from the redirection.
+struct Redirected {
+    child: ChildGuard,
+    dir: PathBuf,
+    addr: String,
+}
+
+impl Redirected {
+    async fn start(args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "keyward-process-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).context("create the log dir")?;
+        let mut command = Command::new(env!("CARGO_BIN_EXE_keyward"));
+        command
+            .args(["serve", "--store", "memory:", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env_remove("NO_COLOR")
+            .stdin(Stdio::null())
+            .stdout(File::create(dir.join("stdout")).context("create the stdout file")?)
+            .stderr(File::create(dir.join("stderr")).context("create the stderr file")?);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("KEYWARD_") {
+                command.env_remove(name);
+            }
+        }
+        command.envs(env.iter().copied());
+        let child = ChildGuard(command.spawn().context("start the keyward binary")?);
+        let mut server = Self {
+            child,
+            dir,
+            addr: String::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(addr) = server.stderr().lines().find_map(listening_addr) {
+                server.addr = addr;
+                return Ok(server);
+            }
+            if let Some(status) = server.child.0.try_wait()? {
+                bail!("keyward exited with {status}: {}", server.stderr());
+            }
+            if Instant::now() >= deadline {
+                bail!("no `keyward listening addr=` line on stderr within 20 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stdout")).unwrap_or_default()
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr")).unwrap_or_default()
+    }
+
+    /// SIGTERM; requires exit 0 within 5 s.
+    async fn stop(mut self) -> Result<Self> {
+        let pid = self.child.0.id().to_string();
+        let killed = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .context("run kill -TERM")?;
+        assert!(killed.success(), "kill -TERM {pid} failed");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let status = loop {
+            if let Some(status) = self.child.0.try_wait()? {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                bail!("keyward did not exit within 5 s of SIGTERM");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(status.success(), "exit status after SIGTERM: {status}");
+        Ok(self)
+    }
+}
+
+impl Drop for Redirected {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirected_logs_go_to_stderr_without_colour_and_stdout_stays_empty() -> Result<()> {
+    let server = Redirected::start(&[], &[]).await?;
+    let api = Api::new(&format!("http://{}", server.addr));
+    api.healthz().await?.expect(200);
+    api.generate_keys("logs", 1).await?.expect(201);
+    let server = server.stop().await?;
+    let (stdout, stderr) = (server.stdout(), server.stderr());
+    assert_eq!(
+        stdout, "",
+        "nothing but logs was to be written, and not here"
+    );
+    for line in ["keyward listening", "keyward stopped"] {
+        assert!(stderr.contains(line), "no {line:?} on stderr: {stderr}");
+    }
+    assert!(
+        !stderr.contains("\u{1b}["),
+        "ANSI escapes in redirected logs: {stderr:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_admin_token_flag_or_variable_never_switches_a_token_off() -> Result<()> {
+    const TOKEN: &str = "s3cret-t0ken";
+    // (flag, KEYWARD_ADMIN_TOKEN, whether requests need the token)
+    let cases: [(Option<&str>, Option<&str>, bool); 6] = [
+        (Some(""), Some(TOKEN), true),
+        (Some(TOKEN), Some(""), true),
+        (None, Some(TOKEN), true),
+        (Some(TOKEN), None, true),
+        (Some(""), Some(""), false),
+        (None, Some(""), false),
+    ];
+    for (flag, env, guarded) in cases {
+        let flag_args: Vec<&str> = flag.map_or(vec![], |f| vec!["--admin-token", f]);
+        let env_vars: Vec<(&str, &str)> = env.map_or(vec![], |e| vec![("KEYWARD_ADMIN_TOKEN", e)]);
+        let server = Redirected::start(&flag_args, &env_vars).await?;
+        let api = Api::new(&format!("http://{}", server.addr));
+        let case = format!("--admin-token {flag:?}, KEYWARD_ADMIN_TOKEN={env:?}");
+        let bare = api.get_pool("default").await?;
+        if guarded {
+            bare.expect_error(401, "unauthorized");
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()?;
+            let with = client
+                .get(format!("http://{}/v1/pools/default", server.addr))
+                .bearer_auth(TOKEN)
+                .send()
+                .await?;
+            assert_eq!(with.status().as_u16(), 200, "{case}");
+        } else {
+            assert_eq!(bare.status, 200, "{case}: {}", bare.text);
+        }
+        let server = server.stop().await?;
+        assert!(
+            !server.stderr().contains(TOKEN),
+            "{case}: the token was logged"
+        );
+    }
+    Ok(())
 }

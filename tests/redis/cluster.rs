@@ -69,3 +69,44 @@ async fn twelve_pools_and_a_whole_keyspace_work_on_a_three_master_cluster() -> R
     api.compat_get_token().await?.expect(200);
     keyward.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reaper_ends_a_lease_on_a_three_master_cluster_through_the_due_index() -> Result<()> {
+    if server::skip("the_reaper_ends_a_lease_on_a_three_master_cluster_through_the_due_index") {
+        return Ok(());
+    }
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start).await??;
+    let keyward = Keyward::start(&cluster.url(), &[]).await?;
+    let api = &keyward.api;
+    api.readyz().await?.expect(200);
+    api.put_pool("reaped", serde_json::json!({ "lease_ttl_ms": 300 }))
+        .await?
+        .expect(201);
+    api.new_keys("reaped", 2).await?;
+    api.lease("reaped").await?.expect(200);
+
+    // Read Redis directly (a read through keyward would expire lazily):
+    // the master holding the pool answers, the others say MOVED.
+    let leases = |reply: &str| -> Option<u64> { reply.strip_prefix(':')?.trim().parse().ok() };
+    let count_leases = || {
+        cluster.nodes.iter().find_map(|n| {
+            server::command(n.port, "ZCARD {kw:p:reaped}:leases").and_then(|r| leases(&r))
+        })
+    };
+    assert_eq!(count_leases(), Some(1));
+    let indexed = cluster.nodes.iter().any(|n| {
+        server::command(n.port, "ZSCORE kw:due reaped")
+            .is_some_and(|r| r.starts_with('$') && !r.starts_with("$-1"))
+    });
+    assert!(indexed, "the pool is in the due index");
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while count_leases() != Some(0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reaper did not end the lease within 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    keyward.stop().await
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use keyward::clock::ManualClock;
 use keyward::store::redis::{RedisSettings, RedisStore, RedisTarget, TimeSource};
 
-use crate::backends::{Harness, default_keyspace, pool_defaults};
+use crate::backends::{Harness, LIMITS, default_keyspace, pool_defaults};
 
 #[path = "server.rs"]
 #[allow(dead_code, reason = "shared with tests/redis, which uses all of it")]
@@ -28,6 +28,7 @@ pub async fn redis() -> Option<Harness> {
         target: RedisTarget::Single(server.url()),
         pool_defaults: pool_defaults(),
         default_keyspace: default_keyspace(),
+        limits: LIMITS,
         time: TimeSource::Clock(clock.clone()),
     };
     let store = RedisStore::connect(settings)

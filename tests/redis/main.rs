@@ -4,7 +4,8 @@
 //! - [`multi`]: two processes on one Redis share pools and keyspaces
 //!   atomically, see each other's expiry, and keep state across restarts;
 //! - [`faults`]: Redis down at start, and Redis killed mid-run;
-//! - [`cluster`]: one process on a 3-master Redis Cluster.
+//! - [`cluster`]: one process on a 3-master Redis Cluster;
+//! - [`reaper`]: the reaper's cost follows due entries, not pools.
 //!
 //! Without `redis-server`/`redis-cli` on PATH every test skips with a loud
 //! note, or fails when `KEYWARD_REQUIRE_ALL_BACKENDS=1` (as CI sets it).
@@ -21,4 +22,5 @@ mod cluster;
 mod faults;
 mod keyward;
 mod multi;
+mod reaper;
 mod server;

@@ -1,15 +1,21 @@
--- generate_keys. ARGV[3..5]: defaults if the pool is new; ARGV[6..]:
--- random candidates of 128 characters, cut to the pool's key length here
--- (Lua's math.random is seeded the same on every call, so the randomness
--- comes from the caller's CSPRNG). A candidate that is a live key is
--- skipped; the caller asks again for the rest.
--- Reply: {created_at, alive_until, key...}.
-ensure_pool()
+-- generate_keys. ARGV[3..5]: defaults if the pool is new; ARGV[6]: most
+-- live keys the pool may hold; ARGV[7..]: random candidates of 128
+-- characters, cut to the pool's key length here (Lua's math.random is
+-- seeded the same on every call, so the randomness comes from the
+-- caller's CSPRNG). A candidate that is a live key is skipped; the caller
+-- asks again for the rest. Refused whole (KEY_LIMIT) if the pool would
+-- hold more than ARGV[6] keys.
+-- Reply: {OK, due index score or "", created_at, alive_until, key...} or
+-- {KEY_LIMIT}.
 expire_some(LAZY_LIMIT)
+if redis.call('ZCARD', ALIVE) + (#ARGV - 6) > tonumber(ARGV[6]) then
+  return { KEY_LIMIT }
+end
+ensure_pool()
 local len = setting('key_length')
 local alive = NOW + setting('keepalive_ttl_ms')
-local out = { NOW, alive }
-for i = 6, #ARGV do
+local out = { OK, '', NOW, alive }
+for i = 7, #ARGV do
   local k = string.sub(ARGV[i], 1, len)
   local h = khash(k)
   if redis.call('EXISTS', h) == 0 then
@@ -19,4 +25,5 @@ for i = 6, #ARGV do
     out[#out + 1] = k
   end
 end
+out[2] = reindex()
 return out

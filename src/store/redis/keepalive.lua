@@ -21,4 +21,6 @@ end
 local alive = NOW + setting('keepalive_ttl_ms')
 redis.call('HSET', khash(k), 'alive_until', int(alive))
 redis.call('ZADD', ALIVE, int(alive), k)
-return key_reply(k, f[1], alive, f[3], leased_until)
+local reply = key_reply(k, f[1], alive, f[3], leased_until)
+reply[#reply + 1] = reindex()
+return reply

@@ -24,7 +24,9 @@ while true do
     redis.call('HSET', khash(k), 'lease_id', int(id), 'leased_until', int(leased_until))
     redis.call('SREM', FREE, k)
     redis.call('ZADD', LEASES, int(leased_until), k)
-    return key_reply(k, f[1], f[2], id, leased_until)
+    local reply = key_reply(k, f[1], f[2], id, leased_until)
+    reply[#reply + 1] = reindex()
+    return reply
   end
   -- Only reachable if an index disagrees with the key's hash (evicted or
   -- edited by hand): repair it from the hash so the loop makes progress.

@@ -104,7 +104,36 @@ local function setting(field)
 end
 
 -- Reply codes, mirrored in redis.rs.
-local OK, KEY_NOT_FOUND, NOT_LEASED, LEASE_MISMATCH, NO_FREE_KEY, POOL_NOT_FOUND = 0, 1, 2, 3, 4, 5
+local OK, KEY_NOT_FOUND, NOT_LEASED, LEASE_MISMATCH, NO_FREE_KEY, POOL_NOT_FOUND, KEY_LIMIT = 0, 1, 2, 3, 4, 5, 6
+
+-- The pool's earliest deadline (lease end or purge), or nil. O(log n).
+local function earliest()
+  local a = redis.call('ZRANGE', ALIVE, 0, 0, 'WITHSCORES')
+  local l = redis.call('ZRANGE', LEASES, 0, 0, 'WITHSCORES')
+  local e = a[2] and tonumber(a[2])
+  if l[2] and (not e or tonumber(l[2]) < e) then
+    e = tonumber(l[2])
+  end
+  return e
+end
+
+-- The global due index (`kw:due`, another slot, so keyward writes it
+-- after the script) must hold this pool no later than its earliest
+-- deadline. `due_at` in META is the score keyward was last asked to
+-- index; after a change that may bring the earliest deadline forward,
+-- this returns the new score as text when it is earlier, else "".
+local function reindex()
+  local e = earliest()
+  if not e then
+    return ''
+  end
+  local indexed = redis.call('HGET', META, 'due_at')
+  if indexed and tonumber(indexed) <= e then
+    return ''
+  end
+  redis.call('HSET', META, 'due_at', int(e))
+  return int(e)
+end
 
 local function key_reply(k, created, alive, lid, lu)
   return { OK, k, created, alive, lid, lu }
