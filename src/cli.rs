@@ -8,7 +8,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::bench::Workload;
+use keyward::config::Overrides;
+use keyward_bench::BenchArgs;
 
 /// keyward: a key server for activation-token keyspaces and leased API-key pools.
 #[derive(Debug, Parser)]
@@ -112,66 +113,26 @@ pub struct ServeArgs {
     pub config: Option<PathBuf>,
 }
 
-/// Flags of `keyward bench`: a bounded load test of one workload against a
-/// running server, prepared before the clock starts.
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// The server's root URL; loopback only (127.0.0.0/8, ::1, localhost)
-    /// unless --allow-remote
-    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
-    pub url: String,
-
-    /// What to measure
-    #[arg(long, value_enum, value_name = "WORKLOAD")]
-    pub workload: Workload,
-
-    /// Concurrent keep-alive connections, one request in flight on each (1–1024)
-    #[arg(long, short = 'c', value_name = "N", default_value_t = 32)]
-    pub connections: usize,
-
-    /// Client threads (workers of the load's own async runtime), like
-    /// wrk -t [default: number of CPUs]
-    #[arg(long, short = 't', value_name = "N")]
-    pub threads: Option<usize>,
-
-    /// Length of the timed part, e.g. 250ms, 10s, 1m (at most 1h)
-    #[arg(long, short = 'd', value_name = "DURATION", default_value = "10s")]
-    pub duration: String,
-
-    /// Pool of lease-release, keepalive and mixed (created if absent)
-    #[arg(long, value_name = "NAME", default_value = "bench")]
-    pub pool: String,
-
-    /// Keyspace of issue, status, activate and mixed (created if absent:
-    /// 62 characters × length 8; an existing one is used as it is)
-    #[arg(long, value_name = "NAME", default_value = "bench")]
-    pub keyspace: String,
-
-    /// lease-release: top the pool up to N keys; keepalive, mixed: generate
-    /// N fresh keys (in batches of 10000)
-    #[arg(long, value_name = "N", default_value_t = 10_000)]
-    pub keys: u64,
-
-    /// status, mixed: tokens issued for status requests; activate: tokens
-    /// issued before the clock starts (after them, each activation issues
-    /// its token first, timed)
-    #[arg(long, value_name = "N", default_value_t = 10_000)]
-    pub tokens: u64,
-
-    /// Send `Authorization: Bearer TOKEN` (for a server run with --admin-token)
-    #[arg(
-        long,
-        env = "KEYWARD_ADMIN_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
-    pub admin_token: Option<String>,
-
-    /// Allow a --url that is not a loopback address
-    #[arg(long)]
-    pub allow_remote: bool,
-
-    /// Print the report as one JSON object (latencies in microseconds)
-    #[arg(long)]
-    pub json: bool,
+impl From<ServeArgs> for Overrides {
+    fn from(a: ServeArgs) -> Self {
+        Self {
+            listen: a.listen,
+            store: a.store,
+            lease_ttl: a.lease_ttl,
+            keepalive_ttl: a.keepalive_ttl,
+            key_length: a.key_length,
+            token_alphabet: a.token_alphabet,
+            token_length: a.token_length,
+            max_connections: a.max_connections,
+            header_timeout: a.header_timeout,
+            body_timeout: a.body_timeout,
+            max_pools: a.max_pools,
+            max_keyspaces: a.max_keyspaces,
+            max_keys_per_pool: a.max_keys_per_pool,
+            admin_token: a.admin_token,
+            admin_token_env: a.admin_token_env,
+            log_format: a.log_format,
+            config: a.config,
+        }
+    }
 }

@@ -1,14 +1,18 @@
 //! `keyward serve`: parse flags, load config, init logs, run.
-//! `keyward bench`: hand the flags to [`keyward::bench::run`].
+//! `keyward bench`: hand the flags to [`keyward_bench::run`].
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
+mod cli;
+
+use cli::{Cli, Command, ServeArgs};
+
 use anyhow::Context;
 use clap::Parser;
 use keyward::app::App;
-use keyward::cli::{Cli, Command, ServeArgs};
+
 use keyward::config::{Config, LogFormat, show};
 use tracing_subscriber::EnvFilter;
 
@@ -34,7 +38,7 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<()> {
     let args = match command {
         Command::Serve(args) => args,
-        Command::Bench(args) => return Ok(keyward::bench::run(args).await?),
+        Command::Bench(args) => return Ok(keyward_bench::run(args).await?),
     };
     // Read apart from the flag (see `ServeArgs::admin_token_env`): an empty
     // `--admin-token ''` must not hide a token set here.
@@ -42,7 +46,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         admin_token_env: admin_token_from_env()?,
         ..args
     };
-    let config = Config::load(args)?;
+    let config = Config::load(args.into())?;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     // Logs are diagnostics: stderr, where service managers and `2>` expect
     // them; colour escapes only where a person reads them.

@@ -6,8 +6,10 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use keyward::app::App;
-use keyward::bench::{BenchError, BenchOptions, Kind, Report, Target, Workload, measure};
 use keyward::config::{AdminToken, Config, StoreUrl};
+use keyward_bench::{
+    BearerToken, BenchError, BenchOptions, Kind, Report, Target, Workload, measure,
+};
 use tokio::sync::oneshot;
 
 /// A server that stops when the returned sender is dropped.
@@ -124,7 +126,7 @@ async fn the_admin_token_is_sent_and_a_missing_one_fails_preparation() {
     );
     assert!(err.to_string().contains("--admin-token"), "{err}");
     let report = measure(&BenchOptions {
-        admin_token: Some(AdminToken::new("s3cret".into())),
+        admin_token: Some(BearerToken("s3cret".into())),
         ..options(addr, Workload::Issue)
     })
     .await

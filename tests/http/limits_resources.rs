@@ -4,8 +4,7 @@
 //! thousands of pools.
 
 use anyhow::Result;
-use keyward::cli::ServeArgs;
-use keyward::config::Config;
+use keyward::config::{Config, Overrides};
 use keyward::store::Limits;
 use reqwest::Method;
 
@@ -93,7 +92,7 @@ async fn a_generate_past_max_keys_per_pool_is_409_key_limit_reached_and_refused_
 
 #[test]
 fn the_limits_default_to_ten_thousand_pools_a_thousand_keyspaces_and_ten_million_keys() {
-    let config = Config::load(ServeArgs::default()).expect("defaults are valid");
+    let config = Config::load(Overrides::default()).expect("defaults are valid");
     assert_eq!(config.limits, Limits::DEFAULT);
     assert_eq!(
         (
@@ -103,11 +102,11 @@ fn the_limits_default_to_ten_thousand_pools_a_thousand_keyspaces_and_ten_million
         ),
         (10_000, 1_000, 10_000_000)
     );
-    let args = ServeArgs {
+    let args = Overrides {
         max_pools: Some(5),
         max_keyspaces: Some(6),
         max_keys_per_pool: Some(7),
-        ..ServeArgs::default()
+        ..Overrides::default()
     };
     let config = Config::load(args).expect("valid limits");
     assert_eq!(
@@ -119,17 +118,17 @@ fn the_limits_default_to_ten_thousand_pools_a_thousand_keyspaces_and_ten_million
         }
     );
     for args in [
-        ServeArgs {
+        Overrides {
             max_pools: Some(0),
-            ..ServeArgs::default()
+            ..Overrides::default()
         },
-        ServeArgs {
+        Overrides {
             max_keyspaces: Some(0),
-            ..ServeArgs::default()
+            ..Overrides::default()
         },
-        ServeArgs {
+        Overrides {
             max_keys_per_pool: Some(u64::MAX),
-            ..ServeArgs::default()
+            ..Overrides::default()
         },
     ] {
         assert!(Config::load(args).is_err());

@@ -20,7 +20,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::target::Target;
-use crate::config::AdminToken;
+use crate::BearerToken;
 
 /// A connection could not be opened or an exchange failed below HTTP.
 ///
@@ -68,7 +68,7 @@ impl Endpoint {
     pub(crate) fn new(
         target: &Target,
         addr: SocketAddr,
-        admin_token: Option<&AdminToken>,
+        admin_token: Option<&BearerToken>,
     ) -> Result<Self, hyper::header::InvalidHeaderValue> {
         let host = HeaderValue::from_str(target.authority())?;
         let auth = admin_token

@@ -1,6 +1,6 @@
 //! Typed settings, resolved once in `main`: defaults, then the TOML file,
-//! then `KEYWARD_*` variables, then flags (the last two arrive together in
-//! [`ServeArgs`], clap having read the environment).
+//! then `KEYWARD_*` variables, then flags (the last two arrive together as
+//! [`Overrides`], which the command line fills in).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -11,7 +11,6 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::cli::ServeArgs;
 use crate::core::{KeyLength, KeyspaceSpec, PoolSettings, Ttl};
 use crate::store::Limits;
 
@@ -260,9 +259,76 @@ struct FileSettings {
     log_format: Option<String>,
 }
 
+/// Settings given by the caller (the command line and its environment),
+/// each overriding the `--config` file and the defaults when set.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    /// Address to listen on
+    pub listen: Option<String>,
+
+    /// Where state lives: memory:, sqlite:PATH, redis://HOST:PORT/DB or
+    /// redis+cluster://HOST:PORT,HOST:PORT,…
+    pub store: Option<String>,
+
+    /// How long a lease lasts unless released, e.g. 250ms, 60s, 5m
+    pub lease_ttl: Option<String>,
+
+    /// How long a key lives without a keep-alive
+    pub keepalive_ttl: Option<String>,
+
+    /// Length of generated pool keys, 8–128
+    pub key_length: Option<u64>,
+
+    /// Characters of the default keyspace's tokens
+    ///
+    pub token_alphabet: Option<String>,
+
+    /// Length of the default keyspace's tokens
+    pub token_length: Option<u32>,
+
+    /// Most client connections open at once; more wait in the listen
+    /// backlog until one closes, 1–1000000
+    pub max_connections: Option<u64>,
+
+    /// Close a connection whose request headers are not complete this long
+    /// after their first byte, 1ms–60s
+    pub header_timeout: Option<String>,
+
+    /// Answer 408 to a request whose body is not complete this long after
+    /// its headers, 1ms–10s
+    pub body_timeout: Option<String>,
+
+    /// Most pools (the default pool included); creating one more answers
+    /// 409 pool_limit_reached
+    pub max_pools: Option<u64>,
+
+    /// Most keyspaces (the default keyspace included); creating one more
+    /// answers 409 keyspace_limit_reached
+    pub max_keyspaces: Option<u64>,
+
+    /// Most live keys in one pool; a generate that would cross it is
+    /// refused whole with 409 key_limit_reached
+    pub max_keys_per_pool: Option<u64>,
+
+    /// Require `Authorization: Bearer TOKEN` on /v1 and /api routes (or
+    /// set KEYWARD_ADMIN_TOKEN); an empty value never switches a token off
+    pub admin_token: Option<String>,
+
+    /// `KEYWARD_ADMIN_TOKEN`, apart from the flag: an empty flag must not hide
+    /// a token set there.
+    pub admin_token_env: Option<String>,
+
+    /// Log output: text or json (one JSON object per line)
+    pub log_format: Option<String>,
+
+    /// TOML file with any of the settings above (snake_case keys); there is
+    /// no default file: without this flag no file is read
+    pub config: Option<PathBuf>,
+}
+
 impl Config {
     /// Resolves flags/env over the `--config` file over the defaults.
-    pub fn load(args: ServeArgs) -> Result<Self, ConfigError> {
+    pub fn load(args: Overrides) -> Result<Self, ConfigError> {
         let file = match &args.config {
             Some(path) => read_file(path)?,
             None => FileSettings::default(),
@@ -460,10 +526,10 @@ mod tests {
             "lease_ttl = \"5s\"\nkey_length = 30\nlisten = \"127.0.0.1:9000\"\n",
         )
         .expect("write config");
-        let args = ServeArgs {
+        let args = Overrides {
             lease_ttl: Some("7s".into()),
             config: Some(file),
-            ..ServeArgs::default()
+            ..Overrides::default()
         };
         let config = Config::load(args).expect("valid config");
         assert_eq!(config.pool_defaults.lease_ttl.as_millis(), 7_000);
@@ -503,12 +569,12 @@ mod tests {
 
     #[test]
     fn max_connections_defaults_to_4096_and_refuses_zero() {
-        let config = Config::load(ServeArgs::default()).expect("defaults are valid");
+        let config = Config::load(Overrides::default()).expect("defaults are valid");
         assert_eq!(config.max_connections, 4096);
         for bad in [0, 1_000_001] {
-            let args = ServeArgs {
+            let args = Overrides {
                 max_connections: Some(bad),
-                ..ServeArgs::default()
+                ..Overrides::default()
             };
             assert!(Config::load(args).is_err(), "{bad}");
         }
@@ -516,22 +582,22 @@ mod tests {
 
     #[test]
     fn connection_deadlines_default_to_5s_and_refuse_what_cannot_work() {
-        let config = Config::load(ServeArgs::default()).expect("defaults are valid");
+        let config = Config::load(Overrides::default()).expect("defaults are valid");
         assert_eq!(config.header_timeout, Duration::from_secs(5));
         assert_eq!(config.body_timeout, Duration::from_secs(5));
-        let args = ServeArgs {
+        let args = Overrides {
             header_timeout: Some("250ms".into()),
             body_timeout: Some("2s".into()),
-            ..ServeArgs::default()
+            ..Overrides::default()
         };
         let config = Config::load(args).expect("valid deadlines");
         assert_eq!(config.header_timeout, Duration::from_millis(250));
         assert_eq!(config.body_timeout, Duration::from_secs(2));
         for (header, body) in [("0s", "1s"), ("61s", "1s"), ("1s", "11s"), ("1s", "soon")] {
-            let args = ServeArgs {
+            let args = Overrides {
                 header_timeout: Some(header.into()),
                 body_timeout: Some(body.into()),
-                ..ServeArgs::default()
+                ..Overrides::default()
             };
             assert!(Config::load(args).is_err(), "{header} {body}");
         }
@@ -552,11 +618,11 @@ mod tests {
                             .expect("write config");
                         path
                     });
-                    let args = ServeArgs {
+                    let args = Overrides {
                         admin_token: flag.map(str::to_owned),
                         admin_token_env: env.map(str::to_owned),
                         config,
-                        ..ServeArgs::default()
+                        ..Overrides::default()
                     };
                     let loaded = Config::load(args).expect("valid config");
                     // Precedence flag > env > file, skipping empty values.

@@ -8,12 +8,12 @@
 //! - [`core`]: pure state machines (`Pool`, `Keyspace`), time passed in;
 //! - [`store`]: the async `Store` trait and its backends;
 //! - [`http`]: the `/v1`, compat and ops routes;
-//! - [`config`], [`cli`], [`app`], [`clock`]: wiring;
-//! - [`bench`]: `keyward bench`, a load generator for a running server.
+//! - [`config`], [`app`], [`clock`]: wiring.
+//!
+//! The `keyward` command (flags, logs, signals) and the load generator
+//! `keyward bench` are crates of their own that depend on this one.
 
 pub mod app;
-pub mod bench;
-pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod core;

@@ -52,9 +52,7 @@ use self::conn::{Conn, Endpoint};
 use self::drive::{Counter, LoadRuntime};
 use self::report::Tally;
 use self::workload::Script;
-use crate::cli::BenchArgs;
-use crate::config::AdminToken;
-use crate::core::Name;
+use clap::Args;
 
 /// Most connections one run may open (each worker also holds a ~130 KB
 /// histogram).
@@ -63,6 +61,119 @@ pub const MAX_CONNECTIONS: usize = 1024;
 pub const MAX_DURATION: Duration = Duration::from_secs(3600);
 /// Most keys or tokens one run may prepare.
 pub const MAX_PREPARED: u64 = 100_000_000;
+
+/// Flags of `keyward bench`: a bounded load test of one workload against a
+/// running server, prepared before the clock starts.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The server's root URL; loopback only (127.0.0.0/8, ::1, localhost)
+    /// unless --allow-remote
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+
+    /// What to measure
+    #[arg(long, value_enum, value_name = "WORKLOAD")]
+    pub workload: Workload,
+
+    /// Concurrent keep-alive connections, one request in flight on each (1–1024)
+    #[arg(long, short = 'c', value_name = "N", default_value_t = 32)]
+    pub connections: usize,
+
+    /// Client threads (workers of the load's own async runtime), like
+    /// wrk -t [default: number of CPUs]
+    #[arg(long, short = 't', value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// Length of the timed part, e.g. 250ms, 10s, 1m (at most 1h)
+    #[arg(long, short = 'd', value_name = "DURATION", default_value = "10s")]
+    pub duration: String,
+
+    /// Pool of lease-release, keepalive and mixed (created if absent)
+    #[arg(long, value_name = "NAME", default_value = "bench")]
+    pub pool: String,
+
+    /// Keyspace of issue, status, activate and mixed (created if absent:
+    /// 62 characters × length 8; an existing one is used as it is)
+    #[arg(long, value_name = "NAME", default_value = "bench")]
+    pub keyspace: String,
+
+    /// lease-release: top the pool up to N keys; keepalive, mixed: generate
+    /// N fresh keys (in batches of 10000)
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub keys: u64,
+
+    /// status, mixed: tokens issued for status requests; activate: tokens
+    /// issued before the clock starts (after them, each activation issues
+    /// its token first, timed)
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub tokens: u64,
+
+    /// Send `Authorization: Bearer TOKEN` (for a server run with --admin-token)
+    #[arg(
+        long,
+        env = "KEYWARD_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+
+    /// Allow a --url that is not a loopback address
+    #[arg(long)]
+    pub allow_remote: bool,
+
+    /// Print the report as one JSON object (latencies in microseconds)
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A pool or keyspace name as the server takes it: 1–64 of
+/// `[A-Za-z0-9._-]` (checked here so a typo fails before any request).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Name(String);
+
+impl Name {
+    /// `value` if the server would take it as a name.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let ok = (1..=64).contains(&value.len())
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if ok {
+            Ok(Self(value.to_owned()))
+        } else {
+            Err("a name is 1 to 64 of A-Z a-z 0-9 . _ -".to_owned())
+        }
+    }
+
+    /// The name as sent in paths.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The server's admin token, sent as `Authorization: Bearer …`; `Debug`
+/// does not show it.
+#[derive(Clone)]
+pub struct BearerToken(pub String);
+
+impl BearerToken {
+    /// The token itself, for the header.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(<redacted>)")
+    }
+}
 
 /// A run, fully checked.
 #[derive(Clone, Debug)]
@@ -88,7 +199,7 @@ pub struct BenchOptions {
     /// tokens to issue for activation before the clock starts.
     pub tokens: u64,
     /// Sent as `Authorization: Bearer …` when set.
-    pub admin_token: Option<AdminToken>,
+    pub admin_token: Option<BearerToken>,
     /// Draw a progress bar and preparation notes on stderr.
     pub progress: bool,
 }
@@ -157,7 +268,7 @@ impl BenchOptions {
             keyspace: name("--keyspace", &args.keyspace)?,
             keys: count("--keys", args.keys)?,
             tokens: count("--tokens", args.tokens)?,
-            admin_token: args.admin_token.map(AdminToken::new),
+            admin_token: args.admin_token.map(BearerToken),
             progress: false,
         })
     }
@@ -377,15 +488,17 @@ mod tests {
     use clap::Parser;
 
     use super::*;
-    use crate::cli::{Cli, Command};
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: BenchArgs,
+    }
 
     fn options(argv: &[&str]) -> Result<BenchOptions, BenchError> {
-        let cli = Cli::try_parse_from(["keyward", "bench"].iter().chain(argv))
+        let cli = Cli::try_parse_from(["bench"].iter().chain(argv))
             .map_err(|e| BenchError::Invalid(e.to_string()))?;
-        match cli.command {
-            Command::Bench(args) => BenchOptions::from_args(args),
-            other => panic!("expected bench, got {other:?}"),
-        }
+        BenchOptions::from_args(cli.args)
     }
 
     #[test]
@@ -434,10 +547,7 @@ mod tests {
         assert_eq!(o.duration, Duration::from_secs(60));
         assert_eq!((o.pool.as_str(), o.keyspace.as_str()), ("p1", "k.2"));
         assert_eq!((o.keys, o.tokens), (5, 7));
-        assert_eq!(
-            o.admin_token.as_ref().map(AdminToken::expose),
-            Some("s3cret")
-        );
+        assert_eq!(o.admin_token.as_ref().map(|t| t.0.as_str()), Some("s3cret"));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use hyper::{Method, StatusCode, Uri};
 use serde::{Deserialize, Serialize};
 
-use crate::core::Name;
+use crate::Name;
 
 /// What a run measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]

@@ -14,7 +14,9 @@ use tokio::task::JoinSet;
 use super::conn::{Conn, Endpoint};
 use super::workload::{Fixtures, Workload, parse_token};
 use super::{BenchError, BenchOptions};
-use crate::http::v1::MAX_GENERATE;
+
+/// The most keys one generate request may ask for (the server refuses more).
+const GENERATE_BATCH: u64 = 10_000;
 
 /// The alphabet of a keyspace the bench creates: 62^8 ≈ 2.2·10^14 tokens,
 /// more than any run can issue.
@@ -221,7 +223,7 @@ impl Caller<'_> {
         let mut keys = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
         let mut left = count;
         while left > 0 {
-            let batch = left.min(MAX_GENERATE);
+            let batch = left.min(GENERATE_BATCH);
             let (_, body) = self
                 .call(
                     "POST keys",
