@@ -5,28 +5,20 @@ use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use keyward::app::App;
-use keyward::config::{AdminToken, Config, StoreUrl};
+use keyward::config::{AdminToken, Config};
 use keyward_bench::{
     BearerToken, BenchError, BenchOptions, Kind, Report, Target, Workload, measure,
 };
-use tokio::sync::oneshot;
+use keyward_testkit::app::{TestApp, spawn_app_with};
 
-/// A server that stops when the returned sender is dropped.
-async fn spawn_server(admin_token: Option<&str>) -> (SocketAddr, oneshot::Sender<()>) {
-    let config = Config {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        store: StoreUrl::Memory,
+/// A memory server (the test kit's, on a manual clock) that stops when
+/// dropped.
+async fn spawn_server(admin_token: Option<&str>) -> TestApp {
+    spawn_app_with(Config {
         admin_token: admin_token.map(|t| AdminToken::new(t.to_owned())),
         ..Config::default()
-    };
-    let app = App::build(&config).await.expect("a memory server builds");
-    let addr = app.local_addr();
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(app.run_until(async move {
-        let _ = stopped.await;
-    }));
-    (addr, stop)
+    })
+    .await
 }
 
 /// `workload` for 300 ms on 2 connections, with small preparations so a
@@ -51,7 +43,8 @@ fn assert_clean(report: &Report) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_workload_runs_without_errors_against_a_memory_server() {
-    let (addr, _stop) = spawn_server(None).await;
+    let app = spawn_server(None).await;
+    let addr = app.addr;
     for workload in [
         Workload::Healthz,
         Workload::LeaseRelease,
@@ -72,7 +65,8 @@ async fn every_workload_runs_without_errors_against_a_memory_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lease_release_counts_two_requests_per_operation() {
-    let (addr, _stop) = spawn_server(None).await;
+    let app = spawn_server(None).await;
+    let addr = app.addr;
     let report = measure(&options(addr, Workload::LeaseRelease))
         .await
         .expect("the run completes");
@@ -87,7 +81,8 @@ async fn lease_release_counts_two_requests_per_operation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activate_keeps_going_after_the_prepared_tokens_run_out() {
-    let (addr, _stop) = spawn_server(None).await;
+    let app = spawn_server(None).await;
+    let addr = app.addr;
     let report = measure(&BenchOptions {
         tokens: 4,
         ..options(addr, Workload::Activate)
@@ -101,7 +96,8 @@ async fn activate_keeps_going_after_the_prepared_tokens_run_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_sends_every_kind_of_request() {
-    let (addr, _stop) = spawn_server(None).await;
+    let app = spawn_server(None).await;
+    let addr = app.addr;
     let report = measure(&options(addr, Workload::Mixed))
         .await
         .expect("the run completes");
@@ -116,7 +112,8 @@ async fn mixed_sends_every_kind_of_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_token_is_sent_and_a_missing_one_fails_preparation() {
-    let (addr, _stop) = spawn_server(Some("s3cret")).await;
+    let app = spawn_server(Some("s3cret")).await;
+    let addr = app.addr;
     let err = measure(&options(addr, Workload::Issue))
         .await
         .expect_err("401 while preparing");
@@ -147,14 +144,15 @@ async fn a_server_that_is_not_there_is_reported_before_any_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_stops_mid_run_shows_transport_errors_and_the_run_still_ends() {
-    let (addr, stop) = spawn_server(None).await;
+    let app = spawn_server(None).await;
+    let addr = app.addr;
     let opts = BenchOptions {
         duration: Duration::from_millis(600),
         ..options(addr, Workload::Healthz)
     };
     let run = tokio::spawn(async move { measure(&opts).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    drop(stop);
+    drop(app);
     let report = tokio::time::timeout(Duration::from_secs(5), run)
         .await
         .expect("the run is bounded by its duration")

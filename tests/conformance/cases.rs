@@ -15,7 +15,7 @@ use keyward::core::{
 };
 use keyward::store::{Limit, PoolPatch, Store, StoreError, Upsert};
 
-use crate::backends::{LIMITS, default_keyspace, pool_defaults};
+use keyward_testkit::backends::{LIMITS, default_keyspace, pool_defaults};
 
 /// Asserts that `$result` is `Err` matching `$pattern`, showing what it was
 /// otherwise (`StoreError` is not `PartialEq`).

@@ -7,12 +7,12 @@
 //! `cargo test --test conformance memory::` runs one backend and
 //! `cargo test --test conformance lease` one behaviour on all of them.
 //!
-//! Adding a backend is one factory in [`backends`] and one `backend!` line
-//! below. A factory that returns `None` (its server is not installed) skips
-//! that backend's tests with a note on stderr, or fails them when
+//! Adding a backend is one factory in the test kit's
+//! `keyward_testkit::backends` and one `backend!` line below. A factory
+//! that returns `None` (its server is not installed) skips that backend's
+//! tests with a note on stderr, or fails them when
 //! `KEYWARD_REQUIRE_ALL_BACKENDS=1` (as CI sets it).
 
-mod backends;
 mod cases;
 
 /// Every case for one backend, as `<backend>::<case>` tests.
@@ -63,7 +63,7 @@ macro_rules! conformance_tests {
                 #[tokio::test]
                 async fn $case() {
                     let Some(harness) =
-                        crate::backends::start(stringify!($backend), $factory).await
+                        keyward_testkit::backends::start(stringify!($backend), $factory).await
                     else {
                         return;
                     };
@@ -74,8 +74,6 @@ macro_rules! conformance_tests {
     };
 }
 
-backend!(memory, crate::backends::memory);
-backend!(sqlite, crate::backends::sqlite);
-#[path = "../redis/conformance_backend.rs"]
-mod redis_backend;
-backend!(redis, crate::redis_backend::redis);
+backend!(memory, keyward_testkit::backends::memory);
+backend!(sqlite, keyward_testkit::backends::sqlite);
+backend!(redis, keyward_testkit::backends::redis);

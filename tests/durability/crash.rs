@@ -18,7 +18,8 @@ use anyhow::{Context, Result, bail, ensure};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-use crate::server::{Api, Launch, Server, TempDir, keys_of, str_field, u64_field};
+use keyward_testkit::client::{Api, keys_of, str_field};
+use keyward_testkit::process::{Server, TempDir};
 
 const POOL: &str = "load";
 const KEYSPACE: &str = "ks";
@@ -120,32 +121,25 @@ async fn writer(api: Api, shared: Arc<Shared>, stop: Arc<AtomicBool>) -> Ledger 
         let outcome = match roll {
             0..25 => {
                 let count = rand::random_range(1..=5u64);
-                api.generate(POOL, count)
+                api.generate_keys(POOL, count)
                     .await
                     .map(|reply| match reply.status {
-                        201 => match keys_of(&reply.body) {
-                            Ok(keys) => {
-                                Shared::add(&shared.keys, &keys);
-                                own_keys.extend(keys.iter().cloned());
-                                ledger.keys.extend(keys);
-                                shared.first_ack.notify_one();
-                            }
-                            Err(e) => ledger.unexpected.push(format!("generate: {e}")),
-                        },
+                        201 => {
+                            let keys = keys_of(&reply.body);
+                            Shared::add(&shared.keys, &keys);
+                            own_keys.extend(keys.iter().cloned());
+                            ledger.keys.extend(keys);
+                            shared.first_ack.notify_one();
+                        }
                         _ => ledger.unexpected.push(format!("generate: {reply:?}")),
                     })
             }
             25..38 => api.lease(POOL).await.map(|reply| match reply.status {
-                200 => match (
-                    str_field(&reply.body, "key"),
-                    u64_field(&reply.body, "lease_id"),
-                ) {
-                    (Ok(key), Ok(id)) => {
-                        ledger.leases.insert(key, id);
-                        ledger.lease_ids.push(id);
-                    }
-                    _ => ledger.unexpected.push(format!("lease: {reply:?}")),
-                },
+                200 => {
+                    let id = reply.u64("lease_id");
+                    ledger.leases.insert(reply.str("key"), id);
+                    ledger.lease_ids.push(id);
+                }
                 404 if reply.body["error"]["code"] == "no_free_key" => {}
                 _ => ledger.unexpected.push(format!("lease: {reply:?}")),
             }),
@@ -164,18 +158,19 @@ async fn writer(api: Api, shared: Arc<Shared>, stop: Arc<AtomicBool>) -> Ledger 
                         _ => ledger.unexpected.push(format!("delete {key}: {reply:?}")),
                     })
             }
-            50..72 => api.issue(KEYSPACE).await.map(|reply| match reply.status {
-                201 => match str_field(&reply.body, "token") {
-                    Ok(token) => {
+            50..72 => api
+                .issue_token(KEYSPACE)
+                .await
+                .map(|reply| match reply.status {
+                    201 => {
+                        let token = reply.str("token");
                         Shared::add(&shared.tokens, std::slice::from_ref(&token));
                         own_tokens.push(token.clone());
                         ledger.tokens.push(token);
                         shared.first_ack.notify_one();
                     }
-                    Err(e) => ledger.unexpected.push(format!("issue: {e}")),
-                },
-                _ => ledger.unexpected.push(format!("issue: {reply:?}")),
-            }),
+                    _ => ledger.unexpected.push(format!("issue: {reply:?}")),
+                }),
             72..85 => {
                 if own_tokens.is_empty() {
                     continue;
@@ -196,16 +191,18 @@ async fn writer(api: Api, shared: Arc<Shared>, stop: Arc<AtomicBool>) -> Ledger 
                 let Some(key) = Shared::pick(&shared.keys) else {
                     continue;
                 };
-                api.key(POOL, &key).await.map(|reply| match reply.status {
-                    200 => {}
-                    404 if reply.body["error"]["code"] == "key_not_found" => {
-                        ledger.seen_gone.insert(key);
-                    }
-                    _ => ledger.unexpected.push(format!("read key {key}: {reply:?}")),
-                })
+                api.get_key(POOL, &key)
+                    .await
+                    .map(|reply| match reply.status {
+                        200 => {}
+                        404 if reply.body["error"]["code"] == "key_not_found" => {
+                            ledger.seen_gone.insert(key);
+                        }
+                        _ => ledger.unexpected.push(format!("read key {key}: {reply:?}")),
+                    })
             }
             93..96 => {
-                api.keyspace(KEYSPACE)
+                api.get_keyspace(KEYSPACE)
                     .await
                     .map(|reply| match reply.body["issued"].as_u64() {
                         Some(issued) if reply.status == 200 => {
@@ -218,7 +215,7 @@ async fn writer(api: Api, shared: Arc<Shared>, stop: Arc<AtomicBool>) -> Ledger 
                 let Some(token) = Shared::pick(&shared.tokens) else {
                     continue;
                 };
-                api.token(KEYSPACE, &token)
+                api.token_status(KEYSPACE, &token)
                     .await
                     .map(|reply| match reply.status {
                         200 if reply.body["state"] == "activated" => {
@@ -292,11 +289,14 @@ impl Check {
     async fn run(&self, api: &Api) -> Result<()> {
         match self {
             Self::Present { key, lease_id } => {
-                let body = api
-                    .key(POOL, key)
-                    .await?
-                    .expect(200)
-                    .with_context(|| format!("acknowledged key {key} is missing"))?;
+                let reply = api.get_key(POOL, key).await?;
+                ensure!(
+                    reply.status == 200,
+                    "acknowledged key {key} is missing: {} {}",
+                    reply.status,
+                    reply.text
+                );
+                let body = &reply.body;
                 if let Some(id) = lease_id {
                     ensure!(
                         body["state"] == "leased" && body["lease_id"] == *id,
@@ -304,17 +304,25 @@ impl Check {
                     );
                 }
             }
-            Self::Gone(key) => api
-                .key(POOL, key)
-                .await?
-                .expect_error(404, "key_not_found")
-                .with_context(|| format!("acknowledged delete of {key} was undone"))?,
+            Self::Gone(key) => {
+                let reply = api.get_key(POOL, key).await?;
+                ensure!(
+                    reply.status == 404,
+                    "acknowledged delete of {key} was undone: {} {}",
+                    reply.status,
+                    reply.text
+                );
+                reply.expect_error(404, "key_not_found");
+            }
             Self::Token { token, activated } => {
-                let body = api
-                    .token(KEYSPACE, token)
-                    .await?
-                    .expect(200)
-                    .with_context(|| format!("acknowledged token {token} is not issued"))?;
+                let reply = api.token_status(KEYSPACE, token).await?;
+                ensure!(
+                    reply.status == 200,
+                    "acknowledged token {token} is not issued: {} {}",
+                    reply.status,
+                    reply.text
+                );
+                let body = &reply.body;
                 let state = &body["state"];
                 if *activated {
                     ensure!(state == "activated", "activation of {token} lost: {body}");
@@ -389,7 +397,7 @@ async fn verify(api: &Api, ledger: &Ledger) -> Result<()> {
     if ledger.tokens.is_empty() && ledger.seen_issued == 0 {
         return Ok(());
     }
-    let info = api.keyspace(KEYSPACE).await?.expect(200)?;
+    let info = api.get_keyspace(KEYSPACE).await?.expect(200).clone();
     let issued = info["issued"].as_u64().context("issued")?;
     let activated = info["activated"].as_u64().context("activated")?;
     ensure!(
@@ -425,7 +433,7 @@ async fn every_acknowledged_change_survives_kill_9_under_concurrent_load() -> Re
     const ROUNDS: usize = 4;
     const WRITERS: usize = 16;
     let dir = TempDir::new("crash")?;
-    let launch = Launch::in_dir(&dir);
+    let launch = crate::launch(&dir);
     let mut ledger = Ledger::default();
     let mut highest_lease_id = 0;
     for round in 1..=ROUNDS {
@@ -478,7 +486,7 @@ async fn every_acknowledged_change_survives_kill_9_under_concurrent_load() -> Re
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_under_load_exits_0_within_5_s_and_keeps_every_acknowledged_key() -> Result<()> {
     let dir = TempDir::new("sigterm")?;
-    let launch = Launch::in_dir(&dir);
+    let launch = crate::launch(&dir);
     let server = launch.start().await?;
     ensure_keyspace(&server.api).await?;
     let ledger = load_then(server, 8, Duration::from_millis(300), async |s: Server| {
@@ -499,32 +507,35 @@ async fn sigterm_under_load_exits_0_within_5_s_and_keeps_every_acknowledged_key(
 async fn kill_9_at_any_moment_of_start_up_leaves_a_database_that_starts() -> Result<()> {
     const KILLS: usize = 8;
     let dir = TempDir::new("startup-kill")?;
-    let launch = Launch::in_dir(&dir);
+    let launch = crate::launch(&dir);
     // Enough state that loading and the start-up commit take a moment.
     let server = launch.start().await?;
     let mut keys = Vec::new();
     for _ in 0..5 {
-        keys.extend(keys_of(
-            &server.api.generate(POOL, 1000).await?.expect(201)?,
-        )?);
+        keys.extend(server.api.new_keys(POOL, 1000).await?);
     }
     ensure_keyspace(&server.api).await?;
-    let token = str_field(&server.api.issue(KEYSPACE).await?.expect(201)?, "token")?;
+    let token = str_field(server.api.issue_token(KEYSPACE).await?.expect(201), "token");
     server.kill()?;
 
     for _ in 0..KILLS {
-        let server = launch.spawn_unready()?;
+        let server = launch.spawn()?;
         tokio::time::sleep(Duration::from_millis(rand::random_range(0..=40))).await;
         server.kill()?;
     }
     let server = launch.start().await?;
-    let pool = server.api.pool(POOL).await?.expect(200)?;
+    let pool = server.api.get_pool(POOL).await?.expect(200).clone();
     assert_eq!(pool["total"], 5000, "{pool}");
     for key in keys.iter().step_by(97) {
-        server.api.key(POOL, key).await?.expect(200)?;
+        server.api.get_key(POOL, key).await?.expect(200);
     }
     assert_eq!(
-        server.api.token(KEYSPACE, &token).await?.expect(200)?["state"],
+        server
+            .api
+            .token_status(KEYSPACE, &token)
+            .await?
+            .expect(200)
+            .clone()["state"],
         "issued"
     );
     server.terminate(Duration::from_secs(5)).await

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::server::{Api, Launch, TempDir, keys_of};
+use keyward_testkit::client::{Api, keys_of};
+use keyward_testkit::process::TempDir;
 
 const POOL: &str = "p";
 /// Generate requests of 1000 keys sent on the full disk before giving up.
@@ -122,11 +123,11 @@ async fn wait_recovered(api: &Api) -> Result<String> {
     let deadline = Instant::now() + RECOVER_WITHIN;
     let mut last = String::new();
     while Instant::now() < deadline {
-        let reply = api.generate(POOL, 1).await?;
+        let reply = api.generate_keys(POOL, 1).await?;
         if reply.status == 201 {
             let ready = api.readyz().await?;
             if ready.status == 200 {
-                let keys = keys_of(&reply.body)?;
+                let keys = keys_of(&reply.body);
                 return keys.into_iter().next().context("one key");
             }
             last = format!("generate 201 but /readyz {}", ready.status);
@@ -152,12 +153,12 @@ async fn a_full_disk_gets_503_and_the_server_recovers_when_space_returns() -> Re
         return Ok(());
     };
     // The logs stay outside the tmpfs: only the database may fill it.
-    let launch = Launch::new(mnt.join("k.db"), dir.path());
+    let launch = crate::launch_at(&mnt.join("k.db"), dir.path());
     let server = launch.start().await?;
     let api = server.api.clone();
     let mut acked = Vec::new();
     for _ in 0..3 {
-        acked.extend(keys_of(&api.generate(POOL, 5).await?.expect(201)?)?);
+        acked.extend(api.new_keys(POOL, 5).await?);
     }
 
     let filler = mnt.join("filler");
@@ -165,11 +166,11 @@ async fn a_full_disk_gets_503_and_the_server_recovers_when_space_returns() -> Re
     ensure!(filled > 0, "the filler wrote nothing");
     let mut refused = None;
     for _ in 0..MAX_FULL_ATTEMPTS {
-        let reply = api.generate(POOL, 1000).await?;
+        let reply = api.generate_keys(POOL, 1000).await?;
         match reply.status {
             // Room left in the journal's existing pages: acknowledged, so
             // it must survive like the rest.
-            201 => acked.extend(keys_of(&reply.body)?),
+            201 => acked.extend(keys_of(&reply.body)),
             503 => {
                 refused = Some(reply);
                 break;
@@ -180,9 +181,8 @@ async fn a_full_disk_gets_503_and_the_server_recovers_when_space_returns() -> Re
     let refused = refused.with_context(|| {
         format!("no 503 after {MAX_FULL_ATTEMPTS} generates of 1000 keys on a full disk")
     })?;
-    refused
-        .expect_error(503, "unavailable")
-        .context("a failed commit is a 503 JSON error")?;
+    // A failed commit is a 503 JSON error.
+    refused.expect_error(503, "unavailable");
     let ready = api.readyz().await?;
     ensure!(
         ready.status == 503,
@@ -198,21 +198,25 @@ async fn a_full_disk_gets_503_and_the_server_recovers_when_space_returns() -> Re
             .with_context(|| server.output())?,
     );
     for key in &acked {
-        api.key(POOL, key)
-            .await?
-            .expect(200)
-            .with_context(|| format!("acknowledged key {key} after recovery"))?;
+        let reply = api.get_key(POOL, key).await?;
+        ensure!(
+            reply.status == 200,
+            "acknowledged key {key} after recovery: {} {}",
+            reply.status,
+            reply.text
+        );
     }
     server.terminate(Duration::from_secs(5)).await?;
 
     let server = launch.start().await?;
     for key in &acked {
-        server
-            .api
-            .key(POOL, key)
-            .await?
-            .expect(200)
-            .with_context(|| format!("acknowledged key {key} after a restart"))?;
+        let reply = server.api.get_key(POOL, key).await?;
+        ensure!(
+            reply.status == 200,
+            "acknowledged key {key} after a restart: {} {}",
+            reply.status,
+            reply.text
+        );
     }
     server.terminate(Duration::from_secs(5)).await
 }
@@ -227,9 +231,9 @@ async fn a_read_only_disk_is_refused_at_start() -> Result<()> {
         return Ok(());
     };
     let db = mnt.join("k.db");
-    let launch = Launch::new(&db, dir.path());
+    let launch = crate::launch_at(&db, dir.path());
     let server = launch.start().await?;
-    server.api.generate(POOL, 10).await?.expect(201)?;
+    server.api.generate_keys(POOL, 10).await?.expect(201);
     server.terminate(Duration::from_secs(5)).await?;
     tmpfs.remount_read_only()?;
 

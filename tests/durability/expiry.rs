@@ -7,12 +7,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, ensure};
 use serde_json::{Value, json};
 
-use crate::server::{Launch, TempDir, keys_of, str_field, u64_field};
+use keyward_testkit::client::{str_field, u64_field};
+use keyward_testkit::process::TempDir;
 
 #[tokio::test]
 async fn deadlines_that_pass_while_the_server_is_down_have_expired_on_restart() -> Result<()> {
     let dir = TempDir::new("expiry")?;
-    let launch = Launch::in_dir(&dir).args(["--lease-ttl", "1s", "--keepalive-ttl", "2s"]);
+    let launch = crate::launch(&dir).args(["--lease-ttl", "1s", "--keepalive-ttl", "2s"]);
     let server = launch.start().await?;
     // "short" takes the flags; "long" keeps keys for a minute but leases
     // them for the flags' 1 s.
@@ -20,11 +21,11 @@ async fn deadlines_that_pass_while_the_server_is_down_have_expired_on_restart() 
         .api
         .put_pool("long", json!({"keepalive_ttl_ms": 60_000}))
         .await?
-        .expect(201)?;
-    let short = keys_of(&server.api.generate("short", 5).await?.expect(201)?)?;
-    server.api.lease("short").await?.expect(200)?;
-    let long = keys_of(&server.api.generate("long", 3).await?.expect(201)?)?;
-    let long_lease = server.api.lease("long").await?.expect(200)?;
+        .expect(201);
+    let short = server.api.new_keys("short", 5).await?;
+    server.api.lease("short").await?.expect(200);
+    let long = server.api.new_keys("long", 3).await?;
+    let long_lease = server.api.lease("long").await?.expect(200).clone();
     // Every deadline above was set before this instant.
     let made = Instant::now();
     server.kill()?;
@@ -34,30 +35,30 @@ async fn deadlines_that_pass_while_the_server_is_down_have_expired_on_restart() 
     for key in &short {
         server
             .api
-            .key("short", key)
+            .get_key("short", key)
             .await?
-            .expect_error(404, "key_not_found")?;
+            .expect_error(404, "key_not_found");
     }
-    let pool = server.api.pool("short").await?.expect(200)?;
+    let pool = server.api.get_pool("short").await?.expect(200).clone();
     assert_eq!(
         pool["total"], 0,
         "keys past keepalive_ttl are purged: {pool}"
     );
 
     for key in &long {
-        server.api.key("long", key).await?.expect(200)?;
+        server.api.get_key("long", key).await?.expect(200);
     }
-    let key = str_field(&long_lease, "key")?;
-    let after = server.api.key("long", &key).await?.expect(200)?;
+    let key = str_field(&long_lease, "key");
+    let after = server.api.get_key("long", &key).await?.expect(200).clone();
     assert_eq!(
         after["state"], "free",
         "the 1 s lease ended while down: {after}"
     );
     assert_eq!(after["lease_id"], Value::Null);
     assert_eq!(after["alive_until"], long_lease["alive_until"]);
-    let next = server.api.lease("long").await?.expect(200)?;
+    let next = server.api.lease("long").await?.expect(200).clone();
     ensure!(
-        u64_field(&next, "lease_id")? > u64_field(&long_lease, "lease_id")?,
+        u64_field(&next, "lease_id") > u64_field(&long_lease, "lease_id"),
         "lease ids keep growing: {next} after {long_lease}"
     );
     server.terminate(Duration::from_secs(5)).await

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Result, ensure};
 
-use crate::server::{Launch, TempDir, str_field};
+use keyward_testkit::client::str_field;
+use keyward_testkit::process::TempDir;
 
 const STOP_WITHIN: Duration = Duration::from_secs(5);
 
@@ -22,14 +23,14 @@ fn files_of(db: &std::path::Path) -> Vec<Vec<u8>> {
 #[tokio::test]
 async fn a_second_server_on_the_same_file_is_refused_and_the_first_keeps_working() -> Result<()> {
     let dir = TempDir::new("second-process")?;
-    let launch = Launch::in_dir(&dir);
+    let launch = crate::launch(&dir);
     let first = launch.start().await?;
     let mut tokens = HashSet::new();
     for _ in 0..3 {
-        let issued = first.api.issue("default").await?.expect(201)?;
-        tokens.insert(str_field(&issued, "token")?);
+        let issued = first.api.issue_token("default").await?.expect(201).clone();
+        tokens.insert(str_field(&issued, "token"));
     }
-    first.api.generate("p", 10).await?.expect(201)?;
+    first.api.generate_keys("p", 10).await?.expect(201);
     let before = files_of(&dir.db());
 
     let exited = launch.start_expecting_exit().await?;
@@ -53,30 +54,38 @@ async fn a_second_server_on_the_same_file_is_refused_and_the_first_keeps_working
     );
 
     // The first one is undisturbed: still ready, still issuing new tokens.
-    first.api.readyz().await?.expect(200)?;
+    first.api.readyz().await?.expect(200);
     for _ in 0..3 {
-        let issued = first.api.issue("default").await?.expect(201)?;
-        let token = str_field(&issued, "token")?;
+        let issued = first.api.issue_token("default").await?.expect(201).clone();
+        let token = str_field(&issued, "token");
         ensure!(tokens.insert(token.clone()), "token {token} issued twice");
     }
-    first.api.generate("p", 1).await?.expect(201)?;
+    first.api.generate_keys("p", 1).await?.expect(201);
     first.terminate(STOP_WITHIN).await
 }
 
 #[tokio::test]
 async fn a_server_killed_with_sigkill_leaves_the_file_free_for_the_next_one() -> Result<()> {
     let dir = TempDir::new("killed-holder")?;
-    let launch = Launch::in_dir(&dir);
+    let launch = crate::launch(&dir);
     let first = launch.start().await?;
-    let issued = first.api.issue("default").await?.expect(201)?;
-    let token = str_field(&issued, "token")?;
+    let issued = first.api.issue_token("default").await?.expect(201).clone();
+    let token = str_field(&issued, "token");
     first.kill()?;
 
     // At once: the kernel dropped the lock with the process.
     let second = launch.start().await?;
-    let status = second.api.token("default", &token).await?.expect(200)?;
+    let status = second
+        .api
+        .token_status("default", &token)
+        .await?
+        .expect(200)
+        .clone();
     assert_eq!(status["state"], "issued", "{status}");
-    let next = str_field(&second.api.issue("default").await?.expect(201)?, "token")?;
+    let next = str_field(
+        second.api.issue_token("default").await?.expect(201),
+        "token",
+    );
     ensure!(next != token, "token {token} issued twice across the kill");
     // And the lock is held again: a third process is refused.
     let exited = launch.start_expecting_exit().await?;

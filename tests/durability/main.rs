@@ -22,7 +22,21 @@ mod disk;
 mod expiry;
 mod lock;
 mod restart;
-mod server;
 mod shutdown;
 mod startup;
 mod vanished;
+
+use std::path::Path;
+
+use keyward_testkit::process::{Launch, TempDir};
+
+/// `keyward serve` on `dir`'s database (`sqlite:<dir>/k.db`), logs in `dir`:
+/// the same `Launch` starts it again on the same file.
+fn launch(dir: &TempDir) -> Launch {
+    launch_at(&dir.db(), dir.path())
+}
+
+/// `keyward serve --store sqlite:<db>`, logs in `logs`.
+fn launch_at(db: &Path, logs: &Path) -> Launch {
+    Launch::sqlite(env!("CARGO_BIN_EXE_keyward"), db, logs)
+}

@@ -8,16 +8,19 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use keyward::config::Config;
+use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::server::{Launch, TempDir, keys_of, str_field, u64_field};
+use keyward_testkit::client::{str_field, u64_field};
+use keyward_testkit::process::TempDir;
 
 const STOP_WITHIN: Duration = Duration::from_secs(5);
 
 #[tokio::test]
 async fn pool_settings_survive_a_kill_and_only_the_default_pool_takes_new_flags() -> Result<()> {
     let dir = TempDir::new("pool-settings")?;
-    let launch = Launch::in_dir(&dir);
+    let launch = crate::launch(&dir);
     let server = launch.start().await?;
     let p = server
         .api
@@ -26,23 +29,26 @@ async fn pool_settings_survive_a_kill_and_only_the_default_pool_takes_new_flags(
             json!({"lease_ttl_ms": 12_345, "keepalive_ttl_ms": 678_900, "key_length": 33}),
         )
         .await?
-        .expect(201)?;
+        .expect(201)
+        .clone();
     let q = server
         .api
         .put_pool("q", json!({"lease_ttl_ms": 1_500}))
         .await?
-        .expect(201)?;
+        .expect(201)
+        .clone();
     // A change of an existing pool is durable too.
     server
         .api
         .put_pool("r", json!({"key_length": 12}))
         .await?
-        .expect(201)?;
+        .expect(201);
     let r = server
         .api
         .put_pool("r", json!({"keepalive_ttl_ms": 45_000}))
         .await?
-        .expect(200)?;
+        .expect(200)
+        .clone();
     assert_eq!(
         (r["key_length"].clone(), r["keepalive_ttl_ms"].clone()),
         (json!(12), json!(45_000))
@@ -50,19 +56,20 @@ async fn pool_settings_survive_a_kill_and_only_the_default_pool_takes_new_flags(
     server.kill()?;
 
     let server = launch.clone().args(["--lease-ttl", "7s"]).start().await?;
-    assert_eq!(server.api.pool("p").await?.expect(200)?, p);
-    assert_eq!(server.api.pool("q").await?.expect(200)?, q);
-    assert_eq!(server.api.pool("r").await?.expect(200)?, r);
+    assert_eq!(*server.api.get_pool("p").await?.expect(200), p);
+    assert_eq!(*server.api.get_pool("q").await?.expect(200), q);
+    assert_eq!(*server.api.get_pool("r").await?.expect(200), r);
     assert_eq!(
-        q["keepalive_ttl_ms"], 300_000,
+        q["keepalive_ttl_ms"],
+        Config::default().pool_defaults.keepalive_ttl.as_millis(),
         "untouched settings keep the defaults"
     );
-    let default = server.api.pool("default").await?.expect(200)?;
+    let default = server.api.get_pool("default").await?.expect(200).clone();
     assert_eq!(
         default["lease_ttl_ms"], 7_000,
         "the default pool takes the flags of every start"
     );
-    let keys = keys_of(&server.api.generate("p", 3).await?.expect(201)?)?;
+    let keys = server.api.new_keys("p", 3).await?;
     ensure!(
         keys.iter().all(|k| k.len() == 33),
         "keys of a restored pool use its restored key_length: {keys:?}"
@@ -73,28 +80,46 @@ async fn pool_settings_survive_a_kill_and_only_the_default_pool_takes_new_flags(
 #[tokio::test]
 async fn generated_keys_survive_a_kill() -> Result<()> {
     let dir = TempDir::new("keys")?;
-    let launch = Launch::in_dir(&dir);
+    let launch = crate::launch(&dir);
     let server = launch.start().await?;
     let mut made: Vec<Value> = Vec::new();
     for count in [1, 10, 25] {
-        let body = server.api.generate("p", count).await?.expect(201)?;
+        let body = server
+            .api
+            .generate_keys("p", count)
+            .await?
+            .expect(201)
+            .clone();
         made.extend(body["keys"].as_array().context("keys")?.iter().cloned());
     }
-    let compat_key = str_field(&server.api.compat_generate().await?.expect(201)?, "api_key")?;
+    let compat_key = str_field(
+        &server
+            .api
+            .random_api_key(Method::POST, true, None)
+            .await?
+            .expect(201)
+            .clone(),
+        "api_key",
+    );
     server.kill()?;
 
     let server = launch.start().await?;
     for key in &made {
-        let name = str_field(key, "key")?;
-        let now = server.api.key("p", &name).await?.expect(200)?;
+        let name = str_field(key, "key");
+        let now = server.api.get_key("p", &name).await?.expect(200).clone();
         assert_eq!(&now, key, "a key reads back exactly as it was generated");
     }
-    let pool = server.api.pool("p").await?.expect(200)?;
+    let pool = server.api.get_pool("p").await?.expect(200).clone();
     assert_eq!(
         (pool["total"].clone(), pool["free"].clone()),
         (json!(36), json!(36))
     );
-    let compat = server.api.key("default", &compat_key).await?.expect(200)?;
+    let compat = server
+        .api
+        .get_key("default", &compat_key)
+        .await?
+        .expect(200)
+        .clone();
     assert_eq!(compat["state"], "free");
     server.terminate(STOP_WITHIN).await
 }
@@ -102,25 +127,25 @@ async fn generated_keys_survive_a_kill() -> Result<()> {
 #[tokio::test]
 async fn a_leased_key_keeps_its_lease_id_and_deadline_across_a_kill() -> Result<()> {
     let dir = TempDir::new("leases")?;
-    let launch = Launch::in_dir(&dir);
+    let launch = crate::launch(&dir);
     let server = launch.start().await?;
-    server.api.generate("p", 6).await?.expect(201)?;
+    server.api.generate_keys("p", 6).await?.expect(201);
     let mut leased = Vec::new();
     for _ in 0..3 {
-        leased.push(server.api.lease("p").await?.expect(200)?);
+        leased.push(server.api.lease("p").await?.expect(200).clone());
     }
     server.kill()?;
 
     let server = launch.start().await?;
     for before in &leased {
-        let key = str_field(before, "key")?;
-        let after = server.api.key("p", &key).await?.expect(200)?;
+        let key = str_field(before, "key");
+        let after = server.api.get_key("p", &key).await?.expect(200).clone();
         assert_eq!(
             &after, before,
             "state, lease_id, leased_until and alive_until are unchanged"
         );
     }
-    let pool = server.api.pool("p").await?.expect(200)?;
+    let pool = server.api.get_pool("p").await?.expect(200).clone();
     assert_eq!(
         (pool["free"].clone(), pool["leased"].clone()),
         (json!(3), json!(3))
@@ -128,14 +153,19 @@ async fn a_leased_key_keeps_its_lease_id_and_deadline_across_a_kill() -> Result<
 
     // The fencing token still works: the wrong id is refused, the right one releases.
     let first = &leased[0];
-    let key = str_field(first, "key")?;
-    let id = u64_field(first, "lease_id")?;
+    let key = str_field(first, "key");
+    let id = u64_field(first, "lease_id");
     server
         .api
-        .release("p", &key, id + 100)
+        .release("p", &key, Some(id + 100))
         .await?
-        .expect_error(409, "lease_mismatch")?;
-    let released = server.api.release("p", &key, id).await?.expect(200)?;
+        .expect_error(409, "lease_mismatch");
+    let released = server
+        .api
+        .release("p", &key, Some(id))
+        .await?
+        .expect(200)
+        .clone();
     assert_eq!(released["state"], "free");
     assert_eq!(released["lease_id"], Value::Null);
     server.terminate(STOP_WITHIN).await
@@ -144,7 +174,7 @@ async fn a_leased_key_keeps_its_lease_id_and_deadline_across_a_kill() -> Result<
 #[tokio::test]
 async fn keep_alives_and_releases_survive_a_kill() -> Result<()> {
     let dir = TempDir::new("keepalive")?;
-    let launch = Launch::in_dir(&dir);
+    let launch = crate::launch(&dir);
     let server = launch.start().await?;
     server
         .api
@@ -153,39 +183,57 @@ async fn keep_alives_and_releases_survive_a_kill() -> Result<()> {
             json!({"lease_ttl_ms": 30_000, "keepalive_ttl_ms": 60_000}),
         )
         .await?
-        .expect(201)?;
-    let keys = keys_of(&server.api.generate("p", 3).await?.expect(201)?)?;
-    let leased = server.api.lease("p").await?.expect(200)?;
-    let key = str_field(&leased, "key")?;
-    let id = u64_field(&leased, "lease_id")?;
+        .expect(201);
+    let keys = server.api.new_keys("p", 3).await?;
+    let leased = server.api.lease("p").await?.expect(200).clone();
+    let key = str_field(&leased, "key");
+    let id = u64_field(&leased, "lease_id");
     // Let the clock move so that the extended deadlines differ.
     tokio::time::sleep(Duration::from_millis(20)).await;
     let kept = server
         .api
         .keepalive("p", &key, Some(id))
         .await?
-        .expect(200)?;
+        .expect(200)
+        .clone();
     assert_ne!(kept["alive_until"], leased["alive_until"]);
     assert_ne!(kept["leased_until"], leased["leased_until"]);
     let other = keys.iter().find(|k| **k != key).context("another key")?;
-    let other_kept = server.api.keepalive("p", other, None).await?.expect(200)?;
+    let other_kept = server
+        .api
+        .keepalive("p", other, None)
+        .await?
+        .expect(200)
+        .clone();
     let released = {
-        let second = server.api.lease("p").await?.expect(200)?;
-        let second_key = str_field(&second, "key")?;
+        let second = server.api.lease("p").await?.expect(200).clone();
+        let second_key = str_field(&second, "key");
         server
             .api
-            .release("p", &second_key, u64_field(&second, "lease_id")?)
+            .release("p", &second_key, Some(u64_field(&second, "lease_id")))
             .await?
-            .expect(200)?
+            .expect(200)
+            .clone()
     };
     server.kill()?;
 
     let server = launch.start().await?;
-    assert_eq!(server.api.key("p", &key).await?.expect(200)?, kept);
-    assert_eq!(server.api.key("p", other).await?.expect(200)?, other_kept);
-    let second_key = str_field(&released, "key")?;
     assert_eq!(
-        server.api.key("p", &second_key).await?.expect(200)?,
+        server.api.get_key("p", &key).await?.expect(200).clone(),
+        kept
+    );
+    assert_eq!(
+        server.api.get_key("p", other).await?.expect(200).clone(),
+        other_kept
+    );
+    let second_key = str_field(&released, "key");
+    assert_eq!(
+        server
+            .api
+            .get_key("p", &second_key)
+            .await?
+            .expect(200)
+            .clone(),
         released
     );
     server.terminate(STOP_WITHIN).await
@@ -194,32 +242,32 @@ async fn keep_alives_and_releases_survive_a_kill() -> Result<()> {
 #[tokio::test]
 async fn the_next_lease_id_after_a_kill_is_greater_than_any_before() -> Result<()> {
     let dir = TempDir::new("lease-ids")?;
-    let launch = Launch::in_dir(&dir);
+    let launch = crate::launch(&dir);
     let server = launch.start().await?;
-    server.api.generate("p", 6).await?.expect(201)?;
+    server.api.generate_keys("p", 6).await?.expect(201);
     let mut ids = Vec::new();
     let mut keys = Vec::new();
     for _ in 0..3 {
-        let lease = server.api.lease("p").await?.expect(200)?;
-        ids.push(u64_field(&lease, "lease_id")?);
-        keys.push(str_field(&lease, "key")?);
+        let lease = server.api.lease("p").await?.expect(200).clone();
+        ids.push(u64_field(&lease, "lease_id"));
+        keys.push(str_field(&lease, "key"));
     }
     // The key holding the highest id is released and the next one deleted,
     // so no surviving key carries the highest ids any more: only the
     // pool's high-water mark remembers them.
     server
         .api
-        .release("p", &keys[2], ids[2])
+        .release("p", &keys[2], Some(ids[2]))
         .await?
-        .expect(200)?;
-    server.api.delete_key("p", &keys[1]).await?.expect(204)?;
+        .expect(200);
+    server.api.delete_key("p", &keys[1]).await?.expect(204);
     server.kill()?;
 
     let server = launch.start().await?;
     let highest = ids.iter().copied().max().context("three leases")?;
     for _ in 0..3 {
-        let lease = server.api.lease("p").await?.expect(200)?;
-        let id = u64_field(&lease, "lease_id")?;
+        let lease = server.api.lease("p").await?.expect(200).clone();
+        let id = u64_field(&lease, "lease_id");
         ensure!(
             id > highest,
             "lease id {id} after the restart is not above {highest}, handed out before"
@@ -231,43 +279,55 @@ async fn the_next_lease_id_after_a_kill_is_greater_than_any_before() -> Result<(
 #[tokio::test]
 async fn a_deleted_key_stays_deleted_after_a_kill() -> Result<()> {
     let dir = TempDir::new("deleted")?;
-    let launch = Launch::in_dir(&dir);
+    let launch = crate::launch(&dir);
     let server = launch.start().await?;
-    let keys = keys_of(&server.api.generate("p", 4).await?.expect(201)?)?;
-    let leased = str_field(&server.api.lease("p").await?.expect(200)?, "key")?;
+    let keys = server.api.new_keys("p", 4).await?;
+    let leased = str_field(server.api.lease("p").await?.expect(200), "key");
     let free = keys
         .iter()
         .find(|k| **k != leased)
         .context("a free key")?
         .clone();
-    server.api.delete_key("p", &leased).await?.expect(204)?;
-    server.api.delete_key("p", &free).await?.expect(204)?;
-    let compat_key = str_field(&server.api.compat_generate().await?.expect(201)?, "api_key")?;
-    server.api.compat_delete(&compat_key).await?.expect(200)?;
+    server.api.delete_key("p", &leased).await?.expect(204);
+    server.api.delete_key("p", &free).await?.expect(204);
+    let compat_key = str_field(
+        &server
+            .api
+            .random_api_key(Method::POST, true, None)
+            .await?
+            .expect(201)
+            .clone(),
+        "api_key",
+    );
+    server
+        .api
+        .random_api_key(Method::DELETE, true, Some(&compat_key))
+        .await?
+        .expect(200);
     server.kill()?;
 
     let server = launch.start().await?;
     for gone in [&leased, &free] {
         server
             .api
-            .key("p", gone)
+            .get_key("p", gone)
             .await?
-            .expect_error(404, "key_not_found")?;
+            .expect_error(404, "key_not_found");
         server
             .api
             .delete_key("p", gone)
             .await?
-            .expect_error(404, "key_not_found")?;
+            .expect_error(404, "key_not_found");
     }
     server
         .api
-        .key("default", &compat_key)
+        .get_key("default", &compat_key)
         .await?
-        .expect_error(404, "key_not_found")?;
+        .expect_error(404, "key_not_found");
     for kept in keys.iter().filter(|k| **k != leased && **k != free) {
-        server.api.key("p", kept).await?.expect(200)?;
+        server.api.get_key("p", kept).await?.expect(200);
     }
-    let pool = server.api.pool("p").await?.expect(200)?;
+    let pool = server.api.get_pool("p").await?.expect(200).clone();
     assert_eq!(pool["total"], 2);
     server.terminate(STOP_WITHIN).await
 }
@@ -277,55 +337,67 @@ async fn keyspaces_tokens_and_activations_survive_a_kill() -> Result<()> {
     const ALPHABET: &str = "0123456789ABCDEF";
     const WIDE: &str = "日本語🙂αβ";
     let dir = TempDir::new("keyspaces")?;
-    let launch = Launch::in_dir(&dir);
+    let launch = crate::launch(&dir);
     let server = launch.start().await?;
     server
         .api
         .put_keyspace("codes", ALPHABET, 8)
         .await?
-        .expect(201)?;
+        .expect(201);
     let mut tokens = Vec::new();
     for _ in 0..10 {
         tokens.push(str_field(
-            &server.api.issue("codes").await?.expect(201)?,
+            server.api.issue_token("codes").await?.expect(201),
             "token",
-        )?);
+        ));
     }
     let mut activated = Vec::new();
     for token in &tokens[..4] {
-        activated.push(server.api.activate("codes", token).await?.expect(200)?);
+        activated.push(
+            server
+                .api
+                .activate("codes", token)
+                .await?
+                .expect(200)
+                .clone(),
+        );
     }
-    let before = server.api.keyspace("codes").await?.expect(200)?;
-    // The default keyspace, through the seed's routes.
+    let before = server.api.get_keyspace("codes").await?.expect(200).clone();
+    // The default keyspace, through the compat token routes.
     let compat: Vec<String> = {
         let mut out = Vec::new();
         for _ in 0..2 {
             out.push(str_field(
-                &server.api.compat_get_token().await?.expect(200)?,
+                server.api.compat_get_token().await?.expect(200),
                 "key:",
-            )?);
+            ));
         }
         out
     };
-    server.api.compat_activate(&compat[0]).await?.expect(200)?;
-    // An alphabet beyond ASCII is stored and read back as it was.
     server
         .api
-        .put_keyspace("wide", WIDE, 3)
+        .compat_activate_token(&compat[0])
         .await?
-        .expect(201)?;
+        .expect(200);
+    // An alphabet beyond ASCII is stored and read back as it was.
+    server.api.put_keyspace("wide", WIDE, 3).await?.expect(201);
     let mut wide = Vec::new();
     for _ in 0..3 {
         wide.push(str_field(
-            &server.api.issue("wide").await?.expect(201)?,
+            server.api.issue_token("wide").await?.expect(201),
             "token",
-        )?);
+        ));
     }
-    let wide_activated = server.api.activate("wide", &wide[0]).await?.expect(200)?;
+    let wide_activated = server
+        .api
+        .activate("wide", &wide[0])
+        .await?
+        .expect(200)
+        .clone();
     server.kill()?;
 
     let server = launch.start().await?;
-    let after = server.api.keyspace("codes").await?.expect(200)?;
+    let after = server.api.get_keyspace("codes").await?.expect(200).clone();
     assert_eq!(after, before);
     assert_eq!(
         (after["issued"].clone(), after["activated"].clone()),
@@ -335,36 +407,51 @@ async fn keyspaces_tokens_and_activations_survive_a_kill() -> Result<()> {
         .api
         .put_keyspace("codes", ALPHABET, 8)
         .await?
-        .expect(200)?;
+        .expect(200);
     server
         .api
         .put_keyspace("codes", ALPHABET, 9)
         .await?
-        .expect_error(409, "keyspace_immutable")?;
+        .expect_error(409, "keyspace_immutable");
     for (i, token) in tokens.iter().enumerate() {
-        let status = server.api.token("codes", token).await?.expect(200)?;
+        let status = server
+            .api
+            .token_status("codes", token)
+            .await?
+            .expect(200)
+            .clone();
         if i < 4 {
             assert_eq!(status, activated[i], "activation and its time are kept");
             server
                 .api
                 .activate("codes", token)
                 .await?
-                .expect_error(409, "already_activated")?;
+                .expect_error(409, "already_activated");
         } else {
             assert_eq!(status["state"], "issued", "{token}");
         }
     }
-    let info = server.api.keyspace("wide").await?.expect(200)?;
+    let info = server.api.get_keyspace("wide").await?.expect(200).clone();
     assert_eq!(
         (info["alphabet"].clone(), info["issued"].clone()),
         (json!(WIDE), json!(3))
     );
     assert_eq!(
-        server.api.token("wide", &wide[0]).await?.expect(200)?,
+        server
+            .api
+            .token_status("wide", &wide[0])
+            .await?
+            .expect(200)
+            .clone(),
         wide_activated
     );
     for token in &wide[1..] {
-        let status = server.api.token("wide", token).await?.expect(200)?;
+        let status = server
+            .api
+            .token_status("wide", token)
+            .await?
+            .expect(200)
+            .clone();
         assert_eq!(status["state"], "issued", "{token}");
     }
     let status = |s: &str| json!({ "keystatus:": s });
@@ -373,7 +460,8 @@ async fn keyspaces_tokens_and_activations_survive_a_kill() -> Result<()> {
             .api
             .compat_token_status(&compat[0])
             .await?
-            .expect(200)?,
+            .expect(200)
+            .clone(),
         status("Ключ выдан и активирован")
     );
     assert_eq!(
@@ -381,7 +469,8 @@ async fn keyspaces_tokens_and_activations_survive_a_kill() -> Result<()> {
             .api
             .compat_token_status(&compat[1])
             .await?
-            .expect(200)?,
+            .expect(200)
+            .clone(),
         status("Ключ выдан, но не активирован")
     );
     server.terminate(STOP_WITHIN).await
@@ -391,37 +480,37 @@ async fn keyspaces_tokens_and_activations_survive_a_kill() -> Result<()> {
 async fn tokens_issued_after_a_kill_never_repeat_earlier_ones() -> Result<()> {
     const CAPACITY: usize = 64; // "abcd", length 3
     let dir = TempDir::new("no-repeat")?;
-    let launch = Launch::in_dir(&dir);
+    let launch = crate::launch(&dir);
     let server = launch.start().await?;
     server
         .api
         .put_keyspace("small", "abcd", 3)
         .await?
-        .expect(201)?;
+        .expect(201);
     let mut tokens = Vec::new();
     for _ in 0..30 {
         tokens.push(str_field(
-            &server.api.issue("small").await?.expect(201)?,
+            server.api.issue_token("small").await?.expect(201),
             "token",
-        )?);
+        ));
     }
     server.kill()?;
 
     let server = launch.start().await?;
-    let info = server.api.keyspace("small").await?.expect(200)?;
+    let info = server.api.get_keyspace("small").await?.expect(200).clone();
     assert_eq!(
         (info["issued"].clone(), info["remaining"].clone()),
         (json!(30), json!(34))
     );
     let mut exhausted = false;
     for _ in 0..=CAPACITY {
-        let reply = server.api.issue("small").await?;
+        let reply = server.api.issue_token("small").await?;
         if reply.status == 409 {
-            reply.expect_error(409, "keyspace_exhausted")?;
+            reply.expect_error(409, "keyspace_exhausted");
             exhausted = true;
             break;
         }
-        tokens.push(str_field(&reply.expect(201)?, "token")?);
+        tokens.push(str_field(&reply.expect(201).clone(), "token"));
     }
     ensure!(exhausted, "the keyspace never reported keyspace_exhausted");
     let distinct: HashSet<&String> = tokens.iter().collect();
@@ -443,27 +532,27 @@ async fn tokens_issued_after_a_kill_never_repeat_earlier_ones() -> Result<()> {
     let server = launch.start().await?;
     server
         .api
-        .issue("small")
+        .issue_token("small")
         .await?
-        .expect_error(409, "keyspace_exhausted")?;
+        .expect_error(409, "keyspace_exhausted");
     server.terminate(STOP_WITHIN).await
 }
 
 #[tokio::test]
 async fn the_database_reads_back_with_the_sqlite3_shell_after_a_kill() -> Result<()> {
     let dir = TempDir::new("sqlite3-shell")?;
-    let launch = Launch::in_dir(&dir);
+    let launch = crate::launch(&dir);
     let server = launch.start().await?;
-    let keys = keys_of(&server.api.generate("p", 10).await?.expect(201)?)?;
-    let lease = server.api.lease("p").await?.expect(200)?;
+    let keys = server.api.new_keys("p", 10).await?;
+    let lease = server.api.lease("p").await?.expect(200).clone();
     server
         .api
         .put_keyspace("ks", "abcdef", 6)
         .await?
-        .expect(201)?;
-    let token = str_field(&server.api.issue("ks").await?.expect(201)?, "token")?;
-    server.api.issue("ks").await?.expect(201)?;
-    server.api.activate("ks", &token).await?.expect(200)?;
+        .expect(201);
+    let token = str_field(server.api.issue_token("ks").await?.expect(201), "token");
+    server.api.issue_token("ks").await?.expect(201);
+    server.api.activate("ks", &token).await?.expect(200);
     server.kill()?;
 
     let query = |sql: &str| -> Result<Option<String>> {
@@ -488,12 +577,12 @@ async fn the_database_reads_back_with_the_sqlite3_shell_after_a_kill() -> Result
         return Ok(());
     };
     assert_eq!(count, keys.len().to_string());
-    let leased_key = str_field(&lease, "key")?;
+    let leased_key = str_field(&lease, "key");
     assert_eq!(
         query(&format!(
             "SELECT lease_id FROM leases WHERE pool = 'p' AND key = '{leased_key}'"
         ))?,
-        Some(u64_field(&lease, "lease_id")?.to_string())
+        Some(u64_field(&lease, "lease_id").to_string())
     );
     assert_eq!(
         query(
@@ -513,7 +602,7 @@ async fn the_database_reads_back_with_the_sqlite3_shell_after_a_kill() -> Result
 
     // Reading it with the shell does not disturb the server.
     let server = launch.start().await?;
-    server.api.key("p", &leased_key).await?.expect(200)?;
+    server.api.get_key("p", &leased_key).await?.expect(200);
     server.terminate(STOP_WITHIN).await
 }
 
@@ -558,32 +647,34 @@ async fn a_version_1_database_is_migrated_with_its_keys_and_leases() -> Result<(
             return Ok(());
         }
     }
-    let server = Launch::in_dir(&dir).start().await?;
+    let server = crate::launch(&dir).start().await?;
     let leased = server
         .api
-        .key("p", "leasedKEY00000000000")
+        .get_key("p", "leasedKEY00000000000")
         .await?
-        .expect(200)?;
+        .expect(200)
+        .clone();
     assert_eq!(leased["state"], "leased", "{leased}");
-    assert_eq!(u64_field(&leased, "lease_id")?, 41);
+    assert_eq!(u64_field(&leased, "lease_id"), 41);
     let free = server
         .api
-        .key("p", "freeKEY0000000000000")
+        .get_key("p", "freeKEY0000000000000")
         .await?
-        .expect(200)?;
+        .expect(200)
+        .clone();
     assert_eq!(free["state"], "free", "{free}");
     // Fencing carries over: the next lease id follows the migrated one.
-    let next = server.api.lease("p").await?.expect(200)?;
-    assert_eq!(u64_field(&next, "lease_id")?, 42);
+    let next = server.api.lease("p").await?.expect(200).clone();
+    assert_eq!(u64_field(&next, "lease_id"), 42);
     server
         .api
-        .release("p", "leasedKEY00000000000", 41)
+        .release("p", "leasedKEY00000000000", Some(41))
         .await?
-        .expect(200)?;
+        .expect(200);
     server.kill()?;
 
-    let server = Launch::in_dir(&dir).start().await?;
-    let pool = server.api.pool("p").await?.expect(200)?;
+    let server = crate::launch(&dir).start().await?;
+    let pool = server.api.get_pool("p").await?.expect(200).clone();
     assert_eq!(
         (pool["total"].clone(), pool["leased"].clone()),
         (json!(2), json!(1))

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 
-use crate::server::{Launch, TempDir, keys_of};
+use keyward_testkit::process::TempDir;
 
 /// The server's request timeout plus a margin for a loaded machine.
 const STOP_WITHIN: Duration = Duration::from_secs(12);
@@ -16,9 +16,9 @@ const STOP_WITHIN: Duration = Duration::from_secs(12);
 #[tokio::test]
 async fn sigterm_exits_0_even_while_a_client_stalls_mid_request() -> Result<()> {
     let dir = TempDir::new("stalled")?;
-    let launch = Launch::in_dir(&dir);
+    let launch = crate::launch(&dir);
     let mut server = launch.start().await?;
-    let keys = keys_of(&server.api.generate("p", 3).await?.expect(201)?)?;
+    let keys = server.api.new_keys("p", 3).await?;
     let addr = server.api.addr();
 
     // One client stops in the middle of its headers, one in the middle of
@@ -49,7 +49,7 @@ async fn sigterm_exits_0_even_while_a_client_stalls_mid_request() -> Result<()> 
 
     let server = launch.start().await?;
     for key in &keys {
-        server.api.key("p", key).await?.expect(200)?;
+        server.api.get_key("p", key).await?.expect(200);
     }
     server.terminate(Duration::from_secs(5)).await
 }

@@ -10,7 +10,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use serde_json::json;
 
-use crate::server::{Exited, Launch, TempDir, str_field};
+use keyward_testkit::client::str_field;
+use keyward_testkit::process::{Exited, TempDir};
 
 const STOP_WITHIN: Duration = Duration::from_secs(5);
 
@@ -42,11 +43,11 @@ fn ensure_no_panic(exited: &Exited) -> Result<()> {
 /// Makes a keyward database at `dir.db()` with some keys and a token, and
 /// stops the server cleanly.
 async fn keyward_db(dir: &TempDir) -> Result<()> {
-    let server = Launch::in_dir(dir).start().await?;
+    let server = crate::launch(dir).start().await?;
     for _ in 0..2 {
-        server.api.generate("p", 1000).await?.expect(201)?;
+        server.api.generate_keys("p", 1000).await?.expect(201);
     }
-    server.api.compat_get_token().await?.expect(200)?;
+    server.api.compat_get_token().await?.expect(200);
     server.terminate(STOP_WITHIN).await
 }
 
@@ -78,13 +79,13 @@ fn without_path(stderr: &str, db: &Path) -> String {
 #[tokio::test]
 async fn a_restart_with_another_token_length_after_issuing_refuses_to_start() -> Result<()> {
     let dir = TempDir::new("guard")?;
-    let four = Launch::in_dir(&dir).args(["--token-length", "4"]);
+    let four = crate::launch(&dir).args(["--token-length", "4"]);
     let server = four.start().await?;
-    let token = str_field(&server.api.compat_get_token().await?.expect(200)?, "key:")?;
+    let token = str_field(server.api.compat_get_token().await?.expect(200), "key:");
     assert_eq!(token.chars().count(), 4);
     server.terminate(STOP_WITHIN).await?;
 
-    let exited = Launch::in_dir(&dir)
+    let exited = crate::launch(&dir)
         .args(["--token-length", "5"])
         .start_expecting_exit()
         .await?;
@@ -103,7 +104,7 @@ async fn a_restart_with_another_token_length_after_issuing_refuses_to_start() ->
         "stderr says how to proceed (the flag to pass): {message}"
     );
 
-    let exited = Launch::in_dir(&dir)
+    let exited = crate::launch(&dir)
         .args(["--token-length", "4", "--token-alphabet", "abc"])
         .start_expecting_exit()
         .await?;
@@ -117,10 +118,20 @@ async fn a_restart_with_another_token_length_after_issuing_refuses_to_start() ->
     // The refused starts left the database as it was.
     let server = four.start().await?;
     assert_eq!(
-        server.api.compat_token_status(&token).await?.expect(200)?,
+        server
+            .api
+            .compat_token_status(&token)
+            .await?
+            .expect(200)
+            .clone(),
         json!({"keystatus:": "Ключ выдан, но не активирован"})
     );
-    let info = server.api.keyspace("default").await?.expect(200)?;
+    let info = server
+        .api
+        .get_keyspace("default")
+        .await?
+        .expect(200)
+        .clone();
     assert_eq!(
         (info["length"].clone(), info["issued"].clone()),
         (json!(4), json!(1))
@@ -131,19 +142,24 @@ async fn a_restart_with_another_token_length_after_issuing_refuses_to_start() ->
 #[tokio::test]
 async fn a_restart_with_another_token_length_before_issuing_is_accepted() -> Result<()> {
     let dir = TempDir::new("guard-empty")?;
-    let server = Launch::in_dir(&dir)
+    let server = crate::launch(&dir)
         .args(["--token-length", "4"])
         .start()
         .await?;
     server.terminate(STOP_WITHIN).await?;
 
-    let server = Launch::in_dir(&dir)
+    let server = crate::launch(&dir)
         .args(["--token-length", "5"])
         .start()
         .await?;
-    let info = server.api.keyspace("default").await?.expect(200)?;
+    let info = server
+        .api
+        .get_keyspace("default")
+        .await?
+        .expect(200)
+        .clone();
     assert_eq!(info["length"], 5);
-    let token = str_field(&server.api.compat_get_token().await?.expect(200)?, "key:")?;
+    let token = str_field(server.api.compat_get_token().await?.expect(200), "key:");
     assert_eq!(token.chars().count(), 5);
     server.terminate(STOP_WITHIN).await
 }
@@ -155,7 +171,7 @@ async fn a_file_of_random_bytes_is_refused_at_start() -> Result<()> {
     rand::fill(&mut bytes[..]);
     std::fs::write(dir.db(), &bytes)?;
 
-    let exited = Launch::in_dir(&dir).start_expecting_exit().await?;
+    let exited = crate::launch(&dir).start_expecting_exit().await?;
     ensure_refused(&exited)?;
     let path = dir.db().display().to_string();
     ensure!(
@@ -182,7 +198,7 @@ async fn an_sqlite_database_of_another_application_is_refused_at_start() -> Resu
     }
     let before = std::fs::read(dir.db())?;
 
-    let exited = Launch::in_dir(&dir).start_expecting_exit().await?;
+    let exited = crate::launch(&dir).start_expecting_exit().await?;
     ensure_refused(&exited)?;
     ensure!(
         exited.stderr.contains("not a keyward database"),
@@ -209,7 +225,7 @@ async fn a_corrupt_database_is_refused_at_start() -> Result<()> {
     ensure!(bytes.len() > 100, "the database has more than a header");
     rand::fill(&mut bytes[100..]);
     std::fs::write(dir.db(), &bytes)?;
-    let exited = Launch::in_dir(&dir).start_expecting_exit().await?;
+    let exited = crate::launch(&dir).start_expecting_exit().await?;
     ensure_refused(&exited)?;
     ensure_no_panic(&exited)?;
     ensure!(
@@ -238,7 +254,7 @@ async fn a_corrupt_database_is_refused_at_start() -> Result<()> {
         if !sqlite3(&dir.db(), sql)? {
             return Ok(());
         }
-        let exited = Launch::in_dir(&dir)
+        let exited = crate::launch(&dir)
             .start_expecting_exit()
             .await
             .with_context(|| format!("after {sql}"))?;
@@ -263,7 +279,7 @@ async fn a_database_from_a_newer_keyward_is_refused_at_start() -> Result<()> {
     )? {
         return Ok(());
     }
-    let exited = Launch::in_dir(&dir).start_expecting_exit().await?;
+    let exited = crate::launch(&dir).start_expecting_exit().await?;
     ensure_refused(&exited)?;
     ensure_no_panic(&exited)?;
     ensure!(
@@ -285,7 +301,7 @@ async fn a_database_from_a_newer_keyward_is_refused_at_start() -> Result<()> {
 async fn a_store_path_that_cannot_be_opened_is_refused_at_start() -> Result<()> {
     let dir = TempDir::new("unopenable")?;
     let missing = dir.path().join("no").join("such").join("dir").join("k.db");
-    let exited = Launch::new(&missing, dir.path())
+    let exited = crate::launch_at(&missing, dir.path())
         .start_expecting_exit()
         .await?;
     ensure_refused(&exited)?;
@@ -297,7 +313,7 @@ async fn a_store_path_that_cannot_be_opened_is_refused_at_start() -> Result<()> 
     ensure!(!missing.exists(), "nothing was created");
 
     // A directory is no database file either.
-    let exited = Launch::new(dir.path(), dir.path())
+    let exited = crate::launch_at(dir.path(), dir.path())
         .start_expecting_exit()
         .await?;
     ensure_refused(&exited)?;
@@ -386,7 +402,7 @@ async fn hand_edited_rows_that_make_no_sense_are_refused_at_start_naming_the_row
         if !sqlite3(&dir.db(), &sql)? {
             return Ok(());
         }
-        let exited = Launch::in_dir(&dir)
+        let exited = crate::launch(&dir)
             .start_expecting_exit()
             .await
             .with_context(|| format!("after {sql}"))?;
@@ -412,9 +428,9 @@ async fn hand_edited_rows_that_make_no_sense_are_refused_at_start_naming_the_row
 #[tokio::test]
 async fn a_wal_left_without_its_database_is_refused_at_start() -> Result<()> {
     let dir = TempDir::new("orphan-wal")?;
-    let launch = Launch::in_dir(&dir);
+    let launch = crate::launch(&dir);
     let server = launch.start().await?;
-    server.api.generate("p", 10).await?.expect(201)?;
+    server.api.generate_keys("p", 10).await?.expect(201);
     // Killed, so the WAL stays; then the main file is deleted.
     server.kill()?;
     let wal = std::path::PathBuf::from(format!("{}-wal", dir.db().display()));

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail, ensure};
 
-use crate::server::Launch;
-use crate::server::{Server, TempDir, str_field, u64_field};
+use keyward_testkit::client::{str_field, u64_field};
+use keyward_testkit::process::{Server, TempDir};
 
 /// The writer checks at least once a second when idle; this leaves room
 /// for a loaded machine.
@@ -40,30 +40,30 @@ async fn wait_not_ready(server: &Server) -> Result<()> {
 async fn ensure_writes_refused(server: &Server) -> Result<()> {
     server
         .api
-        .issue("default")
+        .issue_token("default")
         .await?
-        .expect_error(503, "unavailable")?;
+        .expect_error(503, "unavailable");
     server
         .api
-        .generate("p", 1)
+        .generate_keys("p", 1)
         .await?
-        .expect_error(503, "unavailable")?;
-    server.api.readyz().await?.expect(503)?;
+        .expect_error(503, "unavailable");
+    server.api.readyz().await?.expect(503);
     Ok(())
 }
 
 #[tokio::test]
 async fn deleting_the_wal_under_a_running_server_turns_writes_and_readyz_to_503() -> Result<()> {
     let dir = TempDir::new("wal-deleted")?;
-    let launch = Launch::in_dir(&dir);
+    let launch = crate::launch(&dir);
     let server = launch.start().await?;
-    server.api.generate("p", 10).await?.expect(201)?;
+    server.api.generate_keys("p", 10).await?.expect(201);
     let mut tokens = HashSet::new();
     for _ in 0..5 {
         tokens.insert(str_field(
-            &server.api.issue("default").await?.expect(201)?,
+            server.api.issue_token("default").await?.expect(201),
             "token",
-        )?);
+        ));
     }
     let wal = with_suffix(&dir.db(), "-wal");
     std::fs::remove_file(&wal)?;
@@ -72,7 +72,7 @@ async fn deleting_the_wal_under_a_running_server_turns_writes_and_readyz_to_503(
     ensure_writes_refused(&server).await?;
     let message = format!("{} was deleted", wal.display());
     ensure!(
-        server.stderr_text().contains(&message),
+        server.stderr().contains(&message),
         "the log says {message:?}:\n{}",
         server.output()
     );
@@ -82,18 +82,31 @@ async fn deleting_the_wal_under_a_running_server_turns_writes_and_readyz_to_503(
     let log = server.output();
     server.kill()?;
     let server = launch.start().await?;
-    let info = server.api.keyspace("default").await?.expect(200)?;
+    let info = server
+        .api
+        .get_keyspace("default")
+        .await?
+        .expect(200)
+        .clone();
     ensure!(
-        u64_field(&info, "issued")? >= tokens.len() as u64,
+        u64_field(&info, "issued") >= tokens.len() as u64,
         "acknowledged tokens were lost: {info}\nthe first server's log:\n{log}"
     );
     for token in &tokens {
-        let status = server.api.token("default", token).await?.expect(200)?;
+        let status = server
+            .api
+            .token_status("default", token)
+            .await?
+            .expect(200)
+            .clone();
         assert_eq!(status["state"], "issued", "{status}");
     }
-    let pool = server.api.pool("p").await?.expect(200)?;
-    ensure!(u64_field(&pool, "total")? >= 10, "keys were lost: {pool}");
-    let next = str_field(&server.api.issue("default").await?.expect(201)?, "token")?;
+    let pool = server.api.get_pool("p").await?.expect(200).clone();
+    ensure!(u64_field(&pool, "total") >= 10, "keys were lost: {pool}");
+    let next = str_field(
+        server.api.issue_token("default").await?.expect(201),
+        "token",
+    );
     ensure!(!tokens.contains(&next), "token {next} issued twice");
     Ok(())
 }
@@ -101,8 +114,8 @@ async fn deleting_the_wal_under_a_running_server_turns_writes_and_readyz_to_503(
 #[tokio::test]
 async fn deleting_the_database_under_an_idle_server_turns_readyz_to_503() -> Result<()> {
     let dir = TempDir::new("db-deleted")?;
-    let server = Launch::in_dir(&dir).start().await?;
-    server.api.generate("p", 10).await?.expect(201)?;
+    let server = crate::launch(&dir).start().await?;
+    server.api.generate_keys("p", 10).await?.expect(201);
     std::fs::remove_file(dir.db())?;
 
     // No write comes: the idle check notices it by itself.
@@ -110,7 +123,7 @@ async fn deleting_the_database_under_an_idle_server_turns_readyz_to_503() -> Res
     ensure_writes_refused(&server).await?;
     let message = format!("{} was deleted", dir.db().display());
     ensure!(
-        server.stderr_text().contains(&message),
+        server.stderr().contains(&message),
         "the log says {message:?}:\n{}",
         server.output()
     );
@@ -120,8 +133,8 @@ async fn deleting_the_database_under_an_idle_server_turns_readyz_to_503() -> Res
 #[tokio::test]
 async fn replacing_the_database_under_a_running_server_turns_writes_to_503() -> Result<()> {
     let dir = TempDir::new("db-replaced")?;
-    let server = Launch::in_dir(&dir).start().await?;
-    server.api.generate("p", 10).await?.expect(201)?;
+    let server = crate::launch(&dir).start().await?;
+    server.api.generate_keys("p", 10).await?.expect(201);
     // A copy moved over the original: same name, another file.
     let copy = with_suffix(&dir.db(), ".copy");
     std::fs::copy(dir.db(), &copy)?;
@@ -130,7 +143,7 @@ async fn replacing_the_database_under_a_running_server_turns_writes_to_503() -> 
     ensure_writes_refused(&server).await?;
     let message = format!("{} was replaced", dir.db().display());
     ensure!(
-        server.stderr_text().contains(&message),
+        server.stderr().contains(&message),
         "the log says {message:?}:\n{}",
         server.output()
     );

@@ -1,20 +1,19 @@
-//! The seeds' own routes, bodies compared exactly as JSON values.
+//! The compat routes, bodies compared exactly as JSON values.
 //!
-//! - Seed 000 on keyspace `default`: always HTTP 200, field names ending in
-//!   a colon, messages in Russian.
-//! - Seed 002 on pool `default`: Django REST style, trailing slash optional.
+//! - The token routes (`/api/get_token`, …) on keyspace `default`: always
+//!   HTTP 200, field names ending in a colon, messages in Russian.
+//! - The API-key routes (`/api/v1/random_api_key`, …) on pool `default`:
+//!   Django REST style, trailing slash optional.
 
 use std::collections::HashSet;
 
 use anyhow::Result;
-use keyward::config::Config;
+use keyward::config::{Config, DEFAULT_TOKEN_ALPHABET};
 use keyward::core::KeyspaceSpec;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::helpers::{TestApp, spawn_app, spawn_app_with};
-
-const SEED_ALPHABET: &str = "qwertyuiopasdfghjklzxcvbnmQWERTYUIOPASDFGHJKLZXCVBNM";
+use keyward_testkit::app::{TestApp, spawn_app, spawn_app_with};
 
 /// A server whose `default` keyspace is `{a, b}^2`: four tokens.
 async fn spawn_tiny_keyspace_app() -> Result<TestApp> {
@@ -25,16 +24,19 @@ async fn spawn_tiny_keyspace_app() -> Result<TestApp> {
     .await)
 }
 
-// ---- seed 000 ----
+// ---- token routes ----
 
 #[tokio::test]
-async fn get_token_issues_seed_tokens_with_leftkeys_from_the_default_keyspace() -> Result<()> {
+async fn get_token_issues_default_keyspace_tokens_with_leftkeys() -> Result<()> {
     let app = spawn_app().await;
     let reply = app.compat_get_token().await?;
     reply.expect(200);
     let token = reply.str("key:");
     assert_eq!(token.chars().count(), 4, "{token}");
-    assert!(token.chars().all(|c| SEED_ALPHABET.contains(c)), "{token}");
+    assert!(
+        token.chars().all(|c| DEFAULT_TOKEN_ALPHABET.contains(c)),
+        "{token}"
+    );
     assert_eq!(reply.body, json!({"key:": token, "leftkeys:": 7_311_615}));
     assert_eq!(
         *app.compat_number_token().await?.expect(200),
@@ -103,7 +105,7 @@ async fn get_token_counts_down_then_says_the_keys_ran_out() -> Result<()> {
 }
 
 #[tokio::test]
-async fn activate_token_answers_the_three_seed_messages() -> Result<()> {
+async fn activate_token_answers_the_three_compat_messages() -> Result<()> {
     let app = spawn_tiny_keyspace_app().await?;
     let not_issued = json!({"keystatus:": "Ключ не выдан"});
     assert_eq!(
@@ -130,7 +132,7 @@ async fn activate_token_answers_the_three_seed_messages() -> Result<()> {
 }
 
 #[tokio::test]
-async fn get_token_status_answers_the_three_seed_messages() -> Result<()> {
+async fn get_token_status_answers_the_three_compat_messages() -> Result<()> {
     let app = spawn_tiny_keyspace_app().await?;
     let not_issued = json!({"keystatus:": "Ключ не выдан"});
     for token in ["aa", "ab", "ba", "bb", "zz", "abc"] {
@@ -153,7 +155,7 @@ async fn get_token_status_answers_the_three_seed_messages() -> Result<()> {
 }
 
 #[tokio::test]
-async fn seed_000_routes_and_v1_share_the_default_keyspace() -> Result<()> {
+async fn compat_token_routes_and_v1_share_the_default_keyspace() -> Result<()> {
     let app = spawn_tiny_keyspace_app().await?;
     let token = app.compat_get_token().await?.str("key:");
     assert_eq!(
@@ -184,7 +186,7 @@ async fn seed_000_routes_and_v1_share_the_default_keyspace() -> Result<()> {
     Ok(())
 }
 
-// ---- seed 002 ----
+// ---- API-key routes ----
 
 #[tokio::test]
 async fn random_api_key_full_cycle_with_and_without_trailing_slash() -> Result<()> {

@@ -41,7 +41,7 @@ use rand::{RngExt, SeedableRng};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use crate::helpers::{T0_MS, spawn_app};
+use keyward_testkit::app::{T0_MS, spawn_app};
 
 // ---- knobs and reporting ----
 
@@ -144,15 +144,15 @@ struct CodecCase {
     length: usize,
 }
 
-/// Alphabets of every kind: the seed's ASCII one, Cyrillic, two
+/// Alphabets of every kind: the default ASCII one, Cyrillic, two
 /// characters, emoji, and 20 000 CJK characters; each at a length that
 /// takes FF1 (10^6 tokens or more) and one that takes the small-space
 /// permutation.
 static CODECS: LazyLock<Vec<CodecCase>> = LazyLock::new(|| {
     let cjk: String = ('\u{4E00}'..).take(20_000).collect();
     let specs: Vec<(&'static str, String, u32)> = vec![
-        ("seed-4", DEFAULT_TOKEN_ALPHABET.to_owned(), 4),
-        ("seed-3", DEFAULT_TOKEN_ALPHABET.to_owned(), 3),
+        ("default-4", DEFAULT_TOKEN_ALPHABET.to_owned(), 4),
+        ("default-3", DEFAULT_TOKEN_ALPHABET.to_owned(), 3),
         (
             "cyrillic-4",
             "абвгдеёжзийклмнопрстуфхцчшщъыьэюя".to_owned(),

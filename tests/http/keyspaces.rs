@@ -9,7 +9,8 @@ use reqwest::Method;
 use serde_json::json;
 use tokio::sync::Barrier;
 
-use crate::helpers::{T0_MS, TestApp, spawn_app, time_of};
+use keyward_testkit::app::{T0_MS, TestApp, spawn_app};
+use keyward_testkit::client::time_of;
 
 /// Every string of `length` characters over `alphabet`.
 fn all_tokens(alphabet: &str, length: u32) -> HashSet<String> {
@@ -43,7 +44,7 @@ async fn issue_all(app: &TestApp, ks: &str, capacity: u64) -> Result<Vec<String>
 }
 
 #[tokio::test]
-async fn default_keyspace_exists_from_the_start_with_the_seed_settings() -> Result<()> {
+async fn default_keyspace_exists_from_the_start_with_the_documented_settings() -> Result<()> {
     let app = spawn_app().await;
     let reply = app.get_keyspace("default").await?;
     assert_eq!(

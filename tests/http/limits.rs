@@ -6,7 +6,7 @@ use anyhow::Result;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::helpers::spawn_app;
+use keyward_testkit::app::spawn_app;
 
 /// A JSON object a little over 64 KiB.
 fn big_body() -> Vec<u8> {
@@ -400,7 +400,7 @@ async fn healthz_on(
 #[tokio::test]
 async fn connections_over_the_limit_wait_until_one_closes() -> Result<()> {
     use std::time::Duration;
-    let app = crate::helpers::spawn_app_with(keyward::config::Config {
+    let app = keyward_testkit::app::spawn_app_with(keyward::config::Config {
         max_connections: 2,
         ..keyward::config::Config::default()
     })

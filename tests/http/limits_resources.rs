@@ -8,7 +8,7 @@ use keyward::config::{Config, Overrides};
 use keyward::store::Limits;
 use reqwest::Method;
 
-use crate::helpers::{spawn_app, spawn_app_with};
+use keyward_testkit::app::{spawn_app, spawn_app_with};
 
 /// A server with these limits.
 fn limited(max_pools: u64, max_keyspaces: u64, max_keys_per_pool: u64) -> Config {
@@ -143,7 +143,7 @@ async fn metrics_stay_under_64_kib_with_twenty_thousand_pools() -> Result<()> {
     small.expect(200);
     let mut tasks = tokio::task::JoinSet::new();
     for worker in 0..8 {
-        let api = crate::helpers::Api::new(&format!("http://{}", app.addr));
+        let api = (*app).clone();
         tasks.spawn(async move {
             for i in (worker..POOLS).step_by(8) {
                 api.generate_keys(&format!("pool-{i:05}"), 1)

@@ -1,11 +1,12 @@
 //! Black-box HTTP tests of keyward: each test starts its own server on
-//! `127.0.0.1:0` through [`helpers::spawn_app`] and speaks to it over real
-//! HTTP, as any client would.
+//! `127.0.0.1:0` through the test kit's `spawn_app` (or, in `process` and
+//! `ops`, the real binary) and speaks to it over real HTTP, as any client
+//! would.
 //!
 //! - `pools`: `/v1/pools` (generation, leases, fencing, keep-alive, expiry);
 //! - `keyspaces`: `/v1/keyspaces` (issuance, activation, immutability);
 //! - `names`: the name rule on every `/v1` route;
-//! - `compat`: both seeds' routes, bodies compared as JSON values;
+//! - `compat`: the compat routes under `/api`, bodies compared as JSON values;
 //! - `limits`: malformed input, size limits, unknown routes, ops routes;
 //! - `limits_resources`: pool, keyspace and key limits, `/metrics` size;
 //! - `process`: the real binary, started and stopped with SIGTERM;
@@ -23,7 +24,6 @@
 
 mod compat;
 mod fuzz;
-mod helpers;
 mod keyspaces;
 mod limits;
 mod limits_resources;
@@ -34,3 +34,8 @@ mod pools;
 mod process;
 mod slowloris;
 mod strict;
+
+/// The real binary on `memory:`, for the process-level tests.
+fn keyward() -> keyward_testkit::process::Launch {
+    keyward_testkit::process::Launch::new(env!("CARGO_BIN_EXE_keyward"), "memory:")
+}

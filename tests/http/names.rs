@@ -5,7 +5,7 @@ use anyhow::Result;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::spawn_app;
+use keyward_testkit::app::spawn_app;
 
 /// Every `/v1` route with `{}` where the name goes, and a body it accepts.
 fn routes() -> Vec<(Method, &'static str, Option<Value>)> {

@@ -18,7 +18,7 @@ use keyward::core::{KeyLength, Ttl};
 use keyward::http::v1::MAX_GENERATE;
 use serde_json::{Value, json};
 
-use crate::helpers::spawn_app;
+use keyward_testkit::app::spawn_app;
 
 const METHODS: &[&str] = &["get", "put", "post", "delete", "patch"];
 

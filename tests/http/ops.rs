@@ -7,22 +7,19 @@
 //! `/v1` routes as on the compat ones.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-use keyward::config::{AdminToken, Config, DEFAULT_TOKEN_ALPHABET, DEFAULT_TOKEN_LENGTH};
+use anyhow::{Context, Result};
+use keyward::config::{AdminToken, Config};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{Reply, TestApp, spawn_app, spawn_app_with};
+use keyward_testkit::app::{TestApp, spawn_app, spawn_app_with};
+use keyward_testkit::client::Reply;
 
 /// Every `/v1` and compat route of the README as `(path template, method)`,
 /// written as the OpenAPI document writes them (no trailing slash). Adding
 /// a route to the router without documenting it, or documenting one the
-/// design does not have, makes the document differ from this list.
+/// README does not have, makes the document differ from this list.
 const API_ROUTES: &[(&str, &str)] = &[
     ("/v1/pools/{pool}", "get"),
     ("/v1/pools/{pool}", "put"),
@@ -142,7 +139,7 @@ fn unrouted(reply: &Reply) -> bool {
 }
 
 #[tokio::test]
-async fn openapi_json_is_served_as_json_and_lists_every_route_of_the_design() -> Result<()> {
+async fn openapi_json_is_served_as_json_and_lists_every_route_of_the_readme() -> Result<()> {
     let app = spawn_app().await;
     let doc = openapi_document(&app).await?;
     assert!(
@@ -168,13 +165,13 @@ async fn openapi_json_is_served_as_json_and_lists_every_route_of_the_design() ->
 }
 
 #[tokio::test]
-async fn the_documented_routes_are_exactly_the_routes_of_the_design() -> Result<()> {
+async fn the_documented_routes_are_exactly_the_routes_of_the_readme() -> Result<()> {
     let app = spawn_app().await;
     let doc = openapi_document(&app).await?;
     let documented = documented_api_routes(&doc);
-    let designed = api_routes();
-    let undocumented: Vec<_> = designed.difference(&documented).collect();
-    let unknown: Vec<_> = documented.difference(&designed).collect();
+    let in_readme = api_routes();
+    let undocumented: Vec<_> = in_readme.difference(&documented).collect();
+    let unknown: Vec<_> = documented.difference(&in_readme).collect();
     assert!(
         undocumented.is_empty() && unknown.is_empty(),
         "routes of the README missing from /openapi.json: {undocumented:?}; \
@@ -322,37 +319,14 @@ async fn send(
     authorization: Option<&str>,
     body: Option<Value>,
 ) -> Result<Reply> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?;
-    let url = format!("http://{}{path}", app.addr);
-    let mut req = client.request(method.clone(), &url);
-    if let Some(value) = authorization {
-        req = req.header("authorization", value);
+    match authorization {
+        Some(value) => {
+            app.with_header("authorization", value)
+                .request(method, path, body)
+                .await
+        }
+        None => app.request(method, path, body).await,
     }
-    if let Some(body) = body {
-        req = req
-            .header("content-type", "application/json")
-            .body(body.to_string());
-    }
-    let resp = req
-        .send()
-        .await
-        .with_context(|| format!("{method} {url}"))?;
-    let status = resp.status().as_u16();
-    let content_type = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let text = resp.text().await?;
-    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Ok(Reply {
-        status,
-        content_type,
-        text,
-        body,
-    })
 }
 
 fn bearer() -> String {
@@ -464,7 +438,7 @@ async fn with_an_admin_token_the_bearer_header_opens_every_route() -> Result<()>
 async fn with_an_admin_token_refused_requests_change_nothing() -> Result<()> {
     let app = spawn_guarded_app().await;
     let auth = bearer();
-    let capacity = (DEFAULT_TOKEN_ALPHABET.chars().count() as u64).pow(DEFAULT_TOKEN_LENGTH);
+    let capacity = u64::try_from(Config::default().default_keyspace.capacity())?;
 
     // A key to try to lease and delete without the token.
     let reply = send(
@@ -613,153 +587,6 @@ async fn with_an_admin_token_unknown_routes_and_methods_under_v1_and_api_are_401
 
 // ---- the real binary ----
 
-/// Kills the child if the test fails before it exits by itself.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// `text` without ANSI escape sequences (`ESC [ … letter`).
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// The `addr=HOST:PORT` of the start-up line, if `line` is it.
-fn listening_addr(line: &str) -> Option<String> {
-    let line = strip_ansi(line);
-    if !line.contains("keyward listening") {
-        return None;
-    }
-    let rest = &line[line.find("addr=")? + "addr=".len()..];
-    let addr: String = rest
-        .chars()
-        .take_while(|c| !c.is_whitespace() && *c != ',')
-        .collect();
-    Some(addr.trim_matches('"').to_owned())
-}
-
-/// `keyward serve --store memory: --listen 127.0.0.1:0` with `env`, at
-/// log level `trace`, every line of its stdout and stderr kept.
-struct Binary {
-    child: ChildGuard,
-    addr: String,
-    output: Arc<Mutex<Vec<String>>>,
-    readers: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Binary {
-    async fn start(env: &[(&str, &str)]) -> Result<Self> {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_keyward"));
-        command
-            .args(["serve", "--store", "memory:", "--listen", "127.0.0.1:0"])
-            // As verbose as it gets: not even a trace line may leak a secret.
-            .env("RUST_LOG", "trace")
-            .env("NO_COLOR", "1")
-            .env_remove("KEYWARD_ADMIN_TOKEN")
-            .env_remove("KEYWARD_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let mut child = ChildGuard(command.spawn().context("start the keyward binary")?);
-        let output = Arc::new(Mutex::new(Vec::<String>::new()));
-        let (tx, rx) = mpsc::channel::<String>();
-        let stdout: Box<dyn std::io::Read + Send> =
-            Box::new(child.0.stdout.take().context("piped stdout")?);
-        let stderr: Box<dyn std::io::Read + Send> =
-            Box::new(child.0.stderr.take().context("piped stderr")?);
-        let mut readers = Vec::new();
-        for stream in [stdout, stderr] {
-            let (tx, output) = (tx.clone(), output.clone());
-            readers.push(std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    output.lock().expect("no reader panics").push(line.clone());
-                    let _ = tx.send(line);
-                }
-            }));
-        }
-        drop(tx);
-        let addr = tokio::task::spawn_blocking(move || -> Result<String> {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match rx.recv_timeout(left) {
-                    Ok(line) => {
-                        if let Some(addr) = listening_addr(&line) {
-                            return Ok(addr);
-                        }
-                    }
-                    Err(_) => bail!("no `keyward listening addr=` line within 20 s"),
-                }
-            }
-        })
-        .await??;
-        Ok(Self {
-            child,
-            addr,
-            output,
-            readers,
-        })
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// SIGTERM; asserts exit 0 within 5 s; returns every line printed.
-    async fn stop(mut self) -> Result<Vec<String>> {
-        let pid = self.child.0.id();
-        let killed = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .context("run kill -TERM")?;
-        assert!(killed.success(), "kill -TERM {pid} failed");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let status = loop {
-            if let Some(status) = self.child.0.try_wait()? {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                bail!("keyward did not exit within 5 s of SIGTERM");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        assert!(status.success(), "exit status after SIGTERM: {status}");
-        for reader in self.readers.drain(..) {
-            reader
-                .join()
-                .map_err(|_| anyhow::anyhow!("an output reader panicked"))?;
-        }
-        let lines = self.output.lock().expect("the readers are done").clone();
-        assert!(
-            lines.iter().any(|l| l.contains("keyward listening")),
-            "the start-up line was captured: {lines:?}"
-        );
-        Ok(lines)
-    }
-}
-
 fn assert_never_printed(lines: &[String], secret: &str, what: &str) {
     let leaks: Vec<&String> = lines.iter().filter(|l| l.contains(secret)).collect();
     assert!(
@@ -771,38 +598,30 @@ fn assert_never_printed(lines: &[String], secret: &str, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_takes_the_admin_token_from_the_environment_and_never_prints_it() -> Result<()> {
     const WRONG: &str = "wr0ng-t0ken";
-    let server = Binary::start(&[("KEYWARD_ADMIN_TOKEN", SECRET)]).await?;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?;
-    let without = client.get(server.url("/v1/pools/default")).send().await?;
-    assert_eq!(without.status().as_u16(), 401);
-    let body: Value = without.json().await?;
-    assert_eq!(body["error"]["code"], "unauthorized", "{body}");
-    let wrong = client
-        .get(server.url("/v1/pools/default"))
-        .bearer_auth(WRONG)
-        .send()
+    // As verbose as it gets: not even a trace line may leak a secret.
+    let server = crate::keyward()
+        .log_level("trace")
+        .env("KEYWARD_ADMIN_TOKEN", SECRET)
+        .start_listening()
         .await?;
-    assert_eq!(wrong.status().as_u16(), 401);
-    let with = client
-        .get(server.url("/v1/pools/default"))
-        .bearer_auth(SECRET)
-        .send()
-        .await?;
-    assert_eq!(with.status().as_u16(), 200);
-    let generated = client
-        .post(server.url("/api/v1/random_api_key/"))
-        .bearer_auth(SECRET)
-        .send()
-        .await?;
-    assert_eq!(generated.status().as_u16(), 201);
-    let compat_without = client.post(server.url("/api/get_token")).send().await?;
-    assert_eq!(compat_without.status().as_u16(), 401);
-    let health = client.get(server.url("/healthz")).send().await?;
-    assert_eq!(health.status().as_u16(), 200);
+    let (bare, with) = (&server.api, server.api.with_bearer(SECRET));
+    bare.get_pool("default")
+        .await?
+        .expect_error(401, "unauthorized");
+    server
+        .api
+        .with_bearer(WRONG)
+        .get_pool("default")
+        .await?
+        .expect_error(401, "unauthorized");
+    with.get_pool("default").await?.expect(200);
+    with.random_api_key(Method::POST, true, None)
+        .await?
+        .expect(201);
+    bare.compat_get_token().await?.expect(401);
+    bare.healthz().await?.expect(200);
 
-    let lines = server.stop().await?;
+    let lines = server.stop_and_keep_logs().await?.lines();
     assert_never_printed(&lines, SECRET, "the admin token");
     assert_never_printed(&lines, WRONG, "a presented token");
     Ok(())
@@ -811,38 +630,28 @@ async fn the_binary_takes_the_admin_token_from_the_environment_and_never_prints_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_logs_the_request_id_and_never_a_whole_pool_key() -> Result<()> {
     const REQUEST_ID: &str = "kw-test-request-7f3a";
-    let server = Binary::start(&[]).await?;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?;
-    let reply: Value = client
-        .post(server.url("/v1/pools/logged/keys"))
-        .json(&json!({"count": 1}))
-        .send()
-        .await?
-        .json()
+    let server = crate::keyward()
+        .log_level("trace")
+        .start_listening()
         .await?;
-    let key = reply["keys"][0]["key"]
-        .as_str()
-        .with_context(|| format!("a key in {reply}"))?
-        .to_owned();
-    // The key travels in paths, queries and bodies; none may log it.
-    let requests = [
-        client.get(server.url(&format!("/v1/pools/logged/keys/{key}"))),
-        client.post(server.url("/v1/pools/logged/lease")),
-        client
-            .post(server.url(&format!("/v1/pools/logged/keys/{key}/release")))
-            .header("x-request-id", REQUEST_ID),
-        client.post(server.url(&format!("/v1/pools/logged/keys/{key}/keepalive"))),
-        client.get(server.url(&format!("/v1/pools/other/keys/{key}"))),
-        client.put(server.url(&format!("/api/v1/random_api_key/?api_key={key}"))),
-        client.delete(server.url(&format!("/v1/pools/logged/keys/{key}"))),
+    let api = &server.api;
+    let key = api.new_keys("logged", 1).await?.remove(0);
+    // The key travels in paths and queries; none may log it.
+    let replies = [
+        api.get_key("logged", &key).await?,
+        api.lease("logged").await?,
+        api.with_header("x-request-id", REQUEST_ID)
+            .release("logged", &key, None)
+            .await?,
+        api.keepalive("logged", &key, None).await?,
+        api.get_key("other", &key).await?,
+        api.random_api_key(Method::PUT, true, Some(&key)).await?,
+        api.delete_key("logged", &key).await?,
     ];
-    for request in requests {
-        let status = request.send().await?.status().as_u16();
-        assert!(status < 500, "{status}");
+    for reply in replies {
+        assert!(reply.status < 500, "{} {}", reply.status, reply.text);
     }
-    let lines = server.stop().await?;
+    let lines = server.stop_and_keep_logs().await?.lines();
     assert_never_printed(&lines, &key, "a whole pool key");
     assert!(
         lines.iter().any(|l| l.contains(REQUEST_ID)),
@@ -854,19 +663,12 @@ async fn the_binary_logs_the_request_id_and_never_a_whole_pool_key() -> Result<(
 // ---- x-request-id ----
 
 async fn request_id(app: &TestApp, path: &str, given: Option<&str>) -> Result<Option<String>> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?;
-    let mut req = client.get(format!("http://{}{path}", app.addr));
-    if let Some(id) = given {
-        req = req.header("x-request-id", id);
-    }
-    let resp = req.send().await?;
-    Ok(resp
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned))
+    let api = match given {
+        Some(id) => app.with_header("x-request-id", id),
+        None => (**app).clone(),
+    };
+    let reply = api.request(Method::GET, path, None).await?;
+    Ok(reply.header("x-request-id").map(str::to_owned))
 }
 
 #[tokio::test]

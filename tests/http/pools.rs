@@ -9,7 +9,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::sync::Barrier;
 
-use crate::helpers::{T0_MS, spawn_app, time_of};
+use keyward_testkit::app::{T0_MS, spawn_app};
+use keyward_testkit::client::time_of;
 
 /// Asserts the key object's shape: exactly the contract's six fields,
 /// times in RFC 3339 with ms, lease fields null exactly when free.

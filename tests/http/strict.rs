@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{Reply, TestApp, spawn_app, spawn_app_with};
+use keyward_testkit::app::{TestApp, spawn_app, spawn_app_with};
+use keyward_testkit::client::Reply;
 
 /// Sends `body` as is (`application/json`) to `method path`.
 async fn send(app: &TestApp, method: Method, path: &str, body: &str) -> Result<Reply> {
@@ -442,7 +443,7 @@ async fn keyspace_counts_are_also_exact_decimal_strings_and_compat_bodies_are_un
         (capacity - 1).to_string()
     );
     assert_eq!(view.body["capacity_str"], capacity.to_string());
-    // The seeds' routes keep their exact bodies: no `_str` twins there.
+    // The compat routes keep their exact bodies: no `_str` twins there.
     let token = app.compat_get_token().await?;
     let keys: Vec<&String> = token
         .expect(200)
@@ -471,29 +472,25 @@ async fn a_401_names_the_bearer_scheme_in_www_authenticate() -> Result<()> {
         ..Config::default()
     })
     .await;
-    let client = reqwest::Client::new();
-    let url = format!("http://{}/v1/pools/default", app.addr);
     for authorization in [None, Some("Bearer wrong"), Some("Basic dDBrZW4=")] {
-        let mut req = client.get(&url);
-        if let Some(value) = authorization {
-            req = req.header("authorization", value);
-        }
-        let resp = req.send().await?;
-        assert_eq!(resp.status(), 401, "{authorization:?}");
-        let challenge = resp.headers().get("www-authenticate").cloned();
+        let reply = match authorization {
+            Some(value) => {
+                app.with_header("authorization", value)
+                    .get_pool("default")
+                    .await?
+            }
+            None => app.get_pool("default").await?,
+        };
+        assert_eq!(reply.status, 401, "{authorization:?}");
         assert_eq!(
-            challenge.as_ref().and_then(|v| v.to_str().ok()),
+            reply.header("www-authenticate"),
             Some("Bearer"),
             "{authorization:?}"
         );
     }
-    let resp = client
-        .get(&url)
-        .header("authorization", "Bearer t0ken")
-        .send()
-        .await?;
-    assert_eq!(resp.status(), 200);
-    assert!(resp.headers().get("www-authenticate").is_none());
+    let reply = app.with_bearer("t0ken").get_pool("default").await?;
+    assert_eq!(reply.status, 200);
+    assert!(reply.header("www-authenticate").is_none());
     Ok(())
 }
 

@@ -5,16 +5,15 @@ use std::collections::HashSet;
 
 use anyhow::Result;
 
-use crate::keyward::Keyward;
-use crate::server::{self, RedisCluster};
+use keyward_testkit::redis::{self, RedisCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twelve_pools_and_a_whole_keyspace_work_on_a_three_master_cluster() -> Result<()> {
-    if server::skip("twelve_pools_and_a_whole_keyspace_work_on_a_three_master_cluster") {
+    if redis::skip("twelve_pools_and_a_whole_keyspace_work_on_a_three_master_cluster") {
         return Ok(());
     }
     let cluster = tokio::task::spawn_blocking(RedisCluster::start).await??;
-    let keyward = Keyward::start(&cluster.url(), &[]).await?;
+    let keyward = crate::keyward(&cluster.url()).start_listening().await?;
     let api = &keyward.api;
     api.readyz().await?.expect(200);
 
@@ -37,7 +36,7 @@ async fn twelve_pools_and_a_whole_keyspace_work_on_a_three_master_cluster() -> R
             .nodes
             .iter()
             .filter(|n| {
-                server::command(n.port, &format!("EXISTS {meta}"))
+                redis::command(n.port, &format!("EXISTS {meta}"))
                     .is_some_and(|r| r.starts_with(":1"))
             })
             .map(|n| n.port)
@@ -72,11 +71,11 @@ async fn twelve_pools_and_a_whole_keyspace_work_on_a_three_master_cluster() -> R
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reaper_ends_a_lease_on_a_three_master_cluster_through_the_due_index() -> Result<()> {
-    if server::skip("the_reaper_ends_a_lease_on_a_three_master_cluster_through_the_due_index") {
+    if redis::skip("the_reaper_ends_a_lease_on_a_three_master_cluster_through_the_due_index") {
         return Ok(());
     }
     let cluster = tokio::task::spawn_blocking(RedisCluster::start).await??;
-    let keyward = Keyward::start(&cluster.url(), &[]).await?;
+    let keyward = crate::keyward(&cluster.url()).start_listening().await?;
     let api = &keyward.api;
     api.readyz().await?.expect(200);
     api.put_pool("reaped", serde_json::json!({ "lease_ttl_ms": 300 }))
@@ -90,12 +89,12 @@ async fn the_reaper_ends_a_lease_on_a_three_master_cluster_through_the_due_index
     let leases = |reply: &str| -> Option<u64> { reply.strip_prefix(':')?.trim().parse().ok() };
     let count_leases = || {
         cluster.nodes.iter().find_map(|n| {
-            server::command(n.port, "ZCARD {kw:p:reaped}:leases").and_then(|r| leases(&r))
+            redis::command(n.port, "ZCARD {kw:p:reaped}:leases").and_then(|r| leases(&r))
         })
     };
     assert_eq!(count_leases(), Some(1));
     let indexed = cluster.nodes.iter().any(|n| {
-        server::command(n.port, "ZSCORE kw:due reaped")
+        redis::command(n.port, "ZSCORE kw:due reaped")
             .is_some_and(|r| r.starts_with('$') && !r.starts_with("$-1"))
     });
     assert!(indexed, "the pool is in the due index");

@@ -6,9 +6,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use reqwest::Method;
 
-use crate::helpers::Api;
-use crate::keyward::Keyward;
-use crate::server::{self, RedisServer};
+use keyward_testkit::client::Api;
+use keyward_testkit::redis::{self, RedisServer};
 
 /// Polls `/readyz` until it answers `status` (at most `limit`).
 async fn wait_ready(api: &Api, status: u16, limit: Duration) -> Result<Duration> {
@@ -24,12 +23,12 @@ async fn wait_ready(api: &Api, status: u16, limit: Duration) -> Result<Duration>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_at_start_gives_503_until_it_comes_up_then_serves() -> Result<()> {
-    if server::skip("redis_down_at_start_gives_503_until_it_comes_up_then_serves") {
+    if redis::skip("redis_down_at_start_gives_503_until_it_comes_up_then_serves") {
         return Ok(());
     }
-    let port = server::free_port()?;
+    let port = keyward_testkit::process::free_port()?;
     let url = format!("redis://127.0.0.1:{port}/0");
-    let keyward = Keyward::start(&url, &[]).await?;
+    let keyward = crate::keyward(&url).start_listening().await?;
     let api = &keyward.api;
     api.healthz().await?.expect(200);
     api.readyz().await?.expect_error(503, "unavailable");
@@ -73,11 +72,11 @@ async fn redis_down_at_start_gives_503_until_it_comes_up_then_serves() -> Result
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_mid_run_gives_503_json_then_service_resumes_after_restart() -> Result<()> {
-    if server::skip("redis_killed_mid_run_gives_503_json_then_service_resumes_after_restart") {
+    if redis::skip("redis_killed_mid_run_gives_503_json_then_service_resumes_after_restart") {
         return Ok(());
     }
     let mut redis = tokio::task::spawn_blocking(RedisServer::start).await??;
-    let keyward = Keyward::start(&redis.url(), &[]).await?;
+    let keyward = crate::keyward(&redis.url()).start_listening().await?;
     let api = &keyward.api;
     api.new_keys("fault", 3).await?;
     api.lease("fault").await?.expect(200);
@@ -116,18 +115,18 @@ async fn redis_killed_mid_run_gives_503_json_then_service_resumes_after_restart(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_hiccup_does_not_reapply_the_flags_over_runtime_settings() -> Result<()> {
-    if server::skip("a_redis_hiccup_does_not_reapply_the_flags_over_runtime_settings") {
+    if redis::skip("a_redis_hiccup_does_not_reapply_the_flags_over_runtime_settings") {
         return Ok(());
     }
     let redis = tokio::task::spawn_blocking(RedisServer::start).await??;
-    let keyward = Keyward::start(&redis.url(), &[]).await?;
+    let keyward = crate::keyward(&redis.url()).start_listening().await?;
     let api = &keyward.api;
     api.put_pool("default", serde_json::json!({"lease_ttl_ms": 1234}))
         .await?
         .expect(200);
     // Pause every client longer than keyward's 3 s command timeout: the
     // next request fails, which makes the store initialise again.
-    let reply = server::command(redis.port, "CLIENT PAUSE 3500 ALL");
+    let reply = redis::command(redis.port, "CLIENT PAUSE 3500 ALL");
     assert!(reply.is_some_and(|r| r.starts_with("+OK")));
     api.lease("default").await?.expect_error(503, "unavailable");
     wait_ready(api, 200, Duration::from_secs(5)).await?;

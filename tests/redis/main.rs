@@ -11,16 +11,12 @@
 //! note, or fails when `KEYWARD_REQUIRE_ALL_BACKENDS=1` (as CI sets it).
 //! Every wait is bounded; only processes started here are stopped, by PID.
 
-#[path = "../http/helpers.rs"]
-#[allow(
-    dead_code,
-    reason = "the HTTP suite's client; these tests use part of it"
-)]
-mod helpers;
-
 mod cluster;
 mod faults;
-mod keyward;
 mod multi;
 mod reaper;
-mod server;
+
+/// The real binary on the store URL `store` (a private Redis).
+fn keyward(store: &str) -> keyward_testkit::process::Launch {
+    keyward_testkit::process::Launch::new(env!("CARGO_BIN_EXE_keyward"), store)
+}

@@ -8,21 +8,27 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use serde_json::json;
 
-use crate::helpers::{Api, time_of};
-use crate::keyward::Keyward;
-use crate::server::{self, RedisServer};
+use keyward_testkit::client::{Api, time_of};
+use keyward_testkit::process::Server;
+use keyward_testkit::redis::{self, RedisServer};
 
 /// A private Redis and two keyward processes on it.
 struct Pair {
-    a: Keyward,
-    b: Keyward,
+    a: Server,
+    b: Server,
     redis: RedisServer,
 }
 
 async fn pair(extra: &[&str]) -> Result<Pair> {
     let redis = tokio::task::spawn_blocking(RedisServer::start).await??;
-    let a = Keyward::start(&redis.url(), extra).await?;
-    let b = Keyward::start(&redis.url(), extra).await?;
+    let a = crate::keyward(&redis.url())
+        .args(extra)
+        .start_listening()
+        .await?;
+    let b = crate::keyward(&redis.url())
+        .args(extra)
+        .start_listening()
+        .await?;
     a.api.readyz().await?.expect(200);
     b.api.readyz().await?.expect(200);
     Ok(Pair { a, b, redis })
@@ -30,7 +36,7 @@ async fn pair(extra: &[&str]) -> Result<Pair> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixteen_clients_through_two_processes_never_hold_one_key_twice() -> Result<()> {
-    if server::skip("sixteen_clients_through_two_processes_never_hold_one_key_twice") {
+    if redis::skip("sixteen_clients_through_two_processes_never_hold_one_key_twice") {
         return Ok(());
     }
     let p = pair(&[]).await?;
@@ -92,7 +98,7 @@ async fn sixteen_clients_through_two_processes_never_hold_one_key_twice() -> Res
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tokens_issued_through_two_processes_cover_the_space_once_then_409() -> Result<()> {
-    if server::skip("tokens_issued_through_two_processes_cover_the_space_once_then_409") {
+    if redis::skip("tokens_issued_through_two_processes_cover_the_space_once_then_409") {
         return Ok(());
     }
     let p = pair(&[]).await?;
@@ -153,7 +159,7 @@ async fn tokens_issued_through_two_processes_cover_the_space_once_then_409() -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_taken_on_one_process_is_released_on_the_other() -> Result<()> {
-    if server::skip("a_lease_taken_on_one_process_is_released_on_the_other") {
+    if redis::skip("a_lease_taken_on_one_process_is_released_on_the_other") {
         return Ok(());
     }
     let p = pair(&[]).await?;
@@ -183,7 +189,7 @@ async fn a_lease_taken_on_one_process_is_released_on_the_other() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_and_a_key_expire_for_both_processes() -> Result<()> {
-    if server::skip("a_lease_and_a_key_expire_for_both_processes") {
+    if redis::skip("a_lease_and_a_key_expire_for_both_processes") {
         return Ok(());
     }
     let p = pair(&["--lease-ttl", "1s"]).await?;
@@ -243,7 +249,7 @@ async fn a_lease_and_a_key_expire_for_both_processes() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_is_intact_after_both_processes_restart() -> Result<()> {
-    if server::skip("state_is_intact_after_both_processes_restart") {
+    if redis::skip("state_is_intact_after_both_processes_restart") {
         return Ok(());
     }
     let p = pair(&[]).await?;
@@ -264,8 +270,8 @@ async fn state_is_intact_after_both_processes_restart() -> Result<()> {
     let Pair { a, b, redis } = p;
     a.stop().await?;
     b.stop().await?;
-    let a = Keyward::start(&redis.url(), &[]).await?;
-    let b = Keyward::start(&redis.url(), &[]).await?;
+    let a = crate::keyward(&redis.url()).start_listening().await?;
+    let b = crate::keyward(&redis.url()).start_listening().await?;
 
     assert_eq!(b.api.get_key(pool, &key).await?.body, leased.body);
     let info = a.api.get_pool(pool).await?;
@@ -291,19 +297,28 @@ async fn state_is_intact_after_both_processes_restart() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_default_keyspace_with_tokens_cannot_change_but_an_empty_one_can() -> Result<()> {
-    if server::skip("a_default_keyspace_with_tokens_cannot_change_but_an_empty_one_can") {
+    if redis::skip("a_default_keyspace_with_tokens_cannot_change_but_an_empty_one_can") {
         return Ok(());
     }
     let redis = tokio::task::spawn_blocking(RedisServer::start).await??;
     // Nothing issued yet: the flags may redefine it.
-    let first = Keyward::start(&redis.url(), &["--token-length", "3"]).await?;
+    let first = crate::keyward(&redis.url())
+        .args(["--token-length", "3"])
+        .start_listening()
+        .await?;
     first.stop().await?;
-    let second = Keyward::start(&redis.url(), &["--token-length", "5"]).await?;
+    let second = crate::keyward(&redis.url())
+        .args(["--token-length", "5"])
+        .start_listening()
+        .await?;
     assert_eq!(second.api.get_keyspace("default").await?.u64("length"), 5);
     second.api.compat_get_token().await?.expect(200);
     second.stop().await?;
 
-    let refused = Keyward::start(&redis.url(), &["--token-length", "6"]).await;
+    let refused = crate::keyward(&redis.url())
+        .args(["--token-length", "6"])
+        .start_listening()
+        .await;
     let error = refused.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(
         error.contains("already issued 1 tokens") && error.contains("--token-length 5"),

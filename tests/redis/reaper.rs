@@ -9,33 +9,23 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use keyward::clock::{Clock, ManualClock};
-use keyward::core::{KeyLength, KeyspaceSpec, Name, PoolSettings, Ttl};
-use keyward::store::redis::{RedisSettings, RedisStore, RedisTarget, TimeSource};
+use keyward::core::{Name, Ttl};
+use keyward::store::redis::RedisStore;
 use keyward::store::{Limits, PoolPatch, SNAPSHOT_NAMED, Store};
 
-use crate::server::{self, RedisServer};
+use keyward_testkit::backends;
+use keyward_testkit::redis::{self, RedisServer};
 
 /// Idle pools in the cost test.
 const IDLE_POOLS: usize = 2_000;
 
 async fn store_on(server: &RedisServer, clock: Arc<ManualClock>) -> Result<RedisStore> {
-    let settings = RedisSettings {
-        target: RedisTarget::Single(server.url()),
-        pool_defaults: PoolSettings {
-            lease_ttl: Ttl::from_millis(60_000).context("ttl")?,
-            keepalive_ttl: Ttl::from_millis(300_000).context("ttl")?,
-            key_length: KeyLength::DEFAULT,
-        },
-        default_keyspace: KeyspaceSpec::new("abcdef", 4)?,
-        limits: Limits::DEFAULT,
-        time: TimeSource::Clock(clock),
-    };
-    Ok(RedisStore::connect(settings).await?)
+    backends::redis_store(server, clock, Limits::DEFAULT).await
 }
 
 /// `total_commands_processed` of the server's `INFO stats`.
 fn commands_processed(port: u16) -> Result<u64> {
-    let info = server::command(port, "INFO stats").context("INFO stats")?;
+    let info = redis::command(port, "INFO stats").context("INFO stats")?;
     info.lines()
         .find_map(|l| l.strip_prefix("total_commands_processed:"))
         .context("total_commands_processed in INFO stats")?
@@ -46,14 +36,14 @@ fn commands_processed(port: u16) -> Result<u64> {
 
 /// The score of `pool` in the due index, if it is there.
 fn due_score(port: u16, pool: &str) -> Option<u64> {
-    let reply = server::command(port, &format!("ZSCORE kw:due {pool}"))?;
+    let reply = redis::command(port, &format!("ZSCORE kw:due {pool}"))?;
     // `$13\r\n1700000060000\r\n`, or `$-1` when absent.
     reply.lines().nth(1)?.trim().parse().ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reaper_tick_over_two_thousand_idle_pools_sends_a_handful_of_commands() -> Result<()> {
-    if server::skip("a_reaper_tick_over_two_thousand_idle_pools_sends_a_handful_of_commands") {
+    if redis::skip("a_reaper_tick_over_two_thousand_idle_pools_sends_a_handful_of_commands") {
         return Ok(());
     }
     let server = tokio::task::spawn_blocking(RedisServer::start).await??;
@@ -97,7 +87,7 @@ async fn a_reaper_tick_over_two_thousand_idle_pools_sends_a_handful_of_commands(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_due_index_holds_each_pool_at_its_earliest_deadline() -> Result<()> {
-    if server::skip("the_due_index_holds_each_pool_at_its_earliest_deadline") {
+    if redis::skip("the_due_index_holds_each_pool_at_its_earliest_deadline") {
         return Ok(());
     }
     let server = tokio::task::spawn_blocking(RedisServer::start).await??;
@@ -105,6 +95,8 @@ async fn the_due_index_holds_each_pool_at_its_earliest_deadline() -> Result<()> 
     let store = store_on(&server, clock.clone()).await?;
     let port = server.port;
     let t0 = clock.now().as_millis();
+    // The pool's keys live the default keep-alive: the purge is due then.
+    let keepalive = backends::pool_defaults().keepalive_ttl.as_millis();
     let pool = Name::parse("indexed")?;
     let patch = PoolPatch {
         lease_ttl: Some(Ttl::from_millis(1_000).context("ttl")?),
@@ -114,7 +106,11 @@ async fn the_due_index_holds_each_pool_at_its_earliest_deadline() -> Result<()> 
     assert_eq!(due_score(port, "indexed"), None, "no deadline yet");
 
     let keys = store.generate_keys(&pool, 2).await?;
-    assert_eq!(due_score(port, "indexed"), Some(t0 + 300_000), "the purge");
+    assert_eq!(
+        due_score(port, "indexed"),
+        Some(t0 + keepalive),
+        "the purge"
+    );
     let lease = store.lease_key(&pool).await?;
     assert_eq!(due_score(port, "indexed"), Some(t0 + 1_000), "the lease");
     store.release_key(&pool, &lease.key, None).await?;
@@ -128,7 +124,7 @@ async fn the_due_index_holds_each_pool_at_its_earliest_deadline() -> Result<()> 
     store.expire_due().await?;
     assert_eq!(
         due_score(port, "indexed"),
-        Some(t0 + 300_000),
+        Some(t0 + keepalive),
         "after a visit, the next deadline"
     );
     store.lease_key(&pool).await?;
@@ -140,7 +136,7 @@ async fn the_due_index_holds_each_pool_at_its_earliest_deadline() -> Result<()> 
     for key in &keys {
         store.delete_key(&pool, &key.key).await?;
     }
-    clock.advance(Duration::from_millis(300_000));
+    clock.advance(Duration::from_millis(keepalive));
     store.expire_due().await?;
     assert_eq!(due_score(port, "indexed"), None, "nothing left to expire");
     Ok(())

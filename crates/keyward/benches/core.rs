@@ -4,15 +4,17 @@
 //! one group). The claims checked by eye here: lease+release does not grow
 //! with the pool (O(log n) deadline index only), issuing costs the same at
 //! the end of a keyspace as at its start, and expiry costs O(log n) per due
-//! entry, never a scan of the rest.
+//! entry, never a scan of the rest. `generate` gives the cost of a new
+//! key, random draw included.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use keyward::config::{DEFAULT_TOKEN_ALPHABET, DEFAULT_TOKEN_LENGTH};
 use keyward::core::{
-    KeyLength, Keyspace, KeyspaceSpec, Pool, PoolSettings, Secret, Timestamp, TokenCodec, Ttl,
+    KeyLength, Keyspace, KeyspaceSpec, OsRandom, Pool, PoolSettings, Secret, Timestamp, TokenCodec,
+    Ttl, random_key,
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -73,7 +75,7 @@ fn issue(c: &mut Criterion) {
     let spaces = [
         ("digits^6 (FF1)", "0123456789", 6),
         (
-            "seed default 52^4 (FF1)",
+            "default 52^4 (FF1)",
             DEFAULT_TOKEN_ALPHABET,
             DEFAULT_TOKEN_LENGTH,
         ),
@@ -157,5 +159,27 @@ fn expiry(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, lease_release, issue, status, expiry);
+/// Generating keys: per key, the draw from the OS CSPRNG (read in blocks),
+/// the uniqueness check and the insert; and the draw alone.
+fn generate(c: &mut Criterion) {
+    const BATCH: usize = 1_000;
+    let mut group = c.benchmark_group("generate");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function("pool, 1000 keys of 20", |b| {
+        // A fresh pool per batch, dropped untimed, so the pool size is fixed.
+        b.iter_batched_ref(
+            || Pool::new(settings(Ttl::MAX_MILLIS), false),
+            |pool| black_box(pool.generate(BATCH, at(T0)).unwrap()),
+            BatchSize::SmallInput,
+        )
+    });
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("random_key of 20", |b| {
+        let mut rng = OsRandom::default();
+        b.iter(|| black_box(random_key(&mut rng, KeyLength::DEFAULT.get())))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, lease_release, issue, status, expiry, generate);
 criterion_main!(benches);

@@ -3,7 +3,7 @@
 //! [`Overrides`], which the command line fills in).
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -14,6 +14,22 @@ use subtle::ConstantTimeEq;
 use crate::core::{KeyLength, KeyspaceSpec, PoolSettings, Ttl};
 use crate::store::Limits;
 
+/// Default of `--listen`: loopback only, so a fresh start is not reachable
+/// from other hosts until asked.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
+/// Default of `--store`: durable, in the working directory.
+pub const DEFAULT_STORE: &str = "sqlite:keyward.db";
+/// Default of `--lease-ttl`: how long a leased key stays with its client
+/// unless released or extended.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(60);
+/// Default of `--keepalive-ttl`: how long a key lives without a keep-alive.
+pub const DEFAULT_KEEPALIVE_TTL: Duration = Duration::from_secs(5 * 60);
+/// Default of `--key-length`.
+pub const DEFAULT_KEY_LENGTH: KeyLength = KeyLength::DEFAULT;
+/// Default of `--max-pools`, `--max-keyspaces` and `--max-keys-per-pool`.
+pub const DEFAULT_LIMITS: Limits = Limits::DEFAULT;
+/// Default of `--log-format`.
+pub const DEFAULT_LOG_FORMAT: LogFormat = LogFormat::Text;
 /// The default keyspace's alphabet: the original activation-token
 /// service's, so its clients get tokens of the shape they know.
 pub const DEFAULT_TOKEN_ALPHABET: &str = "qwertyuiopasdfghjklzxcvbnmQWERTYUIOPASDFGHJKLZXCVBNM";
@@ -23,19 +39,19 @@ pub const DEFAULT_TOKEN_LENGTH: u32 = 4;
 /// well, far below the file-descriptor limits of a typical host.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Largest accepted `--max-connections`.
-const MAX_MAX_CONNECTIONS: u64 = 1_000_000;
+pub const MAX_MAX_CONNECTIONS: u64 = 1_000_000;
 /// Default of `--header-timeout`: ample for any real client to send its
 /// headers, short enough that clients trickling them cannot hold the
 /// connection slots.
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest accepted `--header-timeout`: the idle timeout, beyond which a
 /// header deadline no longer adds anything.
-const MAX_HEADER_TIMEOUT: Duration = crate::http::listener::IDLE_TIMEOUT;
+pub const MAX_HEADER_TIMEOUT: Duration = crate::http::listener::IDLE_TIMEOUT;
 /// Default of `--body-timeout`: a 64 KiB body in 5 s is 13 KB/s.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest accepted `--body-timeout`: past the request timeout the request
 /// would answer 503 `timeout` before the body deadline could answer 408.
-const MAX_BODY_TIMEOUT: Duration = crate::http::REQUEST_TIMEOUT;
+pub const MAX_BODY_TIMEOUT: Duration = crate::http::REQUEST_TIMEOUT;
 
 /// Where state lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,13 +137,28 @@ impl fmt::Display for StoreUrl {
 }
 
 /// How log lines are written.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
     /// Human-readable lines.
-    #[default]
     Text,
     /// One JSON object per line.
     Json,
+}
+
+impl Default for LogFormat {
+    fn default() -> Self {
+        DEFAULT_LOG_FORMAT
+    }
+}
+
+impl fmt::Display for LogFormat {
+    /// The `--log-format` value that selects it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        })
+    }
 }
 
 /// The admin bearer token; `Debug` never shows it.
@@ -194,21 +225,23 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            store: StoreUrl::Sqlite(PathBuf::from("keyward.db")),
+            listen: DEFAULT_LISTEN,
+            store: StoreUrl::parse(DEFAULT_STORE).expect("the default store URL parses"),
             pool_defaults: PoolSettings {
-                lease_ttl: Ttl::from_millis(60_000).expect("60 s is a valid TTL"),
-                keepalive_ttl: Ttl::from_millis(300_000).expect("5 min is a valid TTL"),
-                key_length: KeyLength::DEFAULT,
+                lease_ttl: Ttl::from_duration(DEFAULT_LEASE_TTL)
+                    .expect("the default lease TTL is a valid TTL"),
+                keepalive_ttl: Ttl::from_duration(DEFAULT_KEEPALIVE_TTL)
+                    .expect("the default keep-alive TTL is a valid TTL"),
+                key_length: DEFAULT_KEY_LENGTH,
             },
             default_keyspace: KeyspaceSpec::new(DEFAULT_TOKEN_ALPHABET, DEFAULT_TOKEN_LENGTH)
                 .expect("the default keyspace is valid"),
             admin_token: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
-            limits: Limits::DEFAULT,
+            limits: DEFAULT_LIMITS,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             body_timeout: DEFAULT_BODY_TIMEOUT,
-            log_format: LogFormat::Text,
+            log_format: DEFAULT_LOG_FORMAT,
         }
     }
 }
@@ -280,7 +313,6 @@ pub struct Overrides {
     pub key_length: Option<u64>,
 
     /// Characters of the default keyspace's tokens
-    ///
     pub token_alphabet: Option<String>,
 
     /// Length of the default keyspace's tokens
@@ -390,7 +422,7 @@ impl Config {
             .find(|t| !t.is_empty())
             .map(AdminToken::new);
         let max_connections = match args.max_connections.or(file.max_connections) {
-            None => DEFAULT_MAX_CONNECTIONS,
+            None => defaults.max_connections,
             Some(n @ 1..=MAX_MAX_CONNECTIONS) => n as usize,
             Some(n) => {
                 return Err(ConfigError::Invalid(format!(
@@ -400,31 +432,32 @@ impl Config {
         };
         let header_timeout = match args.header_timeout.or(file.header_timeout) {
             Some(s) => parse_timeout(&s, "--header-timeout", MAX_HEADER_TIMEOUT)?,
-            None => DEFAULT_HEADER_TIMEOUT,
+            None => defaults.header_timeout,
         };
         let body_timeout = match args.body_timeout.or(file.body_timeout) {
             Some(s) => parse_timeout(&s, "--body-timeout", MAX_BODY_TIMEOUT)?,
-            None => DEFAULT_BODY_TIMEOUT,
+            None => defaults.body_timeout,
         };
         let limits = Limits {
             max_pools: limit(
                 args.max_pools.or(file.max_pools),
                 "--max-pools",
-                Limits::DEFAULT.max_pools,
+                defaults.limits.max_pools,
             )?,
             max_keyspaces: limit(
                 args.max_keyspaces.or(file.max_keyspaces),
                 "--max-keyspaces",
-                Limits::DEFAULT.max_keyspaces,
+                defaults.limits.max_keyspaces,
             )?,
             max_keys_per_pool: limit(
                 args.max_keys_per_pool.or(file.max_keys_per_pool),
                 "--max-keys-per-pool",
-                Limits::DEFAULT.max_keys_per_pool,
+                defaults.limits.max_keys_per_pool,
             )?,
         };
         let log_format = match args.log_format.or(file.log_format).as_deref() {
-            None | Some("text") => LogFormat::Text,
+            None => defaults.log_format,
+            Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
             Some(other) => {
                 return Err(ConfigError::Invalid(format!(
@@ -474,7 +507,7 @@ fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
 }
 
 /// Parses `250ms`, `60s`, `5m` (any humantime duration) into a TTL.
-pub fn parse_ttl(s: &str, flag: &str) -> Result<Ttl, ConfigError> {
+fn parse_ttl(s: &str, flag: &str) -> Result<Ttl, ConfigError> {
     humantime::parse_duration(s.trim())
         .ok()
         .and_then(Ttl::from_duration)
@@ -498,9 +531,15 @@ fn parse_timeout(s: &str, flag: &str, max: Duration) -> Result<Duration, ConfigE
         })
 }
 
-/// A duration for display in the start-up line.
+/// A TTL for display in the start-up line.
 pub fn show(ttl: Ttl) -> String {
-    humantime::format_duration(Duration::from_millis(ttl.as_millis())).to_string()
+    show_duration(Duration::from_millis(ttl.as_millis()))
+}
+
+/// A duration as the flags take it (`1m`, `5s`, `250ms`): for the start-up
+/// line and the defaults `--help` shows.
+pub fn show_duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
 }
 
 #[cfg(test)]

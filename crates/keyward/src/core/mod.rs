@@ -2,13 +2,25 @@
 //!
 //! Every operation takes `now`; the stores above decide where time and
 //! persistence come from. This is where the O(1)/O(log n) structures live.
+//! The one outside source it reads is the OS random source, for new keys
+//! and secrets.
+//!
+//! - [`pool`]: a pool of API keys — generate, lease, release, keep alive,
+//!   expire — over a slab, a hash index and a free vector;
+//! - [`deadlines`]: the ordered deadline queue a pool expires from;
+//! - [`keygen`]: the pool-key alphabet and the sampler every store uses;
+//! - [`keyspace`]: token spaces that issue each token once, through a keyed
+//!   permutation ([`TokenCodec`]);
+//! - [`names`], [`time`]: the validated names and instants the rest take.
 
 pub mod deadlines;
+pub mod keygen;
 pub mod keyspace;
 pub mod names;
 pub mod pool;
 pub mod time;
 
+pub use keygen::{KEY_ALPHABET, OsRandom, random_chars, random_key};
 pub use keyspace::{
     Alphabet, Issued, Keyspace, KeyspaceError, KeyspaceInfo, KeyspaceSpec, Secret, TokenCodec,
     TokenStatus,

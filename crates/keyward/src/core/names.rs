@@ -18,7 +18,7 @@ impl Name {
     /// Longest accepted name, in bytes (all accepted characters are ASCII).
     pub const MAX_LEN: usize = 64;
 
-    /// Accepts exactly `[A-Za-z0-9._-]{1,64}`.
+    /// Accepts exactly `[A-Za-z0-9._-]{1,64}`. O(n) in the name's length.
     pub fn parse(s: &str) -> Result<Self, InvalidName> {
         let ok = (1..=Self::MAX_LEN).contains(&s.len())
             && s.bytes()
@@ -30,12 +30,12 @@ impl Name {
         }
     }
 
-    /// The pool and keyspace that exist from the start.
+    /// The pool and keyspace that exist from the start. O(1).
     pub fn default_name() -> Self {
         Self("default".into())
     }
 
-    /// The name as text.
+    /// The name as text. O(1).
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -12,17 +12,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub struct Timestamp(u64);
 
 impl Timestamp {
-    /// The instant `ms` milliseconds after the Unix epoch.
+    /// The instant `ms` milliseconds after the Unix epoch. O(1).
     pub const fn from_millis(ms: u64) -> Self {
         Self(ms)
     }
 
-    /// Milliseconds since the Unix epoch.
+    /// Milliseconds since the Unix epoch. O(1).
     pub const fn as_millis(self) -> u64 {
         self.0
     }
 
     /// `self + ttl`, saturating at the far future instead of overflowing.
+    /// O(1).
     pub fn after(self, ttl: Ttl) -> Self {
         Self(self.0.saturating_add(ttl.as_millis()))
     }
@@ -51,19 +52,19 @@ impl Ttl {
     /// Largest TTL accepted: 100 years, so deadlines never overflow.
     pub const MAX_MILLIS: u64 = 100 * 365 * 24 * 3600 * 1000;
 
-    /// `None` unless `1 <= ms <= MAX_MILLIS`.
+    /// `None` unless `1 <= ms <= MAX_MILLIS`. O(1).
     pub fn from_millis(ms: u64) -> Option<Self> {
         (1..=Self::MAX_MILLIS).contains(&ms).then_some(Self(ms))
     }
 
-    /// `None` for durations outside `1 ms ..= MAX_MILLIS`.
+    /// `None` for durations outside `1 ms ..= MAX_MILLIS`. O(1).
     pub fn from_duration(d: Duration) -> Option<Self> {
         u64::try_from(d.as_millis())
             .ok()
             .and_then(Self::from_millis)
     }
 
-    /// The TTL in milliseconds.
+    /// The TTL in milliseconds. O(1).
     pub const fn as_millis(self) -> u64 {
         self.0
     }

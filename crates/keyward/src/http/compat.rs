@@ -1,8 +1,9 @@
-//! The seeds' own routes, kept byte for byte for their old clients.
+//! The routes of the two services keyward replaced, kept byte for byte
+//! for their old clients (the README's glossary names them).
 //!
-//! - Seed `000_…` (activation tokens) on keyspace `default`: always HTTP
-//!   200, field names ending in a colon, messages in Russian.
-//! - Seed `002_…` (API-key pool) on pool `default`: Django REST style
+//! - The activation-token service, on keyspace `default`: always HTTP 200,
+//!   field names ending in a colon, messages in Russian.
+//! - The API-key pool service, on pool `default`: Django REST style
 //!   bodies.
 //!
 //! The trailing slash is optional on every route.
@@ -17,9 +18,15 @@ use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiError, AppState, PathParts};
+use super::extract::{CompatTokenPath, PathParts};
+use super::{ApiError, AppState};
 use crate::core::{KeyspaceError, Name, PoolError};
 use crate::store::StoreError;
+
+/// OpenAPI tag of the activation-token service's routes.
+const TOKEN_SERVICE: &str = "compat: activation-token service (keyspace default)";
+/// OpenAPI tag of the API-key pool service's routes.
+const POOL_SERVICE: &str = "compat: API-key pool service (pool default)";
 
 const NOT_ISSUED: &str = "Ключ не выдан";
 const EXHAUSTED: &str = "Ключи кончились";
@@ -27,11 +34,11 @@ const ALREADY_ACTIVATED: &str = "Ключ уже активирован";
 const ISSUED_NOT_ACTIVATED: &str = "Ключ выдан, но не активирован";
 const ISSUED_AND_ACTIVATED: &str = "Ключ выдан и активирован";
 
-/// The compat routes of both seeds. A trailing slash is trimmed before
+/// The compat routes of both services. A trailing slash is trimmed before
 /// routing (see [`super::router`]), so each is registered once. Their
 /// OpenAPI operation ids start with `compat_`, so none repeats a `/v1` one
 /// (`activate_token` is a handler name in both modules).
-pub fn routes() -> OpenApiRouter<AppState> {
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_token))
         .routes(routes!(activate_token))
@@ -46,7 +53,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(start_scheduler))
 }
 
-/// Seed 000's issue reply. Typed, not `json!`: a `u128` count above
+/// The activation-token service's issue reply. Typed, not `json!`: a `u128` count above
 /// `u64::MAX` cannot become a `serde_json::Value`, but serializes fine.
 #[derive(serde::Serialize)]
 struct IssuedToken {
@@ -56,7 +63,7 @@ struct IssuedToken {
     leftkeys: u128,
 }
 
-/// Seed 000's count reply.
+/// The activation-token service's count reply.
 #[derive(serde::Serialize)]
 struct LeftKeys {
     #[serde(rename = "leftkeys:")]
@@ -69,7 +76,7 @@ fn keystatus(message: impl Into<String>) -> Json<serde_json::Value> {
 
 /// `POST /api/get_token`: issue a token of the default keyspace.
 #[utoipa::path(
-    post, path = "/api/get_token", operation_id = "compat_get_token", tag = "compat: seed 000 (keyspace default)",
+    post, path = "/api/get_token", operation_id = "compat_get_token", tag = TOKEN_SERVICE,
     responses((status = 200, description = "`{\"key:\": T, \"leftkeys:\": N}` or `{\"keystatus:\": \"Ключи кончились\"}`", body = serde_json::Value))
 )]
 async fn get_token(State(state): State<AppState>) -> Result<Response, ApiError> {
@@ -88,13 +95,13 @@ async fn get_token(State(state): State<AppState>) -> Result<Response, ApiError> 
 
 /// `PUT /api/activate_token/{token}`.
 #[utoipa::path(
-    put, path = "/api/activate_token/{token}", operation_id = "compat_activate_token", tag = "compat: seed 000 (keyspace default)",
-    params(("token" = String, Path, description = "A token of the default keyspace")),
+    put, path = "/api/activate_token/{token}", operation_id = "compat_activate_token", tag = TOKEN_SERVICE,
+    params(CompatTokenPath),
     responses((status = 200, description = "`{\"keystatus:\": …}`: Вы активировали ключ T / Ключ уже активирован / Ключ не выдан", body = serde_json::Value))
 )]
 async fn activate_token(
     State(state): State<AppState>,
-    PathParts(token): PathParts<String>,
+    PathParts(CompatTokenPath { token }): PathParts<CompatTokenPath>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     match state
         .store
@@ -114,13 +121,13 @@ async fn activate_token(
 
 /// `GET /api/get_token_status/{token}`.
 #[utoipa::path(
-    get, path = "/api/get_token_status/{token}", operation_id = "compat_get_token_status", tag = "compat: seed 000 (keyspace default)",
-    params(("token" = String, Path, description = "A token of the default keyspace")),
+    get, path = "/api/get_token_status/{token}", operation_id = "compat_get_token_status", tag = TOKEN_SERVICE,
+    params(CompatTokenPath),
     responses((status = 200, description = "`{\"keystatus:\": …}`: Ключ выдан и активирован / Ключ выдан, но не активирован / Ключ не выдан", body = serde_json::Value))
 )]
 async fn get_token_status(
     State(state): State<AppState>,
-    PathParts(token): PathParts<String>,
+    PathParts(CompatTokenPath { token }): PathParts<CompatTokenPath>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     match state
         .store
@@ -138,7 +145,7 @@ async fn get_token_status(
 
 /// `GET /api/get_number_token`: tokens left in the default keyspace.
 #[utoipa::path(
-    get, path = "/api/get_number_token", operation_id = "compat_get_number_token", tag = "compat: seed 000 (keyspace default)",
+    get, path = "/api/get_number_token", operation_id = "compat_get_number_token", tag = TOKEN_SERVICE,
     responses((status = 200, description = "`{\"leftkeys:\": N}`", body = serde_json::Value))
 )]
 async fn get_number_token(State(state): State<AppState>) -> Result<Json<LeftKeys>, ApiError> {
@@ -168,7 +175,7 @@ fn api_key(query: &Result<Query<HashMap<String, String>>, impl Sized>) -> Option
 
 /// `POST /api/v1/random_api_key/`: generate one key in the default pool.
 #[utoipa::path(
-    post, path = "/api/v1/random_api_key", operation_id = "compat_generate_api_key", tag = "compat: seed 002 (pool default)",
+    post, path = "/api/v1/random_api_key", operation_id = "compat_generate_api_key", tag = POOL_SERVICE,
     responses((status = 201, description = "`{\"api_key\": K}`", body = serde_json::Value))
 )]
 async fn generate_api_key(State(state): State<AppState>) -> Result<Response, ApiError> {
@@ -179,7 +186,7 @@ async fn generate_api_key(State(state): State<AppState>) -> Result<Response, Api
 
 /// `GET /api/v1/random_api_key/`: lease a random free key.
 #[utoipa::path(
-    get, path = "/api/v1/random_api_key", operation_id = "compat_lease_api_key", tag = "compat: seed 002 (pool default)",
+    get, path = "/api/v1/random_api_key", operation_id = "compat_lease_api_key", tag = POOL_SERVICE,
     responses(
         (status = 200, description = "`{\"api_key\": K}`, now leased", body = serde_json::Value),
         (status = 404, description = "`{\"message\": \"No available key found\"}`", body = serde_json::Value),
@@ -198,7 +205,7 @@ async fn lease_api_key(State(state): State<AppState>) -> Result<Response, ApiErr
 
 /// `PUT /api/v1/random_api_key/?api_key=K`: release (a free key stays free).
 #[utoipa::path(
-    put, path = "/api/v1/random_api_key", operation_id = "compat_release_api_key", tag = "compat: seed 002 (pool default)",
+    put, path = "/api/v1/random_api_key", operation_id = "compat_release_api_key", tag = POOL_SERVICE,
     params(("api_key" = Option<String>, Query, description = "The key")),
     responses(
         (status = 200, description = "`{\"api_key\": K}`, released", body = serde_json::Value),
@@ -229,7 +236,7 @@ async fn release_api_key(
 
 /// `DELETE /api/v1/random_api_key/?api_key=K`: purge.
 #[utoipa::path(
-    delete, path = "/api/v1/random_api_key", operation_id = "compat_delete_api_key", tag = "compat: seed 002 (pool default)",
+    delete, path = "/api/v1/random_api_key", operation_id = "compat_delete_api_key", tag = POOL_SERVICE,
     params(("api_key" = Option<String>, Query, description = "The key")),
     responses(
         (status = 200, description = "`{\"message\": \"Given key has been deleted\"}`", body = serde_json::Value),
@@ -259,7 +266,7 @@ async fn delete_api_key(
 
 /// `GET /api/v1/start_scheduler/`: expiry always runs; kept for old clients.
 #[utoipa::path(
-    get, path = "/api/v1/start_scheduler", operation_id = "compat_start_scheduler", tag = "compat: seed 002 (pool default)",
+    get, path = "/api/v1/start_scheduler", operation_id = "compat_start_scheduler", tag = POOL_SERVICE,
     responses((status = 200, description = "Expiry always runs; kept for old clients", body = serde_json::Value))
 )]
 async fn start_scheduler() -> Json<serde_json::Value> {

@@ -2,31 +2,33 @@
 //! `match` that gives each its status and code.
 //!
 //! Body: `{"error": {"code": "<snake_case>", "message": "<human text>"}}`.
-//! 5xx bodies are generic; their cause is logged once, with its source chain.
+//! 5xx bodies are generic; their cause, with its source chain, rides on the
+//! response as a [`LoggedCause`] and is logged once by the request-logging
+//! middleware, where the request id and route are known.
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::core::{KeyspaceError, PoolError};
-use crate::store::{Limit, StoreError};
+use crate::store::{ErrorChain, Limit, StoreError};
 
 /// The shape of every error body, for the OpenAPI document.
 #[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
+pub(crate) struct ErrorBody {
     error: ErrorDetail,
 }
 
 /// `code` is stable and machine-readable; `message` is for people.
 #[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct ErrorDetail {
+pub(crate) struct ErrorDetail {
     code: String,
     message: String,
 }
 
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// 400: a pool or keyspace name breaks the name rule.
     #[error("{0}")]
     InvalidName(String),
@@ -192,31 +194,50 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// The cause of a 5xx answer, `error: cause: cause …`, put on the response
+/// for the middleware to log (the client sees only the generic message).
+#[derive(Clone, Debug)]
+pub(crate) struct LoggedCause(pub String);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        if status.is_server_error() {
-            let chain = error_chain(&self);
-            tracing::error!(error = %chain, "request failed");
-        }
         let body = ErrorBody {
             error: ErrorDetail {
                 code: code.to_owned(),
                 message: self.to_string(),
             },
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if status.is_server_error() {
+            response
+                .extensions_mut()
+                .insert(LoggedCause(ErrorChain(&self).to_string()));
+        }
+        response
     }
 }
 
-/// `error: cause: cause …`, for one log line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_5xx_carries_its_cause_chain_for_the_log_and_a_4xx_carries_none() {
+        let cause = std::io::Error::other("disk full");
+        let unavailable = ApiError::from(StoreError::Unavailable(Box::new(cause))).into_response();
+        assert_eq!(unavailable.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let logged = unavailable
+            .extensions()
+            .get::<LoggedCause>()
+            .map(|LoggedCause(chain)| chain.as_str());
+        assert_eq!(
+            logged,
+            Some("the store is unavailable; retry later: disk full")
+        );
+
+        let not_found = ApiError::PoolNotFound.into_response();
+        assert_eq!(not_found.status(), StatusCode::NOT_FOUND);
+        assert!(not_found.extensions().get::<LoggedCause>().is_none());
     }
-    out
 }

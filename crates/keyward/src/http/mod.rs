@@ -1,12 +1,19 @@
-//! The HTTP face of keyward: the native `/v1` API, the seeds' compat
-//! routes and the ops routes, over one [`Store`].
+//! The HTTP face of keyward: the native `/v1` API, the compat routes of
+//! the two services keyward replaced, and the ops routes, over one
+//! [`Store`].
 //!
-//! Handlers are thin: extract, call the store, map the result. Everything
-//! a client can get wrong becomes an [`ApiError`] with a JSON body.
+//! Handlers are thin: extract (`extract.rs`: names parsed, bodies read),
+//! call the store, map the result. Everything a client can get wrong
+//! becomes an `ApiError` with a JSON body; a 5xx's cause is logged once,
+//! by the `log_and_time_out` middleware, from the response's `LoggedCause`.
+//!
+//! Public: [`router`], [`openapi`], [`AppState`] and the limits; the
+//! handlers, extractors and the serve loop are the crate's own.
 
-pub mod compat;
-pub mod error;
-pub mod listener;
+pub(crate) mod compat;
+pub(crate) mod error;
+mod extract;
+pub(crate) mod listener;
 pub mod metrics;
 pub mod v1;
 
@@ -14,21 +21,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Path, Request};
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::de::DeserializeOwned;
 use serde_json::json;
 use tower_http::normalize_path::NormalizePath;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tracing::Instrument;
 use utoipa_axum::router::OpenApiRouter;
 
-pub use error::ApiError;
+pub(crate) use error::ApiError;
+use error::LoggedCause;
 
 use crate::config::AdminToken;
 use crate::store::Store;
@@ -57,7 +63,8 @@ pub struct AppState {
 
 /// The whole router: `/v1`, compat, ops, `/openapi.json`, JSON fallbacks
 /// and limits. A trailing slash is trimmed before routing, so every route
-/// answers with or without one (the seed-002 clients send one).
+/// answers with or without one (the API-key pool service's clients send
+/// one).
 pub fn router(state: AppState) -> Router {
     let (api, doc) = documented_routes().split_for_parts();
     // Rendered once; each request clones a reference-counted buffer.
@@ -71,7 +78,7 @@ pub fn router(state: AppState) -> Router {
             "/metrics",
             get({
                 let metrics = metrics.clone();
-                move |axum::extract::State(state): axum::extract::State<AppState>| async move {
+                move |State(state): State<AppState>| async move {
                     render_metrics(&state, &metrics).await
                 }
             }),
@@ -207,10 +214,12 @@ fn drop_null_alternative(content: &mut utoipa::openapi::RefOr<utoipa::openapi::C
 
 /// Runs the request inside a span carrying its `x-request-id` (so any log
 /// line it causes names it), answers 503 `timeout` after
-/// [`REQUEST_TIMEOUT`], and logs one line per request at `debug` (the route
-/// template, never the path: paths hold pool keys).
+/// [`REQUEST_TIMEOUT`], logs one line per request at `debug` (the route
+/// template, never the path: paths hold pool keys), and logs the cause of
+/// every 5xx once, at `error`, with its source chain, from the
+/// [`LoggedCause`] the [`ApiError`] left on the response.
 async fn log_and_time_out(
-    axum::extract::State(metrics): axum::extract::State<Arc<Metrics>>,
+    State(metrics): State<Arc<Metrics>>,
     req: Request,
     next: Next,
 ) -> Response {
@@ -239,6 +248,9 @@ async fn log_and_time_out(
     let status = response.status().as_u16();
     metrics.observe(method.as_str(), &route, status, elapsed);
     span.in_scope(|| {
+        if let Some(LoggedCause(cause)) = response.extensions().get::<LoggedCause>() {
+            tracing::error!(%method, route, status, error = %cause, "request failed");
+        }
         tracing::debug!(
             %method,
             route,
@@ -267,11 +279,7 @@ async fn render_metrics(state: &AppState, metrics: &Metrics) -> Response {
 /// token (when one is configured), unknown routes and methods included, so
 /// a stranger cannot even map the API. The comparison takes the same time
 /// wherever the tokens differ.
-async fn require_token(
-    axum::extract::State(state): axum::extract::State<AppState>,
-    req: Request,
-    next: Next,
-) -> Response {
+async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
     let guarded = ["/v1", "/api"].iter().any(|p| {
         path.strip_prefix(p)
@@ -309,19 +317,15 @@ async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
-/// 200 while the store answers, else 503.
-async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
-    match state.store.ping().await {
-        Ok(()) => Json(json!({"status": "ready"})).into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"error": {"code": "unavailable", "message": "the store is unavailable"}})),
-            )
-                .into_response()
-        }
-    }
+/// 200 while the store answers, else 503 `unavailable` (whatever the
+/// store's error: a probe asks only whether it can serve).
+async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    state
+        .store
+        .ping()
+        .await
+        .map_err(|e| ApiError::Unavailable(Box::new(e)))?;
+    Ok(Json(json!({"status": "ready"})))
 }
 
 async fn route_not_found(req: Request) -> ApiError {
@@ -418,147 +422,138 @@ async fn reject_oversized(req: Request, next: Next) -> Response {
     }
 }
 
-/// Path parameters, with rejections (e.g. `%FF`) turned into JSON errors.
-pub struct PathParts<T>(pub T);
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
-impl<S, T> FromRequestParts<S> for PathParts<T>
-where
-    S: Send + Sync,
-    T: DeserializeOwned + Send,
-{
-    type Rejection = ApiError;
+    use tower::ServiceExt;
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Level, Metadata, Subscriber};
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        match Path::<T>::from_request_parts(parts, state).await {
-            Ok(Path(t)) => Ok(Self(t)),
-            Err(e) => Err(ApiError::InvalidPath(e.body_text())),
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::config::Config;
+    use crate::store::local::{LocalSettings, LocalStore};
+
+    /// Every `error` event, with the `request_id` of the span it was in.
+    #[derive(Default)]
+    struct Errors {
+        next_span: AtomicU64,
+        span_ids: Mutex<HashMap<u64, String>>,
+        entered: Mutex<Vec<u64>>,
+        seen: Mutex<Vec<(Option<String>, String)>>,
+    }
+
+    /// The fields of one span or event, as text.
+    #[derive(Default)]
+    struct Fields(HashMap<String, String>);
+
+    impl Visit for Fields {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            self.0.insert(field.name().to_owned(), format!("{value:?}"));
         }
     }
-}
 
-/// A JSON body that may be absent (empty means `T::default()`), read
-/// whatever the `Content-Type`, so `curl -d` works too.
-///
-/// Malformed JSON, and an object that repeats a key (which serde would
-/// silently resolve to the last), is `invalid_json`; well-formed JSON of
-/// the wrong shape, including `null` for a field (no request field is
-/// nullable: leave it out for its default), is the route's own error,
-/// chosen by [`BodyError`]. O(body).
-pub struct JsonBody<T>(pub T);
-
-/// How a route names a body of the wrong shape.
-pub trait BodyError {
-    /// The error for a body that is JSON but not what the route takes.
-    fn wrong_shape(message: String) -> ApiError;
-}
-
-impl<S, T> FromRequest<S> for JsonBody<T>
-where
-    S: Send + Sync,
-    T: DeserializeOwned + Default + BodyError + Send,
-{
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        // `reject_oversized` already holds the whole body, within its limit.
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::InvalidJson(e.body_text()))?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Self(T::default()));
+    impl Subscriber for &'static Errors {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
         }
-        let UniqueKeys(value) = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::InvalidJson(format!("the body is not valid JSON: {e}")))?;
-        // serde would also read an array by field position; the contract
-        // takes objects only.
-        let Some(object) = value.as_object() else {
-            return Err(T::wrong_shape("the body must be a JSON object".into()));
-        };
-        // serde reads `null` as an absent `Option`: `{"count": null}` would
-        // quietly mean the default.
-        let null_field = object
-            .iter()
-            .find(|(_, v)| v.is_null())
-            .map(|(k, _)| k.clone());
-        let body = serde_json::from_value(value).map_err(|e| T::wrong_shape(e.to_string()))?;
-        match null_field {
-            Some(field) => Err(T::wrong_shape(format!(
-                "`{field}` must not be null; leave it out for its default"
-            ))),
-            None => Ok(Self(body)),
-        }
-    }
-}
 
-/// A JSON value read in one pass that fails on an object repeating a key,
-/// at any depth (RFC 8259 leaves repeated names to the reader; here they
-/// are an error rather than "the last one wins"). serde_json's recursion
-/// limit still bounds the nesting.
-struct UniqueKeys(serde_json::Value);
-
-impl<'de> serde::Deserialize<'de> for UniqueKeys {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(UniqueKeysVisitor).map(Self)
-    }
-}
-
-struct UniqueKeysVisitor;
-
-impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
-    type Value = serde_json::Value;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
-        Ok(v.into())
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(v.into())
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(v.into())
-    }
-
-    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
-        Ok(v.into())
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(v.into())
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-        Ok(v.into())
-    }
-
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(serde_json::Value::Null)
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut items = Vec::new();
-        while let Some(UniqueKeys(item)) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(items.into())
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut object = serde_json::Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if object.contains_key(&key) {
-                let shown: String = key.chars().take(64).collect();
-                return Err(serde::de::Error::custom(format!(
-                    "the key {shown:?} appears twice in one object"
-                )));
+        fn new_span(&self, span: &Attributes<'_>) -> Id {
+            let id = self.next_span.fetch_add(1, Ordering::Relaxed) + 1;
+            let mut fields = Fields::default();
+            span.record(&mut fields);
+            if let Some(request_id) = fields.0.remove("request_id") {
+                self.span_ids
+                    .lock()
+                    .expect("not poisoned")
+                    .insert(id, request_id);
             }
-            let UniqueKeys(value) = map.next_value()?;
-            object.insert(key, value);
+            Id::from_u64(id)
         }
-        Ok(object.into())
+
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+
+        fn event(&self, event: &Event<'_>) {
+            if *event.metadata().level() != Level::ERROR {
+                return;
+            }
+            let mut fields = Fields::default();
+            event.record(&mut fields);
+            let span = self.entered.lock().expect("not poisoned").last().copied();
+            let request_id = span.and_then(|id| {
+                self.span_ids
+                    .lock()
+                    .expect("not poisoned")
+                    .get(&id)
+                    .cloned()
+            });
+            let error = fields.0.remove("error").unwrap_or_default();
+            self.seen
+                .lock()
+                .expect("not poisoned")
+                .push((request_id, error));
+        }
+
+        fn enter(&self, span: &Id) {
+            self.entered
+                .lock()
+                .expect("not poisoned")
+                .push(span.into_u64());
+        }
+
+        fn exit(&self, _: &Id) {
+            self.entered.lock().expect("not poisoned").pop();
+        }
+    }
+
+    #[test]
+    fn a_5xx_is_logged_once_by_the_middleware_with_its_request_id_and_cause() {
+        let errors: &'static Errors = Box::leak(Box::default());
+        let config = Config::default();
+        let store = LocalStore::new(
+            LocalSettings {
+                pool_defaults: config.pool_defaults,
+                default_keyspace: config.default_keyspace,
+                limits: config.limits,
+            },
+            Arc::new(SystemClock),
+        );
+        let metrics = Arc::new(Metrics::new(&store));
+        let app = Router::new()
+            .route(
+                "/fails",
+                get(|| async { ApiError::Unavailable("the disk is full".into()) }),
+            )
+            .route("/works", get(|| async { "ok" }))
+            .layer(middleware::from_fn_with_state(metrics, log_and_time_out));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        tracing::subscriber::with_default(errors, || {
+            runtime.block_on(async {
+                for (path, id) in [("/fails", "req-1"), ("/works", "req-2")] {
+                    let request = Request::get(path)
+                        .header("x-request-id", id)
+                        .body(axum::body::Body::empty())
+                        .expect("a request");
+                    app.clone().oneshot(request).await.expect("infallible");
+                }
+            });
+        });
+        let seen = errors.seen.lock().expect("not poisoned").clone();
+        assert_eq!(
+            seen,
+            [(
+                Some("req-1".to_owned()),
+                "the store is unavailable; retry later: the disk is full".to_owned()
+            )]
+        );
     }
 }

@@ -12,15 +12,16 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::ErrorBody;
-use super::{ApiError, AppState, BodyError, JsonBody, PathParts};
-use crate::core::{Issued, KeyLength, KeyView, KeyspaceSpec, Name, TokenStatus, Ttl};
+use super::extract::{BodyError, JsonBody, KeyPath, KeyspacePath, PoolPath, TokenPath};
+use super::{ApiError, AppState};
+use crate::core::{Issued, KeyLength, KeyView, KeyspaceSpec, TokenStatus, Ttl};
 use crate::store::{KeyspaceView, PoolInfo, PoolPatch, Upsert};
 
 /// Most keys one generate request may ask for.
 pub const MAX_GENERATE: u64 = 10_000;
 
 /// The `/v1` routes, each documented in the OpenAPI document.
-pub fn routes() -> OpenApiRouter<AppState> {
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_pool, put_pool))
         .routes(routes!(generate_keys))
@@ -34,15 +35,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(activate_token))
 }
 
-fn name(s: &str) -> Result<Name, ApiError> {
-    Name::parse(s).map_err(|e| ApiError::InvalidName(format!("{e}; got {:?}", truncate(s))))
-}
-
-/// At most 64 characters of client input, for error messages.
-fn truncate(s: &str) -> String {
-    s.chars().take(64).collect()
-}
-
 fn status_for(upsert: Upsert) -> StatusCode {
     match upsert {
         Upsert::Created => StatusCode::CREATED,
@@ -52,7 +44,7 @@ fn status_for(upsert: Upsert) -> StatusCode {
 
 /// The pool object.
 #[derive(Serialize, ToSchema)]
-pub struct PoolBody {
+pub(crate) struct PoolBody {
     name: String,
     lease_ttl_ms: u64,
     keepalive_ttl_ms: u64,
@@ -79,7 +71,7 @@ impl From<PoolInfo> for PoolBody {
 /// Whether a key is leased.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum KeyState {
+pub(crate) enum KeyState {
     /// Free: `lease_id` and `leased_until` are `null`.
     Free,
     /// Leased until `leased_until`, under `lease_id`.
@@ -88,7 +80,7 @@ pub enum KeyState {
 
 /// The key object.
 #[derive(Serialize, ToSchema)]
-pub struct KeyBody {
+pub(crate) struct KeyBody {
     key: String,
     state: KeyState,
     created_at: String,
@@ -117,7 +109,7 @@ impl From<KeyView> for KeyBody {
 /// Body of `PUT /v1/pools/{pool}`.
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct PoolSettingsBody {
+pub(crate) struct PoolSettingsBody {
     // The bounds repeat `Ttl::MAX_MILLIS` and `KeyLength` as literals (the
     // derive takes nothing else); a test in tests/http compares them.
     #[schema(nullable = false, minimum = 1, maximum = 3153600000000.0)]
@@ -165,7 +157,7 @@ impl PoolSettingsBody {
 /// Create a pool or change the given settings.
 #[utoipa::path(
     put, path = "/v1/pools/{pool}", tag = "pools",
-    params(("pool" = String, Path, description = "Pool name: 1-64 of [A-Za-z0-9._-]")),
+    params(PoolPath),
     request_body(content = Option<PoolSettingsBody>, description = "Settings to set; absent fields keep their value; may be empty"),
     responses(
         (status = 201, description = "Created", body = PoolBody),
@@ -176,10 +168,9 @@ impl PoolSettingsBody {
 )]
 async fn put_pool(
     State(state): State<AppState>,
-    PathParts(pool): PathParts<String>,
+    PoolPath { pool }: PoolPath,
     JsonBody(body): JsonBody<PoolSettingsBody>,
 ) -> Result<Response, ApiError> {
-    let pool = name(&pool)?;
     let patch = body.parse()?;
     let (info, upsert) = state.store.put_pool(&pool, patch).await?;
     Ok((status_for(upsert), Json(PoolBody::from(info))).into_response())
@@ -188,7 +179,7 @@ async fn put_pool(
 /// A pool's settings and counts.
 #[utoipa::path(
     get, path = "/v1/pools/{pool}", tag = "pools",
-    params(("pool" = String, Path, description = "Pool name: 1-64 of [A-Za-z0-9._-]")),
+    params(PoolPath),
     responses(
         (status = 200, description = "The pool", body = PoolBody),
         (status = 400, description = "invalid_name", body = ErrorBody),
@@ -197,16 +188,15 @@ async fn put_pool(
 )]
 async fn get_pool(
     State(state): State<AppState>,
-    PathParts(pool): PathParts<String>,
+    PoolPath { pool }: PoolPath,
 ) -> Result<Json<PoolBody>, ApiError> {
-    let pool = name(&pool)?;
     Ok(Json(state.store.pool_info(&pool).await?.into()))
 }
 
 /// Body of `POST /v1/pools/{pool}/keys`.
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct GenerateBody {
+pub(crate) struct GenerateBody {
     // `maximum` repeats `MAX_GENERATE`; a test in tests/http compares them.
     #[schema(nullable = false, minimum = 1, maximum = 10000, default = 1)]
     count: Option<u64>,
@@ -220,14 +210,14 @@ impl BodyError for GenerateBody {
 
 /// Reply to a generate: the new keys.
 #[derive(Serialize, ToSchema)]
-pub struct KeysBody {
+pub(crate) struct KeysBody {
     keys: Vec<KeyBody>,
 }
 
 /// Generate keys (the pool is made with defaults if absent).
 #[utoipa::path(
     post, path = "/v1/pools/{pool}/keys", tag = "pools",
-    params(("pool" = String, Path, description = "Pool name: 1-64 of [A-Za-z0-9._-]")),
+    params(PoolPath),
     request_body(content = Option<GenerateBody>, description = "How many keys (1-10000, default 1); may be empty"),
     responses(
         (status = 201, description = "Generated", body = KeysBody),
@@ -237,10 +227,9 @@ pub struct KeysBody {
 )]
 async fn generate_keys(
     State(state): State<AppState>,
-    PathParts(pool): PathParts<String>,
+    PoolPath { pool }: PoolPath,
     JsonBody(body): JsonBody<GenerateBody>,
 ) -> Result<(StatusCode, Json<KeysBody>), ApiError> {
-    let pool = name(&pool)?;
     let count = body.count.unwrap_or(1);
     if !(1..=MAX_GENERATE).contains(&count) {
         return Err(ApiError::InvalidCount(format!(
@@ -255,7 +244,7 @@ async fn generate_keys(
 /// Lease a uniformly random free key.
 #[utoipa::path(
     post, path = "/v1/pools/{pool}/lease", tag = "pools",
-    params(("pool" = String, Path, description = "Pool name: 1-64 of [A-Za-z0-9._-]")),
+    params(PoolPath),
     responses(
         (status = 200, description = "A uniformly random free key, now leased", body = KeyBody),
         (status = 400, description = "invalid_name", body = ErrorBody),
@@ -264,16 +253,15 @@ async fn generate_keys(
 )]
 async fn lease_key(
     State(state): State<AppState>,
-    PathParts(pool): PathParts<String>,
+    PoolPath { pool }: PoolPath,
 ) -> Result<Json<KeyBody>, ApiError> {
-    let pool = name(&pool)?;
     Ok(Json(state.store.lease_key(&pool).await?.into()))
 }
 
 /// Body of release and keep-alive.
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct LeaseIdBody {
+pub(crate) struct LeaseIdBody {
     #[schema(nullable = false)]
     lease_id: Option<u64>,
 }
@@ -287,7 +275,7 @@ impl BodyError for LeaseIdBody {
 /// End a lease now.
 #[utoipa::path(
     post, path = "/v1/pools/{pool}/keys/{key}/release", tag = "pools",
-    params(("pool" = String, Path, description = "Pool name: 1-64 of [A-Za-z0-9._-]"), ("key" = String, Path, description = "The key")),
+    params(KeyPath),
     request_body(content = Option<LeaseIdBody>, description = "Optional fencing lease id; may be empty"),
     responses(
         (status = 200, description = "Released", body = KeyBody),
@@ -298,10 +286,9 @@ impl BodyError for LeaseIdBody {
 )]
 async fn release_key(
     State(state): State<AppState>,
-    PathParts((pool, key)): PathParts<(String, String)>,
+    KeyPath { pool, key }: KeyPath,
     JsonBody(body): JsonBody<LeaseIdBody>,
 ) -> Result<Json<KeyBody>, ApiError> {
-    let pool = name(&pool)?;
     let view = state.store.release_key(&pool, &key, body.lease_id).await?;
     Ok(Json(view.into()))
 }
@@ -309,7 +296,7 @@ async fn release_key(
 /// Keep a key alive (and with its lease id, the lease).
 #[utoipa::path(
     post, path = "/v1/pools/{pool}/keys/{key}/keepalive", tag = "pools",
-    params(("pool" = String, Path, description = "Pool name: 1-64 of [A-Za-z0-9._-]"), ("key" = String, Path, description = "The key")),
+    params(KeyPath),
     request_body(content = Option<LeaseIdBody>, description = "With the current lease id, the lease is extended too; may be empty"),
     responses(
         (status = 200, description = "Kept alive", body = KeyBody),
@@ -320,10 +307,9 @@ async fn release_key(
 )]
 async fn keepalive_key(
     State(state): State<AppState>,
-    PathParts((pool, key)): PathParts<(String, String)>,
+    KeyPath { pool, key }: KeyPath,
     JsonBody(body): JsonBody<LeaseIdBody>,
 ) -> Result<Json<KeyBody>, ApiError> {
-    let pool = name(&pool)?;
     let view = state
         .store
         .keepalive_key(&pool, &key, body.lease_id)
@@ -334,7 +320,7 @@ async fn keepalive_key(
 /// A key's state.
 #[utoipa::path(
     get, path = "/v1/pools/{pool}/keys/{key}", tag = "pools",
-    params(("pool" = String, Path, description = "Pool name: 1-64 of [A-Za-z0-9._-]"), ("key" = String, Path, description = "The key")),
+    params(KeyPath),
     responses(
         (status = 200, description = "The key", body = KeyBody),
         (status = 400, description = "invalid_name", body = ErrorBody),
@@ -343,16 +329,15 @@ async fn keepalive_key(
 )]
 async fn get_key(
     State(state): State<AppState>,
-    PathParts((pool, key)): PathParts<(String, String)>,
+    KeyPath { pool, key }: KeyPath,
 ) -> Result<Json<KeyBody>, ApiError> {
-    let pool = name(&pool)?;
     Ok(Json(state.store.get_key(&pool, &key).await?.into()))
 }
 
 /// Purge a key.
 #[utoipa::path(
     delete, path = "/v1/pools/{pool}/keys/{key}", tag = "pools",
-    params(("pool" = String, Path, description = "Pool name: 1-64 of [A-Za-z0-9._-]"), ("key" = String, Path, description = "The key")),
+    params(KeyPath),
     responses(
         (status = 204, description = "Purged"),
         (status = 400, description = "invalid_name", body = ErrorBody),
@@ -361,9 +346,8 @@ async fn get_key(
 )]
 async fn delete_key(
     State(state): State<AppState>,
-    PathParts((pool, key)): PathParts<(String, String)>,
+    KeyPath { pool, key }: KeyPath,
 ) -> Result<StatusCode, ApiError> {
-    let pool = name(&pool)?;
     state.store.delete_key(&pool, &key).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -373,7 +357,7 @@ async fn delete_key(
 /// `remaining_str` repeat the two that can be that large as exact decimal
 /// strings.
 #[derive(Serialize, ToSchema)]
-pub struct KeyspaceBody {
+pub(crate) struct KeyspaceBody {
     name: String,
     alphabet: String,
     length: u32,
@@ -408,7 +392,7 @@ impl From<KeyspaceView> for KeyspaceBody {
 /// Body of `PUT /v1/keyspaces/{ks}`.
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct KeyspaceDefBody {
+pub(crate) struct KeyspaceDefBody {
     // Both are required; `Option` only lets the handler name what is
     // missing in its own words.
     #[schema(required = true, nullable = false, min_length = 2)]
@@ -426,7 +410,7 @@ impl BodyError for KeyspaceDefBody {
 /// Create a keyspace (200 if an identical one exists).
 #[utoipa::path(
     put, path = "/v1/keyspaces/{ks}", tag = "keyspaces",
-    params(("ks" = String, Path, description = "Keyspace name: 1-64 of [A-Za-z0-9._-]")),
+    params(KeyspacePath),
     request_body(content = KeyspaceDefBody, description = "Alphabet and length"),
     responses(
         (status = 201, description = "Created", body = KeyspaceBody),
@@ -437,10 +421,9 @@ impl BodyError for KeyspaceDefBody {
 )]
 async fn put_keyspace(
     State(state): State<AppState>,
-    PathParts(ks): PathParts<String>,
+    KeyspacePath { ks }: KeyspacePath,
     JsonBody(body): JsonBody<KeyspaceDefBody>,
 ) -> Result<Response, ApiError> {
-    let ks = name(&ks)?;
     let (Some(alphabet), Some(length)) = (body.alphabet, body.length) else {
         return Err(ApiError::InvalidKeyspace(
             "the body needs \"alphabet\" (a string) and \"length\" (an integer)".into(),
@@ -455,7 +438,7 @@ async fn put_keyspace(
 /// A keyspace's definition and counts.
 #[utoipa::path(
     get, path = "/v1/keyspaces/{ks}", tag = "keyspaces",
-    params(("ks" = String, Path, description = "Keyspace name: 1-64 of [A-Za-z0-9._-]")),
+    params(KeyspacePath),
     responses(
         (status = 200, description = "The keyspace", body = KeyspaceBody),
         (status = 400, description = "invalid_name", body = ErrorBody),
@@ -464,15 +447,14 @@ async fn put_keyspace(
 )]
 async fn get_keyspace(
     State(state): State<AppState>,
-    PathParts(ks): PathParts<String>,
+    KeyspacePath { ks }: KeyspacePath,
 ) -> Result<Json<KeyspaceBody>, ApiError> {
-    let ks = name(&ks)?;
     Ok(Json(state.store.keyspace_info(&ks).await?.into()))
 }
 
 /// Reply to an issue: the token and how many are left.
 #[derive(Serialize, ToSchema)]
-pub struct IssuedBody {
+pub(crate) struct IssuedBody {
     token: String,
     remaining: u128,
     /// `remaining` as an exact decimal string (see the keyspace object).
@@ -486,7 +468,7 @@ pub struct IssuedBody {
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(max_properties = 0)]
-pub struct IssueBody {}
+pub(crate) struct IssueBody {}
 
 impl BodyError for IssueBody {
     fn wrong_shape(message: String) -> ApiError {
@@ -499,7 +481,7 @@ impl BodyError for IssueBody {
 /// Issue one token.
 #[utoipa::path(
     post, path = "/v1/keyspaces/{ks}/tokens", tag = "keyspaces",
-    params(("ks" = String, Path, description = "Keyspace name: 1-64 of [A-Za-z0-9._-]")),
+    params(KeyspacePath),
     request_body(content = Option<IssueBody>, description = "Empty or `{}`: one token per request"),
     responses(
         (status = 201, description = "Issued", body = IssuedBody),
@@ -510,10 +492,9 @@ impl BodyError for IssueBody {
 )]
 async fn issue_token(
     State(state): State<AppState>,
-    PathParts(ks): PathParts<String>,
+    KeyspacePath { ks }: KeyspacePath,
     JsonBody(IssueBody {}): JsonBody<IssueBody>,
 ) -> Result<(StatusCode, Json<IssuedBody>), ApiError> {
-    let ks = name(&ks)?;
     let Issued {
         token, remaining, ..
     } = state.store.issue_token(&ks).await?;
@@ -530,7 +511,7 @@ async fn issue_token(
 /// Whether an issued token was activated.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum TokenState {
+pub(crate) enum TokenState {
     /// Issued, not activated: `activated_at` is `null`.
     Issued,
     /// Activated at `activated_at`.
@@ -539,7 +520,7 @@ pub enum TokenState {
 
 /// The token object.
 #[derive(Serialize, ToSchema)]
-pub struct TokenBody {
+pub(crate) struct TokenBody {
     token: String,
     state: TokenState,
     activated_at: Option<String>,
@@ -562,7 +543,7 @@ impl From<TokenStatus> for TokenBody {
 /// Whether a token was issued and activated.
 #[utoipa::path(
     get, path = "/v1/keyspaces/{ks}/tokens/{token}", tag = "keyspaces",
-    params(("ks" = String, Path, description = "Keyspace name: 1-64 of [A-Za-z0-9._-]"), ("token" = String, Path, description = "A token of the keyspace")),
+    params(TokenPath),
     responses(
         (status = 200, description = "The token", body = TokenBody),
         (status = 400, description = "invalid_name, invalid_token", body = ErrorBody),
@@ -571,16 +552,15 @@ impl From<TokenStatus> for TokenBody {
 )]
 async fn token_status(
     State(state): State<AppState>,
-    PathParts((ks, token)): PathParts<(String, String)>,
+    TokenPath { ks, token }: TokenPath,
 ) -> Result<Json<TokenBody>, ApiError> {
-    let ks = name(&ks)?;
     Ok(Json(state.store.token_status(&ks, &token).await?.into()))
 }
 
 /// Activate a token, once.
 #[utoipa::path(
     post, path = "/v1/keyspaces/{ks}/tokens/{token}/activate", tag = "keyspaces",
-    params(("ks" = String, Path, description = "Keyspace name: 1-64 of [A-Za-z0-9._-]"), ("token" = String, Path, description = "A token of the keyspace")),
+    params(TokenPath),
     responses(
         (status = 200, description = "Activated", body = TokenBody),
         (status = 400, description = "invalid_name, invalid_token", body = ErrorBody),
@@ -590,8 +570,7 @@ async fn token_status(
 )]
 async fn activate_token(
     State(state): State<AppState>,
-    PathParts((ks, token)): PathParts<(String, String)>,
+    TokenPath { ks, token }: TokenPath,
 ) -> Result<Json<TokenBody>, ApiError> {
-    let ks = name(&ks)?;
     Ok(Json(state.store.activate_token(&ks, &token).await?.into()))
 }

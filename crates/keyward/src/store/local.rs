@@ -26,18 +26,14 @@ use rand::rngs::StdRng;
 
 use super::sqlite::{self, Durability, Journal, OpenError, Record};
 use super::{
-    KeyspaceView, Limit, Limits, PoolInfo, PoolPatch, PoolTotals, SNAPSHOT_NAMED, Snapshot, Store,
-    StoreError, Upsert,
+    DefaultKeyspaceChanged, KeyspaceView, Limit, Limits, PoolInfo, PoolPatch, PoolTotals,
+    REAP_STEP, SNAPSHOT_NAMED, Snapshot, Store, StoreError, Upsert,
 };
 use crate::clock::Clock;
 use crate::core::{
     Expired, Issued, KeyView, Keyspace, KeyspaceSpec, Name, Pool, PoolError, PoolSettings, Secret,
     Timestamp, TokenCodec, TokenStatus,
 };
-
-/// Most due entries the reaper expires per lock hold, so a burst of
-/// expiries cannot stall requests for long.
-const REAP_STEP: usize = 4096;
 
 /// What the local engine starts with.
 #[derive(Clone, Debug)]
@@ -209,32 +205,6 @@ fn keyspace_record(name: &Name, ks: &Keyspace) -> Record {
     }
 }
 
-/// The start-up error naming only the values that differ.
-fn keyspace_changed(path: std::path::PathBuf, ks: &Keyspace, want: &KeyspaceSpec) -> OpenError {
-    let have_spec = ks.codec().spec();
-    let (mut have, mut wanted, mut flags) = (Vec::new(), Vec::new(), Vec::new());
-    if have_spec.alphabet() != want.alphabet() {
-        have.push(format!("alphabet {:?}", have_spec.alphabet().as_str()));
-        wanted.push(format!("alphabet {:?}", want.alphabet().as_str()));
-        flags.push(format!(
-            "--token-alphabet {:?}",
-            have_spec.alphabet().as_str()
-        ));
-    }
-    if have_spec.length() != want.length() {
-        have.push(format!("length {}", have_spec.length()));
-        wanted.push(format!("length {}", want.length()));
-        flags.push(format!("--token-length {}", have_spec.length()));
-    }
-    OpenError::DefaultKeyspaceChanged {
-        path,
-        issued: ks.info().issued,
-        have: have.join(" and "),
-        want: wanted.join(" and "),
-        have_flags: flags.join(" "),
-    }
-}
-
 /// The local store: `memory:` (no journal) or `sqlite:PATH`. All
 /// operations are O(1) or O(log n) under a short lock.
 #[derive(Debug)]
@@ -309,7 +279,14 @@ impl LocalStore {
         match engine.keyspaces.get(&default) {
             Some(ks) if *ks.codec().spec() == want => {}
             Some(ks) if ks.info().issued > 0 => {
-                return Err(keyspace_changed(path, ks, &want));
+                return Err(Box::new(DefaultKeyspaceChanged {
+                    place: path.display().to_string(),
+                    issued: ks.info().issued,
+                    have: ks.codec().spec().clone(),
+                    want,
+                    instead: "use a new --store sqlite:PATH",
+                })
+                .into());
             }
             _ => {
                 // Nothing issued yet: the flags may still change it.
@@ -653,7 +630,7 @@ impl Store for LocalStore {
     }
 
     /// In RAM: always ready. With a journal: ready while the last commit
-    /// succeeded and the database files are the ones opened.
+    /// succeeded and the database files are the ones opened. O(1).
     async fn ping(&self) -> Result<(), StoreError> {
         match self.durability.as_ref().and_then(Durability::refusal) {
             Some(refusal) => Err(refusal),
@@ -690,7 +667,8 @@ impl Store for LocalStore {
         }
     }
 
-    /// Waits until every change queued so far is durable.
+    /// Waits until every change queued so far is durable: O(1) here, plus
+    /// the wait for the writer's commit.
     async fn flush(&self) -> Result<(), StoreError> {
         let seq = self.lock().commit(Vec::new());
         match &self.durability {

@@ -9,10 +9,18 @@
 //!
 //! Every backend passes the same conformance suite (`tests/conformance`).
 //! Backend errors stay in here: callers see only [`StoreError`].
+//!
+//! What the backends share is defined here once: the reaper's step
+//! (`REAP_STEP`), the retry schedule (`backoff`), the start-up refusal
+//! [`DefaultKeyspaceChanged`], and [`ErrorChain`], the one way an error and
+//! its causes are written to a log line.
 
+pub(crate) mod backoff;
 pub mod local;
 pub mod redis;
 pub mod sqlite;
+
+use std::fmt;
 
 use async_trait::async_trait;
 
@@ -57,6 +65,11 @@ pub struct PoolInfo {
     /// started for the local store; since the pool was created on Redis).
     pub expired: Expired,
 }
+
+/// Most due entries the reaper expires in one step (one lock hold on the
+/// local stores, one script call on Redis), so a burst of deadlines cannot
+/// stall requests for long.
+pub(crate) const REAP_STEP: usize = 4096;
 
 /// How many pools and keyspaces a [`Snapshot`] names one by one: enough to
 /// watch the pools that matter, few enough that a scrape stays a few KiB
@@ -279,5 +292,113 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Backends without any keep this default.
     fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
         let _ = registry;
+    }
+}
+
+/// The `default` keyspace already issued tokens with another alphabet or
+/// length than the settings ask for: start-up refuses, since its tokens
+/// would change meaning. The message names only the values that differ and
+/// the flags that reproduce the stored ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefaultKeyspaceChanged {
+    /// Where the keyspace is kept, e.g. the database file or `Redis`.
+    pub place: String,
+    /// Tokens issued so far.
+    pub issued: u128,
+    /// The stored definition.
+    pub have: KeyspaceSpec,
+    /// The definition the settings ask for.
+    pub want: KeyspaceSpec,
+    /// The other way out, after "Start with the flags, or", e.g. `use
+    /// another Redis database`.
+    pub instead: &'static str,
+}
+
+impl fmt::Display for DefaultKeyspaceChanged {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (have, want) = (&self.have, &self.want);
+        let (mut had, mut wanted, mut flags) = (Vec::new(), Vec::new(), Vec::new());
+        if have.alphabet() != want.alphabet() {
+            had.push(format!("alphabet {:?}", have.alphabet().as_str()));
+            wanted.push(format!("alphabet {:?}", want.alphabet().as_str()));
+            flags.push(format!("--token-alphabet {:?}", have.alphabet().as_str()));
+        }
+        if have.length() != want.length() {
+            had.push(format!("length {}", have.length()));
+            wanted.push(format!("length {}", want.length()));
+            flags.push(format!("--token-length {}", have.length()));
+        }
+        write!(
+            f,
+            "keyspace \"default\" in {} already issued {} tokens with {}, but the settings ask \
+             for {}; its alphabet and length cannot change once a token is issued. Start with {}, \
+             or {}",
+            self.place,
+            self.issued,
+            had.join(" and "),
+            wanted.join(" and "),
+            flags.join(" "),
+            self.instead,
+        )
+    }
+}
+
+impl std::error::Error for DefaultKeyspaceChanged {}
+
+/// An error and its sources on one line, `: `-separated, for logs. A source
+/// whose text the line already holds (an error that prints its source) is
+/// said once. `format!("{}", ErrorChain(&e))`: O(length of the chain).
+#[derive(Clone, Copy)]
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'a));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = self.0.to_string();
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            let part = s.to_string();
+            if !text.contains(&part) {
+                text.push_str(": ");
+                text.push_str(&part);
+            }
+            source = s.source();
+        }
+        f.write_str(&text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] Middle);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("middle: {0}")]
+    struct Middle(#[source] std::io::Error);
+
+    #[test]
+    fn an_error_chain_names_each_cause_once() {
+        let e = Outer(Middle(std::io::Error::other("disk full")));
+        assert_eq!(ErrorChain(&e).to_string(), "outer: middle: disk full");
+    }
+
+    #[test]
+    fn a_changed_default_keyspace_names_only_what_differs() {
+        let e = DefaultKeyspaceChanged {
+            place: "Redis".into(),
+            issued: 3,
+            have: KeyspaceSpec::new("abc", 4).expect("a valid spec"),
+            want: KeyspaceSpec::new("abc", 5).expect("a valid spec"),
+            instead: "use another Redis database",
+        };
+        assert_eq!(
+            e.to_string(),
+            "keyspace \"default\" in Redis already issued 3 tokens with length 4, but the \
+             settings ask for length 5; its alphabet and length cannot change once a token is \
+             issued. Start with --token-length 4, or use another Redis database"
+        );
     }
 }

@@ -2,9 +2,9 @@
 //! `synchronous=FULL`, written by one thread in group commits.
 //!
 //! The engine applies each operation to RAM under its lock and, still under
-//! the lock, hands the resulting rows to the [`Journal`] with a sequence
+//! the lock, hands the resulting rows to the `Journal` with a sequence
 //! number. The writer thread drains whatever is queued (up to
-//! [`MAX_BATCH`] entries), writes it in one transaction, commits, and only
+//! `MAX_BATCH` entries), writes it in one transaction, commits, and only
 //! then publishes the new durable sequence number. Every reply waits for
 //! the sequence number of the state it saw, so no reply reveals a change a
 //! crash could still undo, and 64 clients share one fsync.
@@ -13,7 +13,7 @@
 //! with `Unavailable`; the batch stays queued and is retried with backoff,
 //! so RAM and disk agree again once the disk recovers.
 //!
-//! One process per database: [`open`] takes the lock file's lock first
+//! One process per database: `open` takes the lock file's lock first
 //! (`files::DbLock`) and the writer holds it until the database is
 //! closed. The writer also checks, after each commit and before
 //! acknowledging it, that the database, its WAL and the lock file are
@@ -41,14 +41,18 @@ use rusqlite::{Connection, params};
 use tokio::sync::watch;
 
 use super::StoreError;
+use super::backoff::Backoff;
 use crate::core::{KeyChange, Keyspace, KeyspaceSpec, Name, Pool, PoolSettings, Secret, Timestamp};
 use files::{DbLock, Vanished, Watch};
 
 /// Most journal entries written in one transaction.
-pub const MAX_BATCH: usize = 4096;
+pub(crate) const MAX_BATCH: usize = 4096;
 /// How often an idle writer checks that the database files are still there,
 /// so `/readyz` notices a deleted file without waiting for a write.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
+/// Waits between retries of a failed commit: from the first to the longest.
+const COMMIT_RETRY_MIN: Duration = Duration::from_millis(50);
+const COMMIT_RETRY_MAX: Duration = Duration::from_secs(2);
 /// `PRAGMA application_id` of a keyward database ("KWRD").
 const APPLICATION_ID: i32 = 0x4B57_5244;
 /// Schema version this build writes; older files are migrated forward.
@@ -104,7 +108,7 @@ const MIGRATIONS: &[&str] = &[
 
 /// One row-level change to write.
 #[derive(Debug, Clone)]
-pub enum Record {
+pub(crate) enum Record {
     /// A pool's settings and lease-id high-water mark.
     Pool {
         /// The pool.
@@ -166,7 +170,7 @@ struct Progress {
 /// writer finish what is queued and close the database (checkpointing the
 /// WAL into the main file), and waits for that.
 #[derive(Debug)]
-pub struct Journal {
+pub(crate) struct Journal {
     tx: mpsc::Sender<(u64, Vec<Record>)>,
     last_seq: u64,
     writer: Option<thread::JoinHandle<()>>,
@@ -187,8 +191,8 @@ impl Drop for Journal {
 
 impl Journal {
     /// Queues `records` (if any) and returns the sequence number a reply
-    /// must wait for: the new entry's, or the last one queued.
-    pub fn append(&mut self, records: Vec<Record>) -> u64 {
+    /// must wait for: the new entry's, or the last one queued. O(1).
+    pub(crate) fn append(&mut self, records: Vec<Record>) -> u64 {
         if !records.is_empty() {
             self.last_seq += 1;
             // The writer only stops after every sender is gone, and the
@@ -198,16 +202,11 @@ impl Journal {
         }
         self.last_seq
     }
-
-    /// The newest sequence number handed out.
-    pub fn last_seq(&self) -> u64 {
-        self.last_seq
-    }
 }
 
 /// The waiting end: resolves when a sequence number is durable.
 #[derive(Debug, Clone)]
-pub struct Durability {
+pub(crate) struct Durability {
     rx: watch::Receiver<Progress>,
     metrics: CommitMetrics,
 }
@@ -232,8 +231,9 @@ impl Default for CommitMetrics {
 
 impl Durability {
     /// Waits until `seq` is committed. `Unavailable` if its commit failed
-    /// (it will be retried, but this caller gets no acknowledgement).
-    pub async fn wait(&self, seq: u64) -> Result<(), StoreError> {
+    /// (it will be retried, but this caller gets no acknowledgement). O(1)
+    /// besides the wait for the writer.
+    pub(crate) async fn wait(&self, seq: u64) -> Result<(), StoreError> {
         let mut rx = self.rx.clone();
         loop {
             let p = *rx.borrow_and_update();
@@ -255,7 +255,7 @@ impl Durability {
     }
 
     /// Adds the commit latency and batch size histograms.
-    pub fn register_metrics(&self, registry: &mut Registry) {
+    pub(crate) fn register_metrics(&self, registry: &mut Registry) {
         registry.register(
             "keyward_store_commit_seconds",
             "Time to write and commit one journal batch",
@@ -271,7 +271,7 @@ impl Durability {
     /// Why new work is refused now, if it is: the last commit failed (it
     /// is retried in the background) or a database file vanished (for
     /// good). O(1).
-    pub fn refusal(&self) -> Option<StoreError> {
+    pub(crate) fn refusal(&self) -> Option<StoreError> {
         let p = *self.rx.borrow();
         if p.lost {
             Some(unavailable(
@@ -332,22 +332,8 @@ pub enum OpenError {
         what: String,
     },
     /// The default keyspace has tokens and the flags define another one.
-    #[error(
-        "keyspace \"default\" in {path} already issued {issued} tokens with {have}, but the settings ask for {want}; \
-         its alphabet and length cannot change once a token is issued. Start with {have_flags}, or use a new --store sqlite:PATH"
-    )]
-    DefaultKeyspaceChanged {
-        /// The file.
-        path: PathBuf,
-        /// Tokens issued.
-        issued: u128,
-        /// The differing values in the database, e.g. `length 4`.
-        have: String,
-        /// The differing values asked for.
-        want: String,
-        /// Flags that reproduce the database's values.
-        have_flags: String,
-    },
+    #[error(transparent)]
+    DefaultKeyspaceChanged(#[from] Box<super::DefaultKeyspaceChanged>),
     /// The writer thread could not be started.
     #[error("cannot start the journal writer")]
     Thread(#[source] std::io::Error),
@@ -418,7 +404,7 @@ fn pid_note(holder: &Option<u32>) -> String {
 /// Fields drop in order, so the connection is closed (and the WAL folded
 /// into the main file) before the lock is released.
 #[derive(Debug)]
-pub struct Database {
+pub(crate) struct Database {
     conn: Connection,
     watch: Watch,
     _lock: DbLock,
@@ -426,17 +412,17 @@ pub struct Database {
 
 /// Everything read back from a database at start-up.
 #[derive(Debug, Default)]
-pub struct Loaded {
+pub(crate) struct Loaded {
     /// Pools with their keys, not yet expired.
-    pub pools: HashMap<Name, Pool>,
+    pub(crate) pools: HashMap<Name, Pool>,
     /// Keyspaces with their counters and activations.
-    pub keyspaces: HashMap<Name, Keyspace>,
+    pub(crate) keyspaces: HashMap<Name, Keyspace>,
 }
 
 /// Locks the database at `path` for this process ([`OpenError::Locked`]
 /// if another one holds it; nothing is changed then), opens it (creating
 /// it if needed), migrates it, and reads every table back. O(rows).
-pub fn open(path: &Path) -> Result<(Database, Loaded), OpenError> {
+pub(crate) fn open(path: &Path) -> Result<(Database, Loaded), OpenError> {
     let sql = |source| OpenError::Sqlite {
         path: path.to_owned(),
         source,
@@ -532,7 +518,7 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), OpenError> {
 /// Starts the writer thread on `db`; returns the engine's end and the
 /// waiting end of the journal. The thread owns `db` and closes it (and
 /// releases its lock) when the [`Journal`] is dropped.
-pub fn start_writer(db: Database) -> Result<(Journal, Durability), OpenError> {
+pub(crate) fn start_writer(db: Database) -> Result<(Journal, Durability), OpenError> {
     let (tx, rx) = mpsc::channel();
     let (progress_tx, progress_rx) = watch::channel(Progress::default());
     let metrics = CommitMetrics::default();
@@ -563,7 +549,7 @@ fn write_loop(
     metrics: CommitMetrics,
 ) {
     let mut pending: Vec<(u64, Vec<Record>)> = Vec::new();
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new(COMMIT_RETRY_MIN, COMMIT_RETRY_MAX);
     let mut closed = false;
     let mut failures_when_closed = 0;
     loop {
@@ -604,10 +590,11 @@ fn write_loop(
                 metrics.entries.observe(pending.len() as f64);
                 progress.send_modify(|p| p.durable = last);
                 pending.clear();
-                backoff = Duration::from_millis(50);
+                backoff.reset();
             }
             Err(e) => {
-                tracing::error!(error = %e, entries = pending.len(), retry_in = ?backoff, "journal commit failed; requests get 503 until it succeeds");
+                let wait = backoff.next_wait();
+                tracing::error!(error = %e, entries = pending.len(), retry_in = ?wait, "journal commit failed; requests get 503 until it succeeds");
                 progress.send_modify(|p| p.failed = last);
                 if closed {
                     failures_when_closed += 1;
@@ -616,8 +603,7 @@ fn write_loop(
                         return;
                     }
                 }
-                thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                thread::sleep(wait);
             }
         }
     }

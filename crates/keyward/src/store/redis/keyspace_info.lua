@@ -1,7 +1,0 @@
--- keyspace_info. Reply: {OK, alphabet, length, secret, issued, activated}
--- or {NOT_FOUND}.
-local def = redis.call('HMGET', DEF, 'alphabet', 'length', 'secret')
-if not def[1] then
-  return { NOT_FOUND }
-end
-return { OK, def[1], def[2], def[3], issued(), redis.call('HLEN', ACT) }

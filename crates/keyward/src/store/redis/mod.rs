@@ -1,0 +1,732 @@
+//! The Redis backend (`redis://HOST:PORT/DB`, `redis+cluster://…`): all
+//! state in Redis, one Lua script per operation, so any number of keyward
+//! processes can serve the same pools and keyspaces.
+//!
+//! Each operation is one `EVALSHA` of a script in `lua/` (`redis::Script`
+//! reloads it after `NOSCRIPT`, e.g. when Redis restarted). A script runs
+//! atomically, so no key is leased twice and no token issued twice
+//! whichever process serves the request.
+//!
+//! - this file: the [`Store`] impl, and `Inner::call`, the one path of
+//!   every pool and keyspace operation (ensure ready, build the prefix,
+//!   run the script on the slot, read the reply code);
+//! - `scripts`: the script table, the reply codes and the typed arguments,
+//!   and the constants handed to Lua;
+//! - `reply`: reading replies into domain types;
+//! - `connection`: the connection, start-up and the retry while Redis is
+//!   down;
+//! - `registry`: the name sets and the limits they count;
+//! - `reaper`: the due index and the reaper's pass.
+//!
+//! # Key layout
+//!
+//! Every key of a pool carries the hash tag `{kw:p:NAME}`, every key of a
+//! keyspace `{kw:ks:NAME}`, so each script touches one cluster slot:
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `{kw:p:N}:meta` | hash | `lease_ttl_ms`, `keepalive_ttl_ms`, `key_length`, `purged_keys`, `expired_leases`, `due_at` |
+//! | `{kw:p:N}:free` | set | free keys (`SRANDMEMBER`: the uniform pick) |
+//! | `{kw:p:N}:leases` | zset | leased keys by lease end (ms) |
+//! | `{kw:p:N}:alive` | zset | every live key by purge deadline (ms) |
+//! | `{kw:p:N}:k:KEY` | hash | `created_at`, `alive_until`, `lease_id` (0 = free), `leased_until` |
+//! | `{kw:p:N}:seq` | string | last lease id (`INCR`): the fencing counter |
+//! | `kw:pools` | set | names of all pools: `--max-pools` counts them (`SCARD`) |
+//! | `kw:due` | zset | pools by earliest deadline (ms), for the reaper (its own slot) |
+//! | `kw:keyspaces` | set | names of all keyspaces: `--max-keyspaces` counts them |
+//! | `{kw:ks:N}:def` | hash | `alphabet`, `length`, `secret` (hex) |
+//! | `{kw:ks:N}:issued` | string | tokens issued (`INCR`) |
+//! | `{kw:ks:N}:act` | hash | token → activation time (ms) |
+//!
+//! Scripts build the per-key names from the tag themselves (a generated
+//! key's name is not known before the call); Redis Cluster accepts this
+//! because every such name hashes to the slot of the declared `KEYS[1]`.
+//!
+//! # Time and expiry
+//!
+//! Scripts read Redis `TIME` (one clock for every process), unless the
+//! store was built with [`TimeSource::Clock`] (the conformance suite's
+//! manual clock). Every pool script first expires at most
+//! [`Pool::LAZY_STEP`] (256) due entries of its pool (`ZRANGEBYSCORE …
+//! LIMIT`), the local engine's bound, and applies the deadlines of the key
+//! it works on whatever that bound left, so answers are exact and only the
+//! counts can lag for a moment when more than that fall due at once.
+//! [`RedisStore::expire_due`] (the reaper, every 250 ms in every process)
+//! visits only the pools the due index `kw:due` says have something due.
+//!
+//! # The due index
+//!
+//! `kw:due` scores each pool no later than its earliest deadline. It lives
+//! in its own slot, so scripts cannot write it (on Cluster a script touches
+//! one slot): a script that may bring a pool's earliest deadline forward
+//! (generate, lease, keep-alive) returns the new score when it is earlier
+//! than the one recorded in the pool's `due_at`, and keyward then sends
+//! `ZADD kw:due LT`. A score that is too early only costs the reaper a
+//! visit; after expiring a due pool the reaper sets its score to the next
+//! deadline, then reads `due_at` once more and lowers the score if a
+//! script brought it forward meanwhile, so no deadline is lost to that
+//! race. Each tick also sweeps one pool of the registry (`SSCAN`), which
+//! indexes pools made before the index existed and repairs an entry whose
+//! `ZADD` never arrived (keyward stopped between the script and it). A
+//! tick costs O(1) commands plus a few per due pool, whatever the number
+//! of pools.
+//!
+//! # Keyspaces
+//!
+//! The definition and secret are written once, first creator wins; every
+//! process reads them back and caches the [`TokenCodec`]. Tokens are encoded
+//! and decoded here, in Rust, from the counter kept in Redis. Every token
+//! script checks the caller's secret against the stored one, so a process
+//! whose cache went stale (the `default` keyspace redefined while empty)
+//! reloads instead of issuing from the wrong permutation.
+//!
+//! # Failures
+//!
+//! Redis unreachable: operations fail with [`StoreError::Unavailable`]
+//! (503), `/readyz` fails, and the server keeps retrying: the store comes
+//! up lazily, creating the `default` pool and keyspace once Redis answers
+//! (a background task retries with backoff, logging each failed step).
+//!
+//! [`Pool::LAZY_STEP`]: crate::core::Pool::LAZY_STEP
+
+mod connection;
+mod reaper;
+mod registry;
+mod reply;
+mod scripts;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+use redis::RedisError;
+use tokio::task::JoinHandle;
+
+use super::{
+    DefaultKeyspaceChanged, ErrorChain, KeyspaceView, Limit, Limits, PoolInfo, PoolPatch, Snapshot,
+    Store, StoreError, Upsert,
+};
+use crate::clock::Clock;
+use crate::core::{
+    Expired, Issued, KeyView, KeyspaceInfo, KeyspaceSpec, Name, OsRandom, PoolSettings, Timestamp,
+    TokenCodec, TokenStatus, random_chars,
+};
+use connection::{Connector, InitError};
+use reaper::Sweep;
+use reply::Reply;
+use scripts::{CANDIDATE_LEN, Call, Code, Scripts};
+
+/// The set of pool names; `--max-pools` counts it, the sweep walks it.
+const REGISTRY: &str = "kw:pools";
+/// Names of all keyspaces, for `--max-keyspaces` and `/metrics` (its own
+/// slot).
+const KEYSPACES: &str = "kw:keyspaces";
+/// Pools by earliest deadline (ms): what the reaper visits.
+const DUE_INDEX: &str = "kw:due";
+/// Issue counters stop here: Lua numbers are doubles, exact below 2^53.
+const MAX_ISSUED: u128 = 1 << 53;
+
+/// Where scripts take the current time from.
+#[derive(Clone, Debug)]
+pub enum TimeSource {
+    /// Redis `TIME`, read inside each script: one clock for every process.
+    Redis,
+    /// This clock, passed to each script (tests drive a manual clock).
+    Clock(Arc<dyn Clock>),
+}
+
+/// Which Redis to use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// One server, `redis://[USER:PASSWORD@]HOST[:PORT][/DB]`.
+    Single(String),
+    /// A cluster, through these `HOST:PORT` seed nodes.
+    Cluster(Vec<String>),
+}
+
+/// What the Redis store starts with.
+#[derive(Clone, Debug)]
+pub struct RedisSettings {
+    /// Where Redis is.
+    pub target: RedisTarget,
+    /// Settings of the `default` pool (applied on every start) and of pools
+    /// created implicitly.
+    pub pool_defaults: PoolSettings,
+    /// Alphabet and length of the `default` keyspace.
+    pub default_keyspace: KeyspaceSpec,
+    /// Most pools, keyspaces and keys per pool clients may make.
+    pub limits: Limits,
+    /// Where "now" comes from.
+    pub time: TimeSource,
+}
+
+/// The Redis store could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisOpenError {
+    /// The address is not a usable Redis URL.
+    #[error("invalid Redis address {target}: {source}")]
+    Address {
+        /// The address as given.
+        target: String,
+        /// Why.
+        #[source]
+        source: RedisError,
+    },
+    /// The default keyspace has tokens and the settings define another one.
+    #[error(transparent)]
+    DefaultKeyspaceChanged(#[from] Box<DefaultKeyspaceChanged>),
+}
+
+/// The state every operation shares; the store and the start-up retry task
+/// hold it.
+struct Inner {
+    connector: Connector,
+    scripts: Scripts,
+    pool_defaults: PoolSettings,
+    default_keyspace: KeyspaceSpec,
+    time: TimeSource,
+    /// The `default` pool and keyspace are known to exist. Cleared on any
+    /// Redis error: after an outage Redis may come back empty.
+    ready: AtomicBool,
+    /// This process's flags were applied to the `default` pool and
+    /// keyspace once. Later re-inits (after an outage) only make sure they
+    /// exist, so they never undo a runtime `PUT /v1/pools/default` or
+    /// replace another process's keyspace definition.
+    flags_applied: AtomicBool,
+    /// Serialises (re)initialisation; a tokio mutex because it is held
+    /// across the initialising round trips.
+    init: tokio::sync::Mutex<()>,
+    /// Codecs of keyspaces read so far; checked against Redis by secret on
+    /// every token operation.
+    codecs: Mutex<HashMap<Name, TokenCodec>>,
+    /// Pools this process has put in the registry since the last error.
+    registered: Mutex<HashSet<Name>>,
+    /// Where the reaper's sweep of the registry stands.
+    sweep: Mutex<Sweep>,
+    limits: Limits,
+    /// The start-up retry task is running (and logging): the reaper stays
+    /// quiet meanwhile.
+    retrying: AtomicBool,
+}
+
+/// The Redis store. All operations are one script call, O(1) or O(log n)
+/// in the pool or keyspace (generation O(count)), plus the bounded lazy
+/// expiry of at most `Pool::LAZY_STEP` due entries, O(log n) each.
+pub struct RedisStore {
+    inner: Arc<Inner>,
+    retry: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("target", &self.inner.connector.kind())
+            .field("time", &self.inner.time)
+            .field("ready", &self.inner.ready.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        if let Some(retry) = &self.retry {
+            retry.abort();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here is a map insert or lookup that cannot
+    // leave the map half-changed; carry on after a panic elsewhere.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn unavailable(reason: impl Into<String>) -> StoreError {
+    StoreError::Unavailable(reason.into().into())
+}
+
+/// `n` random key candidates of [`CANDIDATE_LEN`] characters each, back to
+/// back, from the OS CSPRNG. O(n).
+fn candidates(n: usize) -> String {
+    random_chars(&mut OsRandom::default())
+        .take(n * CANDIDATE_LEN)
+        .collect()
+}
+
+fn keyspace_view(name: &Name, codec: &TokenCodec, issued: u128, activated: u128) -> KeyspaceView {
+    let capacity = codec.spec().capacity();
+    KeyspaceView {
+        name: name.clone(),
+        spec: codec.spec().clone(),
+        info: KeyspaceInfo {
+            capacity,
+            issued,
+            activated,
+            remaining: capacity.saturating_sub(issued),
+        },
+    }
+}
+
+impl RedisStore {
+    /// Sets up the store without needing Redis to be up: if Redis answers,
+    /// the `default` pool (with `pool_defaults`) and keyspace are ensured
+    /// now; if not, a background task retries with backoff (100 ms doubling
+    /// to 2 s, one warning per failed attempt) and operations answer
+    /// [`StoreError::Unavailable`] until Redis is reachable.
+    ///
+    /// Fails on an unusable address, or when Redis answers and its `default`
+    /// keyspace has issued tokens with another alphabet or length.
+    pub async fn connect(settings: RedisSettings) -> Result<Self, RedisOpenError> {
+        let inner = Arc::new(Inner {
+            connector: Connector::new(&settings.target)?,
+            scripts: Scripts::new(),
+            pool_defaults: settings.pool_defaults,
+            default_keyspace: settings.default_keyspace,
+            time: settings.time,
+            ready: AtomicBool::new(false),
+            flags_applied: AtomicBool::new(false),
+            init: tokio::sync::Mutex::new(()),
+            codecs: Mutex::new(HashMap::new()),
+            registered: Mutex::new(HashSet::new()),
+            sweep: Mutex::new(Sweep::default()),
+            limits: settings.limits,
+            retrying: AtomicBool::new(false),
+        });
+        let retry = match inner.ensure_ready_typed().await {
+            Ok(()) => None,
+            Err(InitError::Open(e)) => return Err(e),
+            Err(e) => {
+                let (first, backoff) = connection::start_retry();
+                tracing::warn!(
+                    error = %ErrorChain(&e),
+                    retry_in = ?first,
+                    "Redis store not ready; serving 503 until it is"
+                );
+                inner.retrying.store(true, Ordering::Release);
+                Some(tokio::spawn(connection::retry_until_ready(
+                    Arc::downgrade(&inner),
+                    first,
+                    backoff,
+                )))
+            }
+        };
+        Ok(Self { inner, retry })
+    }
+}
+
+impl Inner {
+    /// The current time argument of a script: "" for Redis `TIME`.
+    fn now_arg(&self) -> String {
+        match &self.time {
+            TimeSource::Redis => String::new(),
+            TimeSource::Clock(clock) => clock.now().as_millis().to_string(),
+        }
+    }
+
+    /// The one path of every pool and keyspace operation: makes sure the
+    /// `default` pool and keyspace exist, runs the script of `args` on
+    /// `name`'s slot (its prefix and the time first), and reads the reply
+    /// code. A refusal code becomes its error; the other codes the script
+    /// may answer come back with the rest of the reply. One round trip.
+    async fn call<A: Call>(&self, name: &Name, args: &A) -> Result<(Code, Reply), StoreError> {
+        self.ensure_ready().await?;
+        let prefix = A::FAMILY.prefix(name);
+        let value = self
+            .invoke(&A::FAMILY.routing(&prefix), prefix, args)
+            .await
+            .map_err(|e| self.failed(e))?;
+        let mut reply = Reply::new(value)?;
+        let code = reply.code()?;
+        if let Some(refused) = code.refusal(&self.limits) {
+            return Err(refused);
+        }
+        if !A::ANSWERS.contains(&code) {
+            return Err(unavailable(format!("{code:?} from {}", A::OPERATION)));
+        }
+        Ok((code, reply))
+    }
+
+    /// Runs a key script (`release`, `keepalive`, `get`), reads its key and
+    /// applies the due index entry it may return.
+    async fn key_op<A: Call>(&self, pool: &Name, args: &A) -> Result<KeyView, StoreError> {
+        let (_, mut reply) = self.call(pool, args).await?;
+        let view = reply.key_view()?;
+        self.index_from(pool, &mut reply).await?;
+        Ok(view)
+    }
+
+    /// The codec of `keyspace`, from the cache or Redis.
+    async fn codec(&self, keyspace: &Name) -> Result<TokenCodec, StoreError> {
+        if let Some(codec) = lock(&self.codecs).get(keyspace) {
+            return Ok(codec.clone());
+        }
+        Ok(self.keyspace_info(keyspace).await?.0)
+    }
+
+    /// The definition and counts of `keyspace`, refreshing the cache.
+    async fn keyspace_info(&self, keyspace: &Name) -> Result<(TokenCodec, u128, u128), StoreError> {
+        let (_, mut reply) = self.call(keyspace, &scripts::ReadKeyspace {}).await?;
+        let (codec, issued, activated) = reply.keyspace_def()?;
+        lock(&self.codecs).insert(keyspace.clone(), codec.clone());
+        Ok((codec, issued, activated))
+    }
+
+    /// Runs a token script with the cached codec's secret; on `STALE` (or
+    /// a token the cached codec refuses) the cache is refreshed and the
+    /// call made once more. `args` builds the call from the codec, `f`
+    /// maps an `OK` reply.
+    async fn token_op<A: Call, T>(
+        &self,
+        keyspace: &Name,
+        args: impl Fn(&TokenCodec) -> Result<A, StoreError>,
+        f: impl Fn(&TokenCodec, &mut Reply) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        for attempt in 0..2 {
+            let codec = self.codec(keyspace).await?;
+            let args = match args(&codec) {
+                Ok(args) => args,
+                // A stale cached codec could misjudge the token: judge it
+                // again by the stored definition.
+                Err(_) if attempt == 0 => {
+                    lock(&self.codecs).remove(keyspace);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            match self.call(keyspace, &args).await {
+                Ok((Code::Stale, _)) => {
+                    lock(&self.codecs).remove(keyspace);
+                }
+                Ok((_, mut reply)) => return f(&codec, &mut reply),
+                Err(StoreError::KeyspaceNotFound) => {
+                    lock(&self.codecs).remove(keyspace);
+                    return Err(StoreError::KeyspaceNotFound);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(unavailable(
+            "the keyspace definition changed during the call; retry",
+        ))
+    }
+
+    /// The pool defaults as the arguments a new pool takes them from.
+    fn generate_args(&self, max_keys: u64, count: usize) -> scripts::Generate {
+        let d = self.pool_defaults;
+        scripts::Generate {
+            default_lease_ttl_ms: d.lease_ttl,
+            default_keepalive_ttl_ms: d.keepalive_ttl,
+            default_key_length: d.key_length,
+            max_keys,
+            candidates: candidates(count),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    /// One script: O(1) plus the bounded lazy expiry (O(`Pool::LAZY_STEP`
+    /// log n)); registers a new pool name first (one `SADD`, once per
+    /// process).
+    async fn put_pool(
+        &self,
+        pool: &Name,
+        patch: PoolPatch,
+    ) -> Result<(PoolInfo, Upsert), StoreError> {
+        let inner = &self.inner;
+        inner.ensure_ready().await?;
+        inner.register(pool).await?;
+        let (code, mut reply) = inner.call(pool, &inner.put_pool_args(patch)).await?;
+        let upsert = if code == Code::Created {
+            Upsert::Created
+        } else {
+            Upsert::Existed
+        };
+        let (settings, stats, expired) = reply.pool_state()?;
+        Ok((
+            PoolInfo {
+                name: pool.clone(),
+                settings,
+                stats,
+                expired,
+            },
+            upsert,
+        ))
+    }
+
+    /// One script: O(1) (`ZCARD`, `SCARD`) plus the bounded lazy expiry.
+    async fn pool_info(&self, pool: &Name) -> Result<PoolInfo, StoreError> {
+        let (_, mut reply) = self.inner.call(pool, &scripts::ReadPool {}).await?;
+        let (settings, stats, expired) = reply.pool_state()?;
+        Ok(PoolInfo {
+            name: pool.clone(),
+            settings,
+            stats,
+            expired,
+        })
+    }
+
+    /// One script: O(count log n) plus the bounded lazy expiry. Candidates
+    /// come from the OS CSPRNG; the astronomically rare one that is already
+    /// a live key is replaced by another call. The script refuses the
+    /// whole call if the pool would hold more than `--max-keys-per-pool`
+    /// keys; a count over the limit is refused before the pool is
+    /// registered, so it creates nothing.
+    async fn generate_keys(&self, pool: &Name, count: usize) -> Result<Vec<KeyView>, StoreError> {
+        let inner = &self.inner;
+        let max = inner.limits.max_keys_per_pool;
+        if u64::try_from(count).map_or(true, |n| n > max) {
+            return Err(inner.limits.reached(Limit::KeysPerPool));
+        }
+        inner.ensure_ready().await?;
+        inner.register(pool).await?;
+        let mut keys = Vec::with_capacity(count);
+        for _ in 0..8 {
+            if keys.len() == count {
+                return Ok(keys);
+            }
+            let args = inner.generate_args(max, count - keys.len());
+            let (_, mut reply) = inner.call(pool, &args).await?;
+            let score = reply.text()?;
+            inner.index_due(pool, &score).await?;
+            let created_at = Timestamp::from_millis(reply.u64()?);
+            let alive_until = Timestamp::from_millis(reply.u64()?);
+            while reply.has_more() {
+                keys.push(KeyView {
+                    key: reply.text()?,
+                    created_at,
+                    alive_until,
+                    lease: None,
+                });
+            }
+        }
+        if keys.len() == count {
+            Ok(keys)
+        } else {
+            Err(unavailable("could not generate unique keys"))
+        }
+    }
+
+    /// One script: O(log n) (`SRANDMEMBER`, `ZADD`) plus the bounded lazy
+    /// expiry, plus O(log n) for each due entry met on the way.
+    async fn lease_key(&self, pool: &Name) -> Result<KeyView, StoreError> {
+        self.inner.key_op(pool, &scripts::LeaseKey {}).await
+    }
+
+    /// One script: O(log n) plus the bounded lazy expiry.
+    async fn release_key(
+        &self,
+        pool: &Name,
+        key: &str,
+        lease_id: Option<u64>,
+    ) -> Result<KeyView, StoreError> {
+        let args = scripts::ReleaseKey {
+            key: key.to_owned(),
+            lease_id,
+        };
+        self.inner.key_op(pool, &args).await
+    }
+
+    /// One script: O(log n) plus the bounded lazy expiry.
+    async fn keepalive_key(
+        &self,
+        pool: &Name,
+        key: &str,
+        lease_id: Option<u64>,
+    ) -> Result<KeyView, StoreError> {
+        let args = scripts::KeepaliveKey {
+            key: key.to_owned(),
+            lease_id,
+        };
+        self.inner.key_op(pool, &args).await
+    }
+
+    /// One script: O(1) plus the bounded lazy expiry.
+    async fn get_key(&self, pool: &Name, key: &str) -> Result<KeyView, StoreError> {
+        let args = scripts::GetKey {
+            key: key.to_owned(),
+        };
+        self.inner.key_op(pool, &args).await
+    }
+
+    /// One script: O(log n) plus the bounded lazy expiry.
+    async fn delete_key(&self, pool: &Name, key: &str) -> Result<(), StoreError> {
+        let args = scripts::DeleteKey {
+            key: key.to_owned(),
+        };
+        self.inner.call(pool, &args).await?;
+        Ok(())
+    }
+
+    /// One script: O(1); the first creator's definition and secret win.
+    async fn put_keyspace(
+        &self,
+        keyspace: &Name,
+        spec: KeyspaceSpec,
+    ) -> Result<(KeyspaceView, Upsert), StoreError> {
+        let inner = &self.inner;
+        inner.ensure_ready().await?;
+        inner.register_keyspace(keyspace).await?;
+        let args = connection::put_keyspace_args(&spec, false);
+        let (code, mut reply) = inner.call(keyspace, &args).await?;
+        let (codec, issued, activated) = reply.keyspace_def()?;
+        let upsert = match code {
+            Code::Created => Upsert::Created,
+            Code::Existed => Upsert::Existed,
+            _ => return Err(StoreError::KeyspaceImmutable),
+        };
+        let view = keyspace_view(keyspace, &codec, issued, activated);
+        lock(&inner.codecs).insert(keyspace.clone(), codec);
+        Ok((view, upsert))
+    }
+
+    /// One script: O(1) (`GET`, `HLEN`).
+    async fn keyspace_info(&self, keyspace: &Name) -> Result<KeyspaceView, StoreError> {
+        let (codec, issued, activated) = self.inner.keyspace_info(keyspace).await?;
+        Ok(keyspace_view(keyspace, &codec, issued, activated))
+    }
+
+    /// One script (`INCR` below the capacity): O(1), then one keyed
+    /// permutation here. On Redis a keyspace issues at most 2^53 tokens,
+    /// where Lua's doubles stop counting exactly.
+    async fn issue_token(&self, keyspace: &Name) -> Result<Issued, StoreError> {
+        self.inner
+            .token_op(
+                keyspace,
+                |codec| {
+                    Ok(scripts::IssueToken {
+                        secret: scripts::secret_hex(codec.secret()),
+                        limit: codec.spec().capacity().min(MAX_ISSUED),
+                    })
+                },
+                |codec, reply| {
+                    let index = u128::from(reply.u64()?);
+                    let capacity = codec.spec().capacity();
+                    Ok(Issued {
+                        token: codec.encode(index),
+                        index,
+                        remaining: capacity - index - 1,
+                    })
+                },
+            )
+            .await
+    }
+
+    /// One script: O(1) after decoding the token here.
+    async fn token_status(&self, keyspace: &Name, token: &str) -> Result<TokenStatus, StoreError> {
+        self.inner
+            .token_op(
+                keyspace,
+                |codec| {
+                    Ok(scripts::ReadToken {
+                        secret: scripts::secret_hex(codec.secret()),
+                        index: codec.decode(token)?,
+                        token: token.to_owned(),
+                    })
+                },
+                |_, reply| {
+                    let activated_at = if reply.has_more() {
+                        Some(Timestamp::from_millis(reply.u64()?))
+                    } else {
+                        None
+                    };
+                    Ok(TokenStatus {
+                        token: token.to_owned(),
+                        activated_at,
+                    })
+                },
+            )
+            .await
+    }
+
+    /// One script (`HSETNX`): O(1) after decoding the token here.
+    async fn activate_token(
+        &self,
+        keyspace: &Name,
+        token: &str,
+    ) -> Result<TokenStatus, StoreError> {
+        self.inner
+            .token_op(
+                keyspace,
+                |codec| {
+                    Ok(scripts::ActivateToken {
+                        secret: scripts::secret_hex(codec.secret()),
+                        index: codec.decode(token)?,
+                        token: token.to_owned(),
+                    })
+                },
+                |_, reply| {
+                    Ok(TokenStatus {
+                        token: token.to_owned(),
+                        activated_at: Some(Timestamp::from_millis(reply.u64()?)),
+                    })
+                },
+            )
+            .await
+    }
+
+    /// For each pool the due index says is due (at most 1000 per call) and
+    /// one pool of the registry sweep, scripts of at most `REAP_STEP`
+    /// (4096) due entries each (O(m log n) for m entries), at most 16 per
+    /// pool per call, and three commands to re-index the pool: O(1)
+    /// commands when nothing is due, whatever the number of pools. Does
+    /// nothing while the start-up retry task runs (it reports); lazy
+    /// expiry keeps answers exact meanwhile. After a failure the caller
+    /// (the reaper) backs off.
+    async fn expire_due(&self) -> Result<Expired, StoreError> {
+        let inner = &self.inner;
+        if inner.retrying.load(Ordering::Acquire) {
+            return Ok(Expired::default());
+        }
+        inner.expire_all().await
+    }
+
+    /// `SCARD` of both registries, a few `SSCAN` pages, then one script
+    /// per named pool and keyspace: O(`SNAPSHOT_NAMED`) calls whatever the
+    /// number of pools. No key totals: they would take a call per pool.
+    async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let inner = &self.inner;
+        inner.ensure_ready().await?;
+        let mut snapshot = Snapshot {
+            pool_count: inner.count(REGISTRY).await?,
+            keyspace_count: inner.count(KEYSPACES).await?,
+            ..Snapshot::default()
+        };
+        for pool in inner.first_names(REGISTRY).await? {
+            match self.pool_info(&pool).await {
+                Ok(info) => snapshot.pools.push(info),
+                Err(StoreError::PoolNotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        for keyspace in inner.first_names(KEYSPACES).await? {
+            match self.keyspace_info(&keyspace).await {
+                Ok(view) => snapshot.keyspaces.push(view),
+                Err(StoreError::KeyspaceNotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(snapshot)
+    }
+
+    /// A real `PING` (after ensuring the defaults exist): O(1).
+    async fn ping(&self) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        inner.ensure_ready().await?;
+        let mut handle = inner.handle().await.map_err(|e| inner.failed(e))?;
+        handle
+            .query(&redis::cmd("PING"))
+            .await
+            .map_err(|e| inner.failed(e))?;
+        Ok(())
+    }
+
+    /// Nothing to wait for: Redis applied each change before answering;
+    /// how durable it is then is Redis's persistence setting
+    /// (`appendfsync`). O(1).
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,148 @@
+//! The reaper's side of the store: the due index `kw:due` (pools by
+//! earliest deadline, kept by keyward after the scripts that move a
+//! deadline forward) and the pass that expires what it says is due, plus
+//! one pool of the registry sweep per pass.
+
+use redis::Value;
+
+use super::reply::{Reply, names_of};
+use super::scripts::{DUE_AT, Due, ExpireStep, Family};
+use super::{DUE_INDEX, Inner, REGISTRY, lock};
+use crate::core::{Expired, Name};
+use crate::store::{REAP_STEP, StoreError};
+
+/// Most due pools one reaper call visits; the rest wait for the next call.
+const REAP_POOLS: u64 = 1000;
+/// Most reaper steps ([`REAP_STEP`] entries each) per pool per call; what
+/// is left waits for the next call (and lazy expiry keeps answers exact).
+pub(super) const REAP_STEPS_PER_POOL: usize = 16;
+
+/// The reaper's walk over the registry, one pool per call: the names of
+/// the last `SSCAN` page not yet visited, and the cursor of the next page.
+#[derive(Debug, Default)]
+pub(super) struct Sweep {
+    pending: Vec<Name>,
+    cursor: u64,
+}
+
+impl Inner {
+    /// Brings `pool` forward in the due index to `score` (ms), when a
+    /// script said its earliest deadline moved before the recorded one:
+    /// `ZADD LT`, O(log pools). `score` empty: nothing to do.
+    pub(super) async fn index_due(&self, pool: &Name, score: &str) -> Result<(), StoreError> {
+        if score.is_empty() {
+            return Ok(());
+        }
+        let mut handle = self.handle().await.map_err(|e| self.failed(e))?;
+        handle
+            .query(
+                redis::cmd("ZADD")
+                    .arg(DUE_INDEX)
+                    .arg("LT")
+                    .arg(score)
+                    .arg(pool.as_str()),
+            )
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(())
+    }
+
+    /// Reads the due index entry a script may have returned after a key
+    /// view, and applies it. O(log pools).
+    pub(super) async fn index_from(
+        &self,
+        pool: &Name,
+        reply: &mut Reply,
+    ) -> Result<(), StoreError> {
+        if reply.has_more() {
+            let score = reply.text()?;
+            self.index_due(pool, &score).await?;
+        }
+        Ok(())
+    }
+
+    /// One reaper pass: the pools the due index says are due (at most
+    /// [`REAP_POOLS`]), plus one pool of the registry sweep. O(1) commands
+    /// when nothing is due, whatever the number of pools.
+    pub(super) async fn expire_all(&self) -> Result<Expired, StoreError> {
+        self.ensure_ready().await?;
+        let args = Due {
+            now: self.now_arg(),
+            limit: REAP_POOLS,
+        };
+        let due = names_of(self.call_bare(DUE_INDEX, &args).await?)?;
+        let mut total = Expired::default();
+        for name in due {
+            total.add(self.expire_pool(&name).await?);
+        }
+        if let Some(name) = self.next_swept().await? {
+            total.add(self.expire_pool(&name).await?);
+        }
+        Ok(total)
+    }
+
+    /// Expires one pool's due entries (scripts of at most [`REAP_STEP`]
+    /// entries, at most [`REAP_STEPS_PER_POOL`] of them), then sets its due
+    /// index score to its next deadline, and lowers it again if a script
+    /// brought the deadline forward in between (see the module docs).
+    async fn expire_pool(&self, name: &Name) -> Result<Expired, StoreError> {
+        let mut total = Expired::default();
+        let mut next = String::new();
+        for _ in 0..REAP_STEPS_PER_POOL {
+            let (_, mut reply) = self.call(name, &ExpireStep {}).await?;
+            let step = reply.expired()?;
+            next = reply.text()?;
+            total.add(step);
+            if step.keys + step.leases < REAP_STEP as u64 {
+                break;
+            }
+        }
+        let mut handle = self.handle().await.map_err(|e| self.failed(e))?;
+        let set = if next.is_empty() {
+            redis::cmd("ZREM").arg(DUE_INDEX).arg(name.as_str()).clone()
+        } else {
+            redis::cmd("ZADD")
+                .arg(DUE_INDEX)
+                .arg(&next)
+                .arg(name.as_str())
+                .clone()
+        };
+        handle.query(&set).await.map_err(|e| self.failed(e))?;
+        let meta = Family::Pool.routing(&Family::Pool.prefix(name));
+        let recorded = handle
+            .query(redis::cmd("HGET").arg(&meta).arg(DUE_AT))
+            .await
+            .map_err(|e| self.failed(e))?;
+        if let Value::BulkString(b) = recorded {
+            let recorded = String::from_utf8(b).unwrap_or_default();
+            let earlier = match (recorded.parse::<u64>(), next.parse::<u64>()) {
+                (Ok(r), Ok(n)) => r < n,
+                (Ok(_), Err(_)) => true,
+                _ => false,
+            };
+            if earlier {
+                self.index_due(name, &recorded).await?;
+            }
+        }
+        Ok(total)
+    }
+
+    /// The next pool of the registry sweep: from the names of the last
+    /// `SSCAN` page, reading the next page when they are used up (one
+    /// `SSCAN` every so many calls).
+    async fn next_swept(&self) -> Result<Option<Name>, StoreError> {
+        let cursor = {
+            let mut sweep = lock(&self.sweep);
+            if let Some(name) = sweep.pending.pop() {
+                return Ok(Some(name));
+            }
+            sweep.cursor
+        };
+        let (cursor, mut names) = self.scan(REGISTRY, cursor).await?;
+        let first = names.pop();
+        let mut sweep = lock(&self.sweep);
+        sweep.cursor = cursor;
+        sweep.pending = names;
+        Ok(first)
+    }
+}

@@ -1,0 +1,604 @@
+//! The Lua scripts, one per operation, and everything Rust and Lua share:
+//! the reply codes, the bounds, the names of each script's arguments.
+//!
+//! A script's source is built once, at start-up, from four parts:
+//!
+//! 1. the prelude, generated here: `local NAME = value` for every constant
+//!    in [`CONSTANTS`] and [`NAMES`] and every [`Code`], then the one clock head
+//!    (`lua/clock.lua`, `clock(arg)`: the passed time or Redis `TIME`);
+//! 2. `local ARG = { name = ARGV[i], … }`, generated from the fields of the
+//!    script's argument struct below, so a body reads `ARG.lease_id`, never
+//!    `ARGV[4]`;
+//! 3. the head of its family (`lua/pool_common.lua` or
+//!    `lua/keyspace_common.lua`), whose own arguments are `ARG.prefix` and
+//!    `ARG.now`;
+//! 4. the body, `lua/OPERATION.lua`.
+//!
+//! The argument structs are the only place a call's ARGV is built: one
+//! struct per script, one field per argument, in ARGV order.
+
+use std::fmt::Write;
+
+use redis::Script;
+
+use super::unavailable;
+use crate::core::{KeyLength, KeyspaceError, Name, Pool, PoolError, Secret, Ttl};
+use crate::store::{Limit, Limits, REAP_STEP, StoreError};
+
+/// Length of the random key candidates sent to the generate script, which
+/// cuts them to the pool's key length (at most 128).
+pub(super) const CANDIDATE_LEN: usize = 128;
+
+/// The numbers both sides use, handed to every script as `local NAME =
+/// value`.
+const CONSTANTS: [(&str, usize); 3] = [
+    // Most due entries a pool script expires before its own work: the
+    // local engine's bound, so a burst of deadlines never lands on one call.
+    // `touch` keeps the key a script works on exact whatever it leaves.
+    ("LAZY_EXPIRY_BOUND", Pool::LAZY_STEP),
+    // Most due entries one reaper step (one `expire` call) handles.
+    ("REAP_STEP", REAP_STEP),
+    ("CANDIDATE_LEN", CANDIDATE_LEN),
+];
+
+/// Suffix of a pool's meta hash, `{kw:p:NAME}:meta`: the key pool calls
+/// are routed by.
+const POOL_META: &str = ":meta";
+/// Suffix of a keyspace's definition hash, `{kw:ks:NAME}:def`.
+const KEYSPACE_DEF: &str = ":def";
+/// Field of a pool's meta hash holding the due index score keyward was
+/// last asked to set (see the module docs of `redis`).
+pub(super) const DUE_AT: &str = "due_at";
+
+/// The names both sides use, handed to every script as `local NAME =
+/// 'value'`.
+const NAMES: [(&str, &str); 3] = [
+    ("POOL_META", POOL_META),
+    ("KEYSPACE_DEF", KEYSPACE_DEF),
+    ("DUE_AT", DUE_AT),
+];
+
+/// The first element of every script reply that has one: how the call
+/// went. The discriminants are the numbers on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Code {
+    /// Done.
+    Ok = 0,
+    /// No live key by that name.
+    KeyNotFound = 1,
+    /// The key is not leased.
+    NotLeased = 2,
+    /// Another lease holds the key.
+    LeaseMismatch = 3,
+    /// No key can be leased.
+    NoFreeKey = 4,
+    /// No pool by that name.
+    PoolNotFound = 5,
+    /// The pool would hold more than `--max-keys-per-pool` keys.
+    KeyLimit = 6,
+    /// No keyspace by that name.
+    KeyspaceNotFound = 7,
+    /// The caller's keyspace secret is not the stored one: reload it.
+    Stale = 8,
+    /// Every token of the keyspace was issued.
+    Exhausted = 9,
+    /// The token was never issued.
+    NotIssued = 10,
+    /// The token was activated before.
+    AlreadyActivated = 11,
+    /// A put made the pool or keyspace.
+    Created = 12,
+    /// A put found the pool, or an identical keyspace.
+    Existed = 13,
+    /// A put found the keyspace with another definition.
+    Differs = 14,
+    /// A name set is at its limit.
+    Full = 15,
+}
+
+impl Code {
+    const ALL: [Self; 16] = [
+        Self::Ok,
+        Self::KeyNotFound,
+        Self::NotLeased,
+        Self::LeaseMismatch,
+        Self::NoFreeKey,
+        Self::PoolNotFound,
+        Self::KeyLimit,
+        Self::KeyspaceNotFound,
+        Self::Stale,
+        Self::Exhausted,
+        Self::NotIssued,
+        Self::AlreadyActivated,
+        Self::Created,
+        Self::Existed,
+        Self::Differs,
+        Self::Full,
+    ];
+
+    /// The code sent as `n`, if any.
+    pub(super) fn from_wire(n: i64) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| *c as i64 == n)
+    }
+
+    /// Its name in Lua.
+    fn lua_name(self) -> &'static str {
+        match self {
+            Self::Ok => "OK",
+            Self::KeyNotFound => "KEY_NOT_FOUND",
+            Self::NotLeased => "NOT_LEASED",
+            Self::LeaseMismatch => "LEASE_MISMATCH",
+            Self::NoFreeKey => "NO_FREE_KEY",
+            Self::PoolNotFound => "POOL_NOT_FOUND",
+            Self::KeyLimit => "KEY_LIMIT",
+            Self::KeyspaceNotFound => "KEYSPACE_NOT_FOUND",
+            Self::Stale => "STALE",
+            Self::Exhausted => "EXHAUSTED",
+            Self::NotIssued => "NOT_ISSUED",
+            Self::AlreadyActivated => "ALREADY_ACTIVATED",
+            Self::Created => "CREATED",
+            Self::Existed => "EXISTED",
+            Self::Differs => "DIFFERS",
+            Self::Full => "FULL",
+        }
+    }
+
+    /// The error a refusal stands for, or `None` for an answer the caller
+    /// reads on (`Ok`, `Created`, `Stale`, …).
+    pub(super) fn refusal(self, limits: &Limits) -> Option<StoreError> {
+        Some(match self {
+            Self::KeyNotFound => PoolError::KeyNotFound.into(),
+            Self::NotLeased => PoolError::NotLeased.into(),
+            Self::LeaseMismatch => PoolError::LeaseMismatch.into(),
+            Self::NoFreeKey => PoolError::NoFreeKey.into(),
+            Self::PoolNotFound => StoreError::PoolNotFound,
+            Self::KeyLimit => limits.reached(Limit::KeysPerPool),
+            Self::KeyspaceNotFound => StoreError::KeyspaceNotFound,
+            Self::Exhausted => KeyspaceError::Exhausted.into(),
+            Self::NotIssued => KeyspaceError::NotIssued.into(),
+            Self::AlreadyActivated => KeyspaceError::AlreadyActivated.into(),
+            Self::Ok | Self::Stale | Self::Created | Self::Existed | Self::Differs | Self::Full => {
+                return None;
+            }
+        })
+    }
+}
+
+/// Which head a script has, and so which arguments come before its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Family {
+    /// `pool_common.lua`; `prefix` and `now` first, routed to the pool.
+    Pool,
+    /// `keyspace_common.lua`; `prefix` and `now` first, routed to the
+    /// keyspace.
+    Keyspace,
+    /// No head, no arguments before its own; the caller names `KEYS[1]`.
+    Bare,
+}
+
+impl Family {
+    /// The arguments the head reads, before the script's own.
+    const HEAD_ARGS: [&'static str; 2] = ["prefix", "now"];
+
+    /// The hash-tagged key prefix of `name`: every key of a pool or
+    /// keyspace starts with it, so a script touches one cluster slot.
+    pub(super) fn prefix(self, name: &Name) -> String {
+        match self {
+            Self::Pool => format!("{{kw:p:{name}}}"),
+            Self::Keyspace => format!("{{kw:ks:{name}}}"),
+            Self::Bare => String::new(),
+        }
+    }
+
+    /// The key a call is routed by (`KEYS[1]`): the pool's meta hash or
+    /// the keyspace's definition.
+    pub(super) fn routing(self, prefix: &str) -> String {
+        match self {
+            Self::Pool => format!("{prefix}{POOL_META}"),
+            Self::Keyspace => format!("{prefix}{KEYSPACE_DEF}"),
+            Self::Bare => String::new(),
+        }
+    }
+}
+
+/// A value as one ARGV string.
+trait Arg {
+    fn arg(&self) -> String;
+}
+
+impl Arg for String {
+    fn arg(&self) -> String {
+        self.clone()
+    }
+}
+
+impl Arg for u64 {
+    fn arg(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Arg for u128 {
+    fn arg(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Arg for u32 {
+    fn arg(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Arg for bool {
+    fn arg(&self) -> String {
+        if *self { "1" } else { "0" }.to_owned()
+    }
+}
+
+impl Arg for Ttl {
+    /// Milliseconds.
+    fn arg(&self) -> String {
+        self.as_millis().to_string()
+    }
+}
+
+impl Arg for KeyLength {
+    fn arg(&self) -> String {
+        self.get().to_string()
+    }
+}
+
+impl<T: Arg> Arg for Option<T> {
+    /// `""` for none.
+    fn arg(&self) -> String {
+        self.as_ref().map_or_else(String::new, Arg::arg)
+    }
+}
+
+/// A script's arguments: which script, and how they become ARGV.
+pub(super) trait Call {
+    /// The script's head.
+    const FAMILY: Family;
+    /// The script's own argument names, in ARGV order (after the head's).
+    const NAMES: &'static [&'static str];
+    /// The operation, for error messages.
+    const OPERATION: &'static str;
+    /// The codes besides refusals the caller reads on.
+    const ANSWERS: &'static [Code];
+    /// The compiled script.
+    fn script(scripts: &Scripts) -> &Script;
+    /// Appends the arguments to `argv`, in [`Call::NAMES`] order.
+    fn push_args(&self, argv: &mut Vec<String>);
+}
+
+/// Declares one script's argument struct and its [`Call`] impl: the field
+/// list is both the ARGV order and the names the Lua body reads.
+macro_rules! script_args {
+    ($(
+        $(#[$doc:meta])*
+        $name:ident => $field:ident ($family:ident, answers [$($answer:ident),*]) {
+            $( $(#[$fdoc:meta])* $arg:ident : $ty:ty ),* $(,)?
+        }
+    )*) => {
+        $(
+            $(#[$doc])*
+            pub(super) struct $name {
+                $( $(#[$fdoc])* pub(super) $arg: $ty, )*
+            }
+
+            impl Call for $name {
+                const FAMILY: Family = Family::$family;
+                const NAMES: &'static [&'static str] = &[$(stringify!($arg)),*];
+                const OPERATION: &'static str = stringify!($field);
+                const ANSWERS: &'static [Code] = &[$(Code::$answer),*];
+
+                fn script(scripts: &Scripts) -> &Script {
+                    &scripts.$field
+                }
+
+                #[allow(unused_variables, reason = "a script may take no arguments of its own")]
+                fn push_args(&self, argv: &mut Vec<String>) {
+                    $( argv.push(Arg::arg(&self.$arg)); )*
+                }
+            }
+        )*
+
+        /// The compiled scripts, one per operation.
+        pub(super) struct Scripts {
+            $( $field: Script, )*
+        }
+
+        impl Scripts {
+            /// Builds every script's source (see the module docs).
+            pub(super) fn new() -> Self {
+                let prelude = prelude();
+                Self {
+                    $( $field: build::<$name>(
+                        &prelude,
+                        include_str!(concat!("lua/", stringify!($field), ".lua")),
+                    ), )*
+                }
+            }
+        }
+    };
+}
+
+script_args! {
+    /// `put_pool`: creates the pool with the defaults if absent, then sets
+    /// the given settings.
+    PutPool => pool_put (Pool, answers [Created, Existed]) {
+        /// Lease TTL of a new pool.
+        default_lease_ttl_ms: Ttl,
+        /// Keep-alive TTL of a new pool.
+        default_keepalive_ttl_ms: Ttl,
+        /// Key length of a new pool.
+        default_key_length: KeyLength,
+        /// New lease TTL, none to keep.
+        lease_ttl_ms: Option<Ttl>,
+        /// New keep-alive TTL, none to keep.
+        keepalive_ttl_ms: Option<Ttl>,
+        /// New key length, none to keep.
+        key_length: Option<KeyLength>,
+    }
+
+    /// `pool_info`: settings and counts.
+    ReadPool => pool_info (Pool, answers [Ok]) {}
+
+    /// `generate_keys`: stores the candidates that are not live keys.
+    Generate => generate (Pool, answers [Ok]) {
+        /// Lease TTL of a new pool.
+        default_lease_ttl_ms: Ttl,
+        /// Keep-alive TTL of a new pool.
+        default_keepalive_ttl_ms: Ttl,
+        /// Key length of a new pool.
+        default_key_length: KeyLength,
+        /// Most live keys the pool may hold.
+        max_keys: u64,
+        /// Candidates of [`CANDIDATE_LEN`] characters, back to back.
+        candidates: String,
+    }
+
+    /// `lease_key`: a uniformly random free key.
+    LeaseKey => lease (Pool, answers [Ok]) {}
+
+    /// `release_key`.
+    ReleaseKey => release (Pool, answers [Ok]) {
+        /// The key.
+        key: String,
+        /// The lease to end, none for any.
+        lease_id: Option<u64>,
+    }
+
+    /// `keepalive_key`.
+    KeepaliveKey => keepalive (Pool, answers [Ok]) {
+        /// The key.
+        key: String,
+        /// The current lease, to extend it too; none to leave leases alone.
+        lease_id: Option<u64>,
+    }
+
+    /// `get_key`.
+    GetKey => get (Pool, answers [Ok]) {
+        /// The key.
+        key: String,
+    }
+
+    /// `delete_key`.
+    DeleteKey => delete (Pool, answers [Ok]) {
+        /// The key.
+        key: String,
+    }
+
+    /// One reaper step in one pool: at most `REAP_STEP` due entries.
+    ExpireStep => expire (Pool, answers [Ok]) {}
+
+    /// `put_keyspace`, first creator wins.
+    PutKeyspace => keyspace_put (Keyspace, answers [Created, Existed, Differs]) {
+        /// The alphabet.
+        alphabet: String,
+        /// Token length.
+        length: u32,
+        /// A fresh secret (hex), kept only if this call creates the keyspace.
+        secret: String,
+        /// Replace another definition while nothing is issued (the
+        /// `default` keyspace at start-up).
+        replace_if_unissued: bool,
+    }
+
+    /// `keyspace_info`: definition and counts.
+    ReadKeyspace => keyspace_info (Keyspace, answers [Ok]) {}
+
+    /// `issue_token`: the next index.
+    IssueToken => issue (Keyspace, answers [Ok, Stale]) {
+        /// The caller's secret (hex).
+        secret: String,
+        /// Issue only below this: min(capacity, 2^53).
+        limit: u128,
+    }
+
+    /// `token_status`.
+    ReadToken => token_status (Keyspace, answers [Ok, Stale]) {
+        /// The caller's secret (hex).
+        secret: String,
+        /// The token's index.
+        index: u128,
+        /// The token.
+        token: String,
+    }
+
+    /// `activate_token`.
+    ActivateToken => activate (Keyspace, answers [Ok, Stale]) {
+        /// The caller's secret (hex).
+        secret: String,
+        /// The token's index.
+        index: u128,
+        /// The token.
+        token: String,
+    }
+
+    /// Adds a name to a name set (`KEYS[1]`) unless it is full.
+    Reserve => reserve (Bare, answers [Ok, Full]) {
+        /// The name.
+        name: String,
+        /// Most names the set may hold.
+        max: u64,
+    }
+
+    /// The pools of the due index (`KEYS[1]`) due by now; a bare list of
+    /// names, no code.
+    Due => due (Bare, answers []) {
+        /// Now in ms, or "" for Redis `TIME`.
+        now: String,
+        /// Most names to return.
+        limit: u64,
+    }
+}
+
+/// The generated constants and codes, then the clock head.
+fn prelude() -> String {
+    let mut lua = String::from("-- Generated by keyward from its Rust constants.\n");
+    for (name, value) in CONSTANTS {
+        writeln!(lua, "local {name} = {value}").expect("writing to a String cannot fail");
+    }
+    for (name, value) in NAMES {
+        writeln!(lua, "local {name} = '{value}'").expect("writing to a String cannot fail");
+    }
+    for code in Code::ALL {
+        writeln!(lua, "local {} = {}", code.lua_name(), code as i64)
+            .expect("writing to a String cannot fail");
+    }
+    lua.push_str(include_str!("lua/clock.lua"));
+    lua
+}
+
+/// The source of `A`'s script: prelude, `ARG` table, family head, body.
+fn source<A: Call>(prelude: &str, body: &str) -> String {
+    let head_args: &[&str] = match A::FAMILY {
+        Family::Bare => &[],
+        Family::Pool | Family::Keyspace => &Family::HEAD_ARGS,
+    };
+    let fields: Vec<String> = head_args
+        .iter()
+        .chain(A::NAMES)
+        .enumerate()
+        .map(|(i, name)| format!("{name} = ARGV[{}]", i + 1))
+        .collect();
+    let head = match A::FAMILY {
+        Family::Pool => include_str!("lua/pool_common.lua"),
+        Family::Keyspace => include_str!("lua/keyspace_common.lua"),
+        Family::Bare => "",
+    };
+    format!(
+        "{prelude}local ARG = {{ {} }}\n{head}{body}",
+        fields.join(", ")
+    )
+}
+
+fn build<A: Call>(prelude: &str, body: &str) -> Script {
+    Script::new(&source::<A>(prelude, body))
+}
+
+/// The ARGV of a call of `A` on `prefix` at `now` (both ignored for bare
+/// scripts).
+pub(super) fn argv<A: Call>(args: &A, prefix: String, now: String) -> Vec<String> {
+    let mut argv = Vec::with_capacity(Family::HEAD_ARGS.len() + A::NAMES.len());
+    if A::FAMILY != Family::Bare {
+        argv.push(prefix);
+        argv.push(now);
+    }
+    args.push_args(&mut argv);
+    argv
+}
+
+/// A secret as the 64 hex digits the keyspace scripts store.
+pub(super) fn secret_hex(secret: &Secret) -> String {
+    secret
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A reply's first element as a code, `Unavailable` if it is none.
+pub(super) fn code_of(n: i64) -> Result<Code, StoreError> {
+    Code::from_wire(n).ok_or_else(|| unavailable(format!("unknown script reply code {n}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_its_own_number_and_name() {
+        for (i, code) in Code::ALL.into_iter().enumerate() {
+            assert_eq!(Code::from_wire(code as i64), Some(code));
+            for other in &Code::ALL[i + 1..] {
+                assert_ne!(code as i64, *other as i64);
+                assert_ne!(code.lua_name(), other.lua_name());
+            }
+        }
+        assert_eq!(Code::from_wire(99), None);
+    }
+
+    #[test]
+    fn a_script_reads_its_arguments_by_the_field_names_in_argv_order() {
+        let lua = source::<ReleaseKey>("", "return 1");
+        assert!(
+            lua.starts_with(
+                "local ARG = { prefix = ARGV[1], now = ARGV[2], key = ARGV[3], lease_id = ARGV[4] }\n"
+            ),
+            "{lua}"
+        );
+        let args = ReleaseKey {
+            key: "k".into(),
+            lease_id: None,
+        };
+        assert_eq!(
+            argv(&args, "{kw:p:a}".into(), "7".into()),
+            ["{kw:p:a}", "7", "k", ""]
+        );
+        let bare = Reserve {
+            name: "a".into(),
+            max: 3,
+        };
+        assert_eq!(argv(&bare, "ignored".into(), "".into()), ["a", "3"]);
+    }
+
+    #[test]
+    fn the_prelude_hands_the_rust_constants_and_codes_to_lua() {
+        let lua = prelude();
+        assert!(lua.contains(&format!("local LAZY_EXPIRY_BOUND = {}\n", Pool::LAZY_STEP)));
+        assert!(lua.contains(&format!("local REAP_STEP = {REAP_STEP}\n")));
+        assert!(lua.contains("local KEY_LIMIT = 6\n"));
+        assert!(lua.contains("local DUE_AT = 'due_at'\n"));
+        assert_eq!(lua.matches("local function clock(").count(), 1);
+    }
+
+    #[test]
+    fn no_script_reads_argv_by_position_or_defines_its_own_clock() {
+        for body in [
+            include_str!("lua/pool_common.lua"),
+            include_str!("lua/keyspace_common.lua"),
+            include_str!("lua/pool_put.lua"),
+            include_str!("lua/pool_info.lua"),
+            include_str!("lua/generate.lua"),
+            include_str!("lua/lease.lua"),
+            include_str!("lua/release.lua"),
+            include_str!("lua/keepalive.lua"),
+            include_str!("lua/get.lua"),
+            include_str!("lua/delete.lua"),
+            include_str!("lua/expire.lua"),
+            include_str!("lua/keyspace_put.lua"),
+            include_str!("lua/keyspace_info.lua"),
+            include_str!("lua/issue.lua"),
+            include_str!("lua/token_status.lua"),
+            include_str!("lua/activate.lua"),
+            include_str!("lua/reserve.lua"),
+            include_str!("lua/due.lua"),
+        ] {
+            assert!(!body.contains("ARGV["), "{body}");
+            assert!(!body.contains("'TIME'"), "{body}");
+        }
+    }
+}
