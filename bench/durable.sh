@@ -7,27 +7,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}
 BIN=target/release/keyward
+. bench/lib.sh
 cargo build --release --locked -q
-command -v wrk >/dev/null || { echo "wrk missing: apt-get install wrk" >&2; exit 1; }
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-start() { # start STORE -> sets PORT, PID
-  PORT=$(free_port)
-  "$BIN" serve --listen 127.0.0.1:$PORT --store "$1" >"$work/log.$PORT" 2>&1 &
-  PID=$!; pids+=("$PID")
-  for _ in $(seq 100); do curl -sf "127.0.0.1:$PORT/readyz" >/dev/null && return; sleep 0.1; done
-  echo "server did not start" >&2; exit 1
-}
+need wrk
 rps() { awk '/Requests\/sec/ {print int($2)}'; }
 
 echo "| connections | memory lease+release req/s | sqlite lease+release req/s | sqlite/memory |"
 echo "|---|---|---|---|"
-start memory:; MEM=$PORT
-start "sqlite:$work/bench.db"; SQL=$PORT
+start_keyward memory:; MEM=$PORT
+start_keyward "sqlite:$work/bench.db"; SQL=$PORT
 for port in $MEM $SQL; do
   curl -sf -XPOST "127.0.0.1:$port/v1/pools/bench/keys" -d '{"count":10000}' >/dev/null
 done
@@ -41,7 +29,7 @@ done
 echo
 echo "Start-up with 1,000,000 keys and 1,000,000 issued tokens:"
 db="$work/big.db"
-start "sqlite:$db"; BIG=$PORT; BIGPID=$PID
+start_keyward "sqlite:$db"; BIG=$PORT; BIGPID=$PID
 for _ in $(seq 100); do curl -sf -XPOST "127.0.0.1:$BIG/v1/pools/big/keys" -d '{"count":10000}' >/dev/null; done
 curl -sf -XPUT "127.0.0.1:$BIG/v1/keyspaces/big" -d '{"alphabet":"abcdefghijklmnopqrstuvwxyz","length":6}' >/dev/null
 cat > "$work/issue.lua" <<'LUA'

@@ -10,28 +10,12 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
 BIN=target/release/keyward
-for tool in wrk redis-server redis-cli redis-benchmark; do
-  command -v "$tool" >/dev/null || { echo "$tool missing: apt-get install wrk redis-server redis-tools" >&2; exit 1; }
-done
+. bench/lib.sh
+need wrk redis-server redis-cli redis-benchmark
 cargo build --release --locked -q
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-RPORT=$(free_port)
-redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
-pids+=("$!")
-for _ in $(seq 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
-redis-cli -p "$RPORT" ping >/dev/null
-
-KPORT=$(free_port)
-"$BIN" serve --listen "127.0.0.1:$KPORT" --store "redis://127.0.0.1:$RPORT/0" >"$work/keyward.log" 2>&1 &
-pids+=("$!")
-for _ in $(seq 100); do curl -sf "127.0.0.1:$KPORT/readyz" >/dev/null && break; sleep 0.1; done
-curl -sf "127.0.0.1:$KPORT/readyz" >/dev/null || { echo "keyward did not get ready" >&2; cat "$work/keyward.log" >&2; exit 1; }
+start_redis
+start_keyward "redis://127.0.0.1:$RPORT/0"
+KPORT=$PORT
 curl -sf -XPOST "127.0.0.1:$KPORT/v1/pools/bench/keys" -d '{"count":10000}' >/dev/null
 
 echo "# keyward on Redis: lease+release, wrk -t2 -c$CONNECTIONS -d$DURATION"

@@ -28,29 +28,13 @@ MEMORY_SIZES=${MEMORY_SIZES:-"$SIZES 10000000"}
 STORES=${STORES:-"memory sqlite redis"}
 OUT=${OUT:-BENCHMARKS.md}
 BIN=target/release/keyward
-for tool in wrk curl python3; do
-  command -v "$tool" >/dev/null || { echo "$tool missing (apt-get install wrk curl python3)" >&2; exit 1; }
-done
+. bench/lib.sh
+need wrk curl python3
 cargo build --release --locked -q
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
 results="$work/results.jsonl"
 : >"$results"
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 first=$(echo "$SIZES" | awk '{print $1}')
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-# start_keyward STORE_URL -> sets PORT, PID
-start_keyward() {
-  PORT=$(free_port)
-  "$BIN" serve --listen "127.0.0.1:$PORT" --store "$1" >"$work/keyward.$PORT.log" 2>&1 &
-  PID=$!; pids+=("$PID")
-  for _ in $(seq 200); do curl -sf "127.0.0.1:$PORT/readyz" >/dev/null && return; sleep 0.1; done
-  echo "keyward on $1 did not get ready" >&2; cat "$work/keyward.$PORT.log" >&2; exit 1
-}
 
 # tag.py STORE LABEL: a `keyward bench --json` report on stdin, tagged, to
 # stdout; a one-line summary to stderr.
@@ -117,10 +101,7 @@ for store in $STORES; do
       if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
         echo "redis-server/redis-cli missing: skipping the redis store" >&2; continue
       fi
-      RPORT=$(free_port)
-      redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
-      pids+=("$!")
-      for _ in $(seq 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
+      start_redis
       url="redis://127.0.0.1:$RPORT/0"; sizes=$SIZES ;;
     *) echo "unknown store $store" >&2; exit 1 ;;
   esac

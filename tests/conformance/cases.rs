@@ -13,7 +13,7 @@ use keyward::core::{
     KeyLength, KeyView, KeyspaceError, KeyspaceInfo, KeyspaceSpec, Lease, Name, PoolError,
     PoolSettings, PoolStats, Timestamp, Ttl,
 };
-use keyward::store::{Limit, PoolPatch, Store, StoreError, Upsert};
+use keyward::store::{Limit, PageLimit, PageRequest, PoolPatch, Store, StoreError, Upsert};
 
 use keyward_testkit::backends::{LIMITS, default_keyspace, pool_defaults};
 
@@ -61,6 +61,7 @@ fn stats(total: u64, free: u64, leased: u64) -> PoolStats {
         total,
         free,
         leased,
+        ..PoolStats::default()
     }
 }
 
@@ -121,6 +122,7 @@ pub async fn put_pool_creates_then_changes_only_the_given_fields(
         lease_ttl: ttl(1_500),
         keepalive_ttl: ttl(9_000),
         key_length: KeyLength::new(8).unwrap(),
+        ..pool_defaults()
     };
     assert_eq!(info.settings, changed);
 
@@ -1005,4 +1007,342 @@ pub async fn snapshot_counts_every_pool_and_keyspace_and_names_them(
         let default_total = pool_stats(store, &Name::default_name()).await.total;
         assert_eq!(totals.stats, stats(5 + default_total, 4 + default_total, 1));
     }
+}
+
+/// Every pool name, paging with `limit` and calling `between` after each
+/// page (with the page's number) until the last page. Bounded: at most 100
+/// pages.
+async fn all_pool_names(
+    store: &dyn Store,
+    limit: usize,
+    mut between: impl AsyncFnMut(usize),
+) -> Vec<String> {
+    let limit = PageLimit::new(limit).expect("a limit in range");
+    let (mut names, mut after) = (Vec::new(), None);
+    for page_no in 0..100 {
+        let page = store
+            .list_pools(&PageRequest {
+                after: after.clone(),
+                limit,
+            })
+            .await
+            .unwrap();
+        assert!(page.items.len() <= limit.get());
+        names.extend(page.items.iter().map(|p| p.name.as_str().to_owned()));
+        match page.next {
+            Some(next) => {
+                assert_eq!(Some(next.as_str()), names.last().map(String::as_str));
+                after = Some(next);
+            }
+            None => return names,
+        }
+        between(page_no).await;
+    }
+    panic!("more than 100 pages")
+}
+
+pub async fn list_pools_visits_every_lasting_name_once_while_others_come_and_go(
+    store: &dyn Store,
+    _clock: &ManualClock,
+) {
+    // Names that last, and names that come and go between pages, spread
+    // before and after wherever the cursor stands. 8 pools + `default`.
+    let lasting: Vec<Name> = ["b", "d", "f", "h", "j"]
+        .iter()
+        .map(|t| name(&format!("list-{t}")))
+        .collect();
+    for pool in &lasting {
+        store.put_pool(pool, PoolPatch::default()).await.unwrap();
+    }
+    let going: Vec<Name> = ["a", "e", "i"]
+        .iter()
+        .map(|t| name(&format!("list-{t}")))
+        .collect();
+    for pool in &going {
+        store.generate_keys(pool, 2).await.unwrap();
+    }
+    let coming: Vec<Name> = ["c", "g", "k"]
+        .iter()
+        .map(|t| name(&format!("list-{t}")))
+        .collect();
+    let seen = all_pool_names(store, 2, async |page_no| {
+        if let Some(pool) = going.get(page_no) {
+            store.delete_pool(pool).await.unwrap();
+        }
+        if let Some(pool) = coming.get(page_no) {
+            store.put_pool(pool, PoolPatch::default()).await.unwrap();
+        }
+    })
+    .await;
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(seen, sorted, "pages are in order and never repeat a name");
+    for pool in &lasting {
+        assert!(seen.iter().any(|n| n == pool.as_str()), "{pool} skipped");
+    }
+    assert!(seen.iter().any(|n| n == "default"));
+
+    // Once nothing changes, one page of the largest size holds them all.
+    let all = store
+        .list_pools(&PageRequest {
+            after: None,
+            limit: PageLimit::new(PageLimit::MAX).unwrap(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.next, None);
+    let names: Vec<&str> = all.items.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names.len(), 1 + lasting.len() + coming.len());
+    for pool in going.iter() {
+        assert!(!names.contains(&pool.as_str()), "{pool} was deleted");
+    }
+    // The items are the pool objects `pool_info` gives.
+    let first = &all.items[0];
+    assert_eq!(
+        *first,
+        store.pool_info(&first.name).await.unwrap(),
+        "a listed pool is its pool_info"
+    );
+}
+
+pub async fn list_pools_honours_the_limit_and_the_cursor(store: &dyn Store, _clock: &ManualClock) {
+    assert_eq!(PageLimit::new(0), None);
+    assert_eq!(PageLimit::new(PageLimit::MAX + 1), None);
+    assert_eq!(PageLimit::default().get(), 100);
+    for t in ["x", "y", "z"] {
+        store
+            .put_pool(&name(&format!("limit-{t}")), PoolPatch::default())
+            .await
+            .unwrap();
+    }
+    let one = PageLimit::new(1).unwrap();
+    let page = store
+        .list_pools(&PageRequest {
+            after: None,
+            limit: one,
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].name.as_str(), "default");
+    assert_eq!(page.next.as_deref(), Some("default"));
+    // Strictly after the cursor, even a cursor that names no pool.
+    let page = store
+        .list_pools(&PageRequest {
+            after: Some(name("limit-x").as_str().to_owned()),
+            limit: PageLimit::new(5).unwrap(),
+        })
+        .await
+        .unwrap();
+    let names: Vec<&str> = page.items.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, [name("limit-y").as_str(), name("limit-z").as_str()]);
+    assert_eq!(page.next, None);
+    let page = store
+        .list_pools(&PageRequest {
+            after: Some("limit-xx".into()),
+            limit: one,
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.items[0].name, name("limit-y"));
+    let page = store
+        .list_pools(&PageRequest {
+            after: Some("zzz".into()),
+            limit: one,
+        })
+        .await
+        .unwrap();
+    assert!(page.items.is_empty());
+    assert_eq!(page.next, None);
+}
+
+pub async fn list_keyspaces_pages_by_name(store: &dyn Store, _clock: &ManualClock) {
+    let spec = KeyspaceSpec::new("abc", 3).unwrap();
+    let made: Vec<Name> = ["a", "b", "c"]
+        .iter()
+        .map(|t| name(&format!("ks-list-{t}")))
+        .collect();
+    for ks in &made {
+        store.put_keyspace(ks, spec.clone()).await.unwrap();
+    }
+    store.issue_token(&made[1]).await.unwrap();
+    let (mut seen, mut after) = (Vec::new(), None);
+    for _ in 0..10 {
+        let page = store
+            .list_keyspaces(&PageRequest {
+                after: after.clone(),
+                limit: PageLimit::new(2).unwrap(),
+            })
+            .await
+            .unwrap();
+        assert!(page.items.len() <= 2);
+        seen.extend(page.items);
+        after = page.next;
+        if after.is_none() {
+            break;
+        }
+    }
+    let names: Vec<&str> = seen.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "default",
+            made[0].as_str(),
+            made[1].as_str(),
+            made[2].as_str()
+        ]
+    );
+    assert_eq!(seen[2], store.keyspace_info(&made[1]).await.unwrap());
+    assert_eq!(seen[2].info.issued, 1);
+}
+
+pub async fn a_deleted_pool_is_gone_at_once_and_comes_back_empty(
+    store: &dyn Store,
+    clock: &ManualClock,
+) {
+    let pool = name("delete-pool");
+    let keys = store.generate_keys(&pool, 5).await.unwrap();
+    let leased = store.lease_key(&pool).await.unwrap();
+    store.delete_pool(&pool).await.unwrap();
+
+    assert_err!(store.pool_info(&pool).await, StoreError::PoolNotFound);
+    assert_err!(
+        store.lease_key(&pool).await,
+        StoreError::Pool(PoolError::NoFreeKey)
+    );
+    assert_err!(
+        store.get_key(&pool, &keys[0].key).await,
+        StoreError::Pool(PoolError::KeyNotFound)
+    );
+    assert_err!(
+        store.release_key(&pool, &leased.key, None).await,
+        StoreError::Pool(PoolError::KeyNotFound)
+    );
+    assert_err!(store.delete_pool(&pool).await, StoreError::PoolNotFound);
+    // Its deadlines fall due: the reaper must not bring it back.
+    advance(clock, 10 * pool_defaults().keepalive_ttl.as_millis());
+    store.expire_due().await.unwrap();
+    assert_err!(store.pool_info(&pool).await, StoreError::PoolNotFound);
+    let snapshot = store.snapshot().await.unwrap();
+    assert!(snapshot.pools.iter().all(|p| p.name != pool));
+    assert_eq!(snapshot.pool_count, 1);
+    if let Some(totals) = snapshot.totals {
+        assert_eq!(totals.stats.total, 0, "the totals forget its keys");
+    }
+
+    // The same name again is a new, empty pool.
+    let (info, upsert) = store.put_pool(&pool, PoolPatch::default()).await.unwrap();
+    assert_eq!(upsert, Upsert::Created);
+    assert_eq!(info.stats, stats(0, 0, 0));
+    assert_err!(
+        store.get_key(&pool, &keys[1].key).await,
+        StoreError::Pool(PoolError::KeyNotFound)
+    );
+    let fresh = store.generate_keys(&pool, 2).await.unwrap();
+    assert_eq!(pool_stats(store, &pool).await, stats(2, 2, 0));
+    let lease = store.lease_key(&pool).await.unwrap();
+    assert!(fresh.iter().any(|k| k.key == lease.key));
+}
+
+pub async fn a_deleted_keyspace_is_gone_at_once_and_comes_back_empty(
+    store: &dyn Store,
+    _clock: &ManualClock,
+) {
+    let ks = name("delete-ks");
+    store
+        .put_keyspace(&ks, KeyspaceSpec::new("abc", 3).unwrap())
+        .await
+        .unwrap();
+    let issued = store.issue_token(&ks).await.unwrap();
+    store.activate_token(&ks, &issued.token).await.unwrap();
+    store.delete_keyspace(&ks).await.unwrap();
+    assert_err!(store.keyspace_info(&ks).await, StoreError::KeyspaceNotFound);
+    assert_err!(store.issue_token(&ks).await, StoreError::KeyspaceNotFound);
+    assert_err!(
+        store.token_status(&ks, &issued.token).await,
+        StoreError::KeyspaceNotFound
+    );
+    assert_err!(
+        store.delete_keyspace(&ks).await,
+        StoreError::KeyspaceNotFound
+    );
+    // A new one of that name may even have another alphabet.
+    let (view, upsert) = store
+        .put_keyspace(&ks, KeyspaceSpec::new("xyz", 4).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(upsert, Upsert::Created);
+    assert_eq!((view.info.issued, view.info.activated), (0, 0));
+    assert!(
+        store
+            .snapshot()
+            .await
+            .unwrap()
+            .keyspaces
+            .iter()
+            .any(|k| k.name == ks)
+    );
+}
+
+pub async fn the_default_pool_and_keyspace_cannot_be_deleted(
+    store: &dyn Store,
+    _clock: &ManualClock,
+) {
+    let default = Name::default_name();
+    assert_err!(
+        store.delete_pool(&default).await,
+        StoreError::CannotDeleteDefault
+    );
+    assert_err!(
+        store.delete_keyspace(&default).await,
+        StoreError::CannotDeleteDefault
+    );
+    store.pool_info(&default).await.unwrap();
+    store.keyspace_info(&default).await.unwrap();
+    assert_err!(
+        store.delete_pool(&name("never-made")).await,
+        StoreError::PoolNotFound
+    );
+    assert_err!(
+        store.delete_keyspace(&name("never-made")).await,
+        StoreError::KeyspaceNotFound
+    );
+}
+
+pub async fn deleting_frees_a_place_under_the_limits(store: &dyn Store, _clock: &ManualClock) {
+    for i in 1..LIMITS.max_pools {
+        store
+            .generate_keys(&name(&format!("free-place-{i}")), 1)
+            .await
+            .unwrap();
+    }
+    let over = name("free-place-over");
+    assert_limit(
+        store.put_pool(&over, PoolPatch::default()).await,
+        Limit::Pools,
+    );
+    store.delete_pool(&name("free-place-3")).await.unwrap();
+    let (_, upsert) = store.put_pool(&over, PoolPatch::default()).await.unwrap();
+    assert_eq!(upsert, Upsert::Created);
+    assert_limit(
+        store.generate_keys(&name("free-place-3"), 1).await,
+        Limit::Pools,
+    );
+    assert_eq!(store.snapshot().await.unwrap().pool_count, LIMITS.max_pools);
+
+    let spec = KeyspaceSpec::new("abc", 3).unwrap();
+    for i in 1..LIMITS.max_keyspaces {
+        store
+            .put_keyspace(&name(&format!("free-ks-{i}")), spec.clone())
+            .await
+            .unwrap();
+    }
+    let over = name("free-ks-over");
+    assert_limit(
+        store.put_keyspace(&over, spec.clone()).await,
+        Limit::Keyspaces,
+    );
+    store.delete_keyspace(&name("free-ks-2")).await.unwrap();
+    store.put_keyspace(&over, spec).await.unwrap();
 }

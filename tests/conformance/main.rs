@@ -50,6 +50,13 @@ macro_rules! backend {
                 a_generate_past_max_keys_per_pool_is_refused_whole,
                 expire_due_reaches_a_lease_taken_after_its_pool_was_reaped,
                 snapshot_counts_every_pool_and_keyspace_and_names_them,
+                list_pools_visits_every_lasting_name_once_while_others_come_and_go,
+                list_pools_honours_the_limit_and_the_cursor,
+                list_keyspaces_pages_by_name,
+                a_deleted_pool_is_gone_at_once_and_comes_back_empty,
+                a_deleted_keyspace_is_gone_at_once_and_comes_back_empty,
+                the_default_pool_and_keyspace_cannot_be_deleted,
+                deleting_frees_a_place_under_the_limits,
             ]
         );
     };

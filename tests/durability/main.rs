@@ -4,6 +4,8 @@
 //! same file and checks what a client was told against what is there.
 //!
 //! - `restart`: one kind of state per test survives `kill -9`;
+//! - `delete`: deleted pools and keyspaces stay deleted, their rows are
+//!   reclaimed after a restart too;
 //! - `expiry`: deadlines are wall-clock instants across a restart;
 //! - `crash`: `kill -9` (and SIGTERM) in the middle of concurrent load;
 //! - `startup`: refusals at start (changed default keyspace; foreign,
@@ -18,6 +20,7 @@
 //!   otherwise unless `KEYWARD_REQUIRE_ALL_BACKENDS=1`).
 
 mod crash;
+mod delete;
 mod disk;
 mod expiry;
 mod lock;
@@ -28,7 +31,8 @@ mod vanished;
 
 use std::path::Path;
 
-use keyward_testkit::process::{Launch, TempDir};
+use anyhow::Result;
+use keyward_testkit::process::{Launch, Server, TempDir};
 
 /// `keyward serve` on `dir`'s database (`sqlite:<dir>/k.db`), logs in `dir`:
 /// the same `Launch` starts it again on the same file.
@@ -39,4 +43,13 @@ fn launch(dir: &TempDir) -> Launch {
 /// `keyward serve --store sqlite:<db>`, logs in `logs`.
 fn launch_at(db: &Path, logs: &Path) -> Launch {
     Launch::sqlite(env!("CARGO_BIN_EXE_keyward"), db, logs)
+}
+
+/// A server started by [`launch`] on `dir` with ten keys made in pool
+/// `p`, and the `Launch` that starts it again on the same file.
+async fn started_with_keys(dir: &TempDir) -> Result<(Launch, Server)> {
+    let launch = launch(dir);
+    let server = launch.start().await?;
+    server.api.generate_keys("p", 10).await?.expect(201);
+    Ok((launch, server))
 }

@@ -22,8 +22,8 @@ async fn pool_settings_survive_a_kill_and_only_the_default_pool_takes_new_flags(
     let dir = TempDir::new("pool-settings")?;
     let launch = crate::launch(&dir);
     let server = launch.start().await?;
-    let p = server
-        .api
+    let api = &server.api;
+    let p = api
         .put_pool(
             "p",
             json!({"lease_ttl_ms": 12_345, "keepalive_ttl_ms": 678_900, "key_length": 33}),
@@ -31,20 +31,16 @@ async fn pool_settings_survive_a_kill_and_only_the_default_pool_takes_new_flags(
         .await?
         .expect(201)
         .clone();
-    let q = server
-        .api
+    let q = api
         .put_pool("q", json!({"lease_ttl_ms": 1_500}))
         .await?
         .expect(201)
         .clone();
     // A change of an existing pool is durable too.
-    server
-        .api
-        .put_pool("r", json!({"key_length": 12}))
+    api.put_pool("r", json!({"key_length": 12}))
         .await?
         .expect(201);
-    let r = server
-        .api
+    let r = api
         .put_pool("r", json!({"keepalive_ttl_ms": 45_000}))
         .await?
         .expect(200)
@@ -56,20 +52,21 @@ async fn pool_settings_survive_a_kill_and_only_the_default_pool_takes_new_flags(
     server.kill()?;
 
     let server = launch.clone().args(["--lease-ttl", "7s"]).start().await?;
-    assert_eq!(*server.api.get_pool("p").await?.expect(200), p);
-    assert_eq!(*server.api.get_pool("q").await?.expect(200), q);
-    assert_eq!(*server.api.get_pool("r").await?.expect(200), r);
+    let api = &server.api;
+    assert_eq!(*api.get_pool("p").await?.expect(200), p);
+    assert_eq!(*api.get_pool("q").await?.expect(200), q);
+    assert_eq!(*api.get_pool("r").await?.expect(200), r);
     assert_eq!(
         q["keepalive_ttl_ms"],
         Config::default().pool_defaults.keepalive_ttl.as_millis(),
         "untouched settings keep the defaults"
     );
-    let default = server.api.get_pool("default").await?.expect(200).clone();
+    let default = api.get_pool("default").await?.expect(200).clone();
     assert_eq!(
         default["lease_ttl_ms"], 7_000,
         "the default pool takes the flags of every start"
     );
-    let keys = server.api.new_keys("p", 3).await?;
+    let keys = api.new_keys("p", 3).await?;
     ensure!(
         keys.iter().all(|k| k.len() == 33),
         "keys of a restored pool use its restored key_length: {keys:?}"
@@ -82,40 +79,28 @@ async fn generated_keys_survive_a_kill() -> Result<()> {
     let dir = TempDir::new("keys")?;
     let launch = crate::launch(&dir);
     let server = launch.start().await?;
+    let api = &server.api;
     let mut made: Vec<Value> = Vec::new();
     for count in [1, 10, 25] {
-        let body = server
-            .api
-            .generate_keys("p", count)
-            .await?
-            .expect(201)
-            .clone();
+        let body = api.generate_keys("p", count).await?.expect(201).clone();
         made.extend(body["keys"].as_array().context("keys")?.iter().cloned());
     }
-    let compat_key = str_field(
-        &server
-            .api
-            .random_api_key(Method::POST, true, None)
-            .await?
-            .expect(201)
-            .clone(),
-        "api_key",
-    );
+    let compat_key = api.compat_new_key().await?;
     server.kill()?;
 
     let server = launch.start().await?;
+    let api = &server.api;
     for key in &made {
         let name = str_field(key, "key");
-        let now = server.api.get_key("p", &name).await?.expect(200).clone();
+        let now = api.get_key("p", &name).await?.expect(200).clone();
         assert_eq!(&now, key, "a key reads back exactly as it was generated");
     }
-    let pool = server.api.get_pool("p").await?.expect(200).clone();
+    let pool = api.get_pool("p").await?.expect(200).clone();
     assert_eq!(
         (pool["total"].clone(), pool["free"].clone()),
         (json!(36), json!(36))
     );
-    let compat = server
-        .api
+    let compat = api
         .get_key("default", &compat_key)
         .await?
         .expect(200)
@@ -129,23 +114,25 @@ async fn a_leased_key_keeps_its_lease_id_and_deadline_across_a_kill() -> Result<
     let dir = TempDir::new("leases")?;
     let launch = crate::launch(&dir);
     let server = launch.start().await?;
-    server.api.generate_keys("p", 6).await?.expect(201);
+    let api = &server.api;
+    api.generate_keys("p", 6).await?.expect(201);
     let mut leased = Vec::new();
     for _ in 0..3 {
-        leased.push(server.api.lease("p").await?.expect(200).clone());
+        leased.push(api.lease("p").await?.expect(200).clone());
     }
     server.kill()?;
 
     let server = launch.start().await?;
+    let api = &server.api;
     for before in &leased {
         let key = str_field(before, "key");
-        let after = server.api.get_key("p", &key).await?.expect(200).clone();
+        let after = api.get_key("p", &key).await?.expect(200).clone();
         assert_eq!(
             &after, before,
             "state, lease_id, leased_until and alive_until are unchanged"
         );
     }
-    let pool = server.api.get_pool("p").await?.expect(200).clone();
+    let pool = api.get_pool("p").await?.expect(200).clone();
     assert_eq!(
         (pool["free"].clone(), pool["leased"].clone()),
         (json!(3), json!(3))
@@ -155,17 +142,10 @@ async fn a_leased_key_keeps_its_lease_id_and_deadline_across_a_kill() -> Result<
     let first = &leased[0];
     let key = str_field(first, "key");
     let id = u64_field(first, "lease_id");
-    server
-        .api
-        .release("p", &key, Some(id + 100))
+    api.release("p", &key, Some(id + 100))
         .await?
         .expect_error(409, "lease_mismatch");
-    let released = server
-        .api
-        .release("p", &key, Some(id))
-        .await?
-        .expect(200)
-        .clone();
+    let released = api.release("p", &key, Some(id)).await?.expect(200).clone();
     assert_eq!(released["state"], "free");
     assert_eq!(released["lease_id"], Value::Null);
     server.terminate(STOP_WITHIN).await
@@ -176,22 +156,20 @@ async fn keep_alives_and_releases_survive_a_kill() -> Result<()> {
     let dir = TempDir::new("keepalive")?;
     let launch = crate::launch(&dir);
     let server = launch.start().await?;
-    server
-        .api
-        .put_pool(
-            "p",
-            json!({"lease_ttl_ms": 30_000, "keepalive_ttl_ms": 60_000}),
-        )
-        .await?
-        .expect(201);
-    let keys = server.api.new_keys("p", 3).await?;
-    let leased = server.api.lease("p").await?.expect(200).clone();
+    let api = &server.api;
+    api.put_pool(
+        "p",
+        json!({"lease_ttl_ms": 30_000, "keepalive_ttl_ms": 60_000}),
+    )
+    .await?
+    .expect(201);
+    let keys = api.new_keys("p", 3).await?;
+    let leased = api.lease("p").await?.expect(200).clone();
     let key = str_field(&leased, "key");
     let id = u64_field(&leased, "lease_id");
     // Let the clock move so that the extended deadlines differ.
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let kept = server
-        .api
+    let kept = api
         .keepalive("p", &key, Some(id))
         .await?
         .expect(200)
@@ -199,18 +177,11 @@ async fn keep_alives_and_releases_survive_a_kill() -> Result<()> {
     assert_ne!(kept["alive_until"], leased["alive_until"]);
     assert_ne!(kept["leased_until"], leased["leased_until"]);
     let other = keys.iter().find(|k| **k != key).context("another key")?;
-    let other_kept = server
-        .api
-        .keepalive("p", other, None)
-        .await?
-        .expect(200)
-        .clone();
+    let other_kept = api.keepalive("p", other, None).await?.expect(200).clone();
     let released = {
-        let second = server.api.lease("p").await?.expect(200).clone();
+        let second = api.lease("p").await?.expect(200).clone();
         let second_key = str_field(&second, "key");
-        server
-            .api
-            .release("p", &second_key, Some(u64_field(&second, "lease_id")))
+        api.release("p", &second_key, Some(u64_field(&second, "lease_id")))
             .await?
             .expect(200)
             .clone()
@@ -218,22 +189,15 @@ async fn keep_alives_and_releases_survive_a_kill() -> Result<()> {
     server.kill()?;
 
     let server = launch.start().await?;
+    let api = &server.api;
+    assert_eq!(api.get_key("p", &key).await?.expect(200).clone(), kept);
     assert_eq!(
-        server.api.get_key("p", &key).await?.expect(200).clone(),
-        kept
-    );
-    assert_eq!(
-        server.api.get_key("p", other).await?.expect(200).clone(),
+        api.get_key("p", other).await?.expect(200).clone(),
         other_kept
     );
     let second_key = str_field(&released, "key");
     assert_eq!(
-        server
-            .api
-            .get_key("p", &second_key)
-            .await?
-            .expect(200)
-            .clone(),
+        api.get_key("p", &second_key).await?.expect(200).clone(),
         released
     );
     server.terminate(STOP_WITHIN).await
@@ -244,29 +208,27 @@ async fn the_next_lease_id_after_a_kill_is_greater_than_any_before() -> Result<(
     let dir = TempDir::new("lease-ids")?;
     let launch = crate::launch(&dir);
     let server = launch.start().await?;
-    server.api.generate_keys("p", 6).await?.expect(201);
+    let api = &server.api;
+    api.generate_keys("p", 6).await?.expect(201);
     let mut ids = Vec::new();
     let mut keys = Vec::new();
     for _ in 0..3 {
-        let lease = server.api.lease("p").await?.expect(200).clone();
+        let lease = api.lease("p").await?.expect(200).clone();
         ids.push(u64_field(&lease, "lease_id"));
         keys.push(str_field(&lease, "key"));
     }
     // The key holding the highest id is released and the next one deleted,
     // so no surviving key carries the highest ids any more: only the
     // pool's high-water mark remembers them.
-    server
-        .api
-        .release("p", &keys[2], Some(ids[2]))
-        .await?
-        .expect(200);
-    server.api.delete_key("p", &keys[1]).await?.expect(204);
+    api.release("p", &keys[2], Some(ids[2])).await?.expect(200);
+    api.delete_key("p", &keys[1]).await?.expect(204);
     server.kill()?;
 
     let server = launch.start().await?;
+    let api = &server.api;
     let highest = ids.iter().copied().max().context("three leases")?;
     for _ in 0..3 {
-        let lease = server.api.lease("p").await?.expect(200).clone();
+        let lease = api.lease("p").await?.expect(200).clone();
         let id = u64_field(&lease, "lease_id");
         ensure!(
             id > highest,
@@ -281,53 +243,39 @@ async fn a_deleted_key_stays_deleted_after_a_kill() -> Result<()> {
     let dir = TempDir::new("deleted")?;
     let launch = crate::launch(&dir);
     let server = launch.start().await?;
-    let keys = server.api.new_keys("p", 4).await?;
-    let leased = str_field(server.api.lease("p").await?.expect(200), "key");
+    let api = &server.api;
+    let keys = api.new_keys("p", 4).await?;
+    let leased = str_field(api.lease("p").await?.expect(200), "key");
     let free = keys
         .iter()
         .find(|k| **k != leased)
         .context("a free key")?
         .clone();
-    server.api.delete_key("p", &leased).await?.expect(204);
-    server.api.delete_key("p", &free).await?.expect(204);
-    let compat_key = str_field(
-        &server
-            .api
-            .random_api_key(Method::POST, true, None)
-            .await?
-            .expect(201)
-            .clone(),
-        "api_key",
-    );
-    server
-        .api
-        .random_api_key(Method::DELETE, true, Some(&compat_key))
+    api.delete_key("p", &leased).await?.expect(204);
+    api.delete_key("p", &free).await?.expect(204);
+    let compat_key = api.compat_new_key().await?;
+    api.random_api_key(Method::DELETE, true, Some(&compat_key))
         .await?
         .expect(200);
     server.kill()?;
 
     let server = launch.start().await?;
+    let api = &server.api;
     for gone in [&leased, &free] {
-        server
-            .api
-            .get_key("p", gone)
+        api.get_key("p", gone)
             .await?
             .expect_error(404, "key_not_found");
-        server
-            .api
-            .delete_key("p", gone)
+        api.delete_key("p", gone)
             .await?
             .expect_error(404, "key_not_found");
     }
-    server
-        .api
-        .get_key("default", &compat_key)
+    api.get_key("default", &compat_key)
         .await?
         .expect_error(404, "key_not_found");
     for kept in keys.iter().filter(|k| **k != leased && **k != free) {
-        server.api.get_key("p", kept).await?.expect(200);
+        api.get_key("p", kept).await?.expect(200);
     }
-    let pool = server.api.get_pool("p").await?.expect(200).clone();
+    let pool = api.get_pool("p").await?.expect(200).clone();
     assert_eq!(pool["total"], 2);
     server.terminate(STOP_WITHIN).await
 }
@@ -339,135 +287,90 @@ async fn keyspaces_tokens_and_activations_survive_a_kill() -> Result<()> {
     let dir = TempDir::new("keyspaces")?;
     let launch = crate::launch(&dir);
     let server = launch.start().await?;
-    server
-        .api
-        .put_keyspace("codes", ALPHABET, 8)
-        .await?
-        .expect(201);
+    let api = &server.api;
+    api.put_keyspace("codes", ALPHABET, 8).await?.expect(201);
     let mut tokens = Vec::new();
     for _ in 0..10 {
         tokens.push(str_field(
-            server.api.issue_token("codes").await?.expect(201),
+            api.issue_token("codes").await?.expect(201),
             "token",
         ));
     }
     let mut activated = Vec::new();
     for token in &tokens[..4] {
-        activated.push(
-            server
-                .api
-                .activate("codes", token)
-                .await?
-                .expect(200)
-                .clone(),
-        );
+        activated.push(api.activate("codes", token).await?.expect(200).clone());
     }
-    let before = server.api.get_keyspace("codes").await?.expect(200).clone();
+    let before = api.get_keyspace("codes").await?.expect(200).clone();
     // The default keyspace, through the compat token routes.
     let compat: Vec<String> = {
         let mut out = Vec::new();
         for _ in 0..2 {
-            out.push(str_field(
-                server.api.compat_get_token().await?.expect(200),
-                "key:",
-            ));
+            out.push(str_field(api.compat_get_token().await?.expect(200), "key:"));
         }
         out
     };
-    server
-        .api
-        .compat_activate_token(&compat[0])
-        .await?
-        .expect(200);
+    api.compat_activate_token(&compat[0]).await?.expect(200);
     // An alphabet beyond ASCII is stored and read back as it was.
-    server.api.put_keyspace("wide", WIDE, 3).await?.expect(201);
+    api.put_keyspace("wide", WIDE, 3).await?.expect(201);
     let mut wide = Vec::new();
     for _ in 0..3 {
         wide.push(str_field(
-            server.api.issue_token("wide").await?.expect(201),
+            api.issue_token("wide").await?.expect(201),
             "token",
         ));
     }
-    let wide_activated = server
-        .api
-        .activate("wide", &wide[0])
-        .await?
-        .expect(200)
-        .clone();
+    let wide_activated = api.activate("wide", &wide[0]).await?.expect(200).clone();
     server.kill()?;
 
     let server = launch.start().await?;
-    let after = server.api.get_keyspace("codes").await?.expect(200).clone();
+    let api = &server.api;
+    let after = api.get_keyspace("codes").await?.expect(200).clone();
     assert_eq!(after, before);
     assert_eq!(
         (after["issued"].clone(), after["activated"].clone()),
         (json!(10), json!(4))
     );
-    server
-        .api
-        .put_keyspace("codes", ALPHABET, 8)
-        .await?
-        .expect(200);
-    server
-        .api
-        .put_keyspace("codes", ALPHABET, 9)
+    api.put_keyspace("codes", ALPHABET, 8).await?.expect(200);
+    api.put_keyspace("codes", ALPHABET, 9)
         .await?
         .expect_error(409, "keyspace_immutable");
     for (i, token) in tokens.iter().enumerate() {
-        let status = server
-            .api
-            .token_status("codes", token)
-            .await?
-            .expect(200)
-            .clone();
+        let status = api.token_status("codes", token).await?.expect(200).clone();
         if i < 4 {
             assert_eq!(status, activated[i], "activation and its time are kept");
-            server
-                .api
-                .activate("codes", token)
+            api.activate("codes", token)
                 .await?
                 .expect_error(409, "already_activated");
         } else {
             assert_eq!(status["state"], "issued", "{token}");
         }
     }
-    let info = server.api.get_keyspace("wide").await?.expect(200).clone();
+    let info = api.get_keyspace("wide").await?.expect(200).clone();
     assert_eq!(
         (info["alphabet"].clone(), info["issued"].clone()),
         (json!(WIDE), json!(3))
     );
     assert_eq!(
-        server
-            .api
-            .token_status("wide", &wide[0])
+        api.token_status("wide", &wide[0])
             .await?
             .expect(200)
             .clone(),
         wide_activated
     );
     for token in &wide[1..] {
-        let status = server
-            .api
-            .token_status("wide", token)
-            .await?
-            .expect(200)
-            .clone();
+        let status = api.token_status("wide", token).await?.expect(200).clone();
         assert_eq!(status["state"], "issued", "{token}");
     }
     let status = |s: &str| json!({ "keystatus:": s });
     assert_eq!(
-        server
-            .api
-            .compat_token_status(&compat[0])
+        api.compat_token_status(&compat[0])
             .await?
             .expect(200)
             .clone(),
         status("Ключ выдан и активирован")
     );
     assert_eq!(
-        server
-            .api
-            .compat_token_status(&compat[1])
+        api.compat_token_status(&compat[1])
             .await?
             .expect(200)
             .clone(),
@@ -482,29 +385,27 @@ async fn tokens_issued_after_a_kill_never_repeat_earlier_ones() -> Result<()> {
     let dir = TempDir::new("no-repeat")?;
     let launch = crate::launch(&dir);
     let server = launch.start().await?;
-    server
-        .api
-        .put_keyspace("small", "abcd", 3)
-        .await?
-        .expect(201);
+    let api = &server.api;
+    api.put_keyspace("small", "abcd", 3).await?.expect(201);
     let mut tokens = Vec::new();
     for _ in 0..30 {
         tokens.push(str_field(
-            server.api.issue_token("small").await?.expect(201),
+            api.issue_token("small").await?.expect(201),
             "token",
         ));
     }
     server.kill()?;
 
     let server = launch.start().await?;
-    let info = server.api.get_keyspace("small").await?.expect(200).clone();
+    let api = &server.api;
+    let info = api.get_keyspace("small").await?.expect(200).clone();
     assert_eq!(
         (info["issued"].clone(), info["remaining"].clone()),
         (json!(30), json!(34))
     );
     let mut exhausted = false;
     for _ in 0..=CAPACITY {
-        let reply = server.api.issue_token("small").await?;
+        let reply = api.issue_token("small").await?;
         if reply.status == 409 {
             reply.expect_error(409, "keyspace_exhausted");
             exhausted = true;
@@ -530,9 +431,8 @@ async fn tokens_issued_after_a_kill_never_repeat_earlier_ones() -> Result<()> {
 
     // Exhaustion itself is durable.
     let server = launch.start().await?;
-    server
-        .api
-        .issue_token("small")
+    let api = &server.api;
+    api.issue_token("small")
         .await?
         .expect_error(409, "keyspace_exhausted");
     server.terminate(STOP_WITHIN).await
@@ -543,16 +443,13 @@ async fn the_database_reads_back_with_the_sqlite3_shell_after_a_kill() -> Result
     let dir = TempDir::new("sqlite3-shell")?;
     let launch = crate::launch(&dir);
     let server = launch.start().await?;
-    let keys = server.api.new_keys("p", 10).await?;
-    let lease = server.api.lease("p").await?.expect(200).clone();
-    server
-        .api
-        .put_keyspace("ks", "abcdef", 6)
-        .await?
-        .expect(201);
-    let token = str_field(server.api.issue_token("ks").await?.expect(201), "token");
-    server.api.issue_token("ks").await?.expect(201);
-    server.api.activate("ks", &token).await?.expect(200);
+    let api = &server.api;
+    let keys = api.new_keys("p", 10).await?;
+    let lease = api.lease("p").await?.expect(200).clone();
+    api.put_keyspace("ks", "abcdef", 6).await?.expect(201);
+    let token = str_field(api.issue_token("ks").await?.expect(201), "token");
+    api.issue_token("ks").await?.expect(201);
+    api.activate("ks", &token).await?.expect(200);
     server.kill()?;
 
     let query = |sql: &str| -> Result<Option<String>> {
@@ -602,7 +499,8 @@ async fn the_database_reads_back_with_the_sqlite3_shell_after_a_kill() -> Result
 
     // Reading it with the shell does not disturb the server.
     let server = launch.start().await?;
-    server.api.get_key("p", &leased_key).await?.expect(200);
+    let api = &server.api;
+    api.get_key("p", &leased_key).await?.expect(200);
     server.terminate(STOP_WITHIN).await
 }
 
@@ -648,33 +546,31 @@ async fn a_version_1_database_is_migrated_with_its_keys_and_leases() -> Result<(
         }
     }
     let server = crate::launch(&dir).start().await?;
-    let leased = server
-        .api
+    let api = &server.api;
+    let leased = api
         .get_key("p", "leasedKEY00000000000")
         .await?
         .expect(200)
         .clone();
     assert_eq!(leased["state"], "leased", "{leased}");
     assert_eq!(u64_field(&leased, "lease_id"), 41);
-    let free = server
-        .api
+    let free = api
         .get_key("p", "freeKEY0000000000000")
         .await?
         .expect(200)
         .clone();
     assert_eq!(free["state"], "free", "{free}");
     // Fencing carries over: the next lease id follows the migrated one.
-    let next = server.api.lease("p").await?.expect(200).clone();
+    let next = api.lease("p").await?.expect(200).clone();
     assert_eq!(u64_field(&next, "lease_id"), 42);
-    server
-        .api
-        .release("p", "leasedKEY00000000000", Some(41))
+    api.release("p", "leasedKEY00000000000", Some(41))
         .await?
         .expect(200);
     server.kill()?;
 
     let server = crate::launch(&dir).start().await?;
-    let pool = server.api.get_pool("p").await?.expect(200).clone();
+    let api = &server.api;
+    let pool = api.get_pool("p").await?.expect(200).clone();
     assert_eq!(
         (pool["total"].clone(), pool["leased"].clone()),
         (json!(2), json!(1))

@@ -30,6 +30,42 @@ fn ensure_refused(exited: &Exited) -> Result<()> {
     Ok(())
 }
 
+/// Starts the server on `dir`'s database: it must refuse to start with
+/// every one of `says` on stderr, and leave the file as it was.
+async fn ensure_refused_untouched(dir: &TempDir, says: &[&str]) -> Result<()> {
+    let before = std::fs::read(dir.db())?;
+    let exited = crate::launch(dir).start_expecting_exit().await?;
+    ensure_refused(&exited)?;
+    for said in says {
+        ensure!(
+            exited.stderr.contains(said),
+            "stderr says {said:?}: {}",
+            exited.stderr
+        );
+    }
+    ensure!(
+        std::fs::read(dir.db())? == before,
+        "a refused file is left untouched"
+    );
+    Ok(())
+}
+
+/// Runs `sql` on `dir`'s database, then starts the server on it, which
+/// must refuse to start without a panic: what it left, or `None` when there
+/// is no sqlite3 shell to run `sql` with.
+async fn refused_after(dir: &TempDir, sql: &str) -> Result<Option<Exited>> {
+    if !sqlite3(&dir.db(), sql)? {
+        return Ok(None);
+    }
+    let exited = crate::launch(dir)
+        .start_expecting_exit()
+        .await
+        .with_context(|| format!("after {sql}"))?;
+    ensure_refused(&exited).with_context(|| format!("after {sql}"))?;
+    ensure_no_panic(&exited)?;
+    Ok(Some(exited))
+}
+
 /// Fails if the process died of a panic rather than refusing cleanly.
 fn ensure_no_panic(exited: &Exited) -> Result<()> {
     ensure!(
@@ -44,10 +80,11 @@ fn ensure_no_panic(exited: &Exited) -> Result<()> {
 /// stops the server cleanly.
 async fn keyward_db(dir: &TempDir) -> Result<()> {
     let server = crate::launch(dir).start().await?;
+    let api = &server.api;
     for _ in 0..2 {
-        server.api.generate_keys("p", 1000).await?.expect(201);
+        api.generate_keys("p", 1000).await?.expect(201);
     }
-    server.api.compat_get_token().await?.expect(200);
+    api.compat_get_token().await?.expect(200);
     server.terminate(STOP_WITHIN).await
 }
 
@@ -81,7 +118,8 @@ async fn a_restart_with_another_token_length_after_issuing_refuses_to_start() ->
     let dir = TempDir::new("guard")?;
     let four = crate::launch(&dir).args(["--token-length", "4"]);
     let server = four.start().await?;
-    let token = str_field(server.api.compat_get_token().await?.expect(200), "key:");
+    let api = &server.api;
+    let token = str_field(api.compat_get_token().await?.expect(200), "key:");
     assert_eq!(token.chars().count(), 4);
     server.terminate(STOP_WITHIN).await?;
 
@@ -117,21 +155,12 @@ async fn a_restart_with_another_token_length_after_issuing_refuses_to_start() ->
 
     // The refused starts left the database as it was.
     let server = four.start().await?;
+    let api = &server.api;
     assert_eq!(
-        server
-            .api
-            .compat_token_status(&token)
-            .await?
-            .expect(200)
-            .clone(),
+        api.compat_token_status(&token).await?.expect(200).clone(),
         json!({"keystatus:": "Ключ выдан, но не активирован"})
     );
-    let info = server
-        .api
-        .get_keyspace("default")
-        .await?
-        .expect(200)
-        .clone();
+    let info = api.get_keyspace("default").await?.expect(200).clone();
     assert_eq!(
         (info["length"].clone(), info["issued"].clone()),
         (json!(4), json!(1))
@@ -152,14 +181,10 @@ async fn a_restart_with_another_token_length_before_issuing_is_accepted() -> Res
         .args(["--token-length", "5"])
         .start()
         .await?;
-    let info = server
-        .api
-        .get_keyspace("default")
-        .await?
-        .expect(200)
-        .clone();
+    let api = &server.api;
+    let info = api.get_keyspace("default").await?.expect(200).clone();
     assert_eq!(info["length"], 5);
-    let token = str_field(server.api.compat_get_token().await?.expect(200), "key:");
+    let token = str_field(api.compat_get_token().await?.expect(200), "key:");
     assert_eq!(token.chars().count(), 5);
     server.terminate(STOP_WITHIN).await
 }
@@ -170,20 +195,9 @@ async fn a_file_of_random_bytes_is_refused_at_start() -> Result<()> {
     let mut bytes = vec![0u8; 16 * 1024];
     rand::fill(&mut bytes[..]);
     std::fs::write(dir.db(), &bytes)?;
-
-    let exited = crate::launch(&dir).start_expecting_exit().await?;
-    ensure_refused(&exited)?;
+    // Names the file and says it is not a usable database.
     let path = dir.db().display().to_string();
-    ensure!(
-        exited.stderr.contains(&path) && exited.stderr.contains("database"),
-        "stderr names the file and says it is not a usable database: {}",
-        exited.stderr
-    );
-    ensure!(
-        std::fs::read(dir.db())? == bytes,
-        "a refused file is left untouched"
-    );
-    Ok(())
+    ensure_refused_untouched(&dir, &[&path, "database"]).await
 }
 
 #[tokio::test]
@@ -196,20 +210,7 @@ async fn an_sqlite_database_of_another_application_is_refused_at_start() -> Resu
     )? {
         return Ok(());
     }
-    let before = std::fs::read(dir.db())?;
-
-    let exited = crate::launch(&dir).start_expecting_exit().await?;
-    ensure_refused(&exited)?;
-    ensure!(
-        exited.stderr.contains("not a keyward database"),
-        "stderr says \"not a keyward database\": {}",
-        exited.stderr
-    );
-    ensure!(
-        std::fs::read(dir.db())? == before,
-        "another application's database is left untouched"
-    );
-    Ok(())
+    ensure_refused_untouched(&dir, &["not a keyward database"]).await
 }
 
 #[tokio::test]
@@ -251,15 +252,9 @@ async fn a_corrupt_database_is_refused_at_start() -> Result<()> {
     ] {
         let dir = TempDir::new(tag)?;
         keyward_db(&dir).await?;
-        if !sqlite3(&dir.db(), sql)? {
+        let Some(exited) = refused_after(&dir, sql).await? else {
             return Ok(());
-        }
-        let exited = crate::launch(&dir)
-            .start_expecting_exit()
-            .await
-            .with_context(|| format!("after {sql}"))?;
-        ensure_refused(&exited).with_context(|| format!("after {sql}"))?;
-        ensure_no_panic(&exited)?;
+        };
         ensure!(
             exited.stderr.contains(&dir.db().display().to_string()),
             "stderr names the file after {sql}: {}",
@@ -399,15 +394,9 @@ async fn hand_edited_rows_that_make_no_sense_are_refused_at_start_naming_the_row
     for (tag, sql, row, why) in cases {
         let dir = TempDir::new(tag)?;
         std::fs::copy(template.db(), dir.db())?;
-        if !sqlite3(&dir.db(), &sql)? {
+        let Some(exited) = refused_after(&dir, &sql).await? else {
             return Ok(());
-        }
-        let exited = crate::launch(&dir)
-            .start_expecting_exit()
-            .await
-            .with_context(|| format!("after {sql}"))?;
-        ensure_refused(&exited).with_context(|| format!("after {sql}"))?;
-        ensure_no_panic(&exited)?;
+        };
         let message = without_path(&exited.stderr, &dir.db());
         ensure!(
             exited.stderr.contains(&dir.db().display().to_string())
@@ -428,9 +417,7 @@ async fn hand_edited_rows_that_make_no_sense_are_refused_at_start_naming_the_row
 #[tokio::test]
 async fn a_wal_left_without_its_database_is_refused_at_start() -> Result<()> {
     let dir = TempDir::new("orphan-wal")?;
-    let launch = crate::launch(&dir);
-    let server = launch.start().await?;
-    server.api.generate_keys("p", 10).await?.expect(201);
+    let (launch, server) = crate::started_with_keys(&dir).await?;
     // Killed, so the WAL stays; then the main file is deleted.
     server.kill()?;
     let wal = std::path::PathBuf::from(format!("{}-wal", dir.db().display()));

@@ -23,9 +23,10 @@ fn with_suffix(db: &Path, suffix: &str) -> PathBuf {
 
 /// Polls `/readyz` until it answers 503; fails after [`NOTICED_WITHIN`].
 async fn wait_not_ready(server: &Server) -> Result<()> {
+    let api = &server.api;
     let deadline = Instant::now() + NOTICED_WITHIN;
     while Instant::now() < deadline {
-        if server.api.readyz().await?.status == 503 {
+        if api.readyz().await?.status == 503 {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -38,30 +39,26 @@ async fn wait_not_ready(server: &Server) -> Result<()> {
 
 /// Writes of both kinds answer 503 `unavailable`, and `/readyz` 503.
 async fn ensure_writes_refused(server: &Server) -> Result<()> {
-    server
-        .api
-        .issue_token("default")
+    let api = &server.api;
+    api.issue_token("default")
         .await?
         .expect_error(503, "unavailable");
-    server
-        .api
-        .generate_keys("p", 1)
+    api.generate_keys("p", 1)
         .await?
         .expect_error(503, "unavailable");
-    server.api.readyz().await?.expect(503);
+    api.readyz().await?.expect(503);
     Ok(())
 }
 
 #[tokio::test]
 async fn deleting_the_wal_under_a_running_server_turns_writes_and_readyz_to_503() -> Result<()> {
     let dir = TempDir::new("wal-deleted")?;
-    let launch = crate::launch(&dir);
-    let server = launch.start().await?;
-    server.api.generate_keys("p", 10).await?.expect(201);
+    let (launch, server) = crate::started_with_keys(&dir).await?;
+    let api = &server.api;
     let mut tokens = HashSet::new();
     for _ in 0..5 {
         tokens.insert(str_field(
-            server.api.issue_token("default").await?.expect(201),
+            api.issue_token("default").await?.expect(201),
             "token",
         ));
     }
@@ -82,31 +79,23 @@ async fn deleting_the_wal_under_a_running_server_turns_writes_and_readyz_to_503(
     let log = server.output();
     server.kill()?;
     let server = launch.start().await?;
-    let info = server
-        .api
-        .get_keyspace("default")
-        .await?
-        .expect(200)
-        .clone();
+    let api = &server.api;
+    let info = api.get_keyspace("default").await?.expect(200).clone();
     ensure!(
         u64_field(&info, "issued") >= tokens.len() as u64,
         "acknowledged tokens were lost: {info}\nthe first server's log:\n{log}"
     );
     for token in &tokens {
-        let status = server
-            .api
+        let status = api
             .token_status("default", token)
             .await?
             .expect(200)
             .clone();
         assert_eq!(status["state"], "issued", "{status}");
     }
-    let pool = server.api.get_pool("p").await?.expect(200).clone();
+    let pool = api.get_pool("p").await?.expect(200).clone();
     ensure!(u64_field(&pool, "total") >= 10, "keys were lost: {pool}");
-    let next = str_field(
-        server.api.issue_token("default").await?.expect(201),
-        "token",
-    );
+    let next = str_field(api.issue_token("default").await?.expect(201), "token");
     ensure!(!tokens.contains(&next), "token {next} issued twice");
     Ok(())
 }
@@ -114,8 +103,7 @@ async fn deleting_the_wal_under_a_running_server_turns_writes_and_readyz_to_503(
 #[tokio::test]
 async fn deleting_the_database_under_an_idle_server_turns_readyz_to_503() -> Result<()> {
     let dir = TempDir::new("db-deleted")?;
-    let server = crate::launch(&dir).start().await?;
-    server.api.generate_keys("p", 10).await?.expect(201);
+    let (_, server) = crate::started_with_keys(&dir).await?;
     std::fs::remove_file(dir.db())?;
 
     // No write comes: the idle check notices it by itself.
@@ -133,8 +121,7 @@ async fn deleting_the_database_under_an_idle_server_turns_readyz_to_503() -> Res
 #[tokio::test]
 async fn replacing_the_database_under_a_running_server_turns_writes_to_503() -> Result<()> {
     let dir = TempDir::new("db-replaced")?;
-    let server = crate::launch(&dir).start().await?;
-    server.api.generate_keys("p", 10).await?.expect(201);
+    let (_, server) = crate::started_with_keys(&dir).await?;
     // A copy moved over the original: same name, another file.
     let copy = with_suffix(&dir.db(), ".copy");
     std::fs::copy(dir.db(), &copy)?;

@@ -11,7 +11,7 @@ use anyhow::Result;
 use keyward::config::{Config, DEFAULT_TOKEN_ALPHABET};
 use keyward::core::KeyspaceSpec;
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use keyward_testkit::app::{TestApp, spawn_app, spawn_app_with};
 
@@ -188,6 +188,18 @@ async fn compat_token_routes_and_v1_share_the_default_keyspace() -> Result<()> {
 
 // ---- API-key routes ----
 
+/// `METHOD /api/v1/random_api_key/[?api_key=K]`, which must answer
+/// `status`: the body.
+async fn api_key_route(
+    app: &TestApp,
+    method: Method,
+    api_key: Option<&str>,
+    status: u16,
+) -> Result<Value> {
+    let reply = app.random_api_key(method, true, api_key).await?;
+    Ok(reply.expect(status).clone())
+}
+
 #[tokio::test]
 async fn random_api_key_full_cycle_with_and_without_trailing_slash() -> Result<()> {
     for slash in [true, false] {
@@ -205,66 +217,30 @@ async fn random_api_key_full_cycle_with_and_without_trailing_slash() -> Result<(
         assert_eq!(key.len(), 20, "{key}");
         assert!(key.bytes().all(|b| b.is_ascii_alphanumeric()), "{key}");
 
-        let leased = app.random_api_key(Method::GET, slash, None).await?;
-        assert_eq!(*leased.expect(200), json!({"api_key": key}));
-        assert_eq!(
-            *app.random_api_key(Method::GET, slash, None)
-                .await?
-                .expect(404),
-            no_key
-        );
-
-        let released = app.random_api_key(Method::PUT, slash, Some(&key)).await?;
-        assert_eq!(*released.expect(200), json!({"api_key": key}));
-        assert_eq!(
-            *app.random_api_key(Method::GET, slash, None)
-                .await?
-                .expect(200),
-            json!({"api_key": key})
-        );
-        assert_eq!(
-            *app.random_api_key(Method::PUT, slash, Some("NoSuchKey0000000000"))
-                .await?
-                .expect(404),
-            not_found
-        );
-        assert_eq!(
-            *app.random_api_key(Method::PUT, slash, None)
-                .await?
-                .expect(400),
-            json!({"message": "Kindly send key to be updated, given key does not exist"})
-        );
-
-        assert_eq!(
-            *app.random_api_key(Method::DELETE, slash, Some(&key))
-                .await?
-                .expect(200),
-            json!({"message": "Given key has been deleted"})
-        );
-        assert_eq!(
-            *app.random_api_key(Method::DELETE, slash, Some(&key))
-                .await?
-                .expect(404),
-            not_found
-        );
-        assert_eq!(
-            *app.random_api_key(Method::PUT, slash, Some(&key))
-                .await?
-                .expect(404),
-            not_found
-        );
-        assert_eq!(
-            *app.random_api_key(Method::DELETE, slash, None)
-                .await?
-                .expect(400),
-            json!({"message": "Kindly send key to be deleted, given key does not exist"})
-        );
-        assert_eq!(
-            *app.random_api_key(Method::GET, slash, None)
-                .await?
-                .expect(404),
-            no_key
-        );
+        let leased = json!({"api_key": key});
+        let key = Some(key.as_str());
+        let no_update =
+            json!({"message": "Kindly send key to be updated, given key does not exist"});
+        let no_delete =
+            json!({"message": "Kindly send key to be deleted, given key does not exist"});
+        let deleted = json!({"message": "Given key has been deleted"});
+        // One step per row, in order: the request and its exact reply.
+        for (method, api_key, status, body) in [
+            (Method::GET, None, 200, &leased),
+            (Method::GET, None, 404, &no_key),
+            (Method::PUT, key, 200, &leased),
+            (Method::GET, None, 200, &leased),
+            (Method::PUT, Some("NoSuchKey0000000000"), 404, &not_found),
+            (Method::PUT, None, 400, &no_update),
+            (Method::DELETE, key, 200, &deleted),
+            (Method::DELETE, key, 404, &not_found),
+            (Method::PUT, key, 404, &not_found),
+            (Method::DELETE, None, 400, &no_delete),
+            (Method::GET, None, 404, &no_key),
+        ] {
+            let reply = app.random_api_key(method.clone(), slash, api_key).await?;
+            assert_eq!(reply.expect(status), body, "{method} {api_key:?}");
+        }
     }
     Ok(())
 }
@@ -273,15 +249,11 @@ async fn random_api_key_full_cycle_with_and_without_trailing_slash() -> Result<(
 async fn random_api_key_with_an_empty_api_key_parameter_is_400() -> Result<()> {
     let app = spawn_app().await;
     assert_eq!(
-        *app.random_api_key(Method::PUT, true, Some(""))
-            .await?
-            .expect(400),
+        api_key_route(&app, Method::PUT, Some(""), 400).await?,
         json!({"message": "Kindly send key to be updated, given key does not exist"})
     );
     assert_eq!(
-        *app.random_api_key(Method::DELETE, true, Some(""))
-            .await?
-            .expect(400),
+        api_key_route(&app, Method::DELETE, Some(""), 400).await?,
         json!({"message": "Kindly send key to be deleted, given key does not exist"})
     );
     Ok(())
@@ -290,14 +262,9 @@ async fn random_api_key_with_an_empty_api_key_parameter_is_400() -> Result<()> {
 #[tokio::test]
 async fn random_api_key_release_of_a_free_key_answers_200_with_the_key() -> Result<()> {
     let app = spawn_app().await;
-    let key = app
-        .random_api_key(Method::POST, true, None)
-        .await?
-        .str("api_key");
+    let key = app.compat_new_key().await?;
     assert_eq!(
-        *app.random_api_key(Method::PUT, true, Some(&key))
-            .await?
-            .expect(200),
+        api_key_route(&app, Method::PUT, Some(&key), 200).await?,
         json!({"api_key": key})
     );
     Ok(())
@@ -306,22 +273,13 @@ async fn random_api_key_release_of_a_free_key_answers_200_with_the_key() -> Resu
 #[tokio::test]
 async fn random_api_key_leases_expire_after_60_seconds() -> Result<()> {
     let app = spawn_app().await;
-    let key = app
-        .random_api_key(Method::POST, true, None)
-        .await?
-        .str("api_key");
-    app.random_api_key(Method::GET, true, None)
-        .await?
-        .expect(200);
+    let key = app.compat_new_key().await?;
+    api_key_route(&app, Method::GET, None, 200).await?;
     app.advance_ms(59_000);
-    app.random_api_key(Method::GET, true, None)
-        .await?
-        .expect(404);
+    api_key_route(&app, Method::GET, None, 404).await?;
     app.advance_ms(2000);
     assert_eq!(
-        *app.random_api_key(Method::GET, true, None)
-            .await?
-            .expect(200),
+        api_key_route(&app, Method::GET, None, 200).await?,
         json!({"api_key": key})
     );
     Ok(())

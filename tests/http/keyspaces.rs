@@ -2,12 +2,10 @@
 //! exhaustion, activation, invalid tokens, Unicode alphabets, concurrency.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use anyhow::Result;
 use reqwest::Method;
 use serde_json::json;
-use tokio::sync::Barrier;
 
 use keyward_testkit::app::{T0_MS, TestApp, spawn_app};
 use keyward_testkit::client::time_of;
@@ -363,13 +361,8 @@ async fn sixteen_concurrent_issuers_never_get_the_same_token() -> Result<()> {
     let app = spawn_app().await;
     // 10^6: the smallest domain the FF1 standard allows.
     app.put_keyspace("race", "0123456789", 6).await?.expect(201);
-    let barrier = Arc::new(Barrier::new(ISSUERS));
-    let mut tasks = Vec::new();
-    for _ in 0..ISSUERS {
-        let api = (*app).clone();
-        let barrier = barrier.clone();
-        tasks.push(tokio::spawn(async move {
-            barrier.wait().await;
+    let issued = app
+        .all_at_once(ISSUERS, |api| async move {
             let mut tokens = Vec::new();
             for _ in 0..EACH {
                 let reply = api.issue_token("race").await?;
@@ -377,11 +370,11 @@ async fn sixteen_concurrent_issuers_never_get_the_same_token() -> Result<()> {
                 tokens.push(reply.str("token"));
             }
             anyhow::Ok(tokens)
-        }));
-    }
+        })
+        .await?;
     let mut seen = HashSet::new();
-    for task in tasks {
-        for token in task.await?? {
+    for tokens in issued {
+        for token in tokens {
             assert!(seen.insert(token.clone()), "{token} issued twice");
         }
     }
@@ -396,19 +389,11 @@ async fn sixteen_concurrent_issuers_share_a_16_token_space_exactly() -> Result<(
     const ISSUERS: usize = 16;
     let app = spawn_app().await;
     app.put_keyspace("tight", "ab", 4).await?.expect(201);
-    let barrier = Arc::new(Barrier::new(ISSUERS));
-    let mut tasks = Vec::new();
-    for _ in 0..ISSUERS {
-        let api = (*app).clone();
-        let barrier = barrier.clone();
-        tasks.push(tokio::spawn(async move {
-            barrier.wait().await;
-            api.issue_token("tight").await
-        }));
-    }
+    let replies = app
+        .all_at_once(ISSUERS, |api| async move { api.issue_token("tight").await })
+        .await?;
     let mut seen = HashSet::new();
-    for task in tasks {
-        let reply = task.await??;
+    for reply in replies {
         reply.expect(201);
         assert!(seen.insert(reply.str("token")), "issued twice");
     }

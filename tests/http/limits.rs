@@ -6,7 +6,7 @@ use anyhow::Result;
 use reqwest::Method;
 use serde_json::json;
 
-use keyward_testkit::app::spawn_app;
+use keyward_testkit::app::{TestApp, spawn_app};
 
 /// A JSON object a little over 64 KiB.
 fn big_body() -> Vec<u8> {
@@ -15,11 +15,10 @@ fn big_body() -> Vec<u8> {
         .into_bytes()
 }
 
-#[tokio::test]
-async fn malformed_json_is_400_invalid_json_on_every_route_with_a_body() -> Result<()> {
-    let app = spawn_app().await;
-    let key = app.new_keys("default", 1).await?.remove(0);
-    let routes = [
+/// The pool routes that take a JSON body: on pool `p`, and on `key` of
+/// the pool `default`.
+fn pool_routes_with_a_body(key: &str) -> [(Method, String); 4] {
+    [
         (Method::PUT, "/v1/pools/p".to_owned()),
         (Method::POST, "/v1/pools/p/keys".to_owned()),
         (
@@ -30,8 +29,16 @@ async fn malformed_json_is_400_invalid_json_on_every_route_with_a_body() -> Resu
             Method::POST,
             format!("/v1/pools/default/keys/{key}/keepalive"),
         ),
-        (Method::PUT, "/v1/keyspaces/ks".to_owned()),
-    ];
+    ]
+}
+
+#[tokio::test]
+async fn malformed_json_is_400_invalid_json_on_every_route_with_a_body() -> Result<()> {
+    let app = spawn_app().await;
+    let key = app.new_keys("default", 1).await?.remove(0);
+    let routes = pool_routes_with_a_body(&key)
+        .into_iter()
+        .chain([(Method::PUT, "/v1/keyspaces/ks".to_owned())]);
     for (method, path) in routes {
         for bad in ["{", "{\"count\": }", "not json", "{\"a\":1}}", "\u{0}"] {
             let reply = app
@@ -148,19 +155,8 @@ async fn json_arrays_are_not_accepted_where_the_contract_takes_an_object() -> Re
 async fn bodies_over_64_kib_are_413_json_on_routes_that_take_a_body() -> Result<()> {
     let app = spawn_app().await;
     let key = app.new_keys("default", 1).await?.remove(0);
-    let routes = [
-        (Method::PUT, "/v1/pools/p".to_owned()),
-        (Method::POST, "/v1/pools/p/keys".to_owned()),
-        (
-            Method::POST,
-            format!("/v1/pools/default/keys/{key}/release"),
-        ),
-        (
-            Method::POST,
-            format!("/v1/pools/default/keys/{key}/keepalive"),
-        ),
-        // `PUT /v1/keyspaces/{ks}` takes up to 1 MiB: see strict.rs.
-    ];
+    // `PUT /v1/keyspaces/{ks}` takes up to 1 MiB: see strict.rs.
+    let routes = pool_routes_with_a_body(&key);
     for (method, path) in routes {
         let reply = app
             .request_raw(
@@ -228,7 +224,7 @@ async fn unknown_routes_are_404_json_not_found() -> Result<()> {
         (Method::GET, "/"),
         (Method::GET, "/nope"),
         (Method::GET, "/v1"),
-        (Method::GET, "/v1/pools"),
+        (Method::GET, "/v1/tokens"),
         (Method::GET, "/v1/pools/default/keys/a/b/c"),
         (Method::POST, "/v2/pools/default/lease"),
         (Method::GET, "/api/v1/random_api_key/extra"),
@@ -241,17 +237,32 @@ async fn unknown_routes_are_404_json_not_found() -> Result<()> {
     Ok(())
 }
 
+/// Sends each `(method, path)` without a body: every one must get
+/// `status` with the contract's error shape.
+async fn assert_each_refused(
+    app: &TestApp,
+    status: u16,
+    requests: &[(Method, &str)],
+) -> Result<()> {
+    for (method, path) in requests {
+        let reply = app.request(method.clone(), path, None).await?;
+        assert_eq!(reply.status, status, "{method} {path} -> {}", reply.text);
+        reply.expect_error_shape(status);
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn wrong_methods_are_405_json() -> Result<()> {
     let app = spawn_app().await;
-    for (method, path) in [
-        (Method::DELETE, "/v1/pools/default"),
+    let requests = [
+        (Method::PATCH, "/v1/pools/default"),
         (Method::POST, "/v1/pools/default"),
         (Method::GET, "/v1/pools/default/keys"),
         (Method::GET, "/v1/pools/default/lease"),
         (Method::GET, "/v1/pools/default/keys/AAAA/release"),
         (Method::PUT, "/v1/pools/default/keys/AAAA"),
-        (Method::DELETE, "/v1/keyspaces/default"),
+        (Method::PATCH, "/v1/keyspaces/default"),
         (Method::GET, "/v1/keyspaces/default/tokens"),
         (Method::GET, "/v1/keyspaces/default/tokens/ab/activate"),
         (Method::GET, "/api/get_token"),
@@ -259,12 +270,8 @@ async fn wrong_methods_are_405_json() -> Result<()> {
         (Method::GET, "/api/activate_token/abcd"),
         (Method::PATCH, "/api/v1/random_api_key/"),
         (Method::POST, "/healthz"),
-    ] {
-        let reply = app.request(method.clone(), path, None).await?;
-        assert_eq!(reply.status, 405, "{method} {path} -> {}", reply.text);
-        reply.expect_error_shape(405);
-    }
-    Ok(())
+    ];
+    assert_each_refused(&app, 405, &requests).await
 }
 
 #[tokio::test]
@@ -303,7 +310,7 @@ async fn path_parts_over_256_bytes_are_400_json() -> Result<()> {
 #[tokio::test]
 async fn non_utf8_path_parts_are_400_json_not_5xx() -> Result<()> {
     let app = spawn_app().await;
-    for (method, path) in [
+    let requests = [
         (Method::GET, "/v1/pools/%FF"),
         (Method::PUT, "/v1/pools/%FF"),
         (Method::POST, "/v1/pools/%FF/lease"),
@@ -315,12 +322,8 @@ async fn non_utf8_path_parts_are_400_json_not_5xx() -> Result<()> {
         (Method::POST, "/v1/keyspaces/default/tokens/%FF/activate"),
         (Method::GET, "/api/get_token_status/%FF"),
         (Method::PUT, "/api/activate_token/%FF"),
-    ] {
-        let reply = app.request(method.clone(), path, None).await?;
-        assert_eq!(reply.status, 400, "{method} {path} -> {}", reply.text);
-        reply.expect_error_shape(400);
-    }
-    Ok(())
+    ];
+    assert_each_refused(&app, 400, &requests).await
 }
 
 #[tokio::test]

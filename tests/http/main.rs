@@ -5,6 +5,7 @@
 //!
 //! - `pools`: `/v1/pools` (generation, leases, fencing, keep-alive, expiry);
 //! - `keyspaces`: `/v1/keyspaces` (issuance, activation, immutability);
+//! - `listing`: paged listings of pools and keyspaces, and deleting them;
 //! - `names`: the name rule on every `/v1` route;
 //! - `compat`: the compat routes under `/api`, bodies compared as JSON values;
 //! - `limits`: malformed input, size limits, unknown routes, ops routes;
@@ -27,6 +28,7 @@ mod fuzz;
 mod keyspaces;
 mod limits;
 mod limits_resources;
+mod listing;
 mod names;
 mod openapi;
 mod ops;

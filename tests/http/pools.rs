@@ -2,15 +2,13 @@
 //! keep-alive, deletion and expiry on a manual clock.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use anyhow::Result;
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio::sync::Barrier;
 
-use keyward_testkit::app::{T0_MS, spawn_app};
-use keyward_testkit::client::time_of;
+use keyward_testkit::app::{T0_MS, TestApp, spawn_app};
+use keyward_testkit::client::{Reply, time_of};
 
 /// Asserts the key object's shape: exactly the contract's six fields,
 /// times in RFC 3339 with ms, lease fields null exactly when free.
@@ -398,8 +396,9 @@ async fn keepalive_with_a_lease_id_of_a_free_key_is_409_lease_mismatch() -> Resu
     Ok(())
 }
 
-#[tokio::test]
-async fn keepalive_with_the_lease_id_extends_both_the_lease_and_the_life() -> Result<()> {
+/// A server with pool `ka` (10 s leases, 60 s keep-alive) holding one
+/// key, leased: the app, the key and the lease reply.
+async fn leased_key_in_ka() -> Result<(TestApp, String, Reply)> {
     let app = spawn_app().await;
     app.put_pool(
         "ka",
@@ -408,7 +407,14 @@ async fn keepalive_with_the_lease_id_extends_both_the_lease_and_the_life() -> Re
     .await?
     .expect(201);
     let key = app.new_keys("ka", 1).await?.remove(0);
-    let id = app.lease("ka").await?.u64("lease_id");
+    let leased = app.lease("ka").await?;
+    Ok((app, key, leased))
+}
+
+#[tokio::test]
+async fn keepalive_with_the_lease_id_extends_both_the_lease_and_the_life() -> Result<()> {
+    let (app, key, leased) = leased_key_in_ka().await?;
+    let id = leased.u64("lease_id");
     app.advance_ms(8000);
     let reply = app.keepalive("ka", &key, Some(id)).await?;
     let body = reply.expect(200);
@@ -430,15 +436,7 @@ async fn keepalive_with_the_lease_id_extends_both_the_lease_and_the_life() -> Re
 
 #[tokio::test]
 async fn keepalive_without_lease_id_extends_only_alive_until() -> Result<()> {
-    let app = spawn_app().await;
-    app.put_pool(
-        "ka",
-        json!({"lease_ttl_ms": 10_000, "keepalive_ttl_ms": 60_000}),
-    )
-    .await?
-    .expect(201);
-    let key = app.new_keys("ka", 1).await?.remove(0);
-    let leased = app.lease("ka").await?;
+    let (app, key, leased) = leased_key_in_ka().await?;
     let leased_until = time_of(&leased.body, "leased_until");
     app.advance_ms(8000);
     let body = app.keepalive("ka", &key, None).await?.expect(200).clone();
@@ -680,20 +678,12 @@ async fn thirty_two_concurrent_leasers_never_get_the_same_key() -> Result<()> {
         .await?
         .into_iter()
         .collect();
-    let barrier = Arc::new(Barrier::new(LEASERS));
-    let mut tasks = Vec::new();
-    for _ in 0..LEASERS {
-        let api = (*app).clone();
-        let barrier = barrier.clone();
-        tasks.push(tokio::spawn(async move {
-            barrier.wait().await;
-            api.lease("race").await
-        }));
-    }
+    let replies = app
+        .all_at_once(LEASERS, |api| async move { api.lease("race").await })
+        .await?;
     let mut got = HashSet::new();
     let mut ids = HashSet::new();
-    for task in tasks {
-        let reply = task.await??;
+    for reply in replies {
         reply.expect(200);
         assert!(got.insert(reply.str("key")), "leased twice: {}", reply.text);
         assert!(ids.insert(reply.u64("lease_id")), "lease id reused");
@@ -709,20 +699,12 @@ async fn more_concurrent_leasers_than_keys_get_each_key_once_and_the_rest_404() 
     const LEASERS: usize = 32;
     let app = spawn_app().await;
     app.new_keys("scarce", KEYS as u64).await?;
-    let barrier = Arc::new(Barrier::new(LEASERS));
-    let mut tasks = Vec::new();
-    for _ in 0..LEASERS {
-        let api = (*app).clone();
-        let barrier = barrier.clone();
-        tasks.push(tokio::spawn(async move {
-            barrier.wait().await;
-            api.lease("scarce").await
-        }));
-    }
+    let replies = app
+        .all_at_once(LEASERS, |api| async move { api.lease("scarce").await })
+        .await?;
     let mut got = HashSet::new();
     let mut refused = 0;
-    for task in tasks {
-        let reply = task.await??;
+    for reply in replies {
         if reply.status == 200 {
             assert!(got.insert(reply.str("key")), "leased twice: {}", reply.text);
         } else {

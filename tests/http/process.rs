@@ -20,10 +20,7 @@ async fn the_binary_serves_on_an_ephemeral_port_and_exits_0_on_sigterm() -> Resu
     let api = &server.api;
     api.healthz().await?.expect(200);
     api.readyz().await?.expect(200);
-    let key = api
-        .random_api_key(Method::POST, true, None)
-        .await?
-        .str("api_key");
+    let key = api.compat_new_key().await?;
     assert_eq!(
         *api.random_api_key(Method::GET, true, None)
             .await?

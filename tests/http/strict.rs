@@ -16,6 +16,17 @@ use tokio::net::TcpStream;
 use keyward_testkit::app::{TestApp, spawn_app, spawn_app_with};
 use keyward_testkit::client::Reply;
 
+/// Fails unless the refused requests changed nothing: no pool `p`, no
+/// keyspace `ks`, and `key` still leased in the pool `default`.
+async fn assert_nothing_changed(app: &TestApp, key: &str) -> Result<()> {
+    app.get_pool("p").await?.expect_error(404, "pool_not_found");
+    app.get_keyspace("ks")
+        .await?
+        .expect_error(404, "keyspace_not_found");
+    assert_eq!(app.get_key("default", key).await?.str("state"), "leased");
+    Ok(())
+}
+
 /// Sends `body` as is (`application/json`) to `method path`.
 async fn send(app: &TestApp, method: Method, path: &str, body: &str) -> Result<Reply> {
     app.request_raw(
@@ -123,11 +134,7 @@ async fn a_json_object_repeating_a_key_is_400_invalid_json_on_every_body_route()
         );
     }
     // Nothing changed: no pool `p`, no keyspace `ks`, the lease still held.
-    app.get_pool("p").await?.expect_error(404, "pool_not_found");
-    app.get_keyspace("ks")
-        .await?
-        .expect_error(404, "keyspace_not_found");
-    assert_eq!(app.get_key("default", &key).await?.str("state"), "leased");
+    assert_nothing_changed(&app, &key).await?;
     assert_eq!(app.get_keyspace("default").await?.u64("issued"), 0);
     // Distinct keys in different objects are fine.
     send(&app, Method::POST, "/v1/pools/p/keys", r#"{"count": 2}"#)
@@ -204,11 +211,7 @@ async fn null_is_refused_for_every_request_field_with_the_routes_code() -> Resul
             reply.text
         );
     }
-    app.get_pool("p").await?.expect_error(404, "pool_not_found");
-    app.get_keyspace("ks")
-        .await?
-        .expect_error(404, "keyspace_not_found");
-    assert_eq!(app.get_key("default", &key).await?.str("state"), "leased");
+    assert_nothing_changed(&app, &key).await?;
     Ok(())
 }
 

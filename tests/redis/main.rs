@@ -5,13 +5,16 @@
 //!   atomically, see each other's expiry, and keep state across restarts;
 //! - [`faults`]: Redis down at start, and Redis killed mid-run;
 //! - [`cluster`]: one process on a 3-master Redis Cluster;
-//! - [`reaper`]: the reaper's cost follows due entries, not pools.
+//! - [`reaper`]: the reaper's cost follows due entries, not pools;
+//! - [`delete`]: deleted pools reclaimed in bounded steps, registries
+//!   migrated to sorted sets.
 //!
 //! Without `redis-server`/`redis-cli` on PATH every test skips with a loud
 //! note, or fails when `KEYWARD_REQUIRE_ALL_BACKENDS=1` (as CI sets it).
 //! Every wait is bounded; only processes started here are stopped, by PID.
 
 mod cluster;
+mod delete;
 mod faults;
 mod multi;
 mod reaper;

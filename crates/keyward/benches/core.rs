@@ -5,7 +5,8 @@
 //! with the pool (O(log n) deadline index only), issuing costs the same at
 //! the end of a keyspace as at its start, and expiry costs O(log n) per due
 //! entry, never a scan of the rest. `generate` gives the cost of a new
-//! key, random draw included.
+//! key, random draw included; `cooldown` and `quarantine` the cost of a
+//! lease ending in a cooldown (and its end) or a quarantine (and enable).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -13,8 +14,8 @@ use std::time::{Duration, Instant};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use keyward::config::{DEFAULT_TOKEN_ALPHABET, DEFAULT_TOKEN_LENGTH};
 use keyward::core::{
-    KeyLength, Keyspace, KeyspaceSpec, OsRandom, Pool, PoolSettings, Secret, Timestamp, TokenCodec,
-    Ttl, random_key,
+    KeyLength, Keyspace, KeyspaceSpec, OsRandom, Outcome, Pool, PoolSettings, Recovery, Secret,
+    Timestamp, TokenCodec, Ttl, random_key,
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -32,6 +33,8 @@ fn settings(keepalive_ms: u64) -> PoolSettings {
         lease_ttl: Ttl::from_millis(LEASE_TTL_MS).unwrap(),
         keepalive_ttl: Ttl::from_millis(keepalive_ms).unwrap(),
         key_length: KeyLength::DEFAULT,
+        recovery: Recovery::default(),
+        no_keepalive: false,
     }
 }
 
@@ -159,6 +162,58 @@ fn expiry(c: &mut Criterion) {
     group.finish();
 }
 
+/// A rate-limited release and the cooldown's end: each round leases,
+/// releases `rate_limited` for 1 ms and moves the clock 1 ms, so the next
+/// lease's bounded expiry ends the cooldown from the deadline index. Flat
+/// in n: no scan of the cooling keys.
+fn cooldown(c: &mut Criterion) {
+    let mut group = c.benchmark_group("cooldown");
+    group.throughput(Throughput::Elements(1));
+    let one_ms = Outcome::RateLimited {
+        retry_after: Ttl::from_millis(1),
+    };
+    for n in [1_000, 100_000, 1_000_000] {
+        let mut pool = pool_of(n);
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut now = T0;
+        group.bench_function(BenchmarkId::from_parameter(n), |b| {
+            b.iter(|| {
+                now += 1;
+                let key = pool.lease(at(now), &mut rng).unwrap();
+                black_box(pool.release_with(&key.key, None, one_ms, None, at(now)))
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Quarantine transitions: lease, release `failed` with `max_failures` 1
+/// (into quarantine: out of the free vector, into the deadline index and
+/// the health table), then enable (back, counters reset).
+fn quarantine(c: &mut Criterion) {
+    let mut group = c.benchmark_group("quarantine");
+    group.throughput(Throughput::Elements(1));
+    for n in [1_000, 100_000, 1_000_000] {
+        let mut pool = pool_of(n);
+        let mut s = pool.settings();
+        s.recovery = Recovery {
+            max_failures: keyward::core::MaxFailures::new(1).unwrap(),
+            ..Recovery::default()
+        };
+        pool.set_settings(s);
+        let mut rng = StdRng::seed_from_u64(1);
+        group.bench_function(BenchmarkId::from_parameter(n), |b| {
+            b.iter(|| {
+                let key = pool.lease(at(T0), &mut rng).unwrap();
+                pool.release_with(&key.key, None, Outcome::Failed, None, at(T0))
+                    .unwrap();
+                black_box(pool.enable(&key.key, at(T0)))
+            })
+        });
+    }
+    group.finish();
+}
+
 /// Generating keys: per key, the draw from the OS CSPRNG (read in blocks),
 /// the uniqueness check and the insert; and the draw alone.
 fn generate(c: &mut Criterion) {
@@ -181,5 +236,14 @@ fn generate(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, lease_release, issue, status, expiry, generate);
+criterion_group!(
+    benches,
+    lease_release,
+    cooldown,
+    quarantine,
+    issue,
+    status,
+    expiry,
+    generate
+);
 criterion_main!(benches);

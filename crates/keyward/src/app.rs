@@ -12,12 +12,13 @@ use tokio::time::Instant;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{AdminToken, Config, StoreUrl};
+use crate::core::Expired;
 use crate::http::listener::{self, ConnectionLimits, IDLE_TIMEOUT};
 use crate::http::{self, AppState};
 use crate::store::backoff::Backoff;
 use crate::store::local::{LocalSettings, LocalStore};
 use crate::store::redis::{RedisSettings, RedisStore, RedisTarget, TimeSource};
-use crate::store::{ErrorChain, Store};
+use crate::store::{ErrorChain, Store, StoreError};
 
 /// How often the reaper pops due leases and keys. With lazy expiry on
 /// every touch, a deadline is applied at most this late (well inside the
@@ -129,7 +130,12 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let reaper = tokio::spawn(reap(self.store.clone(), stop_rx));
+        let store = self.store.clone();
+        let expire = move || {
+            let store = store.clone();
+            async move { store.expire_due().await }
+        };
+        let reaper = tokio::spawn(reap(expire, stop_rx));
         let router = http::router(AppState {
             store: self.store.clone(),
             admin_token: self.admin_token,
@@ -164,8 +170,14 @@ fn redis_settings(config: &Config, target: RedisTarget) -> RedisSettings {
 const REAP_RETRY_MIN: Duration = Duration::from_millis(250);
 const REAP_RETRY_MAX: Duration = Duration::from_secs(8);
 
-/// Applies due expiry every [`REAP_INTERVAL`] until told to stop.
-async fn reap(store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
+/// Applies due expiry every [`REAP_INTERVAL`] until told to stop:
+/// `expire` is one pass, the store's `expire_due`. The reaper takes that
+/// one call, not the store, so a test can make it fail.
+async fn reap<F, Fut>(mut expire: F, mut stop: watch::Receiver<bool>)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Expired, StoreError>>,
+{
     let mut tick = tokio::time::interval(REAP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut backoff = Backoff::new(REAP_RETRY_MIN, REAP_RETRY_MAX);
@@ -176,7 +188,7 @@ async fn reap(store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
                 if paused_until.is_some_and(|t| Instant::now() < t) {
                     continue;
                 }
-                match store.expire_due().await {
+                match expire().await {
                     Ok(done) => {
                         backoff.reset();
                         paused_until = None;
@@ -200,101 +212,23 @@ async fn reap(store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
 mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
-    use async_trait::async_trait;
-
     use super::*;
-    use crate::core::{Expired, Issued, KeyView, KeyspaceSpec, Name, TokenStatus};
-    use crate::store::{KeyspaceView, PoolInfo, PoolPatch, Snapshot, StoreError, Upsert};
-
-    /// A store whose expiry always fails, counting the attempts; the
-    /// reaper calls nothing else.
-    #[derive(Debug, Default)]
-    struct FailingExpiry {
-        attempts: AtomicU32,
-    }
-
-    const ONLY_EXPIRY: &str = "the reaper calls only expire_due";
-
-    #[async_trait]
-    impl Store for FailingExpiry {
-        async fn put_pool(&self, _: &Name, _: PoolPatch) -> Result<(PoolInfo, Upsert), StoreError> {
-            unreachable!("{ONLY_EXPIRY}")
-        }
-        async fn pool_info(&self, _: &Name) -> Result<PoolInfo, StoreError> {
-            unreachable!("{ONLY_EXPIRY}")
-        }
-        async fn generate_keys(&self, _: &Name, _: usize) -> Result<Vec<KeyView>, StoreError> {
-            unreachable!("{ONLY_EXPIRY}")
-        }
-        async fn lease_key(&self, _: &Name) -> Result<KeyView, StoreError> {
-            unreachable!("{ONLY_EXPIRY}")
-        }
-        async fn release_key(
-            &self,
-            _: &Name,
-            _: &str,
-            _: Option<u64>,
-        ) -> Result<KeyView, StoreError> {
-            unreachable!("{ONLY_EXPIRY}")
-        }
-        async fn keepalive_key(
-            &self,
-            _: &Name,
-            _: &str,
-            _: Option<u64>,
-        ) -> Result<KeyView, StoreError> {
-            unreachable!("{ONLY_EXPIRY}")
-        }
-        async fn get_key(&self, _: &Name, _: &str) -> Result<KeyView, StoreError> {
-            unreachable!("{ONLY_EXPIRY}")
-        }
-        async fn delete_key(&self, _: &Name, _: &str) -> Result<(), StoreError> {
-            unreachable!("{ONLY_EXPIRY}")
-        }
-        async fn put_keyspace(
-            &self,
-            _: &Name,
-            _: KeyspaceSpec,
-        ) -> Result<(KeyspaceView, Upsert), StoreError> {
-            unreachable!("{ONLY_EXPIRY}")
-        }
-        async fn keyspace_info(&self, _: &Name) -> Result<KeyspaceView, StoreError> {
-            unreachable!("{ONLY_EXPIRY}")
-        }
-        async fn issue_token(&self, _: &Name) -> Result<Issued, StoreError> {
-            unreachable!("{ONLY_EXPIRY}")
-        }
-        async fn token_status(&self, _: &Name, _: &str) -> Result<TokenStatus, StoreError> {
-            unreachable!("{ONLY_EXPIRY}")
-        }
-        async fn activate_token(&self, _: &Name, _: &str) -> Result<TokenStatus, StoreError> {
-            unreachable!("{ONLY_EXPIRY}")
-        }
-        async fn expire_due(&self) -> Result<Expired, StoreError> {
-            self.attempts.fetch_add(1, Ordering::Relaxed);
-            Err(StoreError::Unavailable("down".into()))
-        }
-        async fn ping(&self) -> Result<(), StoreError> {
-            unreachable!("{ONLY_EXPIRY}")
-        }
-        async fn flush(&self) -> Result<(), StoreError> {
-            unreachable!("{ONLY_EXPIRY}")
-        }
-        async fn snapshot(&self) -> Result<Snapshot, StoreError> {
-            unreachable!("{ONLY_EXPIRY}")
-        }
-    }
 
     #[tokio::test(start_paused = true)]
     async fn a_failing_reaper_waits_a_doubling_pause_between_attempts() {
-        let store = Arc::new(FailingExpiry::default());
+        let attempts = Arc::new(AtomicU32::new(0));
+        let counted = attempts.clone();
+        let expire = move || {
+            counted.fetch_add(1, Ordering::Relaxed);
+            async { Err(StoreError::Unavailable("down".into())) }
+        };
         let (stop_tx, stop_rx) = watch::channel(false);
-        let reaper = tokio::spawn(reap(store.clone(), stop_rx));
+        let reaper = tokio::spawn(reap(expire, stop_rx));
         // Attempts at 0, 0.25, 0.75, 1.75, 3.75 and 7.75 s; every 250 ms
         // tick would make 41.
         tokio::time::sleep(Duration::from_secs(10)).await;
         let _ = stop_tx.send(true);
         reaper.await.expect("the reaper ends when told to stop");
-        assert_eq!(store.attempts.load(Ordering::Relaxed), 6);
+        assert_eq!(attempts.load(Ordering::Relaxed), 6);
     }
 }

@@ -233,6 +233,8 @@ impl Default for Config {
                 keepalive_ttl: Ttl::from_duration(DEFAULT_KEEPALIVE_TTL)
                     .expect("the default keep-alive TTL is a valid TTL"),
                 key_length: DEFAULT_KEY_LENGTH,
+                recovery: crate::core::Recovery::default(),
+                no_keepalive: false,
             },
             default_keyspace: KeyspaceSpec::new(DEFAULT_TOKEN_ALPHABET, DEFAULT_TOKEN_LENGTH)
                 .expect("the default keyspace is valid"),
@@ -401,6 +403,7 @@ impl Config {
                 })?,
                 None => defaults.pool_defaults.key_length,
             },
+            ..defaults.pool_defaults
         };
         let alphabet = args
             .token_alphabet

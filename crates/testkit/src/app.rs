@@ -5,6 +5,7 @@
 //! Tests drive time with [`TestApp::advance`] and then make a request:
 //! expiry is applied lazily on every touch, so no test sleeps for seconds.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use keyward::app::{App, AppError};
 use keyward::clock::{Clock, ManualClock};
 use keyward::config::{Config, StoreUrl};
 use keyward::core::Timestamp;
-use tokio::sync::oneshot;
+use tokio::sync::{Barrier, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::client::Api;
@@ -75,6 +76,32 @@ impl TestApp {
     /// Moves the server's clock forward by `ms` milliseconds.
     pub fn advance_ms(&self, ms: u64) {
         self.advance(Duration::from_millis(ms));
+    }
+
+    /// Runs `n` requests at once, each `call` on its own client, released
+    /// together by a barrier so that they race in the server; their
+    /// results in the order they were made.
+    pub async fn all_at_once<T, F, Fut>(&self, n: usize, call: F) -> Result<Vec<T>>
+    where
+        F: Fn(Api) -> Fut,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let barrier = Arc::new(Barrier::new(n));
+        let mut tasks = Vec::new();
+        for _ in 0..n {
+            let barrier = barrier.clone();
+            let request = call(self.api.clone());
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                request.await
+            }));
+        }
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.context("a racing request panicked")??);
+        }
+        Ok(results)
     }
 
     /// Asks the server to stop and waits (at most 5 s) for `run_until` to

@@ -113,6 +113,15 @@ impl Reply {
     }
 }
 
+/// `path` with `query` appended, if any.
+fn listing(path: &str, query: &str) -> String {
+    if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{query}")
+    }
+}
+
 /// The string field `field` of `body`; panics if it is not a string.
 #[track_caller]
 pub fn str_field(body: &Value, field: &str) -> String {
@@ -257,6 +266,44 @@ impl Api {
             .await
     }
 
+    /// `DELETE /v1/pools/{pool}`.
+    pub async fn delete_pool(&self, pool: &str) -> Result<Reply> {
+        self.request(Method::DELETE, &format!("/v1/pools/{pool}"), None)
+            .await
+    }
+
+    /// `GET /v1/pools?QUERY` (`query` as sent, e.g. `limit=2&cursor=…`;
+    /// empty for none).
+    pub async fn list_pools(&self, query: &str) -> Result<Reply> {
+        self.request(Method::GET, &listing("/v1/pools", query), None)
+            .await
+    }
+
+    /// Every name of a paged listing (`path` is `/v1/pools` or
+    /// `/v1/keyspaces`, `field` its array), `limit` per page, following
+    /// `next_cursor` until it is null (asserting 200, at most 1000 pages).
+    pub async fn list_all_names(&self, path: &str, field: &str, limit: u32) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        let mut query = format!("limit={limit}");
+        for _ in 0..1000 {
+            let reply = self
+                .request(Method::GET, &listing(path, &query), None)
+                .await?;
+            let body = reply.expect(200);
+            let items = body[field].as_array().context("the page's array")?;
+            assert!(items.len() <= limit as usize, "{}", reply.text);
+            names.extend(items.iter().map(|item| str_field(item, "name")));
+            match body["next_cursor"].as_str() {
+                Some(cursor) => query = format!("limit={limit}&cursor={cursor}"),
+                None => {
+                    assert!(body["next_cursor"].is_null(), "{}", reply.text);
+                    return Ok(names);
+                }
+            }
+        }
+        anyhow::bail!("more than 1000 pages of {path}")
+    }
+
     /// `POST /v1/pools/{pool}/keys` `{"count": count}`.
     pub async fn generate_keys(&self, pool: &str, count: u64) -> Result<Reply> {
         self.request(
@@ -337,6 +384,18 @@ impl Api {
             .await
     }
 
+    /// `DELETE /v1/keyspaces/{ks}`.
+    pub async fn delete_keyspace(&self, ks: &str) -> Result<Reply> {
+        self.request(Method::DELETE, &format!("/v1/keyspaces/{ks}"), None)
+            .await
+    }
+
+    /// `GET /v1/keyspaces?QUERY`, as [`Api::list_pools`].
+    pub async fn list_keyspaces(&self, query: &str) -> Result<Reply> {
+        self.request(Method::GET, &listing("/v1/keyspaces", query), None)
+            .await
+    }
+
     /// `POST /v1/keyspaces/{ks}/tokens`.
     pub async fn issue_token(&self, ks: &str) -> Result<Reply> {
         self.request(Method::POST, &format!("/v1/keyspaces/{ks}/tokens"), None)
@@ -406,6 +465,12 @@ impl Api {
             path.push_str(key);
         }
         self.request_raw(method, &path, None, None).await
+    }
+
+    /// `POST /api/v1/random_api_key/`, which must answer 201: the new key.
+    pub async fn compat_new_key(&self) -> Result<String> {
+        let reply = self.random_api_key(Method::POST, true, None).await?;
+        Ok(str_field(reply.expect(201), "api_key"))
     }
 
     /// `GET /api/v1/start_scheduler[/]`.

@@ -5,8 +5,10 @@
 //! The one outside source it reads is the OS random source, for new keys
 //! and secrets.
 //!
-//! - [`pool`]: a pool of API keys — generate, lease, release, keep alive,
-//!   expire — over a slab, a hash index and a free vector;
+//! - [`pool`]: a pool of API keys — generate or import, lease, release
+//!   with an outcome (cooldown, quarantine), disable, keep alive, list,
+//!   expire — over a slab, a hash index, a free vector and per-state
+//!   bitsets;
 //! - [`deadlines`]: the ordered deadline queue a pool expires from;
 //! - [`keygen`]: the pool-key alphabet and the sampler every store uses;
 //! - [`keyspace`]: token spaces that issue each token once, through a keyed
@@ -27,6 +29,8 @@ pub use keyspace::{
 };
 pub use names::{InvalidName, Name};
 pub use pool::{
-    Expired, KeyChange, KeyLength, KeyView, Lease, Pool, PoolError, PoolSettings, PoolStats,
+    Expired, Imported, InvalidLabels, InvalidPoolKey, InvalidReason, KeyChange, KeyCursor,
+    KeyLength, KeyPage, KeyState, KeyView, Labels, Lease, MaxFailures, Outcome, Pool, PoolError,
+    PoolKey, PoolSettings, PoolStats, Reason, Recovery,
 };
 pub use time::{Timestamp, Ttl};

@@ -41,6 +41,14 @@ impl Name {
     }
 }
 
+// Names order as their text, so ordered sets of names can be searched
+// from any text (a page cursor) without parsing it first.
+impl std::borrow::Borrow<str> for Name {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

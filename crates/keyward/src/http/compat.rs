@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -163,14 +164,27 @@ fn not_found() -> Response {
     django(StatusCode::NOT_FOUND, json!({"detail": "Not found."}))
 }
 
+/// The query of the routes that name a key (`?api_key=K`); a malformed
+/// query counts as one without the key.
+type ApiKeyQuery = Result<Query<HashMap<String, String>>, QueryRejection>;
+
 /// The `api_key` query parameter, if present and non-empty.
-fn api_key(query: &Result<Query<HashMap<String, String>>, impl Sized>) -> Option<&str> {
+fn api_key(query: &ApiKeyQuery) -> Option<&str> {
     query
         .as_ref()
         .ok()
         .and_then(|q| q.get("api_key"))
         .map(String::as_str)
         .filter(|k| !k.is_empty())
+}
+
+/// The old server's 400 reply to a request without the key that was to be
+/// `done` ("updated", "deleted").
+fn no_api_key(done: &str) -> Response {
+    django(
+        StatusCode::BAD_REQUEST,
+        json!({"message": format!("Kindly send key to be {done}, given key does not exist")}),
+    )
 }
 
 /// `POST /api/v1/random_api_key/`: generate one key in the default pool.
@@ -215,13 +229,10 @@ async fn lease_api_key(State(state): State<AppState>) -> Result<Response, ApiErr
 )]
 async fn release_api_key(
     State(state): State<AppState>,
-    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+    query: ApiKeyQuery,
 ) -> Result<Response, ApiError> {
     let Some(key) = api_key(&query) else {
-        return Ok(django(
-            StatusCode::BAD_REQUEST,
-            json!({"message": "Kindly send key to be updated, given key does not exist"}),
-        ));
+        return Ok(no_api_key("updated"));
     };
     let pool = Name::default_name();
     match state.store.release_key(&pool, key, None).await {
@@ -246,13 +257,10 @@ async fn release_api_key(
 )]
 async fn delete_api_key(
     State(state): State<AppState>,
-    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+    query: ApiKeyQuery,
 ) -> Result<Response, ApiError> {
     let Some(key) = api_key(&query) else {
-        return Ok(django(
-            StatusCode::BAD_REQUEST,
-            json!({"message": "Kindly send key to be deleted, given key does not exist"}),
-        ));
+        return Ok(no_api_key("deleted"));
     };
     match state.store.delete_key(&Name::default_name(), key).await {
         Ok(()) => Ok(django(

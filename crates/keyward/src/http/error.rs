@@ -57,6 +57,10 @@ pub(crate) enum ApiError {
     /// 400: a path part is not valid (too long, not UTF-8).
     #[error("{0}")]
     InvalidPath(String),
+    /// 400: a bad `limit` or `cursor`, or a query parameter the route does
+    /// not take.
+    #[error("{0}")]
+    InvalidQuery(String),
     /// 401: missing or wrong bearer token.
     #[error("a valid `Authorization: Bearer <token>` header is required")]
     Unauthorized,
@@ -103,6 +107,9 @@ pub(crate) enum ApiError {
         /// Its value.
         max: u64,
     },
+    /// 409: the `default` pool or keyspace cannot be deleted.
+    #[error("the default pool and keyspace cannot be deleted")]
+    CannotDeleteDefault,
     /// 409: every token of the keyspace is issued.
     #[error("every token of this keyspace has been issued")]
     KeyspaceExhausted,
@@ -138,6 +145,7 @@ impl ApiError {
             InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
             InvalidBody(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
             InvalidPath(_) => (StatusCode::BAD_REQUEST, "invalid_path"),
+            InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
             Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             PoolNotFound => (StatusCode::NOT_FOUND, "pool_not_found"),
             KeyNotFound => (StatusCode::NOT_FOUND, "key_not_found"),
@@ -160,6 +168,7 @@ impl ApiError {
             ),
             KeyspaceExhausted => (StatusCode::CONFLICT, "keyspace_exhausted"),
             AlreadyActivated => (StatusCode::CONFLICT, "already_activated"),
+            CannotDeleteDefault => (StatusCode::CONFLICT, "cannot_delete_default"),
             RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
@@ -188,6 +197,7 @@ impl From<StoreError> for ApiError {
             StoreError::PoolNotFound => Self::PoolNotFound,
             StoreError::KeyspaceNotFound => Self::KeyspaceNotFound,
             StoreError::KeyspaceImmutable => Self::KeyspaceImmutable,
+            StoreError::CannotDeleteDefault => Self::CannotDeleteDefault,
             StoreError::LimitReached { limit, max } => Self::LimitReached { limit, max },
             StoreError::Unavailable(source) => Self::Unavailable(source),
         }

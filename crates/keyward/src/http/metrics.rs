@@ -21,6 +21,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::core::{Expired, PoolStats};
 use crate::store::{SNAPSHOT_NAMED, Snapshot, Store, StoreError};
 
 /// How long a rendered reply is served again: short next to any scrape
@@ -131,105 +132,91 @@ impl Metrics {
 /// Pool and keyspace counts in OpenMetrics text. Names are
 /// `[A-Za-z0-9._-]`, so label values need no escaping.
 fn render_snapshot(out: &mut String, s: &Snapshot) {
-    let _ = writeln!(out, "# HELP keyward_pools Pools in the store.");
-    let _ = writeln!(out, "# TYPE keyward_pools gauge");
+    family(out, "keyward_pools", "gauge", "Pools in the store.");
     let _ = writeln!(out, "keyward_pools {}", s.pool_count);
-    let _ = writeln!(out, "# HELP keyward_keyspaces Keyspaces in the store.");
-    let _ = writeln!(out, "# TYPE keyward_keyspaces gauge");
+    family(out, "keyward_keyspaces", "gauge", "Keyspaces in the store.");
     let _ = writeln!(out, "keyward_keyspaces {}", s.keyspace_count);
     if let Some(t) = &s.totals {
-        let _ = writeln!(
+        let name = "keyward_all_pools_keys";
+        family(out, name, "gauge", "Keys of every pool together, by state.");
+        by_state(out, name, "", &key_states(&t.stats));
+        let name = "keyward_all_pools_expired_leases";
+        let help = "Leases ended by expiry in every pool (since start).";
+        family(out, name, "counter", help);
+        let _ = writeln!(out, "{name}_total {}", t.expired.leases);
+        let name = "keyward_all_pools_purged_keys";
+        let help = "Keys purged for want of a keep-alive in every pool (since start).";
+        family(out, name, "counter", help);
+        let _ = writeln!(out, "{name}_total {}", t.expired.keys);
+    }
+    let name = "keyward_pool_keys";
+    let help = format!("Keys per pool and state (the first {SNAPSHOT_NAMED} pools by name).");
+    family(out, name, "gauge", &help);
+    for p in &s.pools {
+        by_state(
             out,
-            "# HELP keyward_all_pools_keys Keys of every pool together, by state."
-        );
-        let _ = writeln!(out, "# TYPE keyward_all_pools_keys gauge");
-        for (state, n) in [
-            ("total", t.stats.total),
-            ("free", t.stats.free),
-            ("leased", t.stats.leased),
-        ] {
-            let _ = writeln!(out, "keyward_all_pools_keys{{state=\"{state}\"}} {n}");
-        }
-        let _ = writeln!(
-            out,
-            "# HELP keyward_all_pools_expired_leases Leases ended by expiry in every pool (since start)."
-        );
-        let _ = writeln!(out, "# TYPE keyward_all_pools_expired_leases counter");
-        let _ = writeln!(
-            out,
-            "keyward_all_pools_expired_leases_total {}",
-            t.expired.leases
-        );
-        let _ = writeln!(
-            out,
-            "# HELP keyward_all_pools_purged_keys Keys purged for want of a keep-alive in every pool (since start)."
-        );
-        let _ = writeln!(out, "# TYPE keyward_all_pools_purged_keys counter");
-        let _ = writeln!(
-            out,
-            "keyward_all_pools_purged_keys_total {}",
-            t.expired.keys
+            name,
+            &format!("pool=\"{}\",", p.name),
+            &key_states(&p.stats),
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP keyward_pool_keys Keys per pool and state (the first {SNAPSHOT_NAMED} pools by name)."
-    );
-    let _ = writeln!(out, "# TYPE keyward_pool_keys gauge");
-    for p in &s.pools {
-        for (state, n) in [
-            ("total", p.stats.total),
-            ("free", p.stats.free),
-            ("leased", p.stats.leased),
-        ] {
-            let _ = writeln!(
-                out,
-                "keyward_pool_keys{{pool=\"{}\",state=\"{state}\"}} {n}",
-                p.name
-            );
+    // Expiry counters, one sample per named pool.
+    for (name, help, count) in [
+        (
+            "keyward_expired_leases",
+            "Leases ended by expiry (since start for local stores).",
+            (|e| e.leases) as fn(&Expired) -> u64,
+        ),
+        (
+            "keyward_purged_keys",
+            "Keys purged for want of a keep-alive.",
+            |e| e.keys,
+        ),
+    ] {
+        family(out, name, "counter", help);
+        for p in &s.pools {
+            let n = count(&p.expired);
+            let _ = writeln!(out, "{name}_total{{pool=\"{}\"}} {n}", p.name);
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP keyward_expired_leases Leases ended by expiry (since start for local stores)."
-    );
-    let _ = writeln!(out, "# TYPE keyward_expired_leases counter");
-    for p in &s.pools {
-        let _ = writeln!(
-            out,
-            "keyward_expired_leases_total{{pool=\"{}\"}} {}",
-            p.name, p.expired.leases
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP keyward_purged_keys Keys purged for want of a keep-alive."
-    );
-    let _ = writeln!(out, "# TYPE keyward_purged_keys counter");
-    for p in &s.pools {
-        let _ = writeln!(
-            out,
-            "keyward_purged_keys_total{{pool=\"{}\"}} {}",
-            p.name, p.expired.keys
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP keyward_keyspace_tokens Tokens per keyspace: capacity, issued, activated, remaining."
-    );
-    let _ = writeln!(out, "# TYPE keyward_keyspace_tokens gauge");
+    let name = "keyward_keyspace_tokens";
+    let help = "Tokens per keyspace: capacity, issued, activated, remaining.";
+    family(out, name, "gauge", help);
     for k in &s.keyspaces {
-        for (state, n) in [
+        let states = [
             ("capacity", k.info.capacity),
             ("issued", k.info.issued),
             ("activated", k.info.activated),
             ("remaining", k.info.remaining),
-        ] {
-            let _ = writeln!(
-                out,
-                "keyward_keyspace_tokens{{keyspace=\"{}\",state=\"{state}\"}} {n}",
-                k.name
-            );
-        }
+        ];
+        by_state(out, name, &format!("keyspace=\"{}\",", k.name), &states);
     }
+}
+
+/// Writes the `# HELP` and `# TYPE` lines that open metric family `name`.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Writes one sample of `name` per state, labelled `{labels}state="…"`;
+/// `labels` is empty or ends with a comma.
+fn by_state<N: std::fmt::Display>(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    states: &[(&str, N)],
+) {
+    for (state, n) in states {
+        let _ = writeln!(out, "{name}{{{labels}state=\"{state}\"}} {n}");
+    }
+}
+
+/// A pool's (or all pools') key counts, by state.
+fn key_states(stats: &PoolStats) -> [(&'static str, u64); 3] {
+    [
+        ("total", stats.total),
+        ("free", stats.free),
+        ("leased", stats.leased),
+    ]
 }

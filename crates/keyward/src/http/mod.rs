@@ -15,6 +15,7 @@ pub(crate) mod error;
 mod extract;
 pub(crate) mod listener;
 pub mod metrics;
+mod page;
 pub mod v1;
 
 use std::sync::Arc;

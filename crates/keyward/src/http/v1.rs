@@ -13,6 +13,7 @@ use utoipa_axum::routes;
 
 use super::error::ErrorBody;
 use super::extract::{BodyError, JsonBody, KeyPath, KeyspacePath, PoolPath, TokenPath};
+use super::page::{PageQuery, encode_cursor};
 use super::{ApiError, AppState};
 use crate::core::{Issued, KeyLength, KeyView, KeyspaceSpec, TokenStatus, Ttl};
 use crate::store::{KeyspaceView, PoolInfo, PoolPatch, Upsert};
@@ -23,13 +24,15 @@ pub const MAX_GENERATE: u64 = 10_000;
 /// The `/v1` routes, each documented in the OpenAPI document.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(get_pool, put_pool))
+        .routes(routes!(list_pools))
+        .routes(routes!(get_pool, put_pool, delete_pool))
         .routes(routes!(generate_keys))
         .routes(routes!(lease_key))
         .routes(routes!(get_key, delete_key))
         .routes(routes!(release_key))
         .routes(routes!(keepalive_key))
-        .routes(routes!(get_keyspace, put_keyspace))
+        .routes(routes!(list_keyspaces))
+        .routes(routes!(get_keyspace, put_keyspace, delete_keyspace))
         .routes(routes!(issue_token))
         .routes(routes!(token_status))
         .routes(routes!(activate_token))
@@ -191,6 +194,54 @@ async fn get_pool(
     PoolPath { pool }: PoolPath,
 ) -> Result<Json<PoolBody>, ApiError> {
     Ok(Json(state.store.pool_info(&pool).await?.into()))
+}
+
+/// Delete a pool and its keys.
+#[utoipa::path(
+    delete, path = "/v1/pools/{pool}", tag = "pools",
+    params(PoolPath),
+    responses(
+        (status = 204, description = "Deleted: the name is free at once; the keys' storage is reclaimed in bounded background steps"),
+        (status = 400, description = "invalid_name", body = ErrorBody),
+        (status = 404, description = "pool_not_found", body = ErrorBody),
+        (status = 409, description = "cannot_delete_default", body = ErrorBody),
+    )
+)]
+async fn delete_pool(
+    State(state): State<AppState>,
+    PoolPath { pool }: PoolPath,
+) -> Result<StatusCode, ApiError> {
+    state.store.delete_pool(&pool).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A page of pools.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PoolsPage {
+    /// Pools ordered by name, each as `GET /v1/pools/{pool}` gives it.
+    pools: Vec<PoolBody>,
+    /// Pass as `cursor` for the next page; `null` after the last page.
+    next_cursor: Option<String>,
+}
+
+/// List pools by name, a page at a time.
+#[utoipa::path(
+    get, path = "/v1/pools", tag = "pools",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of pools", body = PoolsPage),
+        (status = 400, description = "invalid_query", body = ErrorBody),
+    )
+)]
+async fn list_pools(
+    State(state): State<AppState>,
+    query: PageQuery,
+) -> Result<Json<PoolsPage>, ApiError> {
+    let page = state.store.list_pools(&query.request()).await?;
+    Ok(Json(PoolsPage {
+        pools: page.items.into_iter().map(PoolBody::from).collect(),
+        next_cursor: page.next.as_deref().map(encode_cursor),
+    }))
 }
 
 /// Body of `POST /v1/pools/{pool}/keys`.
@@ -450,6 +501,54 @@ async fn get_keyspace(
     KeyspacePath { ks }: KeyspacePath,
 ) -> Result<Json<KeyspaceBody>, ApiError> {
     Ok(Json(state.store.keyspace_info(&ks).await?.into()))
+}
+
+/// Delete a keyspace and its activations.
+#[utoipa::path(
+    delete, path = "/v1/keyspaces/{ks}", tag = "keyspaces",
+    params(KeyspacePath),
+    responses(
+        (status = 204, description = "Deleted: the name is free at once; the activations' storage is reclaimed in bounded background steps"),
+        (status = 400, description = "invalid_name", body = ErrorBody),
+        (status = 404, description = "keyspace_not_found", body = ErrorBody),
+        (status = 409, description = "cannot_delete_default", body = ErrorBody),
+    )
+)]
+async fn delete_keyspace(
+    State(state): State<AppState>,
+    KeyspacePath { ks }: KeyspacePath,
+) -> Result<StatusCode, ApiError> {
+    state.store.delete_keyspace(&ks).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A page of keyspaces.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct KeyspacesPage {
+    /// Keyspaces ordered by name, each as `GET /v1/keyspaces/{ks}` gives it.
+    keyspaces: Vec<KeyspaceBody>,
+    /// Pass as `cursor` for the next page; `null` after the last page.
+    next_cursor: Option<String>,
+}
+
+/// List keyspaces by name, a page at a time.
+#[utoipa::path(
+    get, path = "/v1/keyspaces", tag = "keyspaces",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of keyspaces", body = KeyspacesPage),
+        (status = 400, description = "invalid_query", body = ErrorBody),
+    )
+)]
+async fn list_keyspaces(
+    State(state): State<AppState>,
+    query: PageQuery,
+) -> Result<Json<KeyspacesPage>, ApiError> {
+    let page = state.store.list_keyspaces(&query.request()).await?;
+    Ok(Json(KeyspacesPage {
+        keyspaces: page.items.into_iter().map(KeyspaceBody::from).collect(),
+        next_cursor: page.next.as_deref().map(encode_cursor),
+    }))
 }
 
 /// Reply to an issue: the token and how many are left.

@@ -18,6 +18,7 @@
 //! anything.
 
 use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -26,8 +27,8 @@ use rand::rngs::StdRng;
 
 use super::sqlite::{self, Durability, Journal, OpenError, Record};
 use super::{
-    DefaultKeyspaceChanged, KeyspaceView, Limit, Limits, PoolInfo, PoolPatch, PoolTotals,
-    REAP_STEP, SNAPSHOT_NAMED, Snapshot, Store, StoreError, Upsert,
+    DefaultKeyspaceChanged, KeyspaceView, Limit, Limits, Page, PageRequest, PoolInfo, PoolPatch,
+    PoolTotals, REAP_STEP, SNAPSHOT_NAMED, Snapshot, Store, StoreError, Upsert,
 };
 use crate::clock::Clock;
 use crate::core::{
@@ -52,7 +53,7 @@ struct Engine {
     pools: HashMap<Name, Pool>,
     keyspaces: HashMap<Name, Keyspace>,
     /// The names of `pools` and `keyspaces` in order, so `/metrics` reads
-    /// the first few in O(few) (pools and keyspaces are never removed).
+    /// the first few and a listing reads a page in O(page · log n).
     pool_names: BTreeSet<Name>,
     keyspace_names: BTreeSet<Name>,
     /// Sums of every pool's counts, kept in step by [`Engine::with_pool`]
@@ -160,6 +161,25 @@ impl Engine {
         Ok(Upsert::Created)
     }
 
+    /// Takes a pool out of every index (names, totals, due index), so from
+    /// now on nothing finds it and its place under `--max-pools` is free.
+    /// Returns it, to be dropped off the lock. O(log pools).
+    fn remove_pool(&mut self, name: &Name) -> Option<Pool> {
+        let pool = self.pools.remove(name)?;
+        self.pool_names.remove(name);
+        if let Some(at) = self.due_at.remove(name) {
+            self.due.remove(&(at, name.clone()));
+        }
+        let (stats, expired) = (pool.stats(), pool.expired_total());
+        let t = &mut self.totals;
+        t.stats.total -= stats.total;
+        t.stats.free -= stats.free;
+        t.stats.leased -= stats.leased;
+        t.expired.keys -= expired.keys;
+        t.expired.leases -= expired.leases;
+        Some(pool)
+    }
+
     /// Queues the records (if journaling) and returns the sequence number
     /// the reply must wait for.
     fn commit(&mut self, records: Vec<Record>) -> u64 {
@@ -167,6 +187,32 @@ impl Engine {
             Some(j) => j.append(records),
             None => 0,
         }
+    }
+}
+
+/// The names of `names` strictly after `page.after`, at most `limit + 1`
+/// of them (the extra one tells whether more follow). O(limit · log n).
+fn page_names(names: &BTreeSet<Name>, page: &PageRequest) -> Vec<Name> {
+    let start = match &page.after {
+        Some(after) => Bound::Excluded(after.as_str()),
+        None => Bound::Unbounded,
+    };
+    names
+        .range::<str, _>((start, Bound::Unbounded))
+        .take(page.limit.get() + 1)
+        .cloned()
+        .collect()
+}
+
+/// Drops something big (a pool of 10^6 keys, a keyspace of as many
+/// activations) on the blocking pool, so the request that deleted it
+/// answers at once and no async worker stalls on freeing memory.
+fn drop_off_path<T: Send + 'static>(value: T) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn_blocking(move || drop(value));
+        }
+        Err(_) => drop(value),
     }
 }
 
@@ -596,6 +642,74 @@ impl Store for LocalStore {
             Ok(status)
         })
         .await
+    }
+
+    /// O(limit · log pools) under the lock: a range of the ordered names.
+    async fn list_pools(&self, page: &PageRequest) -> Result<Page<PoolInfo>, StoreError> {
+        self.run(|engine, _| {
+            let items = page_names(&engine.pool_names, page)
+                .into_iter()
+                .filter_map(|name| Some(Self::pool_info(&name, engine.pools.get(&name)?)))
+                .collect();
+            Ok(Page::from_overfetch(items, page.limit, |p: &PoolInfo| {
+                p.name.as_str().to_owned()
+            }))
+        })
+        .await
+    }
+
+    /// O(limit · log keyspaces) under the lock.
+    async fn list_keyspaces(&self, page: &PageRequest) -> Result<Page<KeyspaceView>, StoreError> {
+        self.run(|engine, _| {
+            let items = page_names(&engine.keyspace_names, page)
+                .into_iter()
+                .filter_map(|name| Some(Self::keyspace_view(&name, engine.keyspaces.get(&name)?)))
+                .collect();
+            Ok(Page::from_overfetch(
+                items,
+                page.limit,
+                |k: &KeyspaceView| k.name.as_str().to_owned(),
+            ))
+        })
+        .await
+    }
+
+    /// O(log pools) under the lock: the pool leaves every index, one
+    /// journal record marks it deleted (the writer reclaims its rows in
+    /// bounded batches), and its keys are freed on the blocking pool.
+    async fn delete_pool(&self, name: &Name) -> Result<(), StoreError> {
+        if *name == Name::default_name() {
+            return Err(StoreError::CannotDeleteDefault);
+        }
+        let pool = self
+            .run(|engine, records| {
+                let pool = engine.remove_pool(name).ok_or(StoreError::PoolNotFound)?;
+                records.push(Record::DropPool { name: name.clone() });
+                Ok(pool)
+            })
+            .await?;
+        drop_off_path(pool);
+        Ok(())
+    }
+
+    /// O(log keyspaces) under the lock, as [`LocalStore::delete_pool`].
+    async fn delete_keyspace(&self, name: &Name) -> Result<(), StoreError> {
+        if *name == Name::default_name() {
+            return Err(StoreError::CannotDeleteDefault);
+        }
+        let keyspace = self
+            .run(|engine, records| {
+                let ks = engine
+                    .keyspaces
+                    .remove(name)
+                    .ok_or(StoreError::KeyspaceNotFound)?;
+                engine.keyspace_names.remove(name);
+                records.push(Record::DropKeyspace { name: name.clone() });
+                Ok(ks)
+            })
+            .await?;
+        drop_off_path(keyspace);
+        Ok(())
     }
 
     /// Visits only the pools the due index says are due: O(m log n) for

@@ -48,6 +48,7 @@ impl PoolPatch {
             lease_ttl: self.lease_ttl.unwrap_or(base.lease_ttl),
             keepalive_ttl: self.keepalive_ttl.unwrap_or(base.keepalive_ttl),
             key_length: self.key_length.unwrap_or(base.key_length),
+            ..base
         }
     }
 }
@@ -179,6 +180,72 @@ pub struct KeyspaceView {
     pub info: KeyspaceInfo,
 }
 
+/// How many items one page may hold: 1 to [`PageLimit::MAX`], by default
+/// [`PageLimit::DEFAULT`]. Parsed at the edge; cannot hold another value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageLimit(usize);
+
+impl PageLimit {
+    /// Most items per page.
+    pub const MAX: usize = 1000;
+    /// Items per page when the caller names no limit.
+    pub const DEFAULT: Self = Self(100);
+
+    /// `Some` for 1 to [`PageLimit::MAX`]. O(1).
+    pub fn new(n: usize) -> Option<Self> {
+        (1..=Self::MAX).contains(&n).then_some(Self(n))
+    }
+
+    /// The number. O(1).
+    pub fn get(self) -> usize {
+        self.0
+    }
+}
+
+impl Default for PageLimit {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Which page of a listing ordered by name (pools, keyspaces, and later a
+/// pool's keys): the items strictly after `after`, at most `limit`. Paging
+/// by the last name seen, not by an offset, is what keeps a name that
+/// exists throughout from being skipped or repeated when others are
+/// created or deleted between pages.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PageRequest {
+    /// The last name of the previous page; `None` for the first page.
+    pub after: Option<String>,
+    /// Most items.
+    pub limit: PageLimit,
+}
+
+/// One page of a listing: the items in order, and where the next page
+/// starts (`None` when this one reached the end).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page<T> {
+    /// The items, ordered by name.
+    pub items: Vec<T>,
+    /// The last name of this page when more may follow.
+    pub next: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// A page of `items` read with `limit + 1` asked for: the extra one
+    /// only says whether more follow and is dropped. O(1).
+    pub fn from_overfetch(
+        mut items: Vec<T>,
+        limit: PageLimit,
+        name: impl Fn(&T) -> String,
+    ) -> Self {
+        let more = items.len() > limit.get();
+        items.truncate(limit.get());
+        let next = if more { items.last().map(name) } else { None };
+        Self { items, next }
+    }
+}
+
 /// Whether a `PUT` made something new.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Upsert {
@@ -204,6 +271,9 @@ pub enum StoreError {
     /// No keyspace has that name.
     #[error("no such keyspace")]
     KeyspaceNotFound,
+    /// The `default` pool or keyspace cannot be deleted.
+    #[error("the default pool and keyspace cannot be deleted")]
+    CannotDeleteDefault,
     /// A keyspace exists with another alphabet or length.
     #[error("the keyspace exists with another alphabet or length")]
     KeyspaceImmutable,
@@ -277,6 +347,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Activates an issued token, once.
     async fn activate_token(&self, keyspace: &Name, token: &str)
     -> Result<TokenStatus, StoreError>;
+    /// A page of pools ordered by name, each as [`Store::pool_info`] gives
+    /// it. O(limit · log n) (on Redis: one call per pool of the page).
+    async fn list_pools(&self, page: &PageRequest) -> Result<Page<PoolInfo>, StoreError>;
+    /// A page of keyspaces ordered by name, each as
+    /// [`Store::keyspace_info`] gives it. O(limit · log n).
+    async fn list_keyspaces(&self, page: &PageRequest) -> Result<Page<KeyspaceView>, StoreError>;
+    /// Deletes a pool and its keys: from the answer on, every operation
+    /// finds no such pool and a new one of that name starts empty. Its
+    /// place under `max_pools` is free at once; its storage is reclaimed
+    /// in bounded steps in the background. `CannotDeleteDefault` for the
+    /// `default` pool. O(log n) on the request path.
+    async fn delete_pool(&self, pool: &Name) -> Result<(), StoreError>;
+    /// Deletes a keyspace and its activations, as [`Store::delete_pool`]
+    /// does a pool. O(log n) on the request path.
+    async fn delete_keyspace(&self, keyspace: &Name) -> Result<(), StoreError>;
     /// Applies due expiry in every pool, in bounded steps. Called by the
     /// background reaper.
     async fn expire_due(&self) -> Result<Expired, StoreError>;

@@ -23,8 +23,20 @@
 //!
 //! Reading back, and refusing rows that make no sense, is `load`'s job.
 //!
+//! Deleting a pool or keyspace must answer at once whatever its size, and
+//! its name must be free for a new, empty one at once. So a pool's rows
+//! in `keys` and `leases` (a keyspace's in `activations`) are filed under
+//! its `rows_key`: its name, or `NAME/N` for one created while an older
+//! pool of that name is still being reclaimed (`/` cannot occur in a
+//! name). The deletion removes the `pools` (`keyspaces`) row and files the
+//! `rows_key` in `reclaim` in the transaction that acknowledges it; the
+//! writer then deletes the filed rows `RECLAIM_STEP` at a time while it
+//! has nothing else to do, and `load` ignores rows filed there, so a
+//! restart in the middle neither resurrects the pool nor stops on its
+//! rows, and the writer carries on.
+//!
 //! Tables (readable with the `sqlite3` shell): `pools`, `keys`, `leases`,
-//! `keyspaces`, `activations`, `schema_version`.
+//! `keyspaces`, `activations`, `reclaim`, `schema_version`.
 
 mod files;
 mod load;
@@ -37,7 +49,7 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::watch;
 
 use super::StoreError;
@@ -56,7 +68,10 @@ const COMMIT_RETRY_MAX: Duration = Duration::from_secs(2);
 /// `PRAGMA application_id` of a keyward database ("KWRD").
 const APPLICATION_ID: i32 = 0x4B57_5244;
 /// Schema version this build writes; older files are migrated forward.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
+/// Most rows of a deleted pool or keyspace removed per reclaim commit, so
+/// reclaiming 10^6 keys never holds the writer for long.
+const RECLAIM_STEP: i64 = 10_000;
 
 const MIGRATIONS: &[&str] = &[
     // 1: the initial schema.
@@ -104,6 +119,18 @@ const MIGRATIONS: &[&str] = &[
         WHERE lease_id > 0 AND leased_until_ms IS NOT NULL;
     ALTER TABLE keys DROP COLUMN lease_id;
     ALTER TABLE keys DROP COLUMN leased_until_ms;",
+    // 3: deletion. `rows_key` (NULL: the name) is what the pool's rows in
+    // `keys`/`leases` (the keyspace's in `activations`) are filed under;
+    // `reclaim` lists the row sets of deleted ones still to be removed.
+    // AUTOINCREMENT: its ids never repeat, so `NAME/id` names a new row
+    // set once.
+    "ALTER TABLE pools ADD COLUMN rows_key TEXT;
+    ALTER TABLE keyspaces ADD COLUMN rows_key TEXT;
+    CREATE TABLE reclaim (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL CHECK (kind IN ('pool', 'keyspace')),
+        rows_key TEXT NOT NULL
+    );",
 ];
 
 /// One row-level change to write.
@@ -152,6 +179,154 @@ pub(crate) enum Record {
         /// When.
         at: Timestamp,
     },
+    /// A pool was deleted: its row goes, its keys are reclaimed later.
+    DropPool {
+        /// The pool.
+        name: Name,
+    },
+    /// A keyspace was deleted: its row goes, its activations later.
+    DropKeyspace {
+        /// The keyspace.
+        name: Name,
+    },
+}
+
+/// What each pool's and keyspace's rows are filed under (see the module
+/// doc), kept by the writer; and whether deleted row sets remain.
+#[derive(Debug, Default)]
+pub(crate) struct RowKeys {
+    pub(crate) pools: HashMap<Name, String>,
+    pub(crate) keyspaces: HashMap<Name, String>,
+    pub(crate) reclaiming: bool,
+}
+
+/// `reclaim.kind` of a pool's and a keyspace's row sets.
+const POOL: &str = "pool";
+const KEYSPACE: &str = "keyspace";
+
+/// The changes one batch makes to [`RowKeys`], applied only once it is
+/// committed, so a failed commit retried later sees the map as it was.
+struct RowOverlay<'a> {
+    base: &'a RowKeys,
+    pools: HashMap<Name, Option<String>>,
+    keyspaces: HashMap<Name, Option<String>>,
+    dropped: bool,
+}
+
+impl<'a> RowOverlay<'a> {
+    fn new(base: &'a RowKeys) -> Self {
+        Self {
+            base,
+            pools: HashMap::new(),
+            keyspaces: HashMap::new(),
+            dropped: false,
+        }
+    }
+
+    fn get(&self, kind: &str, name: &Name) -> Option<String> {
+        let (overlay, base) = if kind == POOL {
+            (&self.pools, &self.base.pools)
+        } else {
+            (&self.keyspaces, &self.base.keyspaces)
+        };
+        match overlay.get(name) {
+            Some(rows) => rows.clone(),
+            None => base.get(name).cloned(),
+        }
+    }
+
+    /// The row key of `name`, choosing one if it is new: its name unless
+    /// rows of that key are still being reclaimed, else `NAME/N` with `N`
+    /// the last reclaim id (ids only grow, and a name is deleted between
+    /// two creations, so no `NAME/N` is chosen twice). O(log n).
+    fn assign(
+        &mut self,
+        tx: &rusqlite::Transaction<'_>,
+        kind: &'static str,
+        name: &Name,
+    ) -> rusqlite::Result<String> {
+        if let Some(rows) = self.get(kind, name) {
+            return Ok(rows);
+        }
+        let pending: bool = tx
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM reclaim WHERE kind = ?1 AND rows_key = ?2)",
+            )?
+            .query_row(params![kind, name.as_str()], |r| r.get(0))?;
+        let rows = if pending {
+            let last: i64 = tx
+                .prepare_cached(
+                    "SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'reclaim'",
+                )?
+                .query_row([], |r| r.get(0))?;
+            format!("{name}/{last}")
+        } else {
+            name.as_str().to_owned()
+        };
+        let map = if kind == POOL {
+            &mut self.pools
+        } else {
+            &mut self.keyspaces
+        };
+        map.insert(name.clone(), Some(rows.clone()));
+        Ok(rows)
+    }
+
+    /// Files `name`'s rows for reclaiming; it has none from now on.
+    fn drop_rows(
+        &mut self,
+        tx: &rusqlite::Transaction<'_>,
+        kind: &'static str,
+        name: &Name,
+    ) -> rusqlite::Result<()> {
+        if let Some(rows) = self.get(kind, name) {
+            tx.prepare_cached("INSERT INTO reclaim (kind, rows_key) VALUES (?1, ?2)")?
+                .execute(params![kind, rows])?;
+            self.dropped = true;
+        }
+        let map = if kind == POOL {
+            &mut self.pools
+        } else {
+            &mut self.keyspaces
+        };
+        map.insert(name.clone(), None);
+        Ok(())
+    }
+
+    /// The batch's changes, to apply once it is committed.
+    fn into_changes(self) -> RowChanges {
+        RowChanges {
+            pools: self.pools,
+            keyspaces: self.keyspaces,
+            dropped: self.dropped,
+        }
+    }
+}
+
+/// What a committed batch changed in [`RowKeys`].
+struct RowChanges {
+    pools: HashMap<Name, Option<String>>,
+    keyspaces: HashMap<Name, Option<String>>,
+    dropped: bool,
+}
+
+impl RowChanges {
+    /// Makes the committed batch's changes the writer's map.
+    fn apply(self, base: &mut RowKeys) {
+        for (name, rows) in self.pools {
+            match rows {
+                Some(rows) => base.pools.insert(name, rows),
+                None => base.pools.remove(&name),
+            };
+        }
+        for (name, rows) in self.keyspaces {
+            match rows {
+                Some(rows) => base.keyspaces.insert(name, rows),
+                None => base.keyspaces.remove(&name),
+            };
+        }
+        base.reclaiming |= self.dropped;
+    }
 }
 
 /// How far the writer got: entries up to `durable` are committed; entries
@@ -406,6 +581,7 @@ fn pid_note(holder: &Option<u32>) -> String {
 #[derive(Debug)]
 pub(crate) struct Database {
     conn: Connection,
+    rows: RowKeys,
     watch: Watch,
     _lock: DbLock,
 }
@@ -458,12 +634,13 @@ pub(crate) fn open(path: &Path) -> Result<(Database, Loaded), OpenError> {
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(sql)?;
     migrate(&mut conn, path)?;
-    let loaded = load::load(&conn, path)?;
+    let (loaded, rows) = load::load(&conn, path)?;
     // The WAL exists now: the migration wrote through it.
     let watch = Watch::new(path, &lock)?;
     Ok((
         Database {
             conn,
+            rows,
             watch,
             _lock: lock,
         },
@@ -553,6 +730,26 @@ fn write_loop(
     let mut closed = false;
     let mut failures_when_closed = 0;
     loop {
+        if pending.is_empty() && db.rows.reclaiming {
+            // Reclaiming only while nothing else waits: one bounded step,
+            // then look at the queue again.
+            match rx.try_recv() {
+                Ok(entry) => pending.push(entry),
+                Err(mpsc::TryRecvError::Empty) => {
+                    match reclaim_step(&mut db.conn) {
+                        Ok(more) => db.rows.reclaiming = more,
+                        Err(e) => {
+                            // Picked up again after the next deletion or
+                            // restart; a failing disk shows in commits too.
+                            tracing::warn!(error = %e, "reclaiming a deleted pool's rows failed");
+                            db.rows.reclaiming = false;
+                        }
+                    }
+                    continue;
+                }
+                Err(mpsc::TryRecvError::Disconnected) => return,
+            }
+        }
         if pending.is_empty() {
             match rx.recv_timeout(IDLE_CHECK) {
                 Ok(entry) => pending.push(entry),
@@ -577,7 +774,7 @@ fn write_loop(
         }
         let last = pending.last().map_or(0, |e| e.0);
         let started = Instant::now();
-        let written = write_batch(&mut db.conn, &pending);
+        let written = write_batch(&mut db.conn, &mut db.rows, &pending);
         // A deleted file takes commits without error, and they vanish with
         // the process: acknowledge only what is in the files on disk. Three
         // `stat`s per group commit, next to an fsync.
@@ -648,75 +845,74 @@ fn lost(
     while rx.recv().is_ok() {}
 }
 
-/// Writes the entries in one transaction. Only the last state of each
-/// key and pool in the batch is written (a lease and its release in the
-/// same batch cost one row write), and a key's own row only if something
-/// other than its lease changed; keyspace rows keep their order.
-fn write_batch(conn: &mut Connection, entries: &[(u64, Vec<Record>)]) -> rusqlite::Result<()> {
+/// One bounded step of reclaiming: removes up to `RECLAIM_STEP` rows of
+/// the oldest deleted row set (leases first, then keys; or activations),
+/// and its `reclaim` entry once none are left. Returns whether any entry
+/// remains. O(RECLAIM_STEP · log n).
+fn reclaim_step(conn: &mut Connection) -> rusqlite::Result<bool> {
     let tx = conn.transaction()?;
-    let mut pools: HashMap<&Name, (&PoolSettings, u64)> = HashMap::new();
-    // Per key: its last change, and whether its `keys` row changed.
-    let mut keys: HashMap<(&Name, &str), (&KeyChange, bool)> = HashMap::new();
-    {
-        for record in entries.iter().flat_map(|e| &e.1) {
-            match record {
-                Record::Pool {
-                    name,
-                    settings,
-                    last_lease_id,
-                } => {
-                    pools.insert(name, (settings, *last_lease_id));
-                }
-                Record::Key { pool, change } => {
-                    let (key, row_changed) = match change {
-                        KeyChange::Put(k) => (k.key.as_str(), true),
-                        KeyChange::Lease(k) => (k.key.as_str(), false),
-                        KeyChange::Remove(key) => (key.as_str(), true),
-                    };
-                    let entry = keys.entry((pool, key)).or_insert((change, false));
-                    *entry = (change, entry.1 || row_changed);
-                }
-                Record::Keyspace {
-                    name,
-                    spec,
-                    secret,
-                    issued,
-                } => {
-                    tx.prepare_cached(
-                        "INSERT INTO keyspaces (name, alphabet, length, secret, issued)
-                         VALUES (?1, ?2, ?3, ?4, ?5)
-                         ON CONFLICT (name) DO UPDATE SET alphabet = ?2, length = ?3,
-                            secret = ?4, issued = ?5",
-                    )?
-                    .execute(params![
-                        name.as_str(),
-                        spec.alphabet().as_str(),
-                        spec.length(),
-                        &secret.as_bytes()[..],
-                        issued.to_string(),
-                    ])?;
-                }
-                Record::Issued { name, issued } => {
-                    tx.prepare_cached("UPDATE keyspaces SET issued = ?2 WHERE name = ?1")?
-                        .execute(params![name.as_str(), issued.to_string()])?;
-                }
-                Record::Activation {
-                    keyspace,
-                    token,
-                    at,
-                } => {
-                    tx.prepare_cached(
-                        "INSERT OR REPLACE INTO activations (keyspace, token, activated_at_ms)
-                         VALUES (?1, ?2, ?3)",
-                    )?
-                    .execute(params![
-                        keyspace.as_str(),
-                        token,
-                        at.as_millis() as i64
-                    ])?;
-                }
-            }
-        }
+    let Some((id, kind, rows)) = tx
+        .query_row(
+            "SELECT id, kind, rows_key FROM reclaim ORDER BY id LIMIT 1",
+            [],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            },
+        )
+        .optional()?
+    else {
+        return Ok(false);
+    };
+    let removed = if kind == POOL {
+        let leases = tx.execute(
+            "DELETE FROM leases WHERE pool = ?1
+             AND key IN (SELECT key FROM leases WHERE pool = ?1 LIMIT ?2)",
+            params![rows, RECLAIM_STEP],
+        )?;
+        leases
+            + tx.execute(
+                "DELETE FROM keys WHERE pool = ?1
+                 AND key IN (SELECT key FROM keys WHERE pool = ?1 LIMIT ?2)",
+                params![rows, RECLAIM_STEP],
+            )?
+    } else {
+        tx.execute(
+            "DELETE FROM activations WHERE keyspace = ?1
+             AND token IN (SELECT token FROM activations WHERE keyspace = ?1 LIMIT ?2)",
+            params![rows, RECLAIM_STEP],
+        )?
+    };
+    if removed == 0 {
+        tx.execute("DELETE FROM reclaim WHERE id = ?1", [id])?;
+    }
+    tx.commit()?;
+    Ok(true)
+}
+
+/// A run of key and pool records between two deletions: only the last
+/// state of each key and pool in it is written (a lease and its release in
+/// the same batch cost one row write), and a key's own row only if
+/// something other than its lease changed.
+#[derive(Default)]
+struct Segment<'a> {
+    pools: HashMap<&'a Name, (&'a PoolSettings, u64)>,
+    keys: HashMap<(&'a Name, &'a str), (&'a KeyChange, bool)>,
+}
+
+impl Segment<'_> {
+    fn write(
+        &mut self,
+        tx: &rusqlite::Transaction<'_>,
+        rows: &RowOverlay<'_>,
+    ) -> rusqlite::Result<()> {
+        let rows_of = |pool: &Name| {
+            rows.get(POOL, pool)
+                .unwrap_or_else(|| pool.as_str().to_owned())
+        };
         let mut put_key = tx.prepare_cached(
             "INSERT INTO keys (pool, key, created_at_ms, alive_until_ms) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (pool, key) DO UPDATE SET created_at_ms = ?3, alive_until_ms = ?4",
@@ -727,12 +923,13 @@ fn write_batch(conn: &mut Connection, entries: &[(u64, Vec<Record>)]) -> rusqlit
              ON CONFLICT (pool, key) DO UPDATE SET lease_id = ?3, leased_until_ms = ?4",
         )?;
         let mut del_lease = tx.prepare_cached("DELETE FROM leases WHERE pool = ?1 AND key = ?2")?;
-        for ((pool, key), (change, row_changed)) in keys {
+        for ((pool, key), (change, row_changed)) in self.keys.drain() {
+            let pool = rows_of(pool);
             match change {
                 KeyChange::Put(k) | KeyChange::Lease(k) => {
                     if row_changed {
                         put_key.execute(params![
-                            pool.as_str(),
+                            pool,
                             key,
                             k.created_at.as_millis() as i64,
                             k.alive_until.as_millis() as i64,
@@ -740,35 +937,126 @@ fn write_batch(conn: &mut Connection, entries: &[(u64, Vec<Record>)]) -> rusqlit
                     }
                     match k.lease {
                         Some(l) => put_lease.execute(params![
-                            pool.as_str(),
+                            pool,
                             key,
                             l.id as i64,
                             l.until.as_millis() as i64,
                         ])?,
-                        None => del_lease.execute(params![pool.as_str(), key])?,
+                        None => del_lease.execute(params![pool, key])?,
                     };
                 }
                 KeyChange::Remove(_) => {
-                    del_key.execute(params![pool.as_str(), key])?;
-                    del_lease.execute(params![pool.as_str(), key])?;
+                    del_key.execute(params![pool, key])?;
+                    del_lease.execute(params![pool, key])?;
                 }
             }
         }
         let mut put_pool = tx.prepare_cached(
-            "INSERT INTO pools (name, lease_ttl_ms, keepalive_ttl_ms, key_length, last_lease_id)
-             VALUES (?1, ?2, ?3, ?4, ?5)
+            "INSERT INTO pools (name, lease_ttl_ms, keepalive_ttl_ms, key_length, last_lease_id,
+                rows_key)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (name) DO UPDATE SET lease_ttl_ms = ?2, keepalive_ttl_ms = ?3,
                 key_length = ?4, last_lease_id = max(last_lease_id, ?5)",
         )?;
-        for (name, (settings, last)) in pools {
+        for (name, (settings, last)) in self.pools.drain() {
             put_pool.execute(params![
                 name.as_str(),
                 settings.lease_ttl.as_millis() as i64,
                 settings.keepalive_ttl.as_millis() as i64,
                 settings.key_length.get() as i64,
                 last as i64,
+                rows_of(name),
             ])?;
         }
+        Ok(())
     }
-    tx.commit()
+}
+
+/// Writes the entries in one transaction, in runs between deletions (see
+/// [`Segment`]); keyspace rows keep their order. `rows` changes only if
+/// the transaction commits.
+fn write_batch(
+    conn: &mut Connection,
+    rows: &mut RowKeys,
+    entries: &[(u64, Vec<Record>)],
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    let mut overlay = RowOverlay::new(rows);
+    let mut segment = Segment::default();
+    for record in entries.iter().flat_map(|e| &e.1) {
+        match record {
+            Record::Pool {
+                name,
+                settings,
+                last_lease_id,
+            } => {
+                overlay.assign(&tx, POOL, name)?;
+                segment.pools.insert(name, (settings, *last_lease_id));
+            }
+            Record::Key { pool, change } => {
+                let (key, row_changed) = match change {
+                    KeyChange::Put(k) => (k.key.as_str(), true),
+                    KeyChange::Lease(k) => (k.key.as_str(), false),
+                    KeyChange::Remove(key) => (key.as_str(), true),
+                };
+                let entry = segment.keys.entry((pool, key)).or_insert((change, false));
+                *entry = (change, entry.1 || row_changed);
+            }
+            Record::DropPool { name } => {
+                segment.write(&tx, &overlay)?;
+                tx.prepare_cached("DELETE FROM pools WHERE name = ?1")?
+                    .execute([name.as_str()])?;
+                overlay.drop_rows(&tx, POOL, name)?;
+            }
+            Record::Keyspace {
+                name,
+                spec,
+                secret,
+                issued,
+            } => {
+                let rows_key = overlay.assign(&tx, KEYSPACE, name)?;
+                tx.prepare_cached(
+                    "INSERT INTO keyspaces (name, alphabet, length, secret, issued, rows_key)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (name) DO UPDATE SET alphabet = ?2, length = ?3,
+                        secret = ?4, issued = ?5",
+                )?
+                .execute(params![
+                    name.as_str(),
+                    spec.alphabet().as_str(),
+                    spec.length(),
+                    &secret.as_bytes()[..],
+                    issued.to_string(),
+                    rows_key,
+                ])?;
+            }
+            Record::Issued { name, issued } => {
+                tx.prepare_cached("UPDATE keyspaces SET issued = ?2 WHERE name = ?1")?
+                    .execute(params![name.as_str(), issued.to_string()])?;
+            }
+            Record::Activation {
+                keyspace,
+                token,
+                at,
+            } => {
+                let rows_key = overlay.assign(&tx, KEYSPACE, keyspace)?;
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO activations (keyspace, token, activated_at_ms)
+                     VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![rows_key, token, at.as_millis() as i64])?;
+            }
+            Record::DropKeyspace { name } => {
+                tx.prepare_cached("DELETE FROM keyspaces WHERE name = ?1")?
+                    .execute([name.as_str()])?;
+                overlay.drop_rows(&tx, KEYSPACE, name)?;
+            }
+        }
+    }
+    segment.write(&tx, &overlay)?;
+    drop(segment);
+    let changes = overlay.into_changes();
+    tx.commit()?;
+    changes.apply(rows);
+    Ok(())
 }

@@ -27,6 +27,16 @@ pub(super) fn settings(lease_ms: u64, keepalive_ms: u64) -> PoolSettings {
         lease_ttl: ttl(lease_ms),
         keepalive_ttl: ttl(keepalive_ms),
         key_length: KeyLength::DEFAULT,
+        recovery: Recovery::default(),
+        no_keepalive: false,
+    }
+}
+
+pub(super) fn expired(leases: u64, keys: u64) -> Expired {
+    Expired {
+        leases,
+        keys,
+        recovered: 0,
     }
 }
 
@@ -46,6 +56,7 @@ pub(super) fn stats(total: u64, free: u64, leased: u64) -> PoolStats {
         total,
         free,
         leased,
+        ..PoolStats::default()
     }
 }
 
@@ -389,10 +400,7 @@ fn keepalive_with_a_wrong_lease_id_changes_nothing() {
     assert_eq!(pool.get(free_key, at(T0 + 40)), Ok(free));
     // The deadlines did not move either.
     assert_eq!(pool.next_deadline(), Some(at(T0 + LEASE_MS)));
-    assert_eq!(
-        pool.expire(at(T0 + KEEPALIVE_MS)),
-        Expired { leases: 0, keys: 2 }
-    );
+    assert_eq!(pool.expire(at(T0 + KEEPALIVE_MS)), expired(0, 2));
 }
 
 #[test]
@@ -436,7 +444,7 @@ fn a_lease_expires_exactly_at_lease_ttl_and_returns_the_key_to_the_free_set() {
     assert_eq!(pool.lease(just_before, &mut rng), Err(PoolError::NoFreeKey));
 
     let deadline = at(T0 + 10 + LEASE_MS);
-    assert_eq!(pool.expire(deadline), Expired { leases: 1, keys: 0 });
+    assert_eq!(pool.expire(deadline), expired(1, 0));
     assert_eq!(pool.stats(), stats(1, 1, 0));
     let freed = pool.get(&keys[0], deadline).unwrap();
     assert_eq!(freed.lease, None);
@@ -470,16 +478,10 @@ fn a_key_without_keepalive_is_purged_at_keepalive_ttl_even_when_leased() {
 
     let just_before = at(now + KEEPALIVE_MS - 1);
     assert_eq!(pool.expire(at(T0 + KEEPALIVE_MS - 1)), Expired::default());
-    assert_eq!(
-        pool.expire(at(T0 + KEEPALIVE_MS)),
-        Expired { leases: 0, keys: 1 }
-    );
+    assert_eq!(pool.expire(at(T0 + KEEPALIVE_MS)), expired(0, 1));
     assert_eq!(pool.stats(), stats(2, 1, 1));
-    assert_eq!(pool.expire(just_before), Expired { leases: 1, keys: 0 });
-    assert_eq!(
-        pool.expire(at(now + KEEPALIVE_MS)),
-        Expired { leases: 0, keys: 2 }
-    );
+    assert_eq!(pool.expire(just_before), expired(1, 0));
+    assert_eq!(pool.expire(at(now + KEEPALIVE_MS)), expired(0, 2));
     assert_eq!(pool.stats(), stats(0, 0, 0));
     assert_eq!(pool.next_deadline(), None);
     for key in &keys {
@@ -503,7 +505,7 @@ fn a_key_without_keepalive_is_purged_at_keepalive_ttl_even_when_leased() {
     let mut pool = Pool::new(settings(1_000, 100), false);
     pool.generate(1, at(T0)).unwrap();
     let leased = pool.lease(at(T0), &mut rng).unwrap();
-    assert_eq!(pool.expire(at(T0 + 5_000)), Expired { leases: 0, keys: 1 });
+    assert_eq!(pool.expire(at(T0 + 5_000)), expired(0, 1));
     assert_eq!(
         pool.get(&leased.key, at(T0 + 5_000)),
         Err(PoolError::KeyNotFound)
@@ -519,9 +521,9 @@ fn expire_some_respects_its_limit() {
     }
     let late = at(T0 + LEASE_MS);
     assert_eq!(pool.expire_some(late, 0), Expired::default());
-    assert_eq!(pool.expire_some(late, 3), Expired { leases: 3, keys: 0 });
+    assert_eq!(pool.expire_some(late, 3), expired(3, 0));
     assert_eq!(pool.stats(), stats(10, 9, 1));
-    assert_eq!(pool.expire_some(late, 3), Expired { leases: 1, keys: 0 });
+    assert_eq!(pool.expire_some(late, 3), expired(1, 0));
     assert_eq!(pool.expire_some(late, 3), Expired::default());
 
     let later = at(T0 + KEEPALIVE_MS);
@@ -532,13 +534,7 @@ fn expire_some_respects_its_limit() {
         total.add(step);
         assert_eq!(pool.stats().total, expected_total);
     }
-    assert_eq!(
-        total,
-        Expired {
-            leases: 0,
-            keys: 10
-        }
-    );
+    assert_eq!(total, expired(0, 10));
 }
 
 #[test]
@@ -550,6 +546,7 @@ fn a_settings_change_applies_only_to_new_deadlines() {
         lease_ttl: ttl(500),
         keepalive_ttl: ttl(1_000),
         key_length: KeyLength::new(8).unwrap(),
+        ..settings(LEASE_MS, KEEPALIVE_MS)
     };
     pool.set_settings(new_settings);
     assert_eq!(pool.settings(), new_settings);
@@ -654,15 +651,15 @@ fn restore_rebuilds_an_equal_pool() {
 
 #[test]
 fn restore_raises_the_last_lease_id_to_the_highest_one_seen() {
-    let view = KeyView {
-        key: "restoredkey0000000001".to_owned(),
-        created_at: at(T0),
-        alive_until: at(T0 + KEEPALIVE_MS),
-        lease: Some(Lease {
+    let view = KeyView::new(
+        "restoredkey0000000001".to_owned(),
+        at(T0),
+        at(T0 + KEEPALIVE_MS),
+        Some(Lease {
             id: 41,
             until: at(T0 + LEASE_MS),
         }),
-    };
+    );
     let pool = Pool::restore(settings(LEASE_MS, KEEPALIVE_MS), 7, [view.clone()], false);
     assert_eq!(pool.last_lease_id(), 41);
     let mut pool = Pool::restore(settings(LEASE_MS, KEEPALIVE_MS), 99, [view.clone()], false);
@@ -670,23 +667,21 @@ fn restore_raises_the_last_lease_id_to_the_highest_one_seen() {
     assert_eq!(pool.stats(), stats(1, 0, 1));
     assert_eq!(pool.get(&view.key, at(T0)), Ok(view.clone()));
     // A lease that fell due while down ends on the next call with `now`.
-    assert_eq!(
-        pool.expire(at(T0 + LEASE_MS)),
-        Expired { leases: 1, keys: 0 }
-    );
+    assert_eq!(pool.expire(at(T0 + LEASE_MS)), expired(1, 0));
     let next = pool.lease(at(T0 + LEASE_MS), &mut rng()).unwrap();
     assert_eq!(next.lease.unwrap().id, 100);
 }
 
 #[test]
 fn restore_keeps_the_last_record_of_a_duplicate_key() {
-    let older = KeyView {
-        key: "duplicatekey000000001".to_owned(),
-        created_at: at(T0),
-        alive_until: at(T0 + KEEPALIVE_MS),
-        lease: None,
-    };
+    let older = KeyView::new(
+        "duplicatekey000000001".to_owned(),
+        at(T0),
+        at(T0 + KEEPALIVE_MS),
+        None,
+    );
     let newer = KeyView {
+        state: KeyState::Leased,
         alive_until: at(T0 + 10 + KEEPALIVE_MS),
         lease: Some(Lease {
             id: 3,
@@ -771,4 +766,455 @@ fn next_deadline_is_the_earliest_lease_end_or_purge() {
     assert_eq!(pool.next_deadline(), Some(at(T0 + 5 + LEASE_MS)));
     pool.expire(at(T0 + 5 + LEASE_MS));
     assert_eq!(pool.next_deadline(), Some(at(T0 + KEEPALIVE_MS)));
+}
+
+// --- Key states: cooldown, quarantine, disable, import, labels, listing.
+
+fn reason(s: &str) -> Option<Reason> {
+    Some(Reason::parse(s).unwrap())
+}
+
+/// Leases `key` (the only free key of `pool`) at `now`; its lease id.
+fn lease_only(pool: &mut Pool, key: &str, now: u64) -> u64 {
+    let view = pool.lease(at(now), &mut rng()).unwrap();
+    assert_eq!(view.key, key);
+    view.lease.unwrap().id
+}
+
+/// A pool with one key, with quarantine `q` ms and `max` failures.
+fn one_key_pool(max: u64, q: u64) -> (Pool, String) {
+    let mut s = settings(LEASE_MS, 10 * 24 * 3600 * 1000);
+    s.recovery = Recovery {
+        cooldown: ttl(30),
+        max_failures: MaxFailures::new(max).unwrap(),
+        quarantine: ttl(q),
+    };
+    let mut pool = Pool::new(s, true);
+    let key = pool.generate(1, at(T0)).unwrap().remove(0).key;
+    (pool, key)
+}
+
+#[test]
+fn rate_limited_release_cools_the_key_for_retry_after_or_else_the_pool_cooldown() {
+    let (mut pool, key) = one_key_pool(3, 100);
+    let id = lease_only(&mut pool, &key, T0);
+    let after = Outcome::RateLimited {
+        retry_after: Some(ttl(500)),
+    };
+    let view = pool
+        .release_with(&key, Some(id), after, reason("429"), at(T0))
+        .unwrap();
+    assert_eq!(view.state, KeyState::Cooling);
+    assert_eq!(view.available_at, Some(at(T0 + 500)));
+    assert_eq!(view.lease, None);
+    assert_eq!(view.failures, 0);
+    pool.enable(&key, at(T0)).unwrap();
+    lease_only(&mut pool, &key, T0);
+    let default = Outcome::RateLimited { retry_after: None };
+    let view = pool
+        .release_with(&key, None, default, None, at(T0))
+        .unwrap();
+    assert_eq!(view.available_at, Some(at(T0 + 30)));
+}
+
+#[test]
+fn a_cooling_key_is_never_leased_and_is_free_again_at_its_available_at() {
+    let (mut pool, key) = one_key_pool(3, 100);
+    lease_only(&mut pool, &key, T0);
+    let cool = Outcome::RateLimited { retry_after: None };
+    pool.release_with(&key, None, cool, reason("slow down"), at(T0))
+        .unwrap();
+    assert_eq!(
+        pool.lease(at(T0 + 29), &mut rng()),
+        Err(PoolError::NoFreeKey)
+    );
+    assert_eq!(pool.stats().cooling, 1);
+    let view = pool.get(&key, at(T0 + 30)).unwrap();
+    assert_eq!(view.state, KeyState::Free);
+    assert_eq!((view.available_at, view.reason), (None, None));
+    assert_eq!(pool.expired_total().recovered, 1);
+    lease_only(&mut pool, &key, T0 + 30);
+}
+
+#[test]
+fn failed_releases_quarantine_the_key_only_when_failures_reach_max_failures() {
+    let (mut pool, key) = one_key_pool(3, 100);
+    for failures in 1..=2 {
+        lease_only(&mut pool, &key, T0);
+        let view = pool.release_with(&key, None, Outcome::Failed, reason("500"), at(T0));
+        let view = view.unwrap();
+        assert_eq!(
+            (view.state, view.failures, view.reason),
+            (KeyState::Free, failures, None)
+        );
+    }
+    lease_only(&mut pool, &key, T0);
+    let view = pool.release_with(&key, None, Outcome::Failed, reason("500"), at(T0));
+    let view = view.unwrap();
+    assert_eq!(view.state, KeyState::Quarantined);
+    assert_eq!(view.available_at, Some(at(T0 + 100)));
+    assert_eq!((view.failures, view.quarantines), (3, 1));
+    assert_eq!(view.reason, reason("500"));
+    assert_eq!(
+        pool.lease(at(T0 + 99), &mut rng()),
+        Err(PoolError::NoFreeKey)
+    );
+}
+
+#[test]
+fn a_key_back_from_quarantine_is_on_probation_and_quarantined_again_for_twice_as_long() {
+    let (mut pool, key) = one_key_pool(2, 100);
+    let mut now = T0;
+    for (n, length) in [(1, 100), (2, 200), (3, 400), (4, 800)] {
+        for _ in 0..if n == 1 { 2 } else { 1 } {
+            lease_only(&mut pool, &key, now);
+            pool.release_with(&key, None, Outcome::Failed, None, at(now))
+                .unwrap();
+        }
+        let view = pool.get(&key, at(now)).unwrap();
+        assert_eq!(view.state, KeyState::Quarantined, "quarantine {n}");
+        assert_eq!(view.quarantines, n);
+        assert_eq!(view.available_at, Some(at(now + length)));
+        now += length;
+        assert_eq!(pool.get(&key, at(now)).unwrap().state, KeyState::Free);
+    }
+    // An `ok` ends probation: failures and the doubling start again.
+    lease_only(&mut pool, &key, now);
+    let view = pool.release(&key, None, at(now)).unwrap();
+    assert_eq!((view.failures, view.quarantines), (0, 0));
+    lease_only(&mut pool, &key, now);
+    let view = pool
+        .release_with(&key, None, Outcome::Failed, None, at(now))
+        .unwrap();
+    assert_eq!(
+        view.state,
+        KeyState::Free,
+        "one failure is below max_failures again"
+    );
+}
+
+#[test]
+fn quarantine_doubling_stops_at_24_hours() {
+    let day = Recovery::MAX_QUARANTINE_MS;
+    let r = Recovery {
+        quarantine: ttl(3_600_000),
+        ..Recovery::default()
+    };
+    assert_eq!(r.quarantine_end(1, at(0)), at(3_600_000));
+    assert_eq!(r.quarantine_end(5, at(0)), at(16 * 3_600_000));
+    assert_eq!(r.quarantine_end(6, at(0)), at(day));
+    assert_eq!(r.quarantine_end(u32::MAX, at(0)), at(day));
+    let long = Recovery {
+        quarantine: ttl(2 * day),
+        ..Recovery::default()
+    };
+    assert_eq!(
+        long.quarantine_end(3, at(0)),
+        at(2 * day),
+        "never below the base"
+    );
+}
+
+#[test]
+fn disable_ends_a_lease_now_and_the_old_holders_lease_id_is_refused() {
+    let (mut pool, key) = one_key_pool(3, 100);
+    let id = lease_only(&mut pool, &key, T0);
+    let view = pool.disable(&key, reason("leaked"), at(T0)).unwrap();
+    assert_eq!((view.state, view.lease), (KeyState::Disabled, None));
+    assert_eq!(view.reason, reason("leaked"));
+    assert_eq!(
+        pool.release(&key, Some(id), at(T0)),
+        Err(PoolError::NotLeased)
+    );
+    assert_eq!(
+        pool.keepalive(&key, Some(id), at(T0)),
+        Err(PoolError::LeaseMismatch)
+    );
+    assert_eq!(
+        pool.lease(at(T0 + 1_000_000), &mut rng()),
+        Err(PoolError::NoFreeKey)
+    );
+    assert_eq!(
+        pool.next_free_at(),
+        None,
+        "a disabled key never frees itself"
+    );
+    assert_eq!(pool.next_deadline(), Some(at(T0 + 10 * 24 * 3600 * 1000)));
+}
+
+#[test]
+fn enable_frees_a_cooling_quarantined_or_disabled_key_with_failures_reset() {
+    let (mut pool, key) = one_key_pool(1, 100);
+    lease_only(&mut pool, &key, T0);
+    pool.release_with(&key, None, Outcome::Failed, reason("x"), at(T0))
+        .unwrap();
+    let view = pool.enable(&key, at(T0)).unwrap();
+    assert_eq!(view.state, KeyState::Free);
+    assert_eq!((view.failures, view.quarantines, view.reason), (0, 0, None));
+    assert_eq!(pool.next_deadline(), Some(at(T0 + 10 * 24 * 3600 * 1000)));
+    pool.disable(&key, None, at(T0)).unwrap();
+    assert_eq!(pool.enable(&key, at(T0)).unwrap().state, KeyState::Free);
+    // A leased key stays leased.
+    let id = lease_only(&mut pool, &key, T0);
+    assert_eq!(
+        pool.enable(&key, at(T0)).unwrap().lease.map(|l| l.id),
+        Some(id)
+    );
+    assert_eq!(
+        pool.enable("nosuchkey", at(T0)),
+        Err(PoolError::KeyNotFound)
+    );
+}
+
+#[test]
+fn with_no_free_key_next_free_at_is_the_earliest_lease_cooldown_or_quarantine_end() {
+    let mut pool = Pool::new(settings(LEASE_MS, KEEPALIVE_MS), false);
+    pool.generate(3, at(T0)).unwrap();
+    let a = pool.lease(at(T0), &mut rng()).unwrap().key;
+    let b = pool.lease(at(T0), &mut rng()).unwrap().key;
+    let c = pool.lease(at(T0 + 5), &mut rng()).unwrap().key;
+    let cool = Outcome::RateLimited {
+        retry_after: Some(ttl(10)),
+    };
+    pool.release_with(&a, None, cool, None, at(T0)).unwrap();
+    pool.disable(&b, None, at(T0)).unwrap();
+    assert_eq!(
+        pool.lease(at(T0 + 5), &mut rng()),
+        Err(PoolError::NoFreeKey)
+    );
+    assert_eq!(
+        pool.next_free_at(),
+        Some(at(T0 + 10)),
+        "the cooldown ends first"
+    );
+    assert_eq!(pool.lease(at(T0 + 10), &mut rng()).unwrap().key, a);
+    assert_eq!(
+        pool.next_free_at(),
+        Some(at(T0 + 5 + LEASE_MS)),
+        "c's lease ends first"
+    );
+    pool.delete(&a, at(T0 + 10)).unwrap();
+    pool.delete(&c, at(T0 + 10)).unwrap();
+    assert_eq!(pool.next_free_at(), None);
+}
+
+#[test]
+fn cooldown_and_quarantine_ends_expire_in_bounded_steps_and_are_counted() {
+    let mut pool = Pool::new(settings(LEASE_MS, KEEPALIVE_MS), false);
+    pool.generate(5, at(T0)).unwrap();
+    for _ in 0..5 {
+        let key = pool.lease(at(T0), &mut rng()).unwrap().key;
+        let cool = Outcome::RateLimited {
+            retry_after: Some(ttl(20)),
+        };
+        pool.release_with(&key, None, cool, None, at(T0)).unwrap();
+    }
+    assert_eq!(pool.next_deadline(), Some(at(T0 + 20)));
+    let step = pool.expire_some(at(T0 + 20), 3);
+    assert_eq!((step.recovered, step.leases, step.keys), (3, 0, 0));
+    assert_eq!(pool.stats().cooling, 2);
+    assert_eq!(pool.expire(at(T0 + 20)).recovered, 2);
+    assert_eq!(pool.stats().free, 5);
+    assert_eq!(pool.expired_total().recovered, 5);
+}
+
+#[test]
+fn import_adds_new_keys_with_labels_and_reports_existing_ones_unchanged() {
+    let (mut pool, keys) = pool_with(1, true);
+    pool.drain_changes();
+    let gold = Labels::parse([("tier", "gold")]).unwrap();
+    let given = ["sk-live-1", &keys[0], "sk-live-1", "~!{}"];
+    let parsed = given.iter().map(|k| PoolKey::parse(k).unwrap());
+    let done = pool.import(parsed, &gold, at(T0 + 1)).unwrap();
+    let added: Vec<_> = done.added.iter().map(|v| v.key.as_str()).collect();
+    assert_eq!(added, ["sk-live-1", "~!{}"]);
+    assert!(
+        done.added
+            .iter()
+            .all(|v| v.labels == gold && v.created_at == at(T0 + 1))
+    );
+    assert_eq!(done.existing, [keys[0].clone(), "sk-live-1".to_owned()]);
+    assert_eq!(
+        pool.get(&keys[0], at(T0 + 1)).unwrap().labels,
+        Labels::default()
+    );
+    assert_eq!(pool.stats().total, 3);
+    assert_eq!(
+        pool.drain_changes().len(),
+        2,
+        "existing keys are not rewritten"
+    );
+}
+
+#[test]
+fn a_pool_key_is_1_to_256_visible_ascii_characters() {
+    assert!(PoolKey::parse("a").is_ok());
+    assert!(PoolKey::parse(&"~".repeat(256)).is_ok());
+    for bad in ["", " leading", "tab\tkey", "é", &"x".repeat(257)] {
+        assert_eq!(PoolKey::parse(bad), Err(InvalidPoolKey), "{bad:?}");
+    }
+}
+
+#[test]
+fn keys_sharing_a_label_set_hold_one_copy_until_the_last_is_gone() {
+    let mut pool = Pool::new(settings(LEASE_MS, KEEPALIVE_MS), false);
+    let gold = Labels::parse([("tier", "gold")]).unwrap();
+    let keys = pool.generate_labelled(100, &gold, at(T0)).unwrap();
+    pool.generate(10, at(T0)).unwrap();
+    assert_eq!(pool.label_sets(), 1);
+    assert!(keys.iter().all(|v| v.labels == gold));
+    for view in &keys {
+        pool.delete(&view.key, at(T0)).unwrap();
+    }
+    assert_eq!(pool.label_sets(), 0);
+}
+
+#[test]
+fn a_pool_without_keepalive_gives_keys_no_deadline_and_never_purges_them() {
+    let mut s = settings(LEASE_MS, KEEPALIVE_MS);
+    s.no_keepalive = true;
+    let mut pool = Pool::new(s, false);
+    let key = pool.generate(1, at(T0)).unwrap().remove(0);
+    assert!(key.no_keepalive);
+    assert_eq!(key.alive_deadline(), None);
+    assert_eq!(pool.next_deadline(), None);
+    let far = T0 + 1_000 * KEEPALIVE_MS;
+    assert_eq!(pool.expire(at(far)), Expired::default());
+    assert_eq!(pool.get(&key.key, at(far)).unwrap().alive_deadline(), None);
+    // Back to a keep-alive TTL: the next keep-alive sets a deadline again.
+    s.no_keepalive = false;
+    pool.set_settings(s);
+    let view = pool.keepalive(&key.key, None, at(far)).unwrap();
+    assert_eq!(view.alive_deadline(), Some(at(far + KEEPALIVE_MS)));
+    assert_eq!(pool.next_deadline(), Some(at(far + KEEPALIVE_MS)));
+}
+
+#[test]
+fn listing_a_state_lists_each_key_that_stays_in_it_exactly_once_while_others_change() {
+    let (mut pool, keys) = pool_with(50, false);
+    let mut r = rng();
+    for key in &keys[..20] {
+        pool.disable(key, None, at(T0)).unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut cursor = KeyCursor::START;
+    let mut pages = 0;
+    loop {
+        let page = pool.list(Some(KeyState::Free), cursor, 7, at(T0));
+        assert!(page.keys.len() <= 7);
+        assert!(page.keys.iter().all(|v| v.state == KeyState::Free));
+        seen.extend(page.keys.into_iter().map(|v| v.key));
+        // Meanwhile: new keys, leases, deletions and state changes.
+        pool.generate(3, at(T0)).unwrap();
+        pool.lease(at(T0), &mut r).unwrap();
+        pool.enable(&keys[pages], at(T0)).unwrap();
+        pages += 1;
+        match page.next {
+            Some(next) => cursor = next,
+            None => break,
+        }
+    }
+    let unique: HashSet<&String> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "no key is listed twice");
+    // Every key that was free throughout is in the listing.
+    for key in &keys[20..] {
+        let view = pool.get(key, at(T0)).unwrap();
+        if view.state == KeyState::Free {
+            assert!(unique.contains(key), "{key} missing");
+        }
+    }
+    let all = pool.list(None, KeyCursor::START, usize::MAX, at(T0));
+    assert_eq!(all.keys.len() as u64, pool.stats().total);
+    assert_eq!(all.next, None);
+    let disabled = pool.list(Some(KeyState::Disabled), KeyCursor::START, 100, at(T0));
+    assert_eq!(disabled.keys.len() as u64, pool.stats().disabled);
+}
+
+#[test]
+fn restore_brings_back_states_labels_failures_and_reasons() {
+    let mut s = settings(LEASE_MS, KEEPALIVE_MS);
+    s.recovery.max_failures = MaxFailures::new(1).unwrap();
+    let mut pool = Pool::new(s, true);
+    let gold = Labels::parse([("tier", "gold")]).unwrap();
+    pool.generate_labelled(4, &gold, at(T0)).unwrap();
+    let mut r = rng();
+    let a = pool.lease(at(T0), &mut r).unwrap().key;
+    let b = pool.lease(at(T0), &mut r).unwrap().key;
+    let c = pool.lease(at(T0), &mut r).unwrap().key;
+    pool.release_with(&a, None, Outcome::Failed, reason("5xx"), at(T0))
+        .unwrap();
+    let cool = Outcome::RateLimited { retry_after: None };
+    pool.release_with(&b, None, cool, reason("429"), at(T0))
+        .unwrap();
+    pool.disable(&c, reason("leaked"), at(T0)).unwrap();
+    let mut journal = BTreeMap::new();
+    replay(&mut journal, pool.drain_changes());
+    let mut restored = Pool::restore(s, pool.last_lease_id(), journal.values().cloned(), false);
+    assert_eq!(restored.stats(), pool.stats());
+    assert_eq!(restored.next_deadline(), pool.next_deadline());
+    for key in journal.keys() {
+        assert_eq!(restored.get(key, at(T0)), pool.get(key, at(T0)));
+    }
+    assert_eq!(restored.label_sets(), 1);
+}
+
+/// Resident memory of this process, in bytes (Linux).
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+#[test]
+#[ignore = "builds 10^7 keys (about 1.3 GB); run with --release -- --ignored --nocapture"]
+fn memory_per_key_at_ten_million_keys_stays_within_128_bytes() {
+    const N: usize = 10_000_000;
+    let gold = Labels::parse([("tier", "gold")]).unwrap();
+    let before = rss_bytes();
+    let mut pool = Pool::new(settings(LEASE_MS, 3_600_000), false);
+    while (pool.stats().total as usize) < N {
+        let batch = (N - pool.stats().total as usize).min(100_000);
+        // Half the keys share one label set: it is stored once.
+        let labels = match pool.stats().total % 200_000 {
+            0 => Labels::default(),
+            _ => gold.clone(),
+        };
+        pool.generate_labelled(batch, &labels, at(T0)).unwrap();
+    }
+    let generated = rss_bytes();
+    // A realistic mix: 10% leased, 1% cooling, 0.1% quarantined/disabled.
+    let mut r = rng();
+    for i in 0..N / 10 {
+        let key = pool.lease(at(T0), &mut r).unwrap().key;
+        match i % 100 {
+            0 => {
+                let cool = Outcome::RateLimited { retry_after: None };
+                pool.release_with(&key, None, cool, None, at(T0)).unwrap();
+            }
+            1 if i % 1000 == 1 => {
+                pool.disable(&key, Reason::parse("leaked").ok(), at(T0))
+                    .unwrap();
+            }
+            _ => {}
+        }
+    }
+    let mixed = rss_bytes();
+    let per_key = |rss: u64| (rss - before) as f64 / N as f64;
+    println!(
+        "{N} keys: {:.1} B/key all free, {:.1} B/key mixed ({:?}); size_of Option<Slot> = {}",
+        per_key(generated),
+        per_key(mixed),
+        pool.stats(),
+        std::mem::size_of::<Option<Slot>>()
+    );
+    assert!(per_key(mixed) <= 128.0, "{:.1} B per key", per_key(mixed));
+    // For the record: what an ordered tree of slot ids per state (the
+    // alternative to the bitsets) would add per key.
+    let tree_before = rss_bytes();
+    let tree: std::collections::BTreeSet<u32> = (0..N as u32).collect();
+    println!(
+        "a BTreeSet<u32> of every slot id: {:.1} B/key",
+        (rss_bytes() - tree_before) as f64 / tree.len() as f64
+    );
 }

@@ -182,7 +182,6 @@ impl Inner {
     /// the next operation initialises again.
     pub(super) fn failed(&self, e: RedisError) -> StoreError {
         self.ready.store(false, Ordering::Release);
-        lock(&self.registered).clear();
         StoreError::Unavailable(Box::new(e))
     }
 
@@ -228,9 +227,17 @@ impl Inner {
     async fn init(&self) -> Result<(), InitError> {
         let first = !self.flags_applied.load(Ordering::Acquire);
         let default = Name::default_name();
+        self.migrate_registries()
+            .await
+            .map_err(|e| InitError::Reply(crate::store::ErrorChain(&e).to_string()))?;
         let mut handle = self.handle().await.map_err(InitError::Redis)?;
         handle
-            .query(redis::cmd("SADD").arg(REGISTRY).arg(default.as_str()))
+            .query(
+                redis::cmd("ZADD")
+                    .arg(REGISTRY)
+                    .arg(0)
+                    .arg(default.as_str()),
+            )
             .await
             .map_err(InitError::Redis)?;
         let patch = if first {
@@ -281,7 +288,12 @@ impl Inner {
         lock(&self.codecs).insert(default.clone(), codec);
         let mut handle = self.handle().await.map_err(InitError::Redis)?;
         handle
-            .query(redis::cmd("SADD").arg(KEYSPACES).arg(default.as_str()))
+            .query(
+                redis::cmd("ZADD")
+                    .arg(KEYSPACES)
+                    .arg(0)
+                    .arg(default.as_str()),
+            )
             .await
             .map_err(InitError::Redis)?;
         self.flags_applied.store(true, Ordering::Release);

@@ -31,9 +31,13 @@
 //! | `{kw:p:N}:alive` | zset | every live key by purge deadline (ms) |
 //! | `{kw:p:N}:k:KEY` | hash | `created_at`, `alive_until`, `lease_id` (0 = free), `leased_until` |
 //! | `{kw:p:N}:seq` | string | last lease id (`INCR`): the fencing counter |
-//! | `kw:pools` | set | names of all pools: `--max-pools` counts them (`SCARD`) |
+//! | `{kw:p:N}:gen` | string | times a pool of this name was deleted; key hashes of generation G > 0 are `{kw:p:N}:gG:k:KEY` |
+//! | `{kw:p:N}:gone:G` | zset | keys of deleted generation G whose hashes are still to be deleted |
+//! | `{kw:p:N}:gones` | set | the generations with a `gone` zset |
+//! | `kw:pool-names` | zset | names of all pools, score 0: `--max-pools` counts them (`ZCARD`), listings page them (`ZRANGEBYLEX`) |
+//! | `kw:graves` | set | deleted pools with keys still to reclaim, for the reaper |
 //! | `kw:due` | zset | pools by earliest deadline (ms), for the reaper (its own slot) |
-//! | `kw:keyspaces` | set | names of all keyspaces: `--max-keyspaces` counts them |
+//! | `kw:keyspace-names` | zset | names of all keyspaces, as `kw:pool-names` |
 //! | `{kw:ks:N}:def` | hash | `alphabet`, `length`, `secret` (hex) |
 //! | `{kw:ks:N}:issued` | string | tokens issued (`INCR`) |
 //! | `{kw:ks:N}:act` | hash | token → activation time (ms) |
@@ -95,7 +99,7 @@ mod registry;
 mod reply;
 mod scripts;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -105,8 +109,8 @@ use redis::RedisError;
 use tokio::task::JoinHandle;
 
 use super::{
-    DefaultKeyspaceChanged, ErrorChain, KeyspaceView, Limit, Limits, PoolInfo, PoolPatch, Snapshot,
-    Store, StoreError, Upsert,
+    DefaultKeyspaceChanged, ErrorChain, KeyspaceView, Limit, Limits, Page, PageRequest, PoolInfo,
+    PoolPatch, Snapshot, Store, StoreError, Upsert,
 };
 use crate::clock::Clock;
 use crate::core::{
@@ -118,11 +122,18 @@ use reaper::Sweep;
 use reply::Reply;
 use scripts::{CANDIDATE_LEN, Call, Code, Scripts};
 
-/// The set of pool names; `--max-pools` counts it, the sweep walks it.
-const REGISTRY: &str = "kw:pools";
-/// Names of all keyspaces, for `--max-keyspaces` and `/metrics` (its own
-/// slot).
-const KEYSPACES: &str = "kw:keyspaces";
+/// The pool names, a sorted set of score 0 (ordered by name);
+/// `--max-pools` counts it, listings page it, the sweep walks it.
+const REGISTRY: &str = "kw:pool-names";
+/// The keyspace names, as [`REGISTRY`] (its own slot).
+const KEYSPACES: &str = "kw:keyspace-names";
+/// The plain-set registries of earlier versions, migrated at start-up.
+const OLD_REGISTRY: &str = "kw:pools";
+const OLD_KEYSPACES: &str = "kw:keyspaces";
+/// Deleted pools whose keys' hashes are still to be reclaimed (a set).
+const GRAVES: &str = "kw:graves";
+/// [`SNAPSHOT_NAMED`](crate::store::SNAPSHOT_NAMED) as a Redis count.
+const SNAPSHOT_NAMED_U64: u64 = crate::store::SNAPSHOT_NAMED as u64;
 /// Pools by earliest deadline (ms): what the reaper visits.
 const DUE_INDEX: &str = "kw:due";
 /// Issue counters stop here: Lua numbers are doubles, exact below 2^53.
@@ -201,8 +212,6 @@ struct Inner {
     /// Codecs of keyspaces read so far; checked against Redis by secret on
     /// every token operation.
     codecs: Mutex<HashMap<Name, TokenCodec>>,
-    /// Pools this process has put in the registry since the last error.
-    registered: Mutex<HashSet<Name>>,
     /// Where the reaper's sweep of the registry stands.
     sweep: Mutex<Sweep>,
     limits: Limits,
@@ -289,7 +298,6 @@ impl RedisStore {
             flags_applied: AtomicBool::new(false),
             init: tokio::sync::Mutex::new(()),
             codecs: Mutex::new(HashMap::new()),
-            registered: Mutex::new(HashSet::new()),
             sweep: Mutex::new(Sweep::default()),
             limits: settings.limits,
             retrying: AtomicBool::new(false),
@@ -494,12 +502,7 @@ impl Store for RedisStore {
             let created_at = Timestamp::from_millis(reply.u64()?);
             let alive_until = Timestamp::from_millis(reply.u64()?);
             while reply.has_more() {
-                keys.push(KeyView {
-                    key: reply.text()?,
-                    created_at,
-                    alive_until,
-                    lease: None,
-                });
+                keys.push(KeyView::new(reply.text()?, created_at, alive_until, None));
             }
         }
         if keys.len() == count {
@@ -683,7 +686,7 @@ impl Store for RedisStore {
         inner.expire_all().await
     }
 
-    /// `SCARD` of both registries, a few `SSCAN` pages, then one script
+    /// `ZCARD` of both registries, one `ZRANGEBYLEX`, then one script
     /// per named pool and keyspace: O(`SNAPSHOT_NAMED`) calls whatever the
     /// number of pools. No key totals: they would take a call per pool.
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {
@@ -709,6 +712,85 @@ impl Store for RedisStore {
             }
         }
         Ok(snapshot)
+    }
+    /// `ZRANGEBYLEX` of the registry (O(log pools + limit)), then one
+    /// `pool_info` script per name: O(limit) calls. A name whose pool is
+    /// gone meanwhile is left out.
+    async fn list_pools(&self, page: &PageRequest) -> Result<Page<PoolInfo>, StoreError> {
+        let inner = &self.inner;
+        inner.ensure_ready().await?;
+        let (names, next) = inner.page_names(REGISTRY, page).await?;
+        let mut items = Vec::with_capacity(names.len());
+        for name in names {
+            match self.pool_info(&name).await {
+                Ok(info) => items.push(info),
+                Err(StoreError::PoolNotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Page { items, next })
+    }
+
+    /// As [`RedisStore::list_pools`], with `keyspace_info`.
+    async fn list_keyspaces(&self, page: &PageRequest) -> Result<Page<KeyspaceView>, StoreError> {
+        let inner = &self.inner;
+        inner.ensure_ready().await?;
+        let (names, next) = inner.page_names(KEYSPACES, page).await?;
+        let mut items = Vec::with_capacity(names.len());
+        for name in names {
+            match self.keyspace_info(&name).await {
+                Ok(view) => items.push(view),
+                Err(StoreError::KeyspaceNotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Page { items, next })
+    }
+
+    /// O(log pools) and O(1) commands: the name leaves the registry and
+    /// the due index, then one script unlinks the pool's index keys and
+    /// moves its generation on (see `drop_pool.lua`); the reaper deletes
+    /// the old keys' hashes later, `REAP_STEP` at a time (`kw:graves`).
+    async fn delete_pool(&self, pool: &Name) -> Result<(), StoreError> {
+        if *pool == Name::default_name() {
+            return Err(StoreError::CannotDeleteDefault);
+        }
+        let inner = &self.inner;
+        inner.ensure_ready().await?;
+        // The registry first: if this stops half-way, a pool may be left
+        // out of the listing, but the count never holds a place for a
+        // pool that is gone; a retry finishes the deletion.
+        inner
+            .query(redis::cmd("ZREM").arg(REGISTRY).arg(pool.as_str()))
+            .await?;
+        // Into `kw:graves` before the script, so a process stopped right
+        // after it leaves no graveyard unlisted, and again after it, so a
+        // reaper that emptied the entry meanwhile sees this one (see
+        // `reclaim_some`). O(1) each.
+        let grave = redis::cmd("SADD").arg(GRAVES).arg(pool.as_str()).clone();
+        inner.query(&grave).await?;
+        inner.call(pool, &scripts::DropPool {}).await?;
+        inner.query(&grave).await?;
+        inner
+            .query(redis::cmd("ZREM").arg(DUE_INDEX).arg(pool.as_str()))
+            .await?;
+        Ok(())
+    }
+
+    /// O(log keyspaces) and one script: `UNLINK` of the keyspace's keys,
+    /// whose memory Redis frees in its background thread.
+    async fn delete_keyspace(&self, keyspace: &Name) -> Result<(), StoreError> {
+        if *keyspace == Name::default_name() {
+            return Err(StoreError::CannotDeleteDefault);
+        }
+        let inner = &self.inner;
+        inner.ensure_ready().await?;
+        inner
+            .query(redis::cmd("ZREM").arg(KEYSPACES).arg(keyspace.as_str()))
+            .await?;
+        lock(&inner.codecs).remove(keyspace);
+        inner.call(keyspace, &scripts::DropKeyspace {}).await?;
+        Ok(())
     }
 
     /// A real `PING` (after ensuring the defaults exist): O(1).

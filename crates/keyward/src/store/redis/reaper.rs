@@ -1,13 +1,14 @@
 //! The reaper's side of the store: the due index `kw:due` (pools by
 //! earliest deadline, kept by keyward after the scripts that move a
 //! deadline forward) and the pass that expires what it says is due, plus
-//! one pool of the registry sweep per pass.
+//! one pool of the registry sweep per pass, plus a few bounded steps of
+//! reclaiming the keys of deleted pools (`kw:graves`).
 
 use redis::Value;
 
 use super::reply::{Reply, names_of};
-use super::scripts::{DUE_AT, Due, ExpireStep, Family};
-use super::{DUE_INDEX, Inner, REGISTRY, lock};
+use super::scripts::{DUE_AT, Due, ExpireStep, Family, Reclaim};
+use super::{DUE_INDEX, GRAVES, Inner, REGISTRY, lock};
 use crate::core::{Expired, Name};
 use crate::store::{REAP_STEP, StoreError};
 
@@ -17,12 +18,20 @@ const REAP_POOLS: u64 = 1000;
 /// is left waits for the next call (and lazy expiry keeps answers exact).
 pub(super) const REAP_STEPS_PER_POOL: usize = 16;
 
+/// Most reclaim steps ([`REAP_STEP`] keys each) per reaper call: a pool
+/// of 10^6 keys is reclaimed in a minute of 250 ms ticks, and no tick
+/// does much.
+const RECLAIM_STEPS: usize = 16;
+/// Names read from the registry per sweep page.
+const SWEEP_PAGE: u64 = 100;
+
 /// The reaper's walk over the registry, one pool per call: the names of
-/// the last `SSCAN` page not yet visited, and the cursor of the next page.
+/// the last page not yet visited (last first), and the name the next page
+/// starts after (`None`: from the start).
 #[derive(Debug, Default)]
 pub(super) struct Sweep {
     pending: Vec<Name>,
-    cursor: u64,
+    after: Option<Name>,
 }
 
 impl Inner {
@@ -78,7 +87,40 @@ impl Inner {
         if let Some(name) = self.next_swept().await? {
             total.add(self.expire_pool(&name).await?);
         }
+        self.reclaim_some().await?;
         Ok(total)
+    }
+
+    /// Up to [`RECLAIM_STEPS`] steps of deleting the key hashes of one
+    /// deleted pool of `kw:graves`. When its graveyards are empty the name
+    /// leaves `kw:graves`, and is checked once more afterwards: a deletion
+    /// whose script ran in between adds it back after its script, so none
+    /// is forgotten. O(RECLAIM_STEPS · REAP_STEP log n).
+    async fn reclaim_some(&self) -> Result<(), StoreError> {
+        let Value::BulkString(name) = self.query(redis::cmd("SRANDMEMBER").arg(GRAVES)).await?
+        else {
+            return Ok(());
+        };
+        let text = String::from_utf8_lossy(&name).into_owned();
+        let Ok(pool) = Name::parse(&text) else {
+            self.query(redis::cmd("SREM").arg(GRAVES).arg(&name))
+                .await?;
+            return Ok(());
+        };
+        for _ in 0..RECLAIM_STEPS {
+            let (_, mut reply) = self.call(&pool, &Reclaim {}).await?;
+            if reply.u64()? == 0 {
+                self.query(redis::cmd("SREM").arg(GRAVES).arg(pool.as_str()))
+                    .await?;
+                let (_, mut again) = self.call(&pool, &Reclaim {}).await?;
+                if again.u64()? != 0 {
+                    self.query(redis::cmd("SADD").arg(GRAVES).arg(pool.as_str()))
+                        .await?;
+                }
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Expires one pool's due entries (scripts of at most [`REAP_STEP`]
@@ -128,20 +170,27 @@ impl Inner {
     }
 
     /// The next pool of the registry sweep: from the names of the last
-    /// `SSCAN` page, reading the next page when they are used up (one
-    /// `SSCAN` every so many calls).
+    /// page, reading the next page (`ZRANGEBYLEX`, O(log pools +
+    /// SWEEP_PAGE)) when they are used up, and starting over at the end.
     async fn next_swept(&self) -> Result<Option<Name>, StoreError> {
-        let cursor = {
+        let after = {
             let mut sweep = lock(&self.sweep);
             if let Some(name) = sweep.pending.pop() {
                 return Ok(Some(name));
             }
-            sweep.cursor
+            sweep.after.clone()
         };
-        let (cursor, mut names) = self.scan(REGISTRY, cursor).await?;
-        let first = names.pop();
+        let mut names = self
+            .names_after(REGISTRY, after.as_ref().map(Name::as_str), SWEEP_PAGE)
+            .await?;
         let mut sweep = lock(&self.sweep);
-        sweep.cursor = cursor;
+        sweep.after = if (names.len() as u64) < SWEEP_PAGE {
+            None
+        } else {
+            names.last().cloned()
+        };
+        names.reverse();
+        let first = names.pop();
         sweep.pending = names;
         Ok(first)
     }

@@ -1,42 +1,43 @@
-//! The name sets `kw:pools` and `kw:keyspaces`: every pool and keyspace is
-//! added before it can exist, refused past its limit, so the counts
-//! `--max-pools`/`--max-keyspaces` check and `/metrics` reports are exact;
-//! and read back page by page (`SSCAN`) for the reaper's sweep and the
-//! snapshot.
+//! The name registries `kw:pool-names` and `kw:keyspace-names`: every
+//! pool and keyspace is added before it can exist, refused past its limit,
+//! so the counts `--max-pools`/`--max-keyspaces` check and `/metrics`
+//! reports are exact. Each is a sorted set with every score 0, so it is
+//! ordered by name: `ZRANGEBYLEX` reads a page after any name in
+//! O(log n + page) (listings, the reaper's sweep, the snapshot).
+//!
+//! Registries written by earlier versions were plain sets (`kw:pools`,
+//! `kw:keyspaces`); [`Inner::migrate_registries`] copies them over at
+//! start-up in `SSCAN` steps.
 
 use redis::Value;
 
 use super::reply::{Reply, names_of};
 use super::scripts::{self, Call, Code, Reserve};
-use super::{Inner, KEYSPACES, REGISTRY, lock, unavailable};
+use super::{
+    Inner, KEYSPACES, OLD_KEYSPACES, OLD_REGISTRY, REGISTRY, SNAPSHOT_NAMED_U64, unavailable,
+};
 use crate::core::Name;
-use crate::store::{Limit, SNAPSHOT_NAMED, StoreError};
+use crate::store::{Limit, PageRequest, StoreError};
 
-/// Names read from a name set per `SSCAN`, for the sweep and `/metrics`.
-const SCAN_COUNT: u64 = 100;
+/// Names copied per `SSCAN` step of the migration.
+const MIGRATE_COUNT: u64 = 1000;
 
 impl Inner {
-    /// Adds `pool` to the registry, once per process (and again after an
-    /// error), refused past `--max-pools`. Done before the pool can exist,
-    /// so a pool is never missing from it and the count is never over.
-    /// O(1).
+    /// Adds `pool` to the registry, refused past `--max-pools`. Done
+    /// before every call that may create the pool, so a pool is never
+    /// missing from it and the count is never over. O(log pools).
     pub(super) async fn register(&self, pool: &Name) -> Result<(), StoreError> {
-        if lock(&self.registered).contains(pool) {
-            return Ok(());
-        }
-        self.reserve(REGISTRY, pool, Limit::Pools).await?;
-        lock(&self.registered).insert(pool.clone());
-        Ok(())
+        self.reserve(REGISTRY, pool, Limit::Pools).await
     }
 
     /// Adds a keyspace to its registry before it is created, refused past
-    /// `--max-keyspaces`. O(1).
+    /// `--max-keyspaces`. O(log keyspaces).
     pub(super) async fn register_keyspace(&self, keyspace: &Name) -> Result<(), StoreError> {
         self.reserve(KEYSPACES, keyspace, Limit::Keyspaces).await
     }
 
-    /// `name` into the name set `set` unless it is full: one script,
-    /// O(1) (`SISMEMBER`, `SCARD`, `SADD`).
+    /// `name` into the registry `set` unless it is full: one script,
+    /// O(log n) (`ZSCORE`, `ZCARD`, `ZADD`).
     async fn reserve(&self, set: &str, name: &Name, limit: Limit) -> Result<(), StoreError> {
         let max = match limit {
             Limit::Pools => self.limits.max_pools,
@@ -69,64 +70,117 @@ impl Inner {
             .map_err(|e| self.failed(e))
     }
 
-    /// One `SSCAN` page of a name set: the next cursor and the names.
-    /// O(SCAN_COUNT).
-    pub(super) async fn scan(
+    /// Runs one command, mapping its error.
+    pub(super) async fn query(&self, cmd: &redis::Cmd) -> Result<Value, StoreError> {
+        let mut handle = self.handle().await.map_err(|e| self.failed(e))?;
+        handle.query(cmd).await.map_err(|e| self.failed(e))
+    }
+
+    /// At most `count` names of the registry `set` strictly after `after`
+    /// (from the first without), in order: `ZRANGEBYLEX`, O(log n +
+    /// count).
+    pub(super) async fn names_after(
         &self,
         set: &str,
-        cursor: u64,
-    ) -> Result<(u64, Vec<Name>), StoreError> {
-        let mut handle = self.handle().await.map_err(|e| self.failed(e))?;
-        let reply = handle
+        after: Option<&str>,
+        count: u64,
+    ) -> Result<Vec<Name>, StoreError> {
+        let start = after.map_or_else(|| "-".to_owned(), |a| format!("({a}"));
+        let reply = self
             .query(
-                redis::cmd("SSCAN")
+                redis::cmd("ZRANGEBYLEX")
                     .arg(set)
-                    .arg(cursor)
-                    .arg("COUNT")
-                    .arg(SCAN_COUNT),
+                    .arg(start)
+                    .arg("+")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(count),
             )
-            .await
-            .map_err(|e| self.failed(e))?;
-        let mut reply = Reply::new(reply)?;
-        let cursor = reply
-            .text()?
-            .parse()
-            .map_err(|_| unavailable("SSCAN cursor is not a number"))?;
-        let names = names_of(reply.next()?)?;
-        Ok((cursor, names))
+            .await?;
+        names_of(reply)
     }
 
-    /// The first names of a name set in `SSCAN` order, at most
-    /// [`SNAPSHOT_NAMED`], sorted: O(SNAPSHOT_NAMED) for Redis, a few
-    /// pages.
+    /// The names of one page of a registry, and the cursor of the next
+    /// page: `limit + 1` names asked for, the extra one only saying that
+    /// more follow. O(log n + limit).
+    pub(super) async fn page_names(
+        &self,
+        set: &str,
+        page: &PageRequest,
+    ) -> Result<(Vec<Name>, Option<String>), StoreError> {
+        let limit = page.limit.get();
+        let mut names = self
+            .names_after(set, page.after.as_deref(), limit as u64 + 1)
+            .await?;
+        let more = names.len() > limit;
+        names.truncate(limit);
+        let next = if more {
+            names.last().map(|n| n.as_str().to_owned())
+        } else {
+            None
+        };
+        Ok((names, next))
+    }
+
+    /// The first names of a registry, at most [`SNAPSHOT_NAMED`]:
+    /// O(log n + SNAPSHOT_NAMED).
+    ///
+    /// [`SNAPSHOT_NAMED`]: crate::store::SNAPSHOT_NAMED
     pub(super) async fn first_names(&self, set: &str) -> Result<Vec<Name>, StoreError> {
-        let mut names = Vec::new();
-        let mut cursor = 0;
-        // Bounded: a page may come back empty while the cursor moves on.
-        for _ in 0..8 {
-            let (next, page) = self.scan(set, cursor).await?;
-            names.extend(page);
-            cursor = next;
-            if cursor == 0 || names.len() >= SNAPSHOT_NAMED {
-                break;
-            }
-        }
-        names.sort();
-        names.dedup();
-        names.truncate(SNAPSHOT_NAMED);
-        Ok(names)
+        self.names_after(set, None, SNAPSHOT_NAMED_U64).await
     }
 
-    /// `SCARD` of a name set: O(1).
+    /// `ZCARD` of a registry: O(1).
     pub(super) async fn count(&self, set: &str) -> Result<u64, StoreError> {
-        let mut handle = self.handle().await.map_err(|e| self.failed(e))?;
-        let reply = handle
-            .query(redis::cmd("SCARD").arg(set))
-            .await
-            .map_err(|e| self.failed(e))?;
-        match reply {
-            Value::Int(n) => u64::try_from(n).map_err(|_| unavailable("negative SCARD")),
-            other => Err(unavailable(format!("unexpected SCARD reply {other:?}"))),
+        match self.query(redis::cmd("ZCARD").arg(set)).await? {
+            Value::Int(n) => u64::try_from(n).map_err(|_| unavailable("negative ZCARD")),
+            other => Err(unavailable(format!("unexpected ZCARD reply {other:?}"))),
         }
+    }
+
+    /// Copies the plain-set registries of earlier versions into the sorted
+    /// ones, `MIGRATE_COUNT` names per `SSCAN` step, then deletes them.
+    /// Idempotent (`ZADD` of a name present is a no-op), so processes
+    /// starting together, or one stopped half-way, do no harm. O(1) once
+    /// migrated (`EXISTS`).
+    pub(super) async fn migrate_registries(&self) -> Result<(), StoreError> {
+        for (old, new) in [(OLD_REGISTRY, REGISTRY), (OLD_KEYSPACES, KEYSPACES)] {
+            if self.query(redis::cmd("EXISTS").arg(old)).await? == Value::Int(0) {
+                continue;
+            }
+            let mut cursor = "0".to_owned();
+            loop {
+                let mut reply = Reply::new(
+                    self.query(
+                        redis::cmd("SSCAN")
+                            .arg(old)
+                            .arg(&cursor)
+                            .arg("COUNT")
+                            .arg(MIGRATE_COUNT),
+                    )
+                    .await?,
+                )?;
+                cursor = reply.text()?;
+                let names = names_of(reply.next()?)?;
+                if !names.is_empty() {
+                    let mut zadd = redis::cmd("ZADD");
+                    zadd.arg(new);
+                    for name in &names {
+                        zadd.arg(0).arg(name.as_str());
+                    }
+                    self.query(&zadd).await?;
+                }
+                if cursor == "0" {
+                    break;
+                }
+            }
+            self.query(redis::cmd("DEL").arg(old)).await?;
+            tracing::info!(
+                from = old,
+                to = new,
+                "moved the name registry to a sorted set"
+            );
+        }
+        Ok(())
     }
 }

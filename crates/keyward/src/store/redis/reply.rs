@@ -84,6 +84,8 @@ impl Reply {
             keepalive_ttl: self.ttl()?,
             key_length: KeyLength::new(self.u64()?)
                 .ok_or_else(|| unavailable("stored key length out of range"))?,
+            recovery: crate::core::Recovery::default(),
+            no_keepalive: false,
         };
         let total = self.u64()?;
         let free = self.u64()?;
@@ -91,10 +93,12 @@ impl Reply {
             total,
             free,
             leased: total.saturating_sub(free),
+            ..PoolStats::default()
         };
         let expired = Expired {
             keys: self.u64()?,
             leases: self.u64()?,
+            ..Expired::default()
         };
         Ok((settings, stats, expired))
     }
@@ -106,12 +110,12 @@ impl Reply {
         let alive_until = Timestamp::from_millis(self.u64()?);
         let id = self.u64()?;
         let until = Timestamp::from_millis(self.u64()?);
-        Ok(KeyView {
+        Ok(KeyView::new(
             key,
             created_at,
             alive_until,
-            lease: (id != 0).then_some(Lease { id, until }),
-        })
+            (id != 0).then_some(Lease { id, until }),
+        ))
     }
 
     /// `{keys purged, leases ended}`.
@@ -119,6 +123,7 @@ impl Reply {
         Ok(Expired {
             keys: self.u64()?,
             leases: self.u64()?,
+            ..Expired::default()
         })
     }
 

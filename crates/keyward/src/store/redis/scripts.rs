@@ -50,12 +50,24 @@ const KEYSPACE_DEF: &str = ":def";
 /// last asked to set (see the module docs of `redis`).
 pub(super) const DUE_AT: &str = "due_at";
 
+/// Suffix of a pool's generation counter, `{kw:p:NAME}:gen`: how many
+/// times a pool of this name was deleted (absent: never).
+const POOL_GEN: &str = ":gen";
+/// Suffix of a deleted generation's graveyard, `{kw:p:NAME}:gone:GEN`:
+/// its live keys, whose hashes are still to be deleted.
+const POOL_GONE: &str = ":gone:";
+/// Suffix of the set of a pool's generations with a graveyard.
+pub(super) const POOL_GONES: &str = ":gones";
+
 /// The names both sides use, handed to every script as `local NAME =
 /// 'value'`.
-const NAMES: [(&str, &str); 3] = [
+const NAMES: [(&str, &str); 6] = [
     ("POOL_META", POOL_META),
     ("KEYSPACE_DEF", KEYSPACE_DEF),
     ("DUE_AT", DUE_AT),
+    ("POOL_GEN", POOL_GEN),
+    ("POOL_GONE", POOL_GONE),
+    ("POOL_GONES", POOL_GONES),
 ];
 
 /// The first element of every script reply that has one: how the call
@@ -393,6 +405,12 @@ script_args! {
     /// One reaper step in one pool: at most `REAP_STEP` due entries.
     ExpireStep => expire (Pool, answers [Ok]) {}
 
+    /// `delete_pool`: the name is free at once, the keys go to a graveyard.
+    DropPool => drop_pool (Pool, answers [Ok]) {}
+
+    /// One step of reclaiming a deleted pool's graveyards.
+    Reclaim => reclaim (Pool, answers [Ok]) {}
+
     /// `put_keyspace`, first creator wins.
     PutKeyspace => keyspace_put (Keyspace, answers [Created, Existed, Differs]) {
         /// The alphabet.
@@ -408,6 +426,9 @@ script_args! {
 
     /// `keyspace_info`: definition and counts.
     ReadKeyspace => keyspace_info (Keyspace, answers [Ok]) {}
+
+    /// `delete_keyspace`.
+    DropKeyspace => drop_keyspace (Keyspace, answers [Ok]) {}
 
     /// `issue_token`: the next index.
     IssueToken => issue (Keyspace, answers [Ok, Stale]) {
@@ -589,6 +610,9 @@ mod tests {
             include_str!("lua/get.lua"),
             include_str!("lua/delete.lua"),
             include_str!("lua/expire.lua"),
+            include_str!("lua/drop_pool.lua"),
+            include_str!("lua/reclaim.lua"),
+            include_str!("lua/drop_keyspace.lua"),
             include_str!("lua/keyspace_put.lua"),
             include_str!("lua/keyspace_info.lua"),
             include_str!("lua/issue.lua"),

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension};
 
-use super::{Loaded, OpenError};
+use super::{Loaded, OpenError, RowKeys};
 use crate::core::{
     KeyLength, KeyView, Keyspace, KeyspaceSpec, Lease, Name, Pool, PoolSettings, Secret, Timestamp,
     TokenCodec, Ttl,
@@ -44,8 +44,10 @@ fn instant(v: i64) -> Option<Timestamp> {
     u64::try_from(v).ok().map(Timestamp::from_millis)
 }
 
-/// Reads every table back, refusing rows that make no sense.
-pub(super) fn load(conn: &Connection, path: &Path) -> Result<Loaded, OpenError> {
+/// Reads every table back, refusing rows that make no sense; rows filed in
+/// `reclaim` (of deleted pools and keyspaces) are skipped. Also returns
+/// what each pool's and keyspace's rows are filed under, for the writer.
+pub(super) fn load(conn: &Connection, path: &Path) -> Result<(Loaded, RowKeys), OpenError> {
     let sql = |source| OpenError::Sqlite {
         path: path.to_owned(),
         source,
@@ -56,9 +58,13 @@ pub(super) fn load(conn: &Connection, path: &Path) -> Result<Loaded, OpenError> 
     };
 
     let mut pools: HashMap<Name, PoolRows> = HashMap::new();
+    let mut row_keys = RowKeys::default();
+    // rows_key → pool name, to file each key row under its pool.
+    let mut pool_of: HashMap<String, Name> = HashMap::new();
     let mut stmt = conn
         .prepare(
-            "SELECT name, lease_ttl_ms, keepalive_ttl_ms, key_length, last_lease_id FROM pools",
+            "SELECT name, lease_ttl_ms, keepalive_ttl_ms, key_length, last_lease_id,
+                coalesce(rows_key, name) FROM pools",
         )
         .map_err(sql)?;
     let mut rows = stmt.query([]).map_err(sql)?;
@@ -85,6 +91,8 @@ pub(super) fn load(conn: &Connection, path: &Path) -> Result<Loaded, OpenError> 
                         "pools row {name:?}: key_length {key_length} (must be 8 to 128)"
                     ))
                 })?,
+            recovery: crate::core::Recovery::default(),
+            no_keepalive: false,
         };
         let last: i64 = row.get(4).map_err(sql)?;
         let last_lease_id = u64::try_from(last).map_err(|_| {
@@ -92,6 +100,9 @@ pub(super) fn load(conn: &Connection, path: &Path) -> Result<Loaded, OpenError> 
                 "pools row {name:?}: last_lease_id {last} is negative"
             ))
         })?;
+        let rows_key: String = row.get(5).map_err(sql)?;
+        pool_of.insert(rows_key.clone(), pool.clone());
+        row_keys.pools.insert(pool.clone(), rows_key);
         pools.insert(
             pool,
             PoolRows {
@@ -108,7 +119,8 @@ pub(super) fn load(conn: &Connection, path: &Path) -> Result<Loaded, OpenError> 
     let mut stmt = conn
         .prepare(
             "SELECT k.pool, k.key, k.created_at_ms, k.alive_until_ms, l.lease_id, l.leased_until_ms
-             FROM keys k LEFT JOIN leases l ON l.pool = k.pool AND l.key = k.key",
+             FROM keys k LEFT JOIN leases l ON l.pool = k.pool AND l.key = k.key
+             WHERE k.pool NOT IN (SELECT rows_key FROM reclaim WHERE kind = 'pool')",
         )
         .map_err(sql)?;
     let mut rows = stmt.query([]).map_err(sql)?;
@@ -116,9 +128,9 @@ pub(super) fn load(conn: &Connection, path: &Path) -> Result<Loaded, OpenError> 
         let pool: String = row.get(0).map_err(sql)?;
         let key: String = row.get(1).map_err(sql)?;
         let at = |table: &str| format!("{table} row (pool {pool:?}, key {})", abbrev(&key));
-        let entry = Name::parse(&pool)
-            .ok()
-            .and_then(|n| pools.get_mut(&n))
+        let entry = pool_of
+            .get(&pool)
+            .and_then(|n| pools.get_mut(n))
             .ok_or_else(|| corrupt(format!("{}: no pools row {pool:?}", at("keys"))))?;
         let length_ok = u64::try_from(key.len()).ok().and_then(KeyLength::new);
         if length_ok.is_none() || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
@@ -169,12 +181,9 @@ pub(super) fn load(conn: &Connection, path: &Path) -> Result<Loaded, OpenError> 
                 )));
             }
         };
-        entry.keys.push(KeyView {
-            key,
-            created_at,
-            alive_until,
-            lease,
-        });
+        entry
+            .keys
+            .push(KeyView::new(key, created_at, alive_until, lease));
     }
     drop(rows);
     drop(stmt);
@@ -185,6 +194,7 @@ pub(super) fn load(conn: &Connection, path: &Path) -> Result<Loaded, OpenError> 
         .query_row(
             "SELECT l.pool, l.key, l.lease_id FROM leases l
              WHERE NOT EXISTS (SELECT 1 FROM keys k WHERE k.pool = l.pool AND k.key = l.key)
+             AND l.pool NOT IN (SELECT rows_key FROM reclaim WHERE kind = 'pool')
              LIMIT 1",
             [],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
@@ -192,7 +202,7 @@ pub(super) fn load(conn: &Connection, path: &Path) -> Result<Loaded, OpenError> 
         .optional()
         .map_err(sql)?;
     if let Some((pool, key, id)) = orphan {
-        let known = Name::parse(&pool).is_ok_and(|n| pools.contains_key(&n));
+        let known = pool_of.contains_key(&pool);
         let missing = if known {
             "no keys row for its key".to_owned()
         } else {
@@ -214,7 +224,10 @@ pub(super) fn load(conn: &Connection, path: &Path) -> Result<Loaded, OpenError> 
 
     let mut activations: HashMap<String, Vec<(String, Timestamp)>> = HashMap::new();
     let mut stmt = conn
-        .prepare("SELECT keyspace, token, activated_at_ms FROM activations")
+        .prepare(
+            "SELECT keyspace, token, activated_at_ms FROM activations
+             WHERE keyspace NOT IN (SELECT rows_key FROM reclaim WHERE kind = 'keyspace')",
+        )
         .map_err(sql)?;
     let mut rows = stmt.query([]).map_err(sql)?;
     while let Some(row) = rows.next().map_err(sql)? {
@@ -233,7 +246,10 @@ pub(super) fn load(conn: &Connection, path: &Path) -> Result<Loaded, OpenError> 
 
     let mut keyspaces = HashMap::new();
     let mut stmt = conn
-        .prepare("SELECT name, alphabet, length, secret, issued FROM keyspaces")
+        .prepare(
+            "SELECT name, alphabet, length, secret, issued, coalesce(rows_key, name)
+             FROM keyspaces",
+        )
         .map_err(sql)?;
     let mut rows = stmt.query([]).map_err(sql)?;
     while let Some(row) = rows.next().map_err(sql)? {
@@ -256,9 +272,14 @@ pub(super) fn load(conn: &Connection, path: &Path) -> Result<Loaded, OpenError> 
             .parse()
             .map_err(|_| corrupt(format!("{at}: issued {issued:?} is not a counter")))?;
         let codec = TokenCodec::new(spec, Secret::from_bytes(secret));
-        let restored =
-            Keyspace::restore(codec, issued, activations.remove(&name).unwrap_or_default())
-                .map_err(|e| corrupt(format!("{at}: {e}")))?;
+        let rows_key: String = row.get(5).map_err(sql)?;
+        let restored = Keyspace::restore(
+            codec,
+            issued,
+            activations.remove(&rows_key).unwrap_or_default(),
+        )
+        .map_err(|e| corrupt(format!("{at}: {e}")))?;
+        row_keys.keyspaces.insert(ks.clone(), rows_key);
         keyspaces.insert(ks, restored);
     }
     // Activations left over belong to no keyspace.
@@ -268,5 +289,8 @@ pub(super) fn load(conn: &Connection, path: &Path) -> Result<Loaded, OpenError> 
             "activations row (keyspace {ks:?}, token {token:?}): no keyspaces row {ks:?}"
         )));
     }
-    Ok(Loaded { pools, keyspaces })
+    row_keys.reclaiming = conn
+        .query_row("SELECT EXISTS (SELECT 1 FROM reclaim)", [], |r| r.get(0))
+        .map_err(sql)?;
+    Ok((Loaded { pools, keyspaces }, row_keys))
 }

@@ -1,10 +1,6 @@
 -- delete_key.
-if redis.call('EXISTS', META) == 0 then
-  return { KEY_NOT_FOUND }
-end
-expire_some(LAZY_EXPIRY_BOUND)
 local k = ARG.key
-if not touch(k) then
+if not live_key(k) then
   return { KEY_NOT_FOUND }
 end
 purge(k)

@@ -1,11 +1,7 @@
 -- keepalive_key. ARG.lease_id: the current lease id to extend the lease
 -- too, or "".
-if redis.call('EXISTS', META) == 0 then
-  return { KEY_NOT_FOUND }
-end
-expire_some(LAZY_EXPIRY_BOUND)
 local k = ARG.key
-local f = touch(k)
+local f = live_key(k)
 if not f then
   return { KEY_NOT_FOUND }
 end

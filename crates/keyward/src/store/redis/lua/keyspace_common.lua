@@ -23,4 +23,19 @@ local function check_secret(secret)
   return OK
 end
 
+-- OK if `secret` is the stored one and the token of index `index`
+-- (decimal text) was issued, else the code saying why. An index at or
+-- above 2^53 rounds to 2^53 or more, which no counter reaches, so the
+-- comparison stays right.
+local function check_issued(secret, index)
+  local c = check_secret(secret)
+  if c ~= OK then
+    return c
+  end
+  if tonumber(index) >= issued() then
+    return NOT_ISSUED
+  end
+  return OK
+end
+
 -- ---- the operation ----

@@ -18,8 +18,21 @@ local function int(n)
   return string.format('%d', n)
 end
 
+-- The pool's generation: 0 (absent) for a pool never deleted under this
+-- name, else how many times it was. A key's hash carries it, so the
+-- hashes of a deleted pool, reclaimed later, are never read as a new
+-- pool's.
+local GEN = redis.call('GET', P .. POOL_GEN) or '0'
+
+local function khash_of(gen, k)
+  if gen == '0' then
+    return P .. ':k:' .. k
+  end
+  return P .. ':g' .. gen .. ':k:' .. k
+end
+
 local function khash(k)
-  return P .. ':k:' .. k
+  return khash_of(GEN, k)
 end
 
 local function purge(k)
@@ -86,6 +99,16 @@ local function touch(k)
     lid, lu, lid_text = 0, 0, '0'
   end
   return { created, alive, lid, lu, lid_text }
+end
+
+-- For the scripts that act on one key: expires up to LAZY_EXPIRY_BOUND due
+-- entries, then returns `touch(k)`; nil if the pool or the key is gone.
+local function live_key(k)
+  if redis.call('EXISTS', META) == 0 then
+    return nil
+  end
+  expire_some(LAZY_EXPIRY_BOUND)
+  return touch(k)
 end
 
 local function setting(field)

@@ -1,10 +1,6 @@
 -- release_key. ARG.lease_id: the lease id, or "" for any.
-if redis.call('EXISTS', META) == 0 then
-  return { KEY_NOT_FOUND }
-end
-expire_some(LAZY_EXPIRY_BOUND)
 local k = ARG.key
-local f = touch(k)
+local f = live_key(k)
 if not f then
   return { KEY_NOT_FOUND }
 end

@@ -1,12 +1,13 @@
--- Adds ARG.name to the name set KEYS[1] (`kw:pools` or `kw:keyspaces`)
--- unless the set already holds ARG.max names: the pool and keyspace
--- limits, counted atomically in O(1) (SISMEMBER, SCARD).
--- Reply: {OK} if the name is in the set now, {FULL} if the set is full.
-if redis.call('SISMEMBER', KEYS[1], ARG.name) == 1 then
+-- Adds ARG.name to the name registry KEYS[1] (a sorted set, score 0, so
+-- `ZRANGEBYLEX` pages it by name) unless it already holds ARG.max names:
+-- the pool and keyspace limits, counted atomically in O(log n) (ZSCORE,
+-- ZCARD, ZADD).
+-- Reply: {OK} if the name is in the registry now, {FULL} if it is full.
+if redis.call('ZSCORE', KEYS[1], ARG.name) then
   return { OK }
 end
-if redis.call('SCARD', KEYS[1]) >= tonumber(ARG.max) then
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARG.max) then
   return { FULL }
 end
-redis.call('SADD', KEYS[1], ARG.name)
+redis.call('ZADD', KEYS[1], 0, ARG.name)
 return { OK }

@@ -1,0 +1,38 @@
+# Shared by the benchmark scripts, sourced after `cd` to the repository
+# root: makes "$work" (a temporary directory) and "$pids" (the processes
+# started here), and on exit stops those processes, by PID, and removes
+# "$work". Loopback only; every wait is bounded.
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+# need TOOL... : exits with an install hint unless every TOOL is on PATH.
+need() {
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || { echo "$tool missing (apt-get install $*)" >&2; exit 1; }
+  done
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# start_keyward STORE_URL -> sets PORT, PID: a release keyward on a free
+# port, once it answers /readyz (at most 20 s).
+start_keyward() {
+  PORT=$(free_port)
+  "$BIN" serve --listen "127.0.0.1:$PORT" --store "$1" >"$work/keyward.$PORT.log" 2>&1 &
+  PID=$!; pids+=("$PID")
+  for _ in $(seq 200); do curl -sf "127.0.0.1:$PORT/readyz" >/dev/null && return; sleep 0.1; done
+  echo "keyward on $1 did not get ready" >&2; cat "$work/keyward.$PORT.log" >&2; exit 1
+}
+
+# start_redis -> sets RPORT: a private redis-server (no persistence) on a
+# free port, once it answers PING (at most 5 s).
+start_redis() {
+  RPORT=$(free_port)
+  redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
+  pids+=("$!")
+  for _ in $(seq 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
+  redis-cli -p "$RPORT" ping >/dev/null || { echo "redis-server did not start" >&2; cat "$work/redis.log" >&2; exit 1; }
+}

@@ -1,0 +1,16 @@
+-- delete_pool: O(1) whatever the pool's size. The pool's index keys go
+-- (UNLINK frees big ones in Redis's background thread); its list of live
+-- keys is kept as the generation's graveyard `P:gone:GEN`, listed in
+-- `P:gones`, for `reclaim` to delete their hashes in bounded steps; the
+-- generation moves on, so a new pool of this name starts empty.
+-- Reply: {OK} or {POOL_NOT_FOUND}.
+if redis.call('EXISTS', META) == 0 then
+  return { POOL_NOT_FOUND }
+end
+if redis.call('ZCARD', ALIVE) > 0 then
+  redis.call('RENAME', ALIVE, P .. POOL_GONE .. GEN)
+  redis.call('SADD', P .. POOL_GONES, GEN)
+end
+redis.call('UNLINK', META, FREE, LEASES, SEQ)
+redis.call('INCR', P .. POOL_GEN)
+return { OK }
