@@ -3,35 +3,15 @@
 //! rows filed for reclaiming are ignored at start and reclaimed afterwards
 //! (a restart in the middle of reclaiming finishes the job).
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::sqlite3;
 use anyhow::{Context, Result, ensure};
 use serde_json::json;
 
 use keyward_testkit::process::TempDir;
 
 const STOP_WITHIN: Duration = Duration::from_secs(5);
-
-/// The single value `sql` selects from `db`, with the `sqlite3` shell;
-/// `None` if the shell is missing (the caller skips that check).
-fn sqlite3(db: &Path, sql: &str) -> Result<Option<String>> {
-    match Command::new("sqlite3").arg(db).arg(sql).output() {
-        Ok(out) => {
-            ensure!(
-                out.status.success(),
-                "sqlite3 {sql:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            Ok(Some(String::from_utf8_lossy(&out.stdout).trim().to_owned()))
-        }
-        Err(e) => {
-            eprintln!("SKIP: the sqlite3 shell is not available ({e})");
-            Ok(None)
-        }
-    }
-}
 
 #[tokio::test]
 async fn a_deleted_pool_and_keyspace_stay_deleted_after_a_kill() -> Result<()> {

@@ -30,8 +30,9 @@ mod startup;
 mod vanished;
 
 use std::path::Path;
+use std::process::Command;
 
-use anyhow::Result;
+use anyhow::{Result, ensure};
 use keyward_testkit::process::{Launch, Server, TempDir};
 
 /// `keyward serve` on `dir`'s database (`sqlite:<dir>/k.db`), logs in `dir`:
@@ -52,4 +53,23 @@ async fn started_with_keys(dir: &TempDir) -> Result<(Launch, Server)> {
     let server = launch.start().await?;
     server.api.generate_keys("p", 10).await?.expect(201);
     Ok((launch, server))
+}
+
+/// The single value `sql` selects from `db`, with the `sqlite3` shell;
+/// `None` if the shell is missing (the caller skips that check).
+pub(crate) fn sqlite3(db: &Path, sql: &str) -> Result<Option<String>> {
+    match Command::new("sqlite3").arg(db).arg(sql).output() {
+        Ok(out) => {
+            ensure!(
+                out.status.success(),
+                "sqlite3 {sql:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok(Some(String::from_utf8_lossy(&out.stdout).trim().to_owned()))
+        }
+        Err(e) => {
+            eprintln!("SKIP: the sqlite3 shell is not available ({e})");
+            Ok(None)
+        }
+    }
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::sqlite3;
 use anyhow::{Context, Result, ensure};
 use serde_json::json;
 
@@ -54,7 +55,7 @@ async fn ensure_refused_untouched(dir: &TempDir, says: &[&str]) -> Result<()> {
 /// must refuse to start without a panic: what it left, or `None` when there
 /// is no sqlite3 shell to run `sql` with.
 async fn refused_after(dir: &TempDir, sql: &str) -> Result<Option<Exited>> {
-    if !sqlite3(&dir.db(), sql)? {
+    if sqlite3(&dir.db(), sql)?.is_none() {
         return Ok(None);
     }
     let exited = crate::launch(dir)
@@ -86,25 +87,6 @@ async fn keyward_db(dir: &TempDir) -> Result<()> {
     }
     api.compat_get_token().await?.expect(200);
     server.terminate(STOP_WITHIN).await
-}
-
-/// Runs `sql` on `db` with the `sqlite3` shell; `false` if the shell is
-/// missing (the caller skips).
-fn sqlite3(db: &Path, sql: &str) -> Result<bool> {
-    match Command::new("sqlite3").arg(db).arg(sql).output() {
-        Ok(out) => {
-            ensure!(
-                out.status.success(),
-                "sqlite3 {sql:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            Ok(true)
-        }
-        Err(e) => {
-            eprintln!("SKIP: the sqlite3 shell is not available ({e})");
-            Ok(false)
-        }
-    }
 }
 
 /// stderr without the database path, so digits or words in the path
@@ -203,11 +185,13 @@ async fn a_file_of_random_bytes_is_refused_at_start() -> Result<()> {
 #[tokio::test]
 async fn an_sqlite_database_of_another_application_is_refused_at_start() -> Result<()> {
     let dir = TempDir::new("foreign")?;
-    if !sqlite3(
+    if sqlite3(
         &dir.db(),
         "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT); \
          INSERT INTO notes (body) VALUES ('hello');",
-    )? {
+    )?
+    .is_none()
+    {
         return Ok(());
     }
     ensure_refused_untouched(&dir, &["not a keyward database"]).await
@@ -268,10 +252,12 @@ async fn a_corrupt_database_is_refused_at_start() -> Result<()> {
 async fn a_database_from_a_newer_keyward_is_refused_at_start() -> Result<()> {
     let dir = TempDir::new("too-new")?;
     keyward_db(&dir).await?;
-    if !sqlite3(
+    if sqlite3(
         &dir.db(),
         "INSERT INTO schema_version (version) VALUES (999)",
-    )? {
+    )?
+    .is_none()
+    {
         return Ok(());
     }
     let exited = crate::launch(&dir).start_expecting_exit().await?;
