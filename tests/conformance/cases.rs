@@ -31,6 +31,19 @@ macro_rules! assert_err {
     }};
 }
 
+/// Asserts that `result` is `NoFreeKey` with exactly `retry_after`.
+fn assert_no_free_key(result: Result<KeyView, StoreError>, retry_after: Option<Ttl>) {
+    match result {
+        Err(StoreError::NoFreeKey { retry_after: got }) if got == retry_after => {}
+        other => panic!("expected NoFreeKey {{ retry_after: {retry_after:?} }}, got {other:?}"),
+    }
+}
+
+// The credential-pool cases (P2.1) live in their own file; they use the
+// macro and helpers above.
+mod credentials;
+pub use credentials::*;
+
 /// A name of this run's own: `tag` plus a per-process suffix, so reruns
 /// against a persistent backend never meet old state.
 fn name(tag: &str) -> Name {
@@ -80,8 +93,8 @@ async fn pool_with(
 ) -> Vec<KeyView> {
     let patch = PoolPatch {
         lease_ttl: Some(ttl(lease_ms)),
-        keepalive_ttl: Some(ttl(keepalive_ms)),
-        key_length: None,
+        keepalive_ttl: Some(Some(ttl(keepalive_ms))),
+        ..PoolPatch::default()
     };
     let (_, upsert) = store.put_pool(pool, patch).await.unwrap();
     assert_eq!(upsert, Upsert::Created, "{pool} should be new");
@@ -112,9 +125,9 @@ pub async fn put_pool_creates_then_changes_only_the_given_fields(
     assert_eq!(info.stats, PoolStats::default());
 
     let patch = PoolPatch {
-        keepalive_ttl: Some(ttl(9_000)),
+        keepalive_ttl: Some(Some(ttl(9_000))),
         key_length: KeyLength::new(8),
-        lease_ttl: None,
+        ..PoolPatch::default()
     };
     let (info, upsert) = store.put_pool(&pool, patch).await.unwrap();
     assert_eq!(upsert, Upsert::Existed);
@@ -181,19 +194,13 @@ pub async fn lease_key_on_an_empty_or_unknown_pool_is_no_free_key(
     _clock: &ManualClock,
 ) {
     let unknown = name("lease-unknown");
-    assert_err!(
-        store.lease_key(&unknown).await,
-        StoreError::Pool(PoolError::NoFreeKey)
-    );
+    assert_no_free_key(store.lease_key(&unknown).await, None);
     // A refused lease does not create the pool.
     assert_err!(store.pool_info(&unknown).await, StoreError::PoolNotFound);
 
     let empty = name("lease-empty");
     store.put_pool(&empty, PoolPatch::default()).await.unwrap();
-    assert_err!(
-        store.lease_key(&empty).await,
-        StoreError::Pool(PoolError::NoFreeKey)
-    );
+    assert_no_free_key(store.lease_key(&empty).await, None);
     assert_eq!(pool_stats(store, &empty).await, PoolStats::default());
 }
 
@@ -222,10 +229,7 @@ pub async fn lease_key_hands_out_each_free_key_once_with_growing_lease_ids(
         assert_eq!(view.created_at, original.created_at);
         assert_eq!(pool_stats(store, &pool).await, stats(4, 3 - i, i + 1));
     }
-    assert_err!(
-        store.lease_key(&pool).await,
-        StoreError::Pool(PoolError::NoFreeKey)
-    );
+    assert_no_free_key(store.lease_key(&pool).await, Some(ttl(9_985)));
 }
 
 pub async fn release_key_frees_the_key_with_or_without_its_lease_id(
@@ -419,10 +423,7 @@ pub async fn delete_key_purges_the_key_for_good(store: &dyn Store, _clock: &Manu
     }
     let last = store.lease_key(&pool).await.unwrap();
     assert!(last.key != leased.key && last.key != *free);
-    assert_err!(
-        store.lease_key(&pool).await,
-        StoreError::Pool(PoolError::NoFreeKey)
-    );
+    assert_no_free_key(store.lease_key(&pool).await, Some(ttl(10_000)));
     assert_err!(
         store.delete_key(&name("delete-nopool"), &last.key).await,
         StoreError::Pool(PoolError::KeyNotFound)
@@ -438,10 +439,7 @@ pub async fn an_expired_lease_returns_the_key_to_the_free_set_on_the_next_touch(
     let leased = store.lease_key(&pool).await.unwrap();
     advance(clock, 99);
     assert_eq!(store.get_key(&pool, &keys[0].key).await.unwrap(), leased);
-    assert_err!(
-        store.lease_key(&pool).await,
-        StoreError::Pool(PoolError::NoFreeKey)
-    );
+    assert_no_free_key(store.lease_key(&pool).await, Some(ttl(1)));
 
     // The lease ends when its deadline is reached, not after.
     advance(clock, 1);
@@ -490,10 +488,7 @@ pub async fn a_key_without_keepalive_is_purged_on_the_next_touch_even_when_lease
     assert_eq!(pool_stats(store, &pool).await, stats(1, 1, 0));
 
     advance(clock, 100);
-    assert_err!(
-        store.lease_key(&pool).await,
-        StoreError::Pool(PoolError::NoFreeKey)
-    );
+    assert_no_free_key(store.lease_key(&pool).await, None);
     assert_err!(
         store.keepalive_key(&pool, other, None).await,
         StoreError::Pool(PoolError::KeyNotFound)
@@ -564,8 +559,8 @@ pub async fn new_pool_settings_apply_only_to_new_deadlines(store: &dyn Store, cl
     let leased = store.lease_key(&pool).await.unwrap();
     let patch = PoolPatch {
         lease_ttl: Some(ttl(5_000)),
-        keepalive_ttl: Some(ttl(20_000)),
-        key_length: None,
+        keepalive_ttl: Some(Some(ttl(20_000))),
+        ..PoolPatch::default()
     };
     let (info, upsert) = store.put_pool(&pool, patch).await.unwrap();
     assert_eq!(upsert, Upsert::Existed);
@@ -962,7 +957,7 @@ pub async fn expire_due_reaches_a_lease_taken_after_its_pool_was_reaped(
     // A keep-alive under a shorter keep-alive TTL brings the purge forward.
     let keys = store.generate_keys(&pool, 1).await.unwrap();
     let patch = PoolPatch {
-        keepalive_ttl: Some(ttl(30)),
+        keepalive_ttl: Some(Some(ttl(30))),
         ..PoolPatch::default()
     };
     store.put_pool(&pool, patch).await.unwrap();
@@ -1207,10 +1202,7 @@ pub async fn a_deleted_pool_is_gone_at_once_and_comes_back_empty(
     store.delete_pool(&pool).await.unwrap();
 
     assert_err!(store.pool_info(&pool).await, StoreError::PoolNotFound);
-    assert_err!(
-        store.lease_key(&pool).await,
-        StoreError::Pool(PoolError::NoFreeKey)
-    );
+    assert_no_free_key(store.lease_key(&pool).await, None);
     assert_err!(
         store.get_key(&pool, &keys[0].key).await,
         StoreError::Pool(PoolError::KeyNotFound)

@@ -6,6 +6,8 @@
 //! per case for a backend, in a module named after it, so
 //! `cargo test --test conformance memory::` runs one backend and
 //! `cargo test --test conformance lease` one behaviour on all of them.
+//! The backends are `memory`, `sqlite`, `redis` and `redis_cluster` (a
+//! fresh 3-master cluster per case: the slowest, ~1.5 s a case).
 //!
 //! Adding a backend is one factory in the test kit's
 //! `keyward_testkit::backends` and one `backend!` line below. A factory
@@ -57,6 +59,26 @@ macro_rules! backend {
                 a_deleted_keyspace_is_gone_at_once_and_comes_back_empty,
                 the_default_pool_and_keyspace_cannot_be_deleted,
                 deleting_frees_a_place_under_the_limits,
+                // The credential pool (P2.1).
+                add_keys_imports_new_keys_free_with_their_labels_and_leaves_existing_ones_as_they_are,
+                add_keys_generates_labelled_keys_beside_imported_ones,
+                an_import_past_max_keys_per_pool_is_refused_whole,
+                rate_limited_cools_the_key_until_retry_after_or_the_pool_cooldown,
+                a_failure_counts_and_max_failures_in_a_row_quarantine_the_key,
+                a_key_on_probation_is_quarantined_again_for_twice_as_long_until_an_ok,
+                quarantine_doubling_stops_at_24_hours,
+                disable_ends_the_lease_and_keeps_the_key_out_of_use_until_enabled,
+                disable_and_enable_take_cooling_and_quarantined_keys_out_and_back,
+                lease_key_with_no_free_key_says_when_the_first_key_comes_free,
+                the_five_counts_add_up_to_total_after_every_step,
+                pool_info_reports_the_recovery_settings_put_pool_set,
+                keys_of_a_no_keepalive_pool_are_never_purged,
+                list_keys_lists_every_key_exactly_once_whatever_the_page_size,
+                list_keys_with_a_state_lists_only_the_keys_in_that_state,
+                list_keys_cursors_round_trip_and_others_are_refused,
+                list_keys_leaves_out_deleted_and_purged_keys,
+                list_keys_visits_every_lasting_key_once_while_others_come_and_go,
+                expire_due_recovers_cooling_and_quarantined_keys,
             ]
         );
     };
@@ -84,3 +106,4 @@ macro_rules! conformance_tests {
 backend!(memory, keyward_testkit::backends::memory);
 backend!(sqlite, keyward_testkit::backends::sqlite);
 backend!(redis, keyward_testkit::backends::redis);
+backend!(redis_cluster, keyward_testkit::backends::redis_cluster);

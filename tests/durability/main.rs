@@ -4,6 +4,8 @@
 //! same file and checks what a client was told against what is there.
 //!
 //! - `restart`: one kind of state per test survives `kill -9`;
+//! - `credentials`: labels, cooling, quarantined and disabled keys and the
+//!   pools' recovery settings survive `kill -9` exactly;
 //! - `delete`: deleted pools and keyspaces stay deleted, their rows are
 //!   reclaimed after a restart too;
 //! - `expiry`: deadlines are wall-clock instants across a restart;
@@ -20,6 +22,7 @@
 //!   otherwise unless `KEYWARD_REQUIRE_ALL_BACKENDS=1`).
 
 mod crash;
+mod credentials;
 mod delete;
 mod disk;
 mod expiry;

@@ -353,10 +353,80 @@ async fn hand_edited_rows_that_make_no_sense_are_refused_at_start_naming_the_row
             "no pools row \"nope\"",
         ),
         (
-            "key-with-a-slash",
-            format!("UPDATE keys SET key = 'abc/defghijklmnopqrs' WHERE key = {one_key}"),
-            "keys row (pool \"p\", key \"abc/\"…)",
-            "A-Za-z0-9",
+            "key-with-a-space",
+            format!("UPDATE keys SET key = 'abc defghijklmnopqrs' WHERE key = {one_key}"),
+            "keys row (pool \"p\", key \"abc \"…)",
+            "visible ASCII",
+        ),
+        (
+            "unknown-state",
+            format!("UPDATE keys SET state = 'sleeping' WHERE key = {one_key}"),
+            "keys row (pool \"p\"",
+            "state \"sleeping\"",
+        ),
+        (
+            "leased-in-the-keys-row",
+            format!("UPDATE keys SET state = 'leased' WHERE key = {one_key}"),
+            "keys row (pool \"p\"",
+            "a lease is a leases row",
+        ),
+        (
+            "cooling-without-its-end",
+            format!("UPDATE keys SET state = 'cooling' WHERE key = {one_key}"),
+            "keys row (pool \"p\"",
+            "state cooling needs available_at_ms",
+        ),
+        (
+            "leased-and-disabled",
+            format!(
+                "UPDATE pools SET last_lease_id = 1 WHERE name = 'p'; \
+                 INSERT INTO leases SELECT pool, key, 1, 0 FROM keys WHERE key = {one_key}; \
+                 UPDATE keys SET state = 'disabled' WHERE key = {one_key}"
+            ),
+            "keys row (pool \"p\"",
+            "has a leases row but state disabled",
+        ),
+        (
+            "negative-failures",
+            format!("UPDATE keys SET failures = -1 WHERE key = {one_key}"),
+            "keys row (pool \"p\"",
+            "failures -1",
+        ),
+        (
+            "labels-of-no-set",
+            format!("UPDATE keys SET labels_id = 99 WHERE key = {one_key}"),
+            "keys row (pool \"p\"",
+            "labels_id 99 has no label_sets row",
+        ),
+        (
+            "label-set-breaking-the-rules",
+            format!(
+                "INSERT INTO label_sets VALUES (5, '{{\"no spaces\": \"x\"}}'); \
+                 UPDATE keys SET labels_id = 5 WHERE key = {one_key}"
+            ),
+            "label_sets row 5",
+            "label name \"no spaces\"",
+        ),
+        (
+            "label-set-not-json",
+            format!(
+                "INSERT INTO label_sets VALUES (6, 'provider=openai'); \
+                 UPDATE keys SET labels_id = 6 WHERE key = {one_key}"
+            ),
+            "label_sets row 6",
+            "not a JSON object of strings",
+        ),
+        (
+            "no-max-failures",
+            "UPDATE pools SET max_failures = 0 WHERE name = 'p'".to_owned(),
+            "pools row \"p\"",
+            "max_failures 0",
+        ),
+        (
+            "no-keepalive-neither-0-nor-1",
+            "UPDATE pools SET no_keepalive = 2 WHERE name = 'p'".to_owned(),
+            "pools row \"p\"",
+            "no_keepalive 2",
         ),
         (
             "negative-time",

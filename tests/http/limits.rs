@@ -18,9 +18,13 @@ fn big_body() -> Vec<u8> {
 /// The pool routes that take a JSON body: on pool `p`, and on `key` of
 /// the pool `default`.
 fn pool_routes_with_a_body(key: &str) -> [(Method, String); 4] {
+    // `POST /v1/pools/{pool}/keys` takes up to 6 MiB: see strict.rs.
     [
         (Method::PUT, "/v1/pools/p".to_owned()),
-        (Method::POST, "/v1/pools/p/keys".to_owned()),
+        (
+            Method::POST,
+            format!("/v1/pools/default/keys/{key}/disable"),
+        ),
         (
             Method::POST,
             format!("/v1/pools/default/keys/{key}/release"),
@@ -36,9 +40,10 @@ fn pool_routes_with_a_body(key: &str) -> [(Method, String); 4] {
 async fn malformed_json_is_400_invalid_json_on_every_route_with_a_body() -> Result<()> {
     let app = spawn_app().await;
     let key = app.new_keys("default", 1).await?.remove(0);
-    let routes = pool_routes_with_a_body(&key)
-        .into_iter()
-        .chain([(Method::PUT, "/v1/keyspaces/ks".to_owned())]);
+    let routes = pool_routes_with_a_body(&key).into_iter().chain([
+        (Method::PUT, "/v1/keyspaces/ks".to_owned()),
+        (Method::POST, "/v1/pools/p/keys".to_owned()),
+    ]);
     for (method, path) in routes {
         for bad in ["{", "{\"count\": }", "not json", "{\"a\":1}}", "\u{0}"] {
             let reply = app
@@ -258,9 +263,11 @@ async fn wrong_methods_are_405_json() -> Result<()> {
     let requests = [
         (Method::PATCH, "/v1/pools/default"),
         (Method::POST, "/v1/pools/default"),
-        (Method::GET, "/v1/pools/default/keys"),
+        (Method::PUT, "/v1/pools/default/keys"),
         (Method::GET, "/v1/pools/default/lease"),
         (Method::GET, "/v1/pools/default/keys/AAAA/release"),
+        (Method::GET, "/v1/pools/default/keys/AAAA/disable"),
+        (Method::DELETE, "/v1/pools/default/keys/AAAA/enable"),
         (Method::PUT, "/v1/pools/default/keys/AAAA"),
         (Method::PATCH, "/v1/keyspaces/default"),
         (Method::GET, "/v1/keyspaces/default/tokens"),
@@ -275,9 +282,9 @@ async fn wrong_methods_are_405_json() -> Result<()> {
 }
 
 #[tokio::test]
-async fn path_parts_over_256_bytes_are_400_json() -> Result<()> {
+async fn path_parts_over_768_bytes_are_400_json() -> Result<()> {
     let app = spawn_app().await;
-    let long = "k".repeat(257);
+    let long = "k".repeat(keyward::http::MAX_PATH_PART + 1);
     for (method, path) in [
         (Method::GET, format!("/v1/pools/{long}")),
         (Method::GET, format!("/v1/pools/default/keys/{long}")),
@@ -299,8 +306,10 @@ async fn path_parts_over_256_bytes_are_400_json() -> Result<()> {
         );
         reply.expect_error_shape(400);
     }
-    // 256 bytes is allowed through to the route (an unknown key here).
-    let limit = "k".repeat(256);
+    // A key of 256 characters, every one percent-encoded, is allowed
+    // through to the route (an unknown key here).
+    let limit = "%7B".repeat(256);
+    assert_eq!(limit.len(), keyward::http::MAX_PATH_PART);
     app.get_key("default", &limit)
         .await?
         .expect_error(404, "key_not_found");

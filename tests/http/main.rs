@@ -4,6 +4,9 @@
 //! would.
 //!
 //! - `pools`: `/v1/pools` (generation, leases, fencing, keep-alive, expiry);
+//! - `credentials`: credential pools (DESIGN P2.1): import with labels,
+//!   release outcomes and the five key states, disable and enable, the
+//!   key listing, `Retry-After`, keys kept out of logs and `/metrics`;
 //! - `keyspaces`: `/v1/keyspaces` (issuance, activation, immutability);
 //! - `listing`: paged listings of pools and keyspaces, and deleting them;
 //! - `names`: the name rule on every `/v1` route;
@@ -24,6 +27,7 @@
 //!   fuzzing (`scripts/fuzz` runs them long).
 
 mod compat;
+mod credentials;
 mod fuzz;
 mod keyspaces;
 mod limits;

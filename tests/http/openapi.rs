@@ -1,7 +1,8 @@
 //! `/openapi.json` is a valid OpenAPI 3.1 document that says what the
 //! server does: unique operation ids, every `$ref` resolvable, the bearer
 //! scheme declared and applied, request bounds equal to the server's,
-//! bodies that may be empty not required, states as enums.
+//! bodies that may be empty not required, states as enums, and the
+//! credential-pool routes and fields of DESIGN P2.1.
 //!
 //! These checks are plain Rust and always run. A real validator
 //! (`openapi-spec-validator`, Python) runs too when
@@ -14,7 +15,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
-use keyward::core::{KeyLength, Ttl};
+use keyward::core::pool::MAX_REASON;
+use keyward::core::{KeyLength, KeyState, MaxFailures, PoolKey, Ttl};
 use keyward::http::v1::MAX_GENERATE;
 use serde_json::{Value, json};
 
@@ -162,21 +164,72 @@ async fn the_bearer_scheme_is_declared_and_every_operation_requires_it_with_its_
 async fn request_bounds_in_the_document_are_the_servers_and_no_request_field_is_nullable()
 -> Result<()> {
     let doc = served_document().await?;
-    let count = &schema(&doc, "GenerateBody")["properties"]["count"];
+    let add = &schema(&doc, "AddKeysBody")["properties"];
+    let count = &add["count"];
     assert_eq!(count["minimum"], 1, "{count}");
     assert_eq!(
         count["maximum"].as_f64(),
         Some(MAX_GENERATE as f64),
         "{count}"
     );
+    let keys = &add["keys"];
+    assert_eq!(keys["type"], "array", "{keys}");
+    assert_eq!(keys["items"]["type"], "string", "{keys}");
+    assert_eq!(keys["minItems"], 1, "{keys}");
+    assert_eq!(keys["maxItems"].as_u64(), Some(MAX_GENERATE), "{keys}");
+    let described = keys["description"].as_str().unwrap_or_default();
+    assert!(
+        described.contains(&format!("1-{}", PoolKey::MAX_LEN)),
+        "the import's key length is documented: {keys}"
+    );
+    assert_eq!(add["labels"]["type"], "object", "{}", add["labels"]);
+    assert_eq!(add["labels"]["additionalProperties"]["type"], "string");
     let settings = &schema(&doc, "PoolSettingsBody")["properties"];
-    for ttl in ["lease_ttl_ms", "keepalive_ttl_ms"] {
-        assert_eq!(settings[ttl]["minimum"], 1, "{ttl}");
+    // `keepalive_ttl_ms: 0` means no keep-alive is needed; the others
+    // start at 1.
+    for (ttl, min) in [
+        ("lease_ttl_ms", 1),
+        ("keepalive_ttl_ms", 0),
+        ("cooldown_ms", 1),
+        ("quarantine_ms", 1),
+    ] {
+        assert_eq!(settings[ttl]["minimum"], min, "{ttl}: {}", settings[ttl]);
         assert_eq!(
             settings[ttl]["maximum"].as_f64(),
             Some(Ttl::MAX_MILLIS as f64),
             "{ttl}: {}",
             settings[ttl]
+        );
+    }
+    let max_failures = &settings["max_failures"];
+    let (min, max) = (
+        max_failures["minimum"]
+            .as_u64()
+            .context("max_failures minimum")?,
+        max_failures["maximum"]
+            .as_u64()
+            .context("max_failures maximum")?,
+    );
+    assert!(MaxFailures::new(min - 1).is_none() && MaxFailures::new(min).is_some());
+    assert!(MaxFailures::new(max).is_some() && MaxFailures::new(max + 1).is_none());
+    assert_eq!(max, 1000);
+    let release = &schema(&doc, "ReleaseBody")["properties"];
+    let retry = &release["retry_after_ms"];
+    assert_eq!(retry["minimum"], 1, "{retry}");
+    assert_eq!(
+        retry["maximum"].as_f64(),
+        Some(Ttl::MAX_MILLIS as f64),
+        "{retry}"
+    );
+    for reason in [
+        &release["reason"],
+        &schema(&doc, "DisableBody")["properties"]["reason"],
+    ] {
+        assert_eq!(reason["minLength"], 1, "{reason}");
+        assert_eq!(
+            reason["maxLength"].as_u64(),
+            Some(MAX_REASON as u64),
+            "{reason}"
         );
     }
     let key_length = &settings["key_length"];
@@ -196,7 +249,9 @@ async fn request_bounds_in_the_document_are_the_servers_and_no_request_field_is_
     let mut problems = Vec::new();
     for name in [
         "PoolSettingsBody",
-        "GenerateBody",
+        "AddKeysBody",
+        "ReleaseBody",
+        "DisableBody",
         "LeaseIdBody",
         "KeyspaceDefBody",
         "IssueBody",
@@ -221,6 +276,7 @@ async fn bodies_that_may_be_empty_are_not_required_and_a_keyspace_definition_is(
         ("put", "/v1/pools/{pool}"),
         ("post", "/v1/pools/{pool}/keys"),
         ("post", "/v1/pools/{pool}/keys/{key}/release"),
+        ("post", "/v1/pools/{pool}/keys/{key}/disable"),
         ("post", "/v1/pools/{pool}/keys/{key}/keepalive"),
         ("post", "/v1/keyspaces/{ks}/tokens"),
     ] {
@@ -259,7 +315,13 @@ async fn states_are_enums_and_counts_that_can_pass_2_pow_53_have_exact_string_tw
         values.sort();
         Ok(values)
     };
-    assert_eq!(state_values("KeyBody")?, ["free", "leased"]);
+    let mut key_states: Vec<&str> = KeyState::ALL.iter().map(|s| s.as_str()).collect();
+    key_states.sort_unstable();
+    assert_eq!(
+        key_states,
+        ["cooling", "disabled", "free", "leased", "quarantined"]
+    );
+    assert_eq!(state_values("KeyBody")?, key_states);
     assert_eq!(state_values("TokenBody")?, ["activated", "issued"]);
     for (object, fields) in [
         ("KeyspaceBody", &["capacity_str", "remaining_str"][..]),
@@ -275,6 +337,144 @@ async fn states_are_enums_and_counts_that_can_pass_2_pow_53_have_exact_string_tw
                 "{object}.{field} is required: {s}"
             );
         }
+    }
+    Ok(())
+}
+
+/// The `$ref` target of `value`, or `value` itself.
+fn deref<'a>(doc: &'a Value, value: &'a Value) -> &'a Value {
+    value["$ref"]
+        .as_str()
+        .and_then(|r| resolve(doc, r))
+        .unwrap_or(value)
+}
+
+#[tokio::test]
+async fn the_credential_pool_routes_are_documented_with_their_bodies_and_query() -> Result<()> {
+    let doc = served_document().await?;
+    let paths = &doc["paths"];
+    for (method, path, body) in [
+        ("post", "/v1/pools/{pool}/keys", Some("AddKeysBody")),
+        ("get", "/v1/pools/{pool}/keys", None),
+        (
+            "post",
+            "/v1/pools/{pool}/keys/{key}/release",
+            Some("ReleaseBody"),
+        ),
+        (
+            "post",
+            "/v1/pools/{pool}/keys/{key}/disable",
+            Some("DisableBody"),
+        ),
+        ("post", "/v1/pools/{pool}/keys/{key}/enable", None),
+    ] {
+        let op = &paths[path][method];
+        assert!(op.is_object(), "{method} {path} is not documented");
+        if let Some(name) = body {
+            let schema = &request_body(&doc, method, path)["content"]["application/json"]["schema"];
+            assert_eq!(
+                schema["$ref"],
+                format!("#/components/schemas/{name}"),
+                "{method} {path}"
+            );
+        }
+    }
+    let add = &paths["/v1/pools/{pool}/keys"]["post"]["responses"]["201"];
+    let reply = deref(&doc, &add["content"]["application/json"]["schema"]);
+    assert_eq!(reply["properties"]["existing"]["type"], "array", "{reply}");
+    for code in ["invalid_keys", "invalid_labels", "invalid_count"] {
+        let described = paths["/v1/pools/{pool}/keys"]["post"]["responses"]["400"]["description"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(described.contains(code), "400 of POST keys lacks {code}");
+    }
+    let release_400 = &paths["/v1/pools/{pool}/keys/{key}/release"]["post"]["responses"]["400"];
+    assert!(
+        release_400["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("invalid_outcome"))
+    );
+    let outcome = deref(&doc, &schema(&doc, "ReleaseBody")["properties"]["outcome"]);
+    assert_eq!(
+        outcome["enum"],
+        json!(["ok", "rate_limited", "failed"]),
+        "{outcome}"
+    );
+
+    // The listing: `state` an enum of the five states, `limit`, `cursor`,
+    // and 404 for an unknown pool.
+    let list = &paths["/v1/pools/{pool}/keys"]["get"];
+    let params: BTreeMap<&str, &Value> = list["parameters"]
+        .as_array()
+        .context("the listing's parameters")?
+        .iter()
+        .filter(|p| p["in"] == "query")
+        .map(|p| (p["name"].as_str().unwrap_or_default(), p))
+        .collect();
+    assert_eq!(
+        params.keys().copied().collect::<Vec<_>>(),
+        ["cursor", "limit", "state"]
+    );
+    let state = deref(&doc, &params["state"]["schema"]);
+    let mut states: Vec<&str> = state["enum"]
+        .as_array()
+        .context("state is an enum")?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    states.sort_unstable();
+    assert_eq!(
+        states,
+        ["cooling", "disabled", "free", "leased", "quarantined"]
+    );
+    assert!(list["responses"]["404"].is_object(), "{list}");
+
+    // no_free_key: the header and the error field.
+    let no_key = &paths["/v1/pools/{pool}/lease"]["post"]["responses"]["404"];
+    assert!(
+        no_key["headers"]["Retry-After"].is_object(),
+        "the lease's 404 documents Retry-After: {no_key}"
+    );
+    let retry = &schema(&doc, "ErrorDetail")["properties"]["retry_after_ms"];
+    assert_eq!(retry["type"], "integer", "{retry}");
+    assert_eq!(retry["minimum"], 1, "{retry}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_key_and_pool_objects_document_the_new_fields() -> Result<()> {
+    let doc = served_document().await?;
+    let key = &schema(&doc, "KeyBody")["properties"];
+    assert_eq!(key["labels"]["type"], "object", "{}", key["labels"]);
+    assert_eq!(key["labels"]["additionalProperties"]["type"], "string");
+    assert_eq!(key["failures"]["type"], "integer");
+    for nullable in ["available_at", "reason", "alive_until"] {
+        assert_eq!(
+            key[nullable]["type"],
+            json!(["string", "null"]),
+            "KeyBody.{nullable}"
+        );
+    }
+    let pool = schema(&doc, "PoolBody");
+    for field in [
+        "cooldown_ms",
+        "max_failures",
+        "quarantine_ms",
+        "keepalive_ttl_ms",
+        "cooling",
+        "quarantined",
+        "disabled",
+    ] {
+        assert_eq!(
+            pool["properties"][field]["type"], "integer",
+            "PoolBody.{field}"
+        );
+        assert!(
+            pool["required"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|f| f == field)),
+            "PoolBody.{field} is required: {pool}"
+        );
     }
     Ok(())
 }

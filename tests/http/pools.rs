@@ -10,8 +10,9 @@ use serde_json::{Value, json};
 use keyward_testkit::app::{T0_MS, TestApp, spawn_app};
 use keyward_testkit::client::{Reply, time_of};
 
-/// Asserts the key object's shape: exactly the contract's six fields,
-/// times in RFC 3339 with ms, lease fields null exactly when free.
+/// Asserts the key object's shape: the Part 1 fields plus the credential
+/// fields (labels, available_at, reason, failures), times in RFC 3339 with
+/// ms, lease fields null exactly when free.
 #[track_caller]
 fn assert_key_object(body: &Value) {
     let obj = body.as_object().expect("a key object");
@@ -21,14 +22,20 @@ fn assert_key_object(body: &Value) {
         fields,
         [
             "alive_until",
+            "available_at",
             "created_at",
+            "failures",
             "key",
+            "labels",
             "lease_id",
             "leased_until",
+            "reason",
             "state"
         ],
         "{body}"
     );
+    assert!(body["labels"].is_object(), "{body}");
+    assert!(body["failures"].is_u64(), "{body}");
     time_of(body, "created_at");
     time_of(body, "alive_until");
     match body["state"].as_str() {
@@ -55,9 +62,15 @@ async fn default_pool_exists_from_the_start_with_the_server_settings() -> Result
             "lease_ttl_ms": 60_000,
             "keepalive_ttl_ms": 300_000,
             "key_length": 20,
+            "cooldown_ms": 60_000,
+            "max_failures": 3,
+            "quarantine_ms": 300_000,
             "total": 0,
             "free": 0,
             "leased": 0,
+            "cooling": 0,
+            "quarantined": 0,
+            "disabled": 0,
         })
     );
     Ok(())
@@ -76,9 +89,15 @@ async fn put_pool_creates_with_201_then_changes_with_200_keeping_absent_fields()
             "lease_ttl_ms": 5000,
             "keepalive_ttl_ms": 300_000,
             "key_length": 32,
+            "cooldown_ms": 60_000,
+            "max_failures": 3,
+            "quarantine_ms": 300_000,
             "total": 0,
             "free": 0,
             "leased": 0,
+            "cooling": 0,
+            "quarantined": 0,
+            "disabled": 0,
         })
     );
     let changed = app
@@ -111,7 +130,12 @@ async fn put_pool_refuses_bad_settings_with_invalid_settings_and_creates_nothing
     let app = spawn_app().await;
     for bad in [
         json!({"lease_ttl_ms": 0}),
-        json!({"keepalive_ttl_ms": 0}),
+        json!({"keepalive_ttl_ms": -1}),
+        json!({"cooldown_ms": 0}),
+        json!({"quarantine_ms": 0}),
+        json!({"max_failures": 0}),
+        json!({"max_failures": 1001}),
+        json!({"max_failures": "3"}),
         json!({"lease_ttl_ms": -1}),
         json!({"lease_ttl_ms": 1.5}),
         json!({"lease_ttl_ms": "60s"}),
@@ -161,7 +185,8 @@ async fn generate_keys_returns_201_with_20_char_alphanumeric_free_keys() -> Resu
     let reply = app.generate_keys("default", 5).await?;
     let body = reply.expect(201);
     let obj = body.as_object().expect("an object");
-    assert_eq!(obj.len(), 1, "only `keys`: {}", reply.text);
+    assert_eq!(obj.len(), 2, "`keys` and `existing`: {}", reply.text);
+    assert_eq!(body["existing"], json!([]));
     let keys = body["keys"].as_array().expect("`keys` is an array");
     assert_eq!(keys.len(), 5);
     let mut seen = HashSet::new();

@@ -386,7 +386,6 @@ async fn the_largest_alphabet_fits_even_written_as_escapes_and_1_mib_is_the_keys
     // ...and every other route keeps 64 KiB, the keyspace's GET included.
     let padded = format!(r#"{{"count": 1{}}}"#, " ".repeat(64 * 1024)).into_bytes();
     for (method, path) in [
-        (Method::POST, "/v1/pools/p/keys"),
         (Method::PUT, "/v1/pools/p"),
         (Method::POST, "/v1/keyspaces/escaped/tokens"),
         (Method::GET, "/v1/keyspaces/escaped"),
@@ -506,5 +505,50 @@ async fn a_one_character_alphabet_is_refused_in_good_grammar() -> Result<()> {
         reply.body["error"]["message"],
         "the alphabet has 1 character; at least 2 are needed"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_import_of_10000_keys_of_256_characters_fits_and_6_mib_is_the_import_limit() -> Result<()>
+{
+    let app = spawn_app().await;
+    // The largest import the contract allows: 10,000 keys of 256 visible
+    // characters, each with a `"` that JSON writes as `\"` (2 bytes).
+    let keys: Vec<String> = (0..10_000)
+        .map(|i| format!("{i:05}\"{}", "~".repeat(250)))
+        .collect();
+    let body = serde_json::to_vec(&serde_json::json!({"keys": keys, "labels": {"a": "b"}}))?;
+    assert!(body.len() > 64 * 1024 && body.len() <= keyward::http::MAX_IMPORT_BODY_BYTES);
+    let reply = app
+        .request_raw(
+            Method::POST,
+            "/v1/pools/big/keys",
+            Some(body),
+            Some("application/json"),
+        )
+        .await?;
+    let added = reply.expect(201);
+    assert_eq!(added["keys"].as_array().map(Vec::len), Some(10_000));
+    assert_eq!(added["existing"], serde_json::json!([]));
+
+    let mut over = br#"{"count": 1}"#.to_vec();
+    over.resize(keyward::http::MAX_IMPORT_BODY_BYTES + 1, b' ');
+    let reply = app
+        .request_raw(
+            Method::POST,
+            "/v1/pools/big/keys",
+            Some(over),
+            Some("application/json"),
+        )
+        .await?;
+    reply.expect_error(413, "payload_too_large");
+    assert!(
+        reply
+            .text
+            .contains(&keyward::http::MAX_IMPORT_BODY_BYTES.to_string()),
+        "{}",
+        reply.text
+    );
+    assert_eq!(app.get_pool("big").await?.expect(200)["total"], 10_000);
     Ok(())
 }

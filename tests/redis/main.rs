@@ -7,7 +7,10 @@
 //! - [`cluster`]: one process on a 3-master Redis Cluster;
 //! - [`reaper`]: the reaper's cost follows due entries, not pools;
 //! - [`delete`]: deleted pools reclaimed in bounded steps, registries
-//!   migrated to sorted sets.
+//!   migrated to sorted sets;
+//! - [`states`]: cooldowns and quarantines ended by the reaper, key
+//!   states shared by two processes, pools of an older keyward, keys
+//!   without keep-alive.
 //!
 //! Without `redis-server`/`redis-cli` on PATH every test skips with a loud
 //! note, or fails when `KEYWARD_REQUIRE_ALL_BACKENDS=1` (as CI sets it).
@@ -18,6 +21,7 @@ mod delete;
 mod faults;
 mod multi;
 mod reaper;
+mod states;
 
 /// The real binary on the store URL `store` (a private Redis).
 fn keyward(store: &str) -> keyward_testkit::process::Launch {

@@ -19,7 +19,7 @@ use keyward::store::redis::{RedisSettings, RedisStore, RedisTarget, TimeSource};
 use keyward::store::{Limits, Store};
 
 use crate::process::TempDir;
-use crate::redis::{REQUIRE_ALL, RedisServer};
+use crate::redis::{REQUIRE_ALL, RedisCluster, RedisServer};
 
 /// A store under test, its clock, and whatever must live as long as it.
 pub struct Harness {
@@ -101,6 +101,53 @@ pub async fn redis() -> Option<Harness> {
         store: Arc::new(store),
         clock,
         _guard: Some(Box::new(server)),
+    })
+}
+
+/// `redis+cluster://` on a fresh private 3-master cluster, the store on
+/// the case's manual clock; `None` without `redis-server`. Every pool
+/// lives in one hash slot, so the cases spread over the masters.
+pub async fn redis_cluster() -> Option<Harness> {
+    if !crate::redis::available() {
+        return None;
+    }
+    // A node can lose its port, or its bus port (port + 10000), to another
+    // process between `free_port` and its bind: try again on new ports.
+    let mut tries = 0;
+    let cluster = loop {
+        tries += 1;
+        match tokio::task::spawn_blocking(RedisCluster::start)
+            .await
+            .expect("the start-up thread does not panic")
+        {
+            Ok(cluster) => break cluster,
+            Err(e) if tries < 3 => {
+                let _ = writeln!(std::io::stderr(), "cluster start-up failed, retrying: {e}");
+            }
+            Err(e) => panic!("a private Redis Cluster starts: {e:?}"),
+        }
+    };
+    let clock = Arc::new(ManualClock::default());
+    let settings = RedisSettings {
+        target: RedisTarget::Cluster(
+            cluster
+                .nodes
+                .iter()
+                .map(|n| format!("127.0.0.1:{}", n.port))
+                .collect(),
+        ),
+        pool_defaults: pool_defaults(),
+        default_keyspace: default_keyspace(),
+        limits: LIMITS,
+        time: TimeSource::Clock(clock.clone()),
+    };
+    let store = RedisStore::connect(settings)
+        .await
+        .expect("the Redis store connects to the cluster");
+    Some(Harness {
+        store: Arc::new(store),
+        clock,
+        _guard: Some(Box::new(cluster)),
     })
 }
 

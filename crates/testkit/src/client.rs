@@ -73,8 +73,25 @@ impl Reply {
         let inner = self.body["error"]
             .as_object()
             .expect("`error` is an object");
-        assert_eq!(inner.len(), 2, "only `code` and `message`: {}", self.text);
         let code = inner["code"].as_str().expect("`code` is a string");
+        // `no_free_key` alone may say when to retry (DESIGN P2.1).
+        let extra = match inner.get("retry_after_ms") {
+            Some(ms) if code == "no_free_key" => {
+                assert!(
+                    ms.as_u64().is_some_and(|ms| ms >= 1),
+                    "`retry_after_ms` is a positive integer: {}",
+                    self.text
+                );
+                1
+            }
+            _ => 0,
+        };
+        assert_eq!(
+            inner.len(),
+            2 + extra,
+            "only `code` and `message` (and `retry_after_ms` on no_free_key): {}",
+            self.text
+        );
         assert!(
             !code.is_empty()
                 && code
@@ -85,6 +102,28 @@ impl Reply {
         let message = inner["message"].as_str().expect("`message` is a string");
         assert!(!message.is_empty(), "`message` is not empty");
         code.to_owned()
+    }
+
+    /// Panics unless this is 404 `no_free_key` whose `Retry-After` header
+    /// and `error.retry_after_ms` are both present or both absent, the
+    /// header being the milliseconds in whole seconds rounded up; returns
+    /// `retry_after_ms`.
+    #[track_caller]
+    pub fn expect_no_free_key(&self) -> Option<u64> {
+        self.expect_error(404, "no_free_key");
+        let ms = self.body["error"]["retry_after_ms"].as_u64();
+        let header = self.header("retry-after").map(|h| {
+            h.parse::<u64>()
+                .unwrap_or_else(|_| panic!("Retry-After {h:?} is not whole seconds"))
+        });
+        assert_eq!(
+            header,
+            ms.map(|ms| ms.div_ceil(1000)),
+            "Retry-After {:?} against retry_after_ms in {}",
+            self.header("retry-after"),
+            self.text
+        );
+        ms
     }
 
     /// True when the `Content-Type` is JSON and the body parsed.
@@ -148,6 +187,23 @@ pub fn keys_of(body: &Value) -> Vec<String> {
         .iter()
         .map(|k| str_field(k, "key"))
         .collect()
+}
+
+/// `key` as one path segment: every byte but `A-Za-z0-9-._~`
+/// percent-encoded, so an imported key with `/`, `%`, `?` or `#` reaches
+/// the server as one `{key}`. The key methods of [`Api`] put `key` into the
+/// path as given (tests also send raw and malformed segments), so pass
+/// such a key through this first.
+pub fn key_segment(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// A client bound to one server's address; cheap to clone into tasks.
@@ -322,6 +378,71 @@ impl Api {
         Ok(keys)
     }
 
+    /// `POST /v1/pools/{pool}/keys` with `body` as given (`{"keys": [..],
+    /// "labels": {..}}`, `{"count": n}`, or a malformed one).
+    pub async fn add_keys(&self, pool: &str, body: Value) -> Result<Reply> {
+        self.request(Method::POST, &format!("/v1/pools/{pool}/keys"), Some(body))
+            .await
+    }
+
+    /// `POST /v1/pools/{pool}/keys` `{"keys": keys}`, with `"labels":
+    /// labels` unless `None`.
+    pub async fn import_keys(
+        &self,
+        pool: &str,
+        keys: &[&str],
+        labels: Option<Value>,
+    ) -> Result<Reply> {
+        let mut body = json!({ "keys": keys });
+        if let Some(labels) = labels {
+            body["labels"] = labels;
+        }
+        self.add_keys(pool, body).await
+    }
+
+    /// `GET /v1/pools/{pool}/keys?QUERY` (`query` as sent, e.g.
+    /// `state=free&limit=2&cursor=…`; empty for none).
+    pub async fn list_keys(&self, pool: &str, query: &str) -> Result<Reply> {
+        self.request(
+            Method::GET,
+            &listing(&format!("/v1/pools/{pool}/keys"), query),
+            None,
+        )
+        .await
+    }
+
+    /// Every key object of `GET /v1/pools/{pool}/keys`, `limit` per page,
+    /// only those in `state` when given, following `next_cursor` until it
+    /// is null (asserting 200, at most 1000 pages).
+    pub async fn list_all_keys(
+        &self,
+        pool: &str,
+        state: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Value>> {
+        let first = match state {
+            Some(state) => format!("state={state}&limit={limit}"),
+            None => format!("limit={limit}"),
+        };
+        let mut keys = Vec::new();
+        let mut query = first.clone();
+        for _ in 0..1000 {
+            let reply = self.list_keys(pool, &query).await?;
+            let body = reply.expect(200);
+            let items = body["keys"].as_array().context("the page's keys")?;
+            assert!(items.len() <= limit as usize, "{}", reply.text);
+            keys.extend(items.iter().cloned());
+            match body["next_cursor"].as_str() {
+                Some(cursor) => query = format!("{first}&cursor={cursor}"),
+                None => {
+                    assert!(body["next_cursor"].is_null(), "{}", reply.text);
+                    return Ok(keys);
+                }
+            }
+        }
+        anyhow::bail!("more than 1000 pages of /v1/pools/{pool}/keys")
+    }
+
     /// `POST /v1/pools/{pool}/lease`.
     pub async fn lease(&self, pool: &str) -> Result<Reply> {
         self.request(Method::POST, &format!("/v1/pools/{pool}/lease"), None)
@@ -335,6 +456,42 @@ impl Api {
             Method::POST,
             &format!("/v1/pools/{pool}/keys/{key}/release"),
             Some(lease_body(lease_id)),
+        )
+        .await
+    }
+
+    /// `POST /v1/pools/{pool}/keys/{key}/release` with `body` as given
+    /// (`{"lease_id": id, "outcome": "failed", "reason": "…"}`, …).
+    pub async fn release_with(&self, pool: &str, key: &str, body: Value) -> Result<Reply> {
+        self.request(
+            Method::POST,
+            &format!("/v1/pools/{pool}/keys/{key}/release"),
+            Some(body),
+        )
+        .await
+    }
+
+    /// `POST /v1/pools/{pool}/keys/{key}/disable`, with `{"reason": reason}`
+    /// or `{}`.
+    pub async fn disable_key(&self, pool: &str, key: &str, reason: Option<&str>) -> Result<Reply> {
+        let body = match reason {
+            Some(reason) => json!({ "reason": reason }),
+            None => json!({}),
+        };
+        self.request(
+            Method::POST,
+            &format!("/v1/pools/{pool}/keys/{key}/disable"),
+            Some(body),
+        )
+        .await
+    }
+
+    /// `POST /v1/pools/{pool}/keys/{key}/enable`.
+    pub async fn enable_key(&self, pool: &str, key: &str) -> Result<Reply> {
+        self.request(
+            Method::POST,
+            &format!("/v1/pools/{pool}/keys/{key}/enable"),
+            None,
         )
         .await
     }

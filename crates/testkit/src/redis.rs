@@ -174,7 +174,7 @@ impl RedisCluster {
     pub fn start() -> Result<Self> {
         let mut nodes = Vec::new();
         for _ in 0..3 {
-            nodes.push(RedisServer::start_on(free_port()?, true)?);
+            nodes.push(RedisServer::start_on(cluster_port()?, true)?);
         }
         let addrs: Vec<String> = nodes
             .iter()
@@ -218,4 +218,16 @@ impl RedisCluster {
             .collect();
         format!("redis+cluster://{}", nodes.join(","))
     }
+}
+
+/// A free port for a cluster node whose bus port (port + 10000) is free
+/// too and still a valid port. Bounded: 100 tries.
+fn cluster_port() -> Result<u16> {
+    for _ in 0..100 {
+        let port = free_port()?;
+        if port <= 55_535 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port pair (port, port + 10000) on 127.0.0.1 after 100 tries")
 }

@@ -209,7 +209,7 @@ async fn generate_api_key(State(state): State<AppState>) -> Result<Response, Api
 async fn lease_api_key(State(state): State<AppState>) -> Result<Response, ApiError> {
     match state.store.lease_key(&Name::default_name()).await {
         Ok(view) => Ok(django(StatusCode::OK, json!({"api_key": view.key}))),
-        Err(StoreError::Pool(PoolError::NoFreeKey)) => Ok(django(
+        Err(StoreError::NoFreeKey { .. } | StoreError::Pool(PoolError::NoFreeKey)) => Ok(django(
             StatusCode::NOT_FOUND,
             json!({"message": "No available key found"}),
         )),

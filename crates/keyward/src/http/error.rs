@@ -10,7 +10,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use crate::core::{KeyspaceError, PoolError};
+use crate::core::{KeyspaceError, PoolError, Ttl};
 use crate::store::{ErrorChain, Limit, StoreError};
 
 /// The shape of every error body, for the OpenAPI document.
@@ -24,6 +24,13 @@ pub(crate) struct ErrorBody {
 pub(crate) struct ErrorDetail {
     code: String,
     message: String,
+    /// Only on `no_free_key`, when some key will become free by itself (a
+    /// lease, cooldown or quarantine ends): milliseconds until the first
+    /// does. The `Retry-After` header says the same in whole seconds,
+    /// rounded up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, minimum = 1)]
+    retry_after_ms: Option<u64>,
 }
 
 /// Everything a request can fail with.
@@ -70,9 +77,22 @@ pub(crate) enum ApiError {
     /// 404: no such key (never generated, deleted or purged).
     #[error("no live key has this value in this pool")]
     KeyNotFound,
-    /// 404: every key of the pool is leased, or it has none.
+    /// 404: no key of the pool is free (or it has none); `Some` when one
+    /// will be by itself that soon.
     #[error("no free key in this pool")]
-    NoFreeKey,
+    NoFreeKey(Option<Ttl>),
+    /// 400: a bad release outcome, `retry_after_ms` or reason.
+    #[error("{0}")]
+    InvalidOutcome(String),
+    /// 400: bad keys to import, or keys and count both given.
+    #[error("{0}")]
+    InvalidKeys(String),
+    /// 400: bad labels.
+    #[error("{0}")]
+    InvalidLabels(String),
+    /// 400: a bad disable reason.
+    #[error("{0}")]
+    InvalidReason(String),
     /// 404: no such keyspace.
     #[error("no keyspace has this name")]
     KeyspaceNotFound,
@@ -149,7 +169,11 @@ impl ApiError {
             Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             PoolNotFound => (StatusCode::NOT_FOUND, "pool_not_found"),
             KeyNotFound => (StatusCode::NOT_FOUND, "key_not_found"),
-            NoFreeKey => (StatusCode::NOT_FOUND, "no_free_key"),
+            NoFreeKey(_) => (StatusCode::NOT_FOUND, "no_free_key"),
+            InvalidOutcome(_) => (StatusCode::BAD_REQUEST, "invalid_outcome"),
+            InvalidKeys(_) => (StatusCode::BAD_REQUEST, "invalid_keys"),
+            InvalidLabels(_) => (StatusCode::BAD_REQUEST, "invalid_labels"),
+            InvalidReason(_) => (StatusCode::BAD_REQUEST, "invalid_reason"),
             KeyspaceNotFound => (StatusCode::NOT_FOUND, "keyspace_not_found"),
             TokenNotIssued => (StatusCode::NOT_FOUND, "token_not_issued"),
             RouteNotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
@@ -184,7 +208,7 @@ impl From<StoreError> for ApiError {
                 PoolError::KeyNotFound => Self::KeyNotFound,
                 PoolError::NotLeased => Self::NotLeased,
                 PoolError::LeaseMismatch => Self::LeaseMismatch,
-                PoolError::NoFreeKey => Self::NoFreeKey,
+                PoolError::NoFreeKey => Self::NoFreeKey(None),
                 PoolError::Full => Self::PoolFull,
             },
             StoreError::Keyspace(e) => match e {
@@ -194,6 +218,10 @@ impl From<StoreError> for ApiError {
                 KeyspaceError::AlreadyActivated => Self::AlreadyActivated,
                 KeyspaceError::Exhausted => Self::KeyspaceExhausted,
             },
+            StoreError::NoFreeKey { retry_after } => Self::NoFreeKey(retry_after),
+            StoreError::InvalidCursor => Self::InvalidQuery(
+                "cursor is not one this listing gave out; pass next_cursor as it came".into(),
+            ),
             StoreError::PoolNotFound => Self::PoolNotFound,
             StoreError::KeyspaceNotFound => Self::KeyspaceNotFound,
             StoreError::KeyspaceImmutable => Self::KeyspaceImmutable,
@@ -212,13 +240,25 @@ pub(crate) struct LoggedCause(pub String);
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
+        let retry_after_ms = match &self {
+            Self::NoFreeKey(ttl) => ttl.map(Ttl::as_millis),
+            _ => None,
+        };
         let body = ErrorBody {
             error: ErrorDetail {
                 code: code.to_owned(),
                 message: self.to_string(),
+                retry_after_ms,
             },
         };
         let mut response = (status, Json(body)).into_response();
+        if let Some(ms) = retry_after_ms {
+            let seconds = ms.div_ceil(1000);
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(seconds),
+            );
+        }
         if status.is_server_error() {
             response
                 .extensions_mut()

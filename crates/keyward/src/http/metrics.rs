@@ -21,7 +21,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::core::{Expired, PoolStats};
+use crate::core::{Expired, Outcome, PoolStats};
 use crate::store::{SNAPSHOT_NAMED, Snapshot, Store, StoreError};
 
 /// How long a rendered reply is served again: short next to any scrape
@@ -36,6 +36,11 @@ struct RequestLabels {
     method: String,
     route: String,
     status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -54,6 +59,7 @@ pub(crate) struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    outcomes: Family<OutcomeLabels, Counter>,
     /// The last reply and when it was rendered. A tokio mutex, held across
     /// the snapshot on purpose: concurrent scrapes wait for one render
     /// instead of each taking a snapshot.
@@ -78,11 +84,18 @@ impl Metrics {
             "HTTP request latency by route template",
             latency.clone(),
         );
+        let outcomes = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "keyward_release_outcomes",
+            "Releases by the outcome their holder reported (ok, rate_limited, failed)",
+            outcomes.clone(),
+        );
         store.register_metrics(&mut registry);
         Self {
             registry,
             requests,
             latency,
+            outcomes,
             cache: tokio::sync::Mutex::new(None),
         }
     }
@@ -101,6 +114,18 @@ impl Metrics {
                 route: route.to_owned(),
             })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one release by its outcome. O(1).
+    pub fn outcome(&self, outcome: Outcome) {
+        let outcome = match outcome {
+            Outcome::Ok => "ok",
+            Outcome::RateLimited { .. } => "rate_limited",
+            Outcome::Failed => "failed",
+        };
+        self.outcomes
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     /// The exposition, rendered at most once per [`CACHE_FOR`]: O(1) from
@@ -148,6 +173,10 @@ fn render_snapshot(out: &mut String, s: &Snapshot) {
         let help = "Keys purged for want of a keep-alive in every pool (since start).";
         family(out, name, "counter", help);
         let _ = writeln!(out, "{name}_total {}", t.expired.keys);
+        let name = "keyward_all_pools_recovered_keys";
+        let help = "Cooldowns and quarantines ended by time in every pool (since start).";
+        family(out, name, "counter", help);
+        let _ = writeln!(out, "{name}_total {}", t.expired.recovered);
     }
     let name = "keyward_pool_keys";
     let help = format!("Keys per pool and state (the first {SNAPSHOT_NAMED} pools by name).");
@@ -172,12 +201,23 @@ fn render_snapshot(out: &mut String, s: &Snapshot) {
             "Keys purged for want of a keep-alive.",
             |e| e.keys,
         ),
+        (
+            "keyward_recovered_keys",
+            "Cooldowns and quarantines ended by time (the key is free again).",
+            |e| e.recovered,
+        ),
     ] {
         family(out, name, "counter", help);
         for p in &s.pools {
             let n = count(&p.expired);
             let _ = writeln!(out, "{name}_total{{pool=\"{}\"}} {n}", p.name);
         }
+    }
+    let name = "keyward_quarantines";
+    let help = "Quarantines begun (since start for local stores).";
+    family(out, name, "counter", help);
+    for p in &s.pools {
+        let _ = writeln!(out, "{name}_total{{pool=\"{}\"}} {}", p.name, p.quarantines);
     }
     let name = "keyward_keyspace_tokens";
     let help = "Tokens per keyspace: capacity, issued, activated, remaining.";
@@ -213,10 +253,13 @@ fn by_state<N: std::fmt::Display>(
 }
 
 /// A pool's (or all pools') key counts, by state.
-fn key_states(stats: &PoolStats) -> [(&'static str, u64); 3] {
+fn key_states(stats: &PoolStats) -> [(&'static str, u64); 6] {
     [
         ("total", stats.total),
         ("free", stats.free),
         ("leased", stats.leased),
+        ("cooling", stats.cooling),
+        ("quarantined", stats.quarantined),
+        ("disabled", stats.disabled),
     ]
 }

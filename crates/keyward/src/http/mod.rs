@@ -47,8 +47,14 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// (65,536 characters) fits even written entirely as `\uXXXX\uXXXX`
 /// surrogate-pair escapes (12 bytes a character, 786,432 bytes in all).
 pub const MAX_KEYSPACE_BODY_BYTES: usize = 1024 * 1024;
-/// Longest accepted path segment, in bytes as sent.
-pub const MAX_PATH_PART: usize = 256;
+/// Largest accepted body of `POST /v1/pools/{pool}/keys`: an import of
+/// 10,000 keys of 256 characters, even when JSON must escape every one
+/// (`\"`, `\\`: 515 bytes a key with its quotes and comma), with room for
+/// labels.
+pub const MAX_IMPORT_BODY_BYTES: usize = 6 * 1024 * 1024;
+/// Longest accepted path segment, in bytes as sent: an imported key of
+/// 256 characters, every one percent-encoded (`%7B` for `{`).
+pub const MAX_PATH_PART: usize = 768;
 /// A request still running after this answers 503 `timeout`, so a stuck
 /// request cannot hold a client or block shutdown.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -104,7 +110,11 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn(reject_oversized))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .layer(middleware::from_fn_with_state(metrics, log_and_time_out))
+        .layer(middleware::from_fn_with_state(
+            metrics.clone(),
+            log_and_time_out,
+        ))
+        .layer(axum::Extension(metrics))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state);
@@ -338,17 +348,18 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// The body limit of a request: [`MAX_KEYSPACE_BODY_BYTES`] on
-/// `PUT /v1/keyspaces/{ks}` (an alphabet may be 65,536 characters), else
-/// [`MAX_BODY_BYTES`].
+/// `PUT /v1/keyspaces/{ks}` (an alphabet may be 65,536 characters),
+/// [`MAX_IMPORT_BODY_BYTES`] on `POST /v1/pools/{pool}/keys` (an import of
+/// 10,000 keys), else [`MAX_BODY_BYTES`].
 fn body_limit(parts: &Parts) -> usize {
     let route = parts
         .extensions
         .get::<MatchedPath>()
         .map(MatchedPath::as_str);
-    if parts.method == axum::http::Method::PUT && route == Some("/v1/keyspaces/{ks}") {
-        MAX_KEYSPACE_BODY_BYTES
-    } else {
-        MAX_BODY_BYTES
+    match (&parts.method, route) {
+        (&axum::http::Method::PUT, Some("/v1/keyspaces/{ks}")) => MAX_KEYSPACE_BODY_BYTES,
+        (&axum::http::Method::POST, Some("/v1/pools/{pool}/keys")) => MAX_IMPORT_BODY_BYTES,
+        _ => MAX_BODY_BYTES,
     }
 }
 
@@ -532,7 +543,11 @@ mod tests {
                 get(|| async { ApiError::Unavailable("the disk is full".into()) }),
             )
             .route("/works", get(|| async { "ok" }))
-            .layer(middleware::from_fn_with_state(metrics, log_and_time_out));
+            .layer(middleware::from_fn_with_state(
+                metrics.clone(),
+                log_and_time_out,
+            ))
+            .layer(axum::Extension(metrics));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -11,6 +11,7 @@ use axum::http::request::Parts;
 use utoipa::IntoParams;
 
 use super::ApiError;
+use crate::core::KeyState;
 use crate::store::{PageLimit, PageRequest};
 
 /// `?limit=N&cursor=C` of a listing route; anything else in the query is
@@ -45,48 +46,93 @@ impl<S: Send + Sync> FromRequestParts<S> for PageQuery {
 
     /// O(length of the query).
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        let (mut limit, mut cursor) = (None, None);
-        for pair in parts.uri.query().unwrap_or("").split('&') {
-            if pair.is_empty() {
-                continue;
-            }
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let slot = match name {
-                "limit" => &mut limit,
-                "cursor" => &mut cursor,
-                _ => {
-                    let shown: String = name.chars().take(32).collect();
-                    return Err(invalid(format!(
-                        "unknown query parameter {shown:?}; this route takes limit and cursor"
-                    )));
-                }
-            };
-            if slot.replace(value).is_some() {
-                return Err(invalid(format!("query parameter {name} given twice")));
-            }
-        }
-        let limit = match limit {
-            None => PageLimit::DEFAULT,
-            Some(text) => text
-                .parse::<usize>()
-                .ok()
-                .and_then(PageLimit::new)
-                .ok_or_else(|| {
-                    invalid(format!(
-                        "limit must be an integer from 1 to {}",
-                        PageLimit::MAX
-                    ))
-                })?,
-        };
-        let cursor = cursor
-            .map(|c| {
-                decode_cursor(c).ok_or_else(|| {
-                    invalid("cursor is not one this server returned; pass next_cursor as given")
+        let (page, _) = parse(parts.uri.query().unwrap_or(""), None)?;
+        Ok(page)
+    }
+}
+
+/// `?state=S&limit=N&cursor=C` of `GET /v1/pools/{pool}/keys`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct KeyPageQuery {
+    /// Only keys in this state: free, leased, cooling, quarantined or
+    /// disabled; absent for every key
+    #[param(value_type = Option<super::v1::KeyState>)]
+    pub state: Option<KeyState>,
+    /// `limit` and `cursor`, documented by [`PageQuery`] itself.
+    #[param(ignore)]
+    pub page: PageQuery,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for KeyPageQuery {
+    type Rejection = ApiError;
+
+    /// O(length of the query).
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let (page, state) = parse(parts.uri.query().unwrap_or(""), Some("state"))?;
+        let state = state
+            .map(|s| {
+                KeyState::parse(s).ok_or_else(|| {
+                    invalid("state must be one of free, leased, cooling, quarantined, disabled")
                 })
             })
             .transpose()?;
-        Ok(Self { limit, cursor })
+        Ok(Self { state, page })
     }
+}
+
+/// Reads `limit`, `cursor` and, if the route takes one, the `extra`
+/// parameter (returned as given). O(length of the query).
+fn parse<'q>(
+    query: &'q str,
+    extra: Option<&'static str>,
+) -> Result<(PageQuery, Option<&'q str>), ApiError> {
+    let (mut limit, mut cursor, mut other) = (None, None, None);
+    for pair in query.split('&') {
+        if pair.is_empty() {
+            continue;
+        }
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let slot = match name {
+            "limit" => &mut limit,
+            "cursor" => &mut cursor,
+            _ if Some(name) == extra => &mut other,
+            _ => {
+                let shown: String = name.chars().take(32).collect();
+                let takes = match extra {
+                    Some(extra) => format!("{extra}, limit and cursor"),
+                    None => "limit and cursor".to_owned(),
+                };
+                return Err(invalid(format!(
+                    "unknown query parameter {shown:?}; this route takes {takes}"
+                )));
+            }
+        };
+        if slot.replace(value).is_some() {
+            return Err(invalid(format!("query parameter {name} given twice")));
+        }
+    }
+    let limit = match limit {
+        None => PageLimit::DEFAULT,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .and_then(PageLimit::new)
+            .ok_or_else(|| {
+                invalid(format!(
+                    "limit must be an integer from 1 to {}",
+                    PageLimit::MAX
+                ))
+            })?,
+    };
+    let cursor = cursor
+        .map(|c| {
+            decode_cursor(c).ok_or_else(|| {
+                invalid("cursor is not one this server returned; pass next_cursor as given")
+            })
+        })
+        .transpose()?;
+    Ok((PageQuery { limit, cursor }, other))
 }
 
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";

@@ -13,10 +13,14 @@ use utoipa_axum::routes;
 
 use super::error::ErrorBody;
 use super::extract::{BodyError, JsonBody, KeyPath, KeyspacePath, PoolPath, TokenPath};
-use super::page::{PageQuery, encode_cursor};
+use super::metrics::Metrics;
+use super::page::{KeyPageQuery, PageQuery, encode_cursor};
 use super::{ApiError, AppState};
-use crate::core::{Issued, KeyLength, KeyView, KeyspaceSpec, TokenStatus, Ttl};
-use crate::store::{KeyspaceView, PoolInfo, PoolPatch, Upsert};
+use crate::core::{
+    Issued, KeyLength, KeyView, KeyspaceSpec, Labels, MaxFailures, Outcome, PoolKey, Reason,
+    TokenStatus, Ttl,
+};
+use crate::store::{KeyspaceView, NewKeys, PoolInfo, PoolPatch, Upsert};
 
 /// Most keys one generate request may ask for.
 pub const MAX_GENERATE: u64 = 10_000;
@@ -26,11 +30,13 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_pools))
         .routes(routes!(get_pool, put_pool, delete_pool))
-        .routes(routes!(generate_keys))
+        .routes(routes!(add_keys, list_keys))
         .routes(routes!(lease_key))
         .routes(routes!(get_key, delete_key))
         .routes(routes!(release_key))
         .routes(routes!(keepalive_key))
+        .routes(routes!(disable_key))
+        .routes(routes!(enable_key))
         .routes(routes!(list_keyspaces))
         .routes(routes!(get_keyspace, put_keyspace, delete_keyspace))
         .routes(routes!(issue_token))
@@ -45,40 +51,83 @@ fn status_for(upsert: Upsert) -> StatusCode {
     }
 }
 
-/// The pool object.
+/// The pool object. The five counts add up to `total`.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct PoolBody {
     name: String,
     lease_ttl_ms: u64,
+    /// 0: keys never need a keep-alive.
     keepalive_ttl_ms: u64,
     key_length: usize,
+    /// How long a key reported `rate_limited` without `retry_after_ms`
+    /// cools down.
+    cooldown_ms: u64,
+    /// Consecutive `failed` outcomes that quarantine a key.
+    max_failures: u32,
+    /// The first quarantine's length; doubled for each further one in a
+    /// row, up to 24 h.
+    quarantine_ms: u64,
     total: u64,
     free: u64,
     leased: u64,
+    cooling: u64,
+    quarantined: u64,
+    disabled: u64,
 }
 
 impl From<PoolInfo> for PoolBody {
     fn from(p: PoolInfo) -> Self {
+        let (s, n) = (p.settings, p.stats);
         Self {
             name: p.name.to_string(),
-            lease_ttl_ms: p.settings.lease_ttl.as_millis(),
-            keepalive_ttl_ms: p.settings.keepalive_ttl.as_millis(),
-            key_length: p.settings.key_length.get(),
-            total: p.stats.total,
-            free: p.stats.free,
-            leased: p.stats.leased,
+            lease_ttl_ms: s.lease_ttl.as_millis(),
+            keepalive_ttl_ms: if s.no_keepalive {
+                0
+            } else {
+                s.keepalive_ttl.as_millis()
+            },
+            key_length: s.key_length.get(),
+            cooldown_ms: s.recovery.cooldown.as_millis(),
+            max_failures: s.recovery.max_failures.get(),
+            quarantine_ms: s.recovery.quarantine.as_millis(),
+            total: n.total,
+            free: n.free,
+            leased: n.leased,
+            cooling: n.cooling,
+            quarantined: n.quarantined,
+            disabled: n.disabled,
         }
     }
 }
 
-/// Whether a key is leased.
-#[derive(Serialize, ToSchema)]
+/// Where a key stands. Only `free` keys are leased.
+#[derive(Serialize, Deserialize, ToSchema, Clone, Copy)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum KeyState {
-    /// Free: `lease_id` and `leased_until` are `null`.
+    /// Can be leased: `lease_id` and `leased_until` are `null`.
     Free,
     /// Leased until `leased_until`, under `lease_id`.
     Leased,
+    /// Reported `rate_limited`: free again at `available_at`.
+    Cooling,
+    /// Failed `max_failures` times in a row: free again, on probation, at
+    /// `available_at`.
+    Quarantined,
+    /// Out of use until enabled.
+    Disabled,
+}
+
+impl From<crate::core::KeyState> for KeyState {
+    fn from(s: crate::core::KeyState) -> Self {
+        use crate::core::KeyState as S;
+        match s {
+            S::Free => Self::Free,
+            S::Leased => Self::Leased,
+            S::Cooling => Self::Cooling,
+            S::Quarantined => Self::Quarantined,
+            S::Disabled => Self::Disabled,
+        }
+    }
 }
 
 /// The key object.
@@ -87,23 +136,38 @@ pub(crate) struct KeyBody {
     key: String,
     state: KeyState,
     created_at: String,
-    alive_until: String,
+    /// When the key is purged unless kept alive; `null` in a pool with
+    /// `keepalive_ttl_ms: 0`.
+    alive_until: Option<String>,
     lease_id: Option<u64>,
     leased_until: Option<String>,
+    /// Labels given when the key was added; `{}` if none.
+    labels: std::collections::BTreeMap<String, String>,
+    /// When a `cooling` or `quarantined` key becomes `free` by itself;
+    /// else `null`.
+    available_at: Option<String>,
+    /// Why the key is cooling, quarantined or disabled; else `null`.
+    reason: Option<String>,
+    /// Consecutive `failed` outcomes.
+    failures: u32,
 }
 
 impl From<KeyView> for KeyBody {
     fn from(k: KeyView) -> Self {
         Self {
-            state: if k.lease.is_some() {
-                KeyState::Leased
-            } else {
-                KeyState::Free
-            },
+            state: k.state.into(),
             created_at: k.created_at.to_string(),
-            alive_until: k.alive_until.to_string(),
+            alive_until: k.alive_deadline().map(|t| t.to_string()),
             lease_id: k.lease.map(|l| l.id),
             leased_until: k.lease.map(|l| l.until.to_string()),
+            labels: k
+                .labels
+                .iter()
+                .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                .collect(),
+            available_at: k.available_at.map(|t| t.to_string()),
+            reason: k.reason.map(|r| r.as_str().to_owned()),
+            failures: k.failures,
             key: k.key,
         }
     }
@@ -113,14 +177,22 @@ impl From<KeyView> for KeyBody {
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PoolSettingsBody {
-    // The bounds repeat `Ttl::MAX_MILLIS` and `KeyLength` as literals (the
-    // derive takes nothing else); a test in tests/http compares them.
+    // The bounds repeat `Ttl::MAX_MILLIS`, `KeyLength` and `MaxFailures`
+    // as literals (the derive takes nothing else); a test in tests/http
+    // compares them.
     #[schema(nullable = false, minimum = 1, maximum = 3153600000000.0)]
     lease_ttl_ms: Option<u64>,
-    #[schema(nullable = false, minimum = 1, maximum = 3153600000000.0)]
+    /// 0: keys never need a keep-alive (for upstream credentials).
+    #[schema(nullable = false, minimum = 0, maximum = 3153600000000.0)]
     keepalive_ttl_ms: Option<u64>,
     #[schema(nullable = false, minimum = 8, maximum = 128)]
     key_length: Option<u64>,
+    #[schema(nullable = false, minimum = 1, maximum = 3153600000000.0)]
+    cooldown_ms: Option<u64>,
+    #[schema(nullable = false, minimum = 1, maximum = 1000)]
+    max_failures: Option<u64>,
+    #[schema(nullable = false, minimum = 1, maximum = 3153600000000.0)]
+    quarantine_ms: Option<u64>,
 }
 
 impl BodyError for PoolSettingsBody {
@@ -142,9 +214,21 @@ impl PoolSettingsBody {
             })
             .transpose()
         };
+        let keepalive_ttl = match self.keepalive_ttl_ms {
+            Some(0) => Some(None),
+            ms => ttl(ms, "keepalive_ttl_ms")
+                .map_err(|_| {
+                    ApiError::InvalidSettings(format!(
+                        "keepalive_ttl_ms must be 0 (no keep-alive needed) or an integer from 1 \
+                         to {}",
+                        Ttl::MAX_MILLIS
+                    ))
+                })?
+                .map(Some),
+        };
         Ok(PoolPatch {
             lease_ttl: ttl(self.lease_ttl_ms, "lease_ttl_ms")?,
-            keepalive_ttl: ttl(self.keepalive_ttl_ms, "keepalive_ttl_ms")?,
+            keepalive_ttl,
             key_length: self
                 .key_length
                 .map(|n| {
@@ -153,6 +237,16 @@ impl PoolSettingsBody {
                     })
                 })
                 .transpose()?,
+            cooldown: ttl(self.cooldown_ms, "cooldown_ms")?,
+            max_failures: self
+                .max_failures
+                .map(|n| {
+                    MaxFailures::new(n).ok_or_else(|| {
+                        ApiError::InvalidSettings("max_failures must be from 1 to 1000".into())
+                    })
+                })
+                .transpose()?,
+            quarantine: ttl(self.quarantine_ms, "quarantine_ms")?,
         })
     }
 }
@@ -244,52 +338,175 @@ async fn list_pools(
     }))
 }
 
-/// Body of `POST /v1/pools/{pool}/keys`.
+/// Body of `POST /v1/pools/{pool}/keys`: `keys` to import them, else
+/// `count` to generate that many (1 by default); `labels` go on each.
+/// `keys`, `count` and `labels` are read by hand so that each names its
+/// own error code.
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct GenerateBody {
+pub(crate) struct AddKeysBody {
     // `maximum` repeats `MAX_GENERATE`; a test in tests/http compares them.
-    #[schema(nullable = false, minimum = 1, maximum = 10000, default = 1)]
-    count: Option<u64>,
+    #[schema(value_type = Option<u64>, nullable = false, minimum = 1, maximum = 10000, default = 1)]
+    count: Option<serde_json::Value>,
+    /// Keys to import: 1-10000 of them, each 1-256 visible ASCII
+    /// characters (`!` to `~`).
+    #[schema(value_type = Option<Vec<String>>, nullable = false, min_items = 1, max_items = 10000)]
+    keys: Option<serde_json::Value>,
+    /// Labels of every new key: at most 32; names 1-64 of
+    /// `[A-Za-z0-9._/-]`, values up to 256 characters, no control
+    /// characters.
+    #[schema(value_type = Option<std::collections::BTreeMap<String, String>>, nullable = false)]
+    labels: Option<serde_json::Value>,
 }
 
-impl BodyError for GenerateBody {
+impl BodyError for AddKeysBody {
     fn wrong_shape(message: String) -> ApiError {
         ApiError::InvalidCount(message)
     }
 }
 
-/// Reply to a generate: the new keys.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct KeysBody {
-    keys: Vec<KeyBody>,
+impl AddKeysBody {
+    fn parse(self) -> Result<(NewKeys, Labels), ApiError> {
+        let labels = match self.labels {
+            None => Labels::default(),
+            Some(serde_json::Value::Object(map)) => {
+                let mut pairs = Vec::with_capacity(map.len());
+                for (name, value) in map {
+                    let serde_json::Value::String(value) = value else {
+                        return Err(ApiError::InvalidLabels(format!(
+                            "the value of label {name:?} must be a string"
+                        )));
+                    };
+                    pairs.push((name, value));
+                }
+                Labels::parse(pairs).map_err(|e| ApiError::InvalidLabels(e.to_string()))?
+            }
+            Some(_) => {
+                return Err(ApiError::InvalidLabels(
+                    "labels must be an object of string values".into(),
+                ));
+            }
+        };
+        let keys = match (self.keys, self.count) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::InvalidKeys(
+                    "give keys to import or a count to generate, not both".into(),
+                ));
+            }
+            (Some(keys), None) => NewKeys::Import(parse_import(keys)?),
+            (None, count) => {
+                let count = count.map_or(Some(1), |c| c.as_u64()).unwrap_or(0);
+                if !(1..=MAX_GENERATE).contains(&count) {
+                    return Err(ApiError::InvalidCount(format!(
+                        "count must be an integer from 1 to {MAX_GENERATE}"
+                    )));
+                }
+                NewKeys::Generate(count as usize)
+            }
+        };
+        Ok((keys, labels))
+    }
 }
 
-/// Generate keys (the pool is made with defaults if absent).
+/// The keys of an import, validated. The message names a bad key by its
+/// position only: keys are secrets, and error texts end up in logs.
+fn parse_import(keys: serde_json::Value) -> Result<Vec<PoolKey>, ApiError> {
+    let serde_json::Value::Array(items) = keys else {
+        return Err(ApiError::InvalidKeys(
+            "keys must be an array of strings".into(),
+        ));
+    };
+    if !(1..=MAX_GENERATE as usize).contains(&items.len()) {
+        return Err(ApiError::InvalidKeys(format!(
+            "keys must hold 1 to {MAX_GENERATE} keys"
+        )));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            item.as_str()
+                .and_then(|k| PoolKey::parse(k).ok())
+                .ok_or_else(|| {
+                    ApiError::InvalidKeys(format!(
+                        "keys[{i}] must be a string of 1 to {} visible ASCII characters (! to ~)",
+                        PoolKey::MAX_LEN
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// Reply to an add: the new keys, and (for an import) the given keys that
+/// were already in the pool.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct KeysBody {
+    /// The keys added, as they now are.
+    keys: Vec<KeyBody>,
+    /// Imported keys that were already in the pool, left unchanged.
+    existing: Vec<String>,
+}
+
+/// Generate keys, or import your own (the pool is made with defaults if
+/// absent).
 #[utoipa::path(
     post, path = "/v1/pools/{pool}/keys", tag = "pools",
     params(PoolPath),
-    request_body(content = Option<GenerateBody>, description = "How many keys (1-10000, default 1); may be empty"),
+    request_body(content = Option<AddKeysBody>, description = "`keys` to import, or `count` to generate (1-10000, default 1), with optional `labels`; may be empty"),
     responses(
-        (status = 201, description = "Generated", body = KeysBody),
-        (status = 400, description = "invalid_name, invalid_count, invalid_json", body = ErrorBody),
-        (status = 409, description = "key_limit_reached (--max-keys-per-pool), pool_limit_reached (--max-pools); nothing generated", body = ErrorBody),
+        (status = 201, description = "Added", body = KeysBody),
+        (status = 400, description = "invalid_name, invalid_count, invalid_keys, invalid_labels, invalid_json", body = ErrorBody),
+        (status = 409, description = "key_limit_reached (--max-keys-per-pool), pool_limit_reached (--max-pools); nothing added", body = ErrorBody),
     )
 )]
-async fn generate_keys(
+async fn add_keys(
     State(state): State<AppState>,
     PoolPath { pool }: PoolPath,
-    JsonBody(body): JsonBody<GenerateBody>,
+    JsonBody(body): JsonBody<AddKeysBody>,
 ) -> Result<(StatusCode, Json<KeysBody>), ApiError> {
-    let count = body.count.unwrap_or(1);
-    if !(1..=MAX_GENERATE).contains(&count) {
-        return Err(ApiError::InvalidCount(format!(
-            "count must be an integer from 1 to {MAX_GENERATE}"
-        )));
-    }
-    let keys = state.store.generate_keys(&pool, count as usize).await?;
-    let keys = keys.into_iter().map(KeyBody::from).collect();
-    Ok((StatusCode::CREATED, Json(KeysBody { keys })))
+    let (keys, labels) = body.parse()?;
+    let added = state.store.add_keys(&pool, keys, &labels).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(KeysBody {
+            keys: added.added.into_iter().map(KeyBody::from).collect(),
+            existing: added.existing,
+        }),
+    ))
+}
+
+/// A page of keys.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct KeysPage {
+    /// Keys in an order that is stable between pages.
+    keys: Vec<KeyBody>,
+    /// Pass as `cursor` for the next page; `null` after the last page.
+    next_cursor: Option<String>,
+}
+
+/// List a pool's keys, optionally in one state, a page at a time.
+#[utoipa::path(
+    get, path = "/v1/pools/{pool}/keys", tag = "pools",
+    params(PoolPath, KeyPageQuery, PageQuery),
+    responses(
+        (status = 200, description = "A page of keys", body = KeysPage),
+        (status = 400, description = "invalid_name, invalid_query", body = ErrorBody),
+        (status = 404, description = "pool_not_found", body = ErrorBody),
+    )
+)]
+async fn list_keys(
+    State(state): State<AppState>,
+    PoolPath { pool }: PoolPath,
+    query: KeyPageQuery,
+) -> Result<Json<KeysPage>, ApiError> {
+    let page = state
+        .store
+        .list_keys(&pool, query.state, &query.page.request())
+        .await?;
+    Ok(Json(KeysPage {
+        keys: page.items.into_iter().map(KeyBody::from).collect(),
+        next_cursor: page.next.as_deref().map(encode_cursor),
+    }))
 }
 
 /// Lease a uniformly random free key.
@@ -299,7 +516,8 @@ async fn generate_keys(
     responses(
         (status = 200, description = "A uniformly random free key, now leased", body = KeyBody),
         (status = 400, description = "invalid_name", body = ErrorBody),
-        (status = 404, description = "no_free_key", body = ErrorBody),
+        (status = 404, description = "no_free_key; with `retry_after_ms` and a `Retry-After` header (whole seconds, rounded up) when a lease, cooldown or quarantine will end by itself", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Whole seconds (at least 1) until a key may be free; only with `retry_after_ms`"))),
     )
 )]
 async fn lease_key(
@@ -309,7 +527,7 @@ async fn lease_key(
     Ok(Json(state.store.lease_key(&pool).await?.into()))
 }
 
-/// Body of release and keep-alive.
+/// Body of keep-alive.
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LeaseIdBody {
@@ -323,25 +541,162 @@ impl BodyError for LeaseIdBody {
     }
 }
 
-/// End a lease now.
+/// How the holder's use of a key went.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum OutcomeName {
+    /// The key worked: `free`, `failures` reset to 0.
+    Ok,
+    /// The upstream answered 429: `cooling` for `retry_after_ms`, else
+    /// the pool's `cooldown_ms`.
+    RateLimited,
+    /// The key failed (401, 402, quota): `failures` + 1; at
+    /// `max_failures`, `quarantined`.
+    Failed,
+}
+
+/// Body of release. `outcome`, `retry_after_ms` and `reason` are read by
+/// hand so that a bad one is 400 `invalid_outcome`.
+#[derive(Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReleaseBody {
+    #[schema(nullable = false)]
+    lease_id: Option<u64>,
+    /// `ok` by default.
+    #[schema(value_type = Option<OutcomeName>, nullable = false)]
+    outcome: Option<serde_json::Value>,
+    /// Only with `rate_limited`: how long the upstream asked to wait.
+    #[schema(value_type = Option<u64>, nullable = false, minimum = 1, maximum = 3153600000000.0)]
+    retry_after_ms: Option<serde_json::Value>,
+    /// Why (kept while the key cools or is quarantined): 1-256
+    /// characters, no control characters. Never put a secret here.
+    #[schema(value_type = Option<String>, nullable = false, min_length = 1, max_length = 256)]
+    reason: Option<serde_json::Value>,
+}
+
+impl BodyError for ReleaseBody {
+    fn wrong_shape(message: String) -> ApiError {
+        ApiError::InvalidLeaseId(message)
+    }
+}
+
+impl ReleaseBody {
+    fn parse(self) -> Result<(Option<u64>, Outcome, Option<Reason>), ApiError> {
+        let bad = |m: &str| ApiError::InvalidOutcome(m.to_owned());
+        let retry_after = self
+            .retry_after_ms
+            .map(|v| {
+                v.as_u64().and_then(Ttl::from_millis).ok_or_else(|| {
+                    ApiError::InvalidOutcome(format!(
+                        "retry_after_ms must be an integer from 1 to {}",
+                        Ttl::MAX_MILLIS
+                    ))
+                })
+            })
+            .transpose()?;
+        let outcome = match self.outcome.as_ref().map(|v| v.as_str()) {
+            None | Some(Some("ok")) => Outcome::Ok,
+            Some(Some("rate_limited")) => Outcome::RateLimited { retry_after },
+            Some(Some("failed")) => Outcome::Failed,
+            Some(_) => return Err(bad("outcome must be one of ok, rate_limited, failed")),
+        };
+        if retry_after.is_some() && !matches!(outcome, Outcome::RateLimited { .. }) {
+            return Err(bad("retry_after_ms goes only with outcome rate_limited"));
+        }
+        let reason = self
+            .reason
+            .map(|v| {
+                v.as_str()
+                    .and_then(|r| Reason::parse(r).ok())
+                    .ok_or_else(|| bad(&crate::core::InvalidReason.to_string()))
+            })
+            .transpose()?;
+        Ok((self.lease_id, outcome, reason))
+    }
+}
+
+/// End a lease now, and report how the key did.
 #[utoipa::path(
     post, path = "/v1/pools/{pool}/keys/{key}/release", tag = "pools",
     params(KeyPath),
-    request_body(content = Option<LeaseIdBody>, description = "Optional fencing lease id; may be empty"),
+    request_body(content = Option<ReleaseBody>, description = "Optional fencing lease id and outcome; may be empty (an `ok` release)"),
     responses(
-        (status = 200, description = "Released", body = KeyBody),
-        (status = 400, description = "invalid_name, invalid_lease_id, invalid_json", body = ErrorBody),
+        (status = 200, description = "Released: free, cooling or quarantined by the outcome", body = KeyBody),
+        (status = 400, description = "invalid_name, invalid_lease_id, invalid_outcome, invalid_json", body = ErrorBody),
         (status = 404, description = "key_not_found", body = ErrorBody),
         (status = 409, description = "not_leased, lease_mismatch", body = ErrorBody),
     )
 )]
 async fn release_key(
     State(state): State<AppState>,
+    axum::Extension(metrics): axum::Extension<std::sync::Arc<Metrics>>,
     KeyPath { pool, key }: KeyPath,
-    JsonBody(body): JsonBody<LeaseIdBody>,
+    JsonBody(body): JsonBody<ReleaseBody>,
 ) -> Result<Json<KeyBody>, ApiError> {
-    let view = state.store.release_key(&pool, &key, body.lease_id).await?;
+    let (lease_id, outcome, reason) = body.parse()?;
+    let view = state
+        .store
+        .report_key(&pool, &key, lease_id, outcome, reason)
+        .await?;
+    metrics.outcome(outcome);
     Ok(Json(view.into()))
+}
+
+/// Body of disable.
+#[derive(Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DisableBody {
+    /// Why: 1-256 characters, no control characters.
+    #[schema(nullable = false, min_length = 1, max_length = 256)]
+    reason: Option<String>,
+}
+
+impl BodyError for DisableBody {
+    fn wrong_shape(message: String) -> ApiError {
+        ApiError::InvalidReason(message)
+    }
+}
+
+/// Take a key out of use until enabled; a lease on it ends now.
+#[utoipa::path(
+    post, path = "/v1/pools/{pool}/keys/{key}/disable", tag = "pools",
+    params(KeyPath),
+    request_body(content = Option<DisableBody>, description = "Optional reason; may be empty"),
+    responses(
+        (status = 200, description = "Disabled", body = KeyBody),
+        (status = 400, description = "invalid_name, invalid_reason, invalid_json", body = ErrorBody),
+        (status = 404, description = "key_not_found", body = ErrorBody),
+    )
+)]
+async fn disable_key(
+    State(state): State<AppState>,
+    KeyPath { pool, key }: KeyPath,
+    JsonBody(body): JsonBody<DisableBody>,
+) -> Result<Json<KeyBody>, ApiError> {
+    let reason = body
+        .reason
+        .map(|r| Reason::parse(&r).map_err(|e| ApiError::InvalidReason(e.to_string())))
+        .transpose()?;
+    Ok(Json(
+        state.store.disable_key(&pool, &key, reason).await?.into(),
+    ))
+}
+
+/// Make a cooling, quarantined or disabled key free now, `failures` reset.
+#[utoipa::path(
+    post, path = "/v1/pools/{pool}/keys/{key}/enable", tag = "pools",
+    params(KeyPath),
+    responses(
+        (status = 200, description = "Free (a free or leased key is unchanged)", body = KeyBody),
+        (status = 400, description = "invalid_name", body = ErrorBody),
+        (status = 404, description = "key_not_found", body = ErrorBody),
+    )
+)]
+async fn enable_key(
+    State(state): State<AppState>,
+    KeyPath { pool, key }: KeyPath,
+) -> Result<Json<KeyBody>, ApiError> {
+    Ok(Json(state.store.enable_key(&pool, &key).await?.into()))
 }
 
 /// Keep a key alive (and with its lease id, the lease).

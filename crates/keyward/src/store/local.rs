@@ -27,13 +27,14 @@ use rand::rngs::StdRng;
 
 use super::sqlite::{self, Durability, Journal, OpenError, Record};
 use super::{
-    DefaultKeyspaceChanged, KeyspaceView, Limit, Limits, Page, PageRequest, PoolInfo, PoolPatch,
-    PoolTotals, REAP_STEP, SNAPSHOT_NAMED, Snapshot, Store, StoreError, Upsert,
+    DefaultKeyspaceChanged, KeyspaceView, Limit, Limits, NewKeys, Page, PageRequest, PoolInfo,
+    PoolPatch, PoolTotals, REAP_STEP, SNAPSHOT_NAMED, Snapshot, Store, StoreError, Upsert,
 };
 use crate::clock::Clock;
 use crate::core::{
-    Expired, Issued, KeyView, Keyspace, KeyspaceSpec, Name, Pool, PoolError, PoolSettings, Secret,
-    Timestamp, TokenCodec, TokenStatus,
+    Expired, Imported, Issued, KeyCursor, KeyState, KeyView, Keyspace, KeyspaceSpec, Labels, Name,
+    Outcome, Pool, PoolError, PoolKey, PoolSettings, PoolStats, Reason, Secret, Timestamp,
+    TokenCodec, TokenStatus, Ttl,
 };
 
 /// What the local engine starts with.
@@ -109,13 +110,11 @@ impl Engine {
         let (stats, expired) = (pool.stats(), pool.expired_total());
         let out = f(pool, &mut self.rng);
         let t = &mut self.totals;
-        let after = pool.stats();
-        t.stats.total = t.stats.total - stats.total + after.total;
-        t.stats.free = t.stats.free - stats.free + after.free;
-        t.stats.leased = t.stats.leased - stats.leased + after.leased;
+        move_counts(&mut t.stats, stats, pool.stats());
         let after = pool.expired_total();
         t.expired.keys = t.expired.keys - expired.keys + after.keys;
         t.expired.leases = t.expired.leases - expired.leases + after.leases;
+        t.expired.recovered = t.expired.recovered - expired.recovered + after.recovered;
         if let Some(next) = pool.next_deadline() {
             let indexed = self.due_at.get(name).copied();
             if indexed.is_none_or(|at| next < at) {
@@ -172,11 +171,10 @@ impl Engine {
         }
         let (stats, expired) = (pool.stats(), pool.expired_total());
         let t = &mut self.totals;
-        t.stats.total -= stats.total;
-        t.stats.free -= stats.free;
-        t.stats.leased -= stats.leased;
+        move_counts(&mut t.stats, stats, PoolStats::default());
         t.expired.keys -= expired.keys;
         t.expired.leases -= expired.leases;
+        t.expired.recovered -= expired.recovered;
         Some(pool)
     }
 
@@ -216,12 +214,25 @@ fn drop_off_path<T: Send + 'static>(value: T) {
     }
 }
 
+/// Time from `now` until `at`, at least 1 ms; `None` without `at`.
+fn retry_after(at: Option<Timestamp>, now: Timestamp) -> Option<Ttl> {
+    at.and_then(|at| Ttl::from_millis(at.as_millis().saturating_sub(now.as_millis()).max(1)))
+}
+
 fn add_counts(totals: &mut PoolTotals, pool: &Pool) {
-    let (stats, expired) = (pool.stats(), pool.expired_total());
-    totals.stats.total += stats.total;
-    totals.stats.free += stats.free;
-    totals.stats.leased += stats.leased;
-    totals.expired.add(expired);
+    move_counts(&mut totals.stats, PoolStats::default(), pool.stats());
+    totals.expired.add(pool.expired_total());
+}
+
+/// Moves `sums` by one pool's change of counts from `before` to `after`.
+/// O(1).
+fn move_counts(sums: &mut PoolStats, before: PoolStats, after: PoolStats) {
+    sums.total = sums.total - before.total + after.total;
+    sums.free = sums.free - before.free + after.free;
+    sums.leased = sums.leased - before.leased + after.leased;
+    sums.cooling = sums.cooling - before.cooling + after.cooling;
+    sums.quarantined = sums.quarantined - before.quarantined + after.quarantined;
+    sums.disabled = sums.disabled - before.disabled + after.disabled;
 }
 
 /// Rows for a pool's recorded changes, plus its own row when anything
@@ -423,6 +434,7 @@ impl LocalStore {
             settings: pool.settings(),
             stats: pool.stats(),
             expired: pool.expired_total(),
+            quarantines: pool.quarantines_total(),
         }
     }
 
@@ -474,15 +486,29 @@ impl Store for LocalStore {
         .await
     }
 
-    /// O(count). Refused whole, creating nothing, when the pool would
-    /// hold more than `--max-keys-per-pool` live keys or a new pool would
-    /// cross `--max-pools`.
-    async fn generate_keys(&self, name: &Name, count: usize) -> Result<Vec<KeyView>, StoreError> {
+    /// O(keys). Refused whole, creating nothing, when the pool could
+    /// come to hold more than `--max-keys-per-pool` live keys (imported
+    /// keys count before duplicates are known) or a new pool would cross
+    /// `--max-pools`.
+    async fn add_keys(
+        &self,
+        name: &Name,
+        keys: NewKeys,
+        labels: &Labels,
+    ) -> Result<Imported, StoreError> {
         let now = self.clock.now();
         let limits = &self.limits;
-        let count_u64 = u64::try_from(count).unwrap_or(u64::MAX);
+        // For a pool that does not exist yet: the keys it would get.
+        let count = match &keys {
+            NewKeys::Generate(n) => u64::try_from(*n).unwrap_or(u64::MAX),
+            NewKeys::Import(keys) => {
+                let distinct: std::collections::HashSet<&str> =
+                    keys.iter().map(PoolKey::as_str).collect();
+                distinct.len() as u64
+            }
+        };
         self.run(|engine, records| {
-            if !engine.pools.contains_key(name) && count_u64 > limits.max_keys_per_pool {
+            if !engine.pools.contains_key(name) && count > limits.max_keys_per_pool {
                 return Err(limits.reached(Limit::KeysPerPool));
             }
             engine.ensure_pool(name, self.pool_defaults, limits)?;
@@ -490,13 +516,29 @@ impl Store for LocalStore {
                 .with_pool(name, |pool, _| {
                     // Due keys leave first, so they do not count.
                     pool.expire_lazily(now);
-                    let result = if pool.stats().total.saturating_add(count_u64)
-                        > limits.max_keys_per_pool
-                    {
-                        Err(limits.reached(Limit::KeysPerPool))
-                    } else {
-                        pool.generate(count, now).map_err(StoreError::from)
+                    // An import counts only the keys it would add.
+                    let count = match &keys {
+                        NewKeys::Generate(_) => count,
+                        NewKeys::Import(keys) => {
+                            pool.count_new(keys.iter().map(PoolKey::as_str), now)
+                        }
                     };
+                    let result =
+                        if pool.stats().total.saturating_add(count) > limits.max_keys_per_pool {
+                            Err(limits.reached(Limit::KeysPerPool))
+                        } else {
+                            match keys {
+                                NewKeys::Generate(n) => {
+                                    pool.generate_labelled(n, labels, now)
+                                        .map(|added| Imported {
+                                            added,
+                                            existing: Vec::new(),
+                                        })
+                                }
+                                NewKeys::Import(keys) => pool.import(keys, labels, now),
+                            }
+                            .map_err(StoreError::from)
+                        };
                     pool_records(name, pool, true, records);
                     result
                 })
@@ -505,23 +547,91 @@ impl Store for LocalStore {
         .await
     }
 
-    /// O(log n).
+    /// O(log n). With no free key, says when the first lease, cooldown or
+    /// quarantine ends (O(log n) more).
     async fn lease_key(&self, name: &Name) -> Result<KeyView, StoreError> {
         let now = self.clock.now();
-        self.with_pool(name, PoolError::NoFreeKey, |pool, rng| pool.lease(now, rng))
-            .await
+        self.run(|engine, records| {
+            let result = engine.with_pool(name, |pool, rng| {
+                let result = pool.lease(now, rng);
+                pool_records(name, pool, false, records);
+                result.map_err(|e| match e {
+                    PoolError::NoFreeKey => StoreError::NoFreeKey {
+                        retry_after: retry_after(pool.next_free_at(), now),
+                    },
+                    e => e.into(),
+                })
+            });
+            result.unwrap_or(Err(StoreError::NoFreeKey { retry_after: None }))
+        })
+        .await
     }
 
     /// O(log n).
-    async fn release_key(
+    async fn report_key(
         &self,
         name: &Name,
         key: &str,
         lease_id: Option<u64>,
+        outcome: Outcome,
+        reason: Option<Reason>,
     ) -> Result<KeyView, StoreError> {
         let now = self.clock.now();
         self.with_pool(name, PoolError::KeyNotFound, |pool, _| {
-            pool.release(key, lease_id, now)
+            pool.release_with(key, lease_id, outcome, reason, now)
+        })
+        .await
+    }
+
+    /// O(log n).
+    async fn disable_key(
+        &self,
+        name: &Name,
+        key: &str,
+        reason: Option<Reason>,
+    ) -> Result<KeyView, StoreError> {
+        let now = self.clock.now();
+        self.with_pool(name, PoolError::KeyNotFound, |pool, _| {
+            pool.disable(key, reason, now)
+        })
+        .await
+    }
+
+    /// O(log n).
+    async fn enable_key(&self, name: &Name, key: &str) -> Result<KeyView, StoreError> {
+        let now = self.clock.now();
+        self.with_pool(name, PoolError::KeyNotFound, |pool, _| {
+            pool.enable(key, now)
+        })
+        .await
+    }
+
+    /// O(limit · log n) under the lock: the pool's per-state bitsets from
+    /// the cursor on. The cursor is a slot number, valid while this
+    /// process runs (a restart renumbers the keys, so a listing started
+    /// before it may repeat or miss keys).
+    async fn list_keys(
+        &self,
+        name: &Name,
+        state: Option<KeyState>,
+        page: &PageRequest,
+    ) -> Result<Page<KeyView>, StoreError> {
+        let from = match &page.after {
+            None => KeyCursor::START,
+            Some(text) => KeyCursor::new(text.parse().map_err(|_| StoreError::InvalidCursor)?),
+        };
+        let now = self.clock.now();
+        self.run(|engine, records| {
+            engine
+                .with_pool(name, |pool, _| {
+                    let listed = pool.list(state, from, page.limit.get(), now);
+                    pool_records(name, pool, false, records);
+                    Page {
+                        items: listed.keys,
+                        next: listed.next.map(|c| c.get().to_string()),
+                    }
+                })
+                .ok_or(StoreError::PoolNotFound)
         })
         .await
     }

@@ -25,8 +25,9 @@ use std::fmt;
 use async_trait::async_trait;
 
 use crate::core::{
-    Expired, Issued, KeyLength, KeyView, KeyspaceError, KeyspaceInfo, KeyspaceSpec, Name,
-    PoolError, PoolSettings, PoolStats, TokenStatus, Ttl,
+    Expired, Imported, Issued, KeyLength, KeyState, KeyView, KeyspaceError, KeyspaceInfo,
+    KeyspaceSpec, Labels, MaxFailures, Name, Outcome, PoolError, PoolKey, PoolSettings, PoolStats,
+    Reason, Recovery, TokenStatus, Ttl,
 };
 
 /// Settings given to `PUT /v1/pools/{pool}`; absent fields keep their value
@@ -35,20 +36,50 @@ use crate::core::{
 pub struct PoolPatch {
     /// New lease TTL.
     pub lease_ttl: Option<Ttl>,
-    /// New keep-alive TTL.
-    pub keepalive_ttl: Option<Ttl>,
+    /// New keep-alive TTL: `Some(None)` is the API's `keepalive_ttl_ms:
+    /// 0`, keys that never need a keep-alive.
+    pub keepalive_ttl: Option<Option<Ttl>>,
     /// New length for keys generated from now on.
     pub key_length: Option<KeyLength>,
+    /// New cooldown after `rate_limited` with no `retry_after`.
+    pub cooldown: Option<Ttl>,
+    /// New count of consecutive failures that quarantines a key.
+    pub max_failures: Option<MaxFailures>,
+    /// New length of a first quarantine.
+    pub quarantine: Option<Ttl>,
 }
 
 impl PoolPatch {
+    /// A patch that sets every field to its value in `settings`. O(1).
+    pub fn all(settings: PoolSettings) -> Self {
+        Self {
+            lease_ttl: Some(settings.lease_ttl),
+            keepalive_ttl: Some((!settings.no_keepalive).then_some(settings.keepalive_ttl)),
+            key_length: Some(settings.key_length),
+            cooldown: Some(settings.recovery.cooldown),
+            max_failures: Some(settings.recovery.max_failures),
+            quarantine: Some(settings.recovery.quarantine),
+        }
+    }
+
     /// `base` with the given fields replaced.
     pub fn apply(&self, base: PoolSettings) -> PoolSettings {
+        let (keepalive_ttl, no_keepalive) = match self.keepalive_ttl {
+            None => (base.keepalive_ttl, base.no_keepalive),
+            Some(Some(ttl)) => (ttl, false),
+            Some(None) => (base.keepalive_ttl, true),
+        };
+        let r = base.recovery;
         PoolSettings {
             lease_ttl: self.lease_ttl.unwrap_or(base.lease_ttl),
-            keepalive_ttl: self.keepalive_ttl.unwrap_or(base.keepalive_ttl),
+            keepalive_ttl,
+            no_keepalive,
             key_length: self.key_length.unwrap_or(base.key_length),
-            ..base
+            recovery: Recovery {
+                cooldown: self.cooldown.unwrap_or(r.cooldown),
+                max_failures: self.max_failures.unwrap_or(r.max_failures),
+                quarantine: self.quarantine.unwrap_or(r.quarantine),
+            },
         }
     }
 }
@@ -65,6 +96,33 @@ pub struct PoolInfo {
     /// Leases ended and keys purged by expiry so far (since this process
     /// started for the local store; since the pool was created on Redis).
     pub expired: Expired,
+    /// Quarantines begun so far, counted as `expired` is.
+    pub quarantines: u64,
+}
+
+/// The keys of an add: generated, or the caller's own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NewKeys {
+    /// This many keys from the OS CSPRNG, of the pool's key length.
+    Generate(usize),
+    /// These keys, as given; those already in the pool are left as they
+    /// are and reported in [`Imported::existing`].
+    Import(Vec<PoolKey>),
+}
+
+impl NewKeys {
+    /// How many keys at most the add creates. O(1).
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Generate(n) => *n,
+            Self::Import(keys) => keys.len(),
+        }
+    }
+
+    /// Whether the add creates nothing. O(1).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Most due entries the reaper expires in one step (one lock hold on the
@@ -208,14 +266,17 @@ impl Default for PageLimit {
     }
 }
 
-/// Which page of a listing ordered by name (pools, keyspaces, and later a
-/// pool's keys): the items strictly after `after`, at most `limit`. Paging
-/// by the last name seen, not by an offset, is what keeps a name that
-/// exists throughout from being skipped or repeated when others are
-/// created or deleted between pages.
+/// Which page of a listing (pools and keyspaces by name, a pool's keys in
+/// the store's own stable order): the items strictly after `after`, at
+/// most `limit`. Paging by a position, not by an offset, is what keeps an
+/// item that exists throughout from being skipped or repeated when others
+/// are created or deleted between pages.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PageRequest {
-    /// The last name of the previous page; `None` for the first page.
+    /// Where the previous page ended (its [`Page::next`]); `None` for the
+    /// first page. For pools and keyspaces it is the last name listed;
+    /// for keys the store defines it, and refuses one it did not give out
+    /// with [`StoreError::InvalidCursor`].
     pub after: Option<String>,
     /// Most items.
     pub limit: PageLimit,
@@ -225,9 +286,10 @@ pub struct PageRequest {
 /// starts (`None` when this one reached the end).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Page<T> {
-    /// The items, ordered by name.
+    /// The items, in the listing's order.
     pub items: Vec<T>,
-    /// The last name of this page when more may follow.
+    /// Where the next page starts (for names, the last name of this page)
+    /// when more may follow.
     pub next: Option<String>,
 }
 
@@ -265,6 +327,17 @@ pub enum StoreError {
     /// A keyspace operation was refused.
     #[error(transparent)]
     Keyspace(#[from] KeyspaceError),
+    /// No key of the pool is free (or there is no such pool). When some
+    /// key will become free by itself (a lease, cooldown or quarantine
+    /// ends), `retry_after` says how soon.
+    #[error("no free key in this pool")]
+    NoFreeKey {
+        /// Time until the earliest such end; `None` when none will come.
+        retry_after: Option<Ttl>,
+    },
+    /// The listing cursor is not one this listing gave out.
+    #[error("the cursor is not one this listing gave out")]
+    InvalidCursor,
     /// No pool has that name.
     #[error("no such pool")]
     PoolNotFound,
@@ -305,20 +378,69 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<(PoolInfo, Upsert), StoreError>;
     /// A pool's settings and counts.
     async fn pool_info(&self, pool: &Name) -> Result<PoolInfo, StoreError>;
-    /// Generates `count` keys, creating the pool with defaults if absent;
-    /// `LimitReached`, with nothing created, if the pool would hold more
-    /// than `max_keys_per_pool` live keys or a new pool would cross
-    /// `max_pools`.
-    async fn generate_keys(&self, pool: &Name, count: usize) -> Result<Vec<KeyView>, StoreError>;
-    /// Leases a uniformly random free key.
+    /// Adds generated or imported keys, free and carrying `labels`,
+    /// creating the pool with defaults if absent; imported keys already in
+    /// the pool are left unchanged and reported as existing.
+    /// `LimitReached`, with nothing created, if the pool could come to hold
+    /// more than `max_keys_per_pool` live keys or a new pool would cross
+    /// `max_pools`. O(keys).
+    async fn add_keys(
+        &self,
+        pool: &Name,
+        keys: NewKeys,
+        labels: &Labels,
+    ) -> Result<Imported, StoreError>;
+    /// Generates `count` keys with no labels ([`Store::add_keys`]).
+    async fn generate_keys(&self, pool: &Name, count: usize) -> Result<Vec<KeyView>, StoreError> {
+        let added = self
+            .add_keys(pool, NewKeys::Generate(count), &Labels::default())
+            .await?;
+        Ok(added.added)
+    }
+    /// Leases a uniformly random free key; [`StoreError::NoFreeKey`] when
+    /// none is free.
     async fn lease_key(&self, pool: &Name) -> Result<KeyView, StoreError>;
-    /// Ends a key's lease now (only the given lease, if `lease_id`).
+    /// Ends a key's lease now as an `ok` outcome (only the given lease, if
+    /// `lease_id`).
     async fn release_key(
         &self,
         pool: &Name,
         key: &str,
         lease_id: Option<u64>,
+    ) -> Result<KeyView, StoreError> {
+        self.report_key(pool, key, lease_id, Outcome::Ok, None)
+            .await
+    }
+    /// Ends a key's lease now with its holder's `outcome`: free, cooling
+    /// or quarantined, as [`crate::core::Pool::release_with`] says. O(log n).
+    async fn report_key(
+        &self,
+        pool: &Name,
+        key: &str,
+        lease_id: Option<u64>,
+        outcome: Outcome,
+        reason: Option<Reason>,
     ) -> Result<KeyView, StoreError>;
+    /// Takes a key out of use until enabled; a lease on it ends. O(log n).
+    async fn disable_key(
+        &self,
+        pool: &Name,
+        key: &str,
+        reason: Option<Reason>,
+    ) -> Result<KeyView, StoreError>;
+    /// Frees a cooling, quarantined or disabled key now, failures reset; a
+    /// free or leased key is returned unchanged. O(log n).
+    async fn enable_key(&self, pool: &Name, key: &str) -> Result<KeyView, StoreError>;
+    /// A page of a pool's keys (only those in `state`, if given), in an
+    /// order that is stable between pages: a key that lives, and stays in
+    /// `state`, through the whole listing is listed exactly once.
+    /// `PoolNotFound`, `InvalidCursor`. O(limit · log n).
+    async fn list_keys(
+        &self,
+        pool: &Name,
+        state: Option<KeyState>,
+        page: &PageRequest,
+    ) -> Result<Page<KeyView>, StoreError>;
     /// Keeps a key alive; with its current `lease_id`, extends the lease.
     async fn keepalive_key(
         &self,

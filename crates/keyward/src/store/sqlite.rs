@@ -35,11 +35,32 @@
 //! restart in the middle neither resurrects the pool nor stops on its
 //! rows, and the writer carries on.
 //!
+//! A key's row in `keys` holds everything about it but its lease: its
+//! state apart from a lease (`free`, `cooling`, `quarantined`,
+//! `disabled`), labels, cooldown or quarantine end (`available_at_ms`,
+//! as durable as a lease deadline), reason, failures and quarantines in a
+//! row; `alive_until_ms` is NULL for a key with no keep-alive. A key with
+//! a `leases` row is leased, and its `state` is `free` (the state it
+//! leaves when the lease begins and returns to when it ends `ok`). So a
+//! lease or a plain release (`KeyChange::Lease`) writes only the small
+//! `leases` table, never a page of `keys`, as in schema 2; the view
+//! `key_states` shows each key with its whole state (`leased` included).
+//!
+//! Label sets are stored once each, in `label_sets` (canonical JSON text,
+//! unique), and a key refers to its set by `labels_id` (NULL: no labels):
+//! 10^6 keys imported with one set cost one row of text, not 10^6. Sets no
+//! key refers to any more are removed when the database is opened
+//! (`open`), so they never outgrow the distinct sets in use since the last
+//! start.
+//!
 //! Tables (readable with the `sqlite3` shell): `pools`, `keys`, `leases`,
-//! `keyspaces`, `activations`, `reclaim`, `schema_version`.
+//! `label_sets`, `keyspaces`, `activations`, `reclaim`, `schema_version`;
+//! view `key_states`.
 
 mod files;
 mod load;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -54,7 +75,10 @@ use tokio::sync::watch;
 
 use super::StoreError;
 use super::backoff::Backoff;
-use crate::core::{KeyChange, Keyspace, KeyspaceSpec, Name, Pool, PoolSettings, Secret, Timestamp};
+use crate::core::{
+    KeyChange, KeyState, Keyspace, KeyspaceSpec, Labels, Name, Pool, PoolSettings, Secret,
+    Timestamp,
+};
 use files::{DbLock, Vanished, Watch};
 
 /// Most journal entries written in one transaction.
@@ -68,7 +92,7 @@ const COMMIT_RETRY_MAX: Duration = Duration::from_secs(2);
 /// `PRAGMA application_id` of a keyward database ("KWRD").
 const APPLICATION_ID: i32 = 0x4B57_5244;
 /// Schema version this build writes; older files are migrated forward.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 /// Most rows of a deleted pool or keyspace removed per reclaim commit, so
 /// reclaiming 10^6 keys never holds the writer for long.
 const RECLAIM_STEP: i64 = 10_000;
@@ -131,6 +155,47 @@ const MIGRATIONS: &[&str] = &[
         kind TEXT NOT NULL CHECK (kind IN ('pool', 'keyspace')),
         rows_key TEXT NOT NULL
     );",
+    // 4: credential pools (see the module doc). Pools gain their recovery
+    // settings (the defaults are `Recovery::default()`, checked by a test)
+    // and the no-keep-alive flag; keys gain their state apart from a
+    // lease, labels, deadline, reason and counters, and `alive_until_ms`
+    // becomes nullable, which SQLite allows only by rebuilding the table
+    // (once, O(rows)). Existing keys are free (or leased, by their
+    // `leases` row) with no labels and no failures. A later migration
+    // that rebuilds `keys` must drop the view first.
+    "ALTER TABLE pools ADD COLUMN cooldown_ms INTEGER NOT NULL DEFAULT 60000;
+    ALTER TABLE pools ADD COLUMN max_failures INTEGER NOT NULL DEFAULT 3;
+    ALTER TABLE pools ADD COLUMN quarantine_ms INTEGER NOT NULL DEFAULT 300000;
+    ALTER TABLE pools ADD COLUMN no_keepalive INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE label_sets (
+        id INTEGER PRIMARY KEY,
+        labels TEXT NOT NULL UNIQUE
+    );
+    CREATE TABLE keys_v4 (
+        pool TEXT NOT NULL,
+        key TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        alive_until_ms INTEGER,
+        state TEXT NOT NULL DEFAULT 'free',
+        available_at_ms INTEGER,
+        reason TEXT,
+        failures INTEGER NOT NULL DEFAULT 0,
+        quarantines INTEGER NOT NULL DEFAULT 0,
+        labels_id INTEGER,
+        PRIMARY KEY (pool, key)
+    ) WITHOUT ROWID;
+    INSERT INTO keys_v4 (pool, key, created_at_ms, alive_until_ms)
+        SELECT pool, key, created_at_ms, alive_until_ms FROM keys;
+    DROP TABLE keys;
+    ALTER TABLE keys_v4 RENAME TO keys;
+    CREATE VIEW key_states AS
+        SELECT k.pool, k.key,
+            CASE WHEN l.key IS NULL THEN k.state ELSE 'leased' END AS state,
+            k.created_at_ms, k.alive_until_ms, l.lease_id, l.leased_until_ms,
+            k.available_at_ms, k.reason, k.failures, k.quarantines, s.labels
+        FROM keys k
+        LEFT JOIN leases l ON l.pool = k.pool AND l.key = k.key
+        LEFT JOIN label_sets s ON s.id = k.labels_id;",
 ];
 
 /// One row-level change to write.
@@ -597,7 +662,8 @@ pub(crate) struct Loaded {
 
 /// Locks the database at `path` for this process ([`OpenError::Locked`]
 /// if another one holds it; nothing is changed then), opens it (creating
-/// it if needed), migrates it, and reads every table back. O(rows).
+/// it if needed), migrates it (once, O(rows)), reads every table back and
+/// drops label sets no key uses. O(rows).
 pub(crate) fn open(path: &Path) -> Result<(Database, Loaded), OpenError> {
     let sql = |source| OpenError::Sqlite {
         path: path.to_owned(),
@@ -634,7 +700,8 @@ pub(crate) fn open(path: &Path) -> Result<(Database, Loaded), OpenError> {
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(sql)?;
     migrate(&mut conn, path)?;
-    let (loaded, rows) = load::load(&conn, path)?;
+    let (loaded, rows, unused) = load::load(&conn, path)?;
+    drop_label_sets(&mut conn, &unused).map_err(sql)?;
     // The WAL exists now: the migration wrote through it.
     let watch = Watch::new(path, &lock)?;
     Ok((
@@ -646,6 +713,22 @@ pub(crate) fn open(path: &Path) -> Result<(Database, Loaded), OpenError> {
         },
         loaded,
     ))
+}
+
+/// Removes the `label_sets` rows no live key refers to (`load` found
+/// them), in one transaction. O(unused · log sets).
+fn drop_label_sets(conn: &mut Connection, unused: &[i64]) -> rusqlite::Result<()> {
+    if unused.is_empty() {
+        return Ok(());
+    }
+    let tx = conn.transaction()?;
+    {
+        let mut delete = tx.prepare_cached("DELETE FROM label_sets WHERE id = ?1")?;
+        for id in unused {
+            delete.execute([id])?;
+        }
+    }
+    tx.commit()
 }
 
 /// Creates a missing database file readable by this user only: it holds
@@ -896,7 +979,9 @@ fn reclaim_step(conn: &mut Connection) -> rusqlite::Result<bool> {
 /// A run of key and pool records between two deletions: only the last
 /// state of each key and pool in it is written (a lease and its release in
 /// the same batch cost one row write), and a key's own row only if
-/// something other than its lease changed.
+/// something other than its lease changed. Writing it costs O(log n) per
+/// key (a `keys` row only for a `Put`, plus its `leases` row) and
+/// O(labels + log sets) per distinct label set, once per batch.
 #[derive(Default)]
 struct Segment<'a> {
     pools: HashMap<&'a Name, (&'a PoolSettings, u64)>,
@@ -914,8 +999,12 @@ impl Segment<'_> {
                 .unwrap_or_else(|| pool.as_str().to_owned())
         };
         let mut put_key = tx.prepare_cached(
-            "INSERT INTO keys (pool, key, created_at_ms, alive_until_ms) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (pool, key) DO UPDATE SET created_at_ms = ?3, alive_until_ms = ?4",
+            "INSERT INTO keys (pool, key, created_at_ms, alive_until_ms, state, available_at_ms,
+                reason, failures, quarantines, labels_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (pool, key) DO UPDATE SET created_at_ms = ?3, alive_until_ms = ?4,
+                state = ?5, available_at_ms = ?6, reason = ?7, failures = ?8,
+                quarantines = ?9, labels_id = ?10",
         )?;
         let mut del_key = tx.prepare_cached("DELETE FROM keys WHERE pool = ?1 AND key = ?2")?;
         let mut put_lease = tx.prepare_cached(
@@ -923,6 +1012,7 @@ impl Segment<'_> {
              ON CONFLICT (pool, key) DO UPDATE SET lease_id = ?3, leased_until_ms = ?4",
         )?;
         let mut del_lease = tx.prepare_cached("DELETE FROM leases WHERE pool = ?1 AND key = ?2")?;
+        let mut label_ids = LabelIds::default();
         for ((pool, key), (change, row_changed)) in self.keys.drain() {
             let pool = rows_of(pool);
             match change {
@@ -932,7 +1022,13 @@ impl Segment<'_> {
                             pool,
                             key,
                             k.created_at.as_millis() as i64,
-                            k.alive_until.as_millis() as i64,
+                            k.alive_deadline().map(|t| t.as_millis() as i64),
+                            stored_state(k.state),
+                            k.available_at.map(|t| t.as_millis() as i64),
+                            k.reason.as_ref().map(|r| r.as_str()),
+                            k.failures,
+                            k.quarantines,
+                            label_ids.id(tx, &k.labels)?,
                         ])?;
                     }
                     match k.lease {
@@ -953,12 +1049,14 @@ impl Segment<'_> {
         }
         let mut put_pool = tx.prepare_cached(
             "INSERT INTO pools (name, lease_ttl_ms, keepalive_ttl_ms, key_length, last_lease_id,
-                rows_key)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                rows_key, cooldown_ms, max_failures, quarantine_ms, no_keepalive)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
              ON CONFLICT (name) DO UPDATE SET lease_ttl_ms = ?2, keepalive_ttl_ms = ?3,
-                key_length = ?4, last_lease_id = max(last_lease_id, ?5)",
+                key_length = ?4, last_lease_id = max(last_lease_id, ?5), cooldown_ms = ?7,
+                max_failures = ?8, quarantine_ms = ?9, no_keepalive = ?10",
         )?;
         for (name, (settings, last)) in self.pools.drain() {
+            let recovery = &settings.recovery;
             put_pool.execute(params![
                 name.as_str(),
                 settings.lease_ttl.as_millis() as i64,
@@ -966,9 +1064,66 @@ impl Segment<'_> {
                 settings.key_length.get() as i64,
                 last as i64,
                 rows_of(name),
+                recovery.cooldown.as_millis() as i64,
+                recovery.max_failures.get(),
+                recovery.quarantine.as_millis() as i64,
+                settings.no_keepalive,
             ])?;
         }
         Ok(())
+    }
+}
+
+/// `keys.state` of a key in `state`: a leased key's lease is its `leases`
+/// row, and it is `free` apart from that (see the module doc). O(1).
+fn stored_state(state: KeyState) -> &'static str {
+    match state {
+        KeyState::Leased => KeyState::Free.as_str(),
+        state => state.as_str(),
+    }
+}
+
+/// The canonical text of a label set in `label_sets.labels`: a JSON
+/// object in name order, so one set always has one text. O(labels).
+fn labels_text(labels: &Labels) -> String {
+    let map: std::collections::BTreeMap<&str, &str> = labels.iter().collect();
+    serde_json::to_string(&map).expect("a map of strings serializes")
+}
+
+/// The `label_sets` ids one batch has looked up, so 10,000 keys imported
+/// with one set cost one lookup, not 10,000.
+#[derive(Default)]
+struct LabelIds(HashMap<Labels, i64>);
+
+impl LabelIds {
+    /// The id of `labels`' row in `label_sets`, adding the row if there is
+    /// none; `None` for no labels. O(labels + log sets).
+    fn id(
+        &mut self,
+        tx: &rusqlite::Transaction<'_>,
+        labels: &Labels,
+    ) -> rusqlite::Result<Option<i64>> {
+        if labels.is_empty() {
+            return Ok(None);
+        }
+        if let Some(&id) = self.0.get(labels) {
+            return Ok(Some(id));
+        }
+        let text = labels_text(labels);
+        let found: Option<i64> = tx
+            .prepare_cached("SELECT id FROM label_sets WHERE labels = ?1")?
+            .query_row([&text], |r| r.get(0))
+            .optional()?;
+        let id = match found {
+            Some(id) => id,
+            None => {
+                tx.prepare_cached("INSERT INTO label_sets (labels) VALUES (?1)")?
+                    .execute([&text])?;
+                tx.last_insert_rowid()
+            }
+        };
+        self.0.insert(labels.clone(), id);
+        Ok(Some(id))
     }
 }
 

@@ -323,6 +323,8 @@ pub struct Pool {
     health: HashMap<u32, Health>,
     last_lease_id: u64,
     expired: Expired,
+    /// Quarantines begun since this pool was built.
+    quarantines: u64,
     record: bool,
     changes: Vec<KeyChange>,
 }
@@ -347,6 +349,7 @@ impl Pool {
             health: HashMap::new(),
             last_lease_id: 0,
             expired: Expired::default(),
+            quarantines: 0,
             record,
             changes: Vec::new(),
         }
@@ -453,6 +456,12 @@ impl Pool {
         self.expired
     }
 
+    /// Quarantines begun since this pool was built (restores start from
+    /// zero). O(1).
+    pub fn quarantines_total(&self) -> u64 {
+        self.quarantines
+    }
+
     /// Generates `count` new keys from the OS CSPRNG, unique among the live
     /// keys, alive for `keepalive_ttl`. O(count) (amortised O(1) each).
     pub fn generate(&mut self, count: usize, now: Timestamp) -> Result<Vec<KeyView>, PoolError> {
@@ -486,6 +495,21 @@ impl Pool {
             keys.push(self.put_change(slot));
         }
         Ok(keys)
+    }
+
+    /// How many of `keys` an [`Pool::import`] at `now` would add: those
+    /// not live in the pool, each counted once. Lets a store check its key
+    /// limit before importing, without counting keys already there.
+    /// O(k) expected for k keys.
+    pub fn count_new<'a>(&self, keys: impl IntoIterator<Item = &'a str>, now: Timestamp) -> u64 {
+        let mut seen = std::collections::HashSet::new();
+        keys.into_iter()
+            .filter(|key| seen.insert(*key))
+            .filter(|key| {
+                self.find(key)
+                    .is_none_or(|slot| self.slot(slot).alive_until <= now)
+            })
+            .count() as u64
     }
 
     /// Adds the caller's keys, free, alive for `keepalive_ttl`, carrying
@@ -628,6 +652,7 @@ impl Pool {
                 health.failures = health.failures.saturating_add(1);
                 if health.failures >= recovery.max_failures.get() {
                     health.quarantines = health.quarantines.saturating_add(1);
+                    self.quarantines += 1;
                     let until = recovery.quarantine_end(health.quarantines, now);
                     (KeyState::Quarantined, until)
                 } else {

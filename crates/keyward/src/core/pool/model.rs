@@ -449,9 +449,12 @@ proptest! {
                     model.expire(now);
                     match pool.lease(at(now), &mut rng) {
                         Ok(view) => {
+                            // Only a free key is leased: never one that is
+                            // cooling, quarantined or disabled (the model has
+                            // already freed those whose end is due).
                             let k = model.keys.get_mut(&view.key);
                             prop_assert!(k.as_ref().is_some_and(|k| k.state == KeyState::Free),
-                                "{} was not free: {:?}", view.key, k);
+                                "{} was leased while not free: {:?}", view.key, k);
                             model.last_lease_id += 1;
                             let k = k.expect("checked above");
                             k.lease = Some((model.last_lease_id, now + model.settings.lease_ttl.as_millis()));
@@ -462,6 +465,9 @@ proptest! {
                             prop_assert_eq!(e, PoolError::NoFreeKey);
                             prop_assert_eq!(model.stats().free, 0);
                             prop_assert_eq!(pool.next_free_at(), model.next_free_at());
+                            // Nothing due is left behind a refusal: the next
+                            // key comes free strictly later.
+                            prop_assert!(pool.next_free_at().is_none_or(|t| t > at(now)));
                         }
                     }
                 }
@@ -589,7 +595,8 @@ proptest! {
             prop_assert_eq!(stats, model.stats(), "stats after {:?}", op);
             prop_assert_eq!(
                 stats.free + stats.leased + stats.cooling + stats.quarantined + stats.disabled,
-                stats.total
+                stats.total,
+                "the five counts add up to total after {:?}", op
             );
             prop_assert_eq!(pool.last_lease_id(), model.last_lease_id);
             prop_assert_eq!(pool.next_deadline(), model.next_deadline(), "after {:?}", op);

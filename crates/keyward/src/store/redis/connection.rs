@@ -16,7 +16,7 @@ use redis::{RedisError, Value};
 use super::reply::Reply;
 use super::scripts::{self, Call, Code, Family, PutKeyspace, PutPool};
 use super::{Inner, KEYSPACES, REGISTRY, RedisOpenError, RedisTarget, lock};
-use crate::core::{KeyspaceSpec, Name, Secret};
+use crate::core::{KeyspaceSpec, MaxFailures, Name, Secret};
 use crate::store::backoff::Backoff;
 use crate::store::{DefaultKeyspaceChanged, ErrorChain, PoolPatch, StoreError};
 
@@ -230,6 +230,9 @@ impl Inner {
         self.migrate_registries()
             .await
             .map_err(|e| InitError::Reply(crate::store::ErrorChain(&e).to_string()))?;
+        self.migrate_pools()
+            .await
+            .map_err(|e| InitError::Reply(crate::store::ErrorChain(&e).to_string()))?;
         let mut handle = self.handle().await.map_err(InitError::Redis)?;
         handle
             .query(
@@ -241,11 +244,7 @@ impl Inner {
             .await
             .map_err(InitError::Redis)?;
         let patch = if first {
-            PoolPatch {
-                lease_ttl: Some(self.pool_defaults.lease_ttl),
-                keepalive_ttl: Some(self.pool_defaults.keepalive_ttl),
-                key_length: Some(self.pool_defaults.key_length),
-            }
+            PoolPatch::all(self.pool_defaults)
         } else {
             PoolPatch::default()
         };
@@ -308,9 +307,17 @@ impl Inner {
             default_lease_ttl_ms: d.lease_ttl,
             default_keepalive_ttl_ms: d.keepalive_ttl,
             default_key_length: d.key_length,
+            default_cooldown_ms: d.recovery.cooldown,
+            default_max_failures: d.recovery.max_failures.get(),
+            default_quarantine_ms: d.recovery.quarantine,
+            default_no_keepalive: d.no_keepalive,
             lease_ttl_ms: patch.lease_ttl,
-            keepalive_ttl_ms: patch.keepalive_ttl,
+            keepalive_ttl_ms: patch.keepalive_ttl.flatten(),
             key_length: patch.key_length,
+            cooldown_ms: patch.cooldown,
+            max_failures: patch.max_failures.map(MaxFailures::get),
+            quarantine_ms: patch.quarantine,
+            no_keepalive: patch.keepalive_ttl.map(|ttl| ttl.is_none()),
         }
     }
 }

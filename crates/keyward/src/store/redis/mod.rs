@@ -25,11 +25,14 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `{kw:p:N}:meta` | hash | `lease_ttl_ms`, `keepalive_ttl_ms`, `key_length`, `purged_keys`, `expired_leases`, `due_at` |
+//! | `{kw:p:N}:meta` | hash | `lease_ttl_ms`, `keepalive_ttl_ms`, `key_length`, `cooldown_ms`, `max_failures`, `quarantine_ms`, `no_keepalive` (`1`: keys get no keep-alive deadline), `purged_keys`, `expired_leases`, `recovered`, `quarantines` (begun), `due_at`, `layout` |
 //! | `{kw:p:N}:free` | set | free keys (`SRANDMEMBER`: the uniform pick) |
-//! | `{kw:p:N}:leases` | zset | leased keys by lease end (ms) |
-//! | `{kw:p:N}:alive` | zset | every live key by purge deadline (ms) |
-//! | `{kw:p:N}:k:KEY` | hash | `created_at`, `alive_until`, `lease_id` (0 = free), `leased_until` |
+//! | `{kw:p:N}:leases` | zset | leased keys by lease end, cooling and quarantined keys by the end of it (ms): every end that frees a key by itself |
+//! | `{kw:p:N}:alive` | zset | every key with a keep-alive deadline, by it (ms) |
+//! | `{kw:p:N}:keys` | zset | every live key by its listing number: the unfiltered listing, the total (`ZCARD`) |
+//! | `{kw:p:N}:in:STATE` | zset | the keys in STATE (`free`, `leased`, `cooling`, `quarantined`, `disabled`) by listing number: the filtered listing, the counts |
+//! | `{kw:p:N}:kseq` | string | last listing number (`INCR`) |
+//! | `{kw:p:N}:k:KEY` | hash | `created_at`, `alive_until` (0 = no keep-alive), `lease_id` (0 = not leased), `leased_until`, `n` (listing number); only when set: `state` (`cooling`, `quarantined`, `disabled`; absent = free or leased by `lease_id`), `available_at`, `reason`, `failures`, `quarantines` (in a row), `labels` (JSON) |
 //! | `{kw:p:N}:seq` | string | last lease id (`INCR`): the fencing counter |
 //! | `{kw:p:N}:gen` | string | times a pool of this name was deleted; key hashes of generation G > 0 are `{kw:p:N}:gG:k:KEY` |
 //! | `{kw:p:N}:gone:G` | zset | keys of deleted generation G whose hashes are still to be deleted |
@@ -38,6 +41,7 @@
 //! | `kw:graves` | set | deleted pools with keys still to reclaim, for the reaper |
 //! | `kw:due` | zset | pools by earliest deadline (ms), for the reaper (its own slot) |
 //! | `kw:keyspace-names` | zset | names of all keyspaces, as `kw:pool-names` |
+//! | `kw:layout` | string | `2` once start-up brought every pool to the current key layout |
 //! | `{kw:ks:N}:def` | hash | `alphabet`, `length`, `secret` (hex) |
 //! | `{kw:ks:N}:issued` | string | tokens issued (`INCR`) |
 //! | `{kw:ks:N}:act` | hash | token → activation time (ms) |
@@ -46,12 +50,22 @@
 //! key's name is not known before the call); Redis Cluster accepts this
 //! because every such name hashes to the slot of the declared `KEYS[1]`.
 //!
+//! A key's state moves between the indexes in O(log n) (`move` in
+//! `pool_common.lua`); the listing number never changes while the key
+//! lives, so a page cursor (`k` and the number of the last key visited)
+//! stays valid across processes and restarts. Pools of a keyward from
+//! before the key states (no `layout`, key hashes with the first four
+//! fields only) read with the defaults; start-up gives their keys listing
+//! numbers in `REAP_STEP` steps, and a key an older process adds later
+//! gets one when it is first touched (`adopt`).
+//!
 //! # Time and expiry
 //!
 //! Scripts read Redis `TIME` (one clock for every process), unless the
 //! store was built with [`TimeSource::Clock`] (the conformance suite's
 //! manual clock). Every pool script first expires at most
-//! [`Pool::LAZY_STEP`] (256) due entries of its pool (`ZRANGEBYSCORE …
+//! [`Pool::LAZY_STEP`] (256) due entries of its pool (purges first, then
+//! lease, cooldown and quarantine ends) (`ZRANGEBYSCORE …
 //! LIMIT`), the local engine's bound, and applies the deadlines of the key
 //! it works on whatever that bound left, so answers are exact and only the
 //! counts can lag for a moment when more than that fall due at once.
@@ -63,9 +77,11 @@
 //! `kw:due` scores each pool no later than its earliest deadline. It lives
 //! in its own slot, so scripts cannot write it (on Cluster a script touches
 //! one slot): a script that may bring a pool's earliest deadline forward
-//! (generate, lease, keep-alive) returns the new score when it is earlier
-//! than the one recorded in the pool's `due_at`, and keyward then sends
-//! `ZADD kw:due LT`. A score that is too early only costs the reaper a
+//! (add, lease, keep-alive, a release that cools or quarantines the key)
+//! returns the new score when it is earlier than the one recorded in the
+//! pool's `due_at`, and keyward then sends `ZADD kw:due LT`. `due_at` is
+//! never later than any deadline of the pool, so a script compares it with
+//! the one deadline it added, in O(1), without reading the indexes. A score that is too early only costs the reaper a
 //! visit; after expiring a due pool the reaper sets its score to the next
 //! deadline, then reads `due_at` once more and lowers the score if a
 //! script brought it forward meanwhile, so no deadline is lost to that
@@ -109,18 +125,19 @@ use redis::RedisError;
 use tokio::task::JoinHandle;
 
 use super::{
-    DefaultKeyspaceChanged, ErrorChain, KeyspaceView, Limit, Limits, Page, PageRequest, PoolInfo,
-    PoolPatch, Snapshot, Store, StoreError, Upsert,
+    DefaultKeyspaceChanged, ErrorChain, KeyspaceView, Limit, Limits, NewKeys, Page, PageRequest,
+    PoolInfo, PoolPatch, Snapshot, Store, StoreError, Upsert,
 };
 use crate::clock::Clock;
 use crate::core::{
-    Expired, Issued, KeyView, KeyspaceInfo, KeyspaceSpec, Name, OsRandom, PoolSettings, Timestamp,
-    TokenCodec, TokenStatus, random_chars,
+    Expired, Imported, Issued, KeyState, KeyView, KeyspaceInfo, KeyspaceSpec, Labels, Name,
+    OsRandom, Outcome, PoolKey, PoolSettings, Reason, Timestamp, TokenCodec, TokenStatus, Ttl,
+    random_chars,
 };
 use connection::{Connector, InitError};
 use reaper::Sweep;
 use reply::Reply;
-use scripts::{CANDIDATE_LEN, Call, Code, Scripts};
+use scripts::{AddKeys, CANDIDATE_LEN, Call, Code, Scripts};
 
 /// The pool names, a sorted set of score 0 (ordered by name);
 /// `--max-pools` counts it, listings page it, the sweep walks it.
@@ -264,6 +281,21 @@ fn candidates(n: usize) -> String {
         .collect()
 }
 
+/// A listing cursor as given out: `k` and the listing number, so a
+/// cursor of another listing (a pool name) is refused, not misread.
+fn cursor_text(n: u64) -> String {
+    format!("k{n}")
+}
+
+/// The listing number of a cursor [`cursor_text`] wrote.
+fn parse_cursor(text: &str) -> Option<u64> {
+    let digits = text.strip_prefix('k')?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
 fn keyspace_view(name: &Name, codec: &TokenCodec, issued: u128, activated: u128) -> KeyspaceView {
     let capacity = codec.spec().capacity();
     KeyspaceView {
@@ -347,6 +379,12 @@ impl Inner {
             .map_err(|e| self.failed(e))?;
         let mut reply = Reply::new(value)?;
         let code = reply.code()?;
+        if code == Code::NoFreeKey && reply.has_more() {
+            let ms = reply.u64()?;
+            return Err(StoreError::NoFreeKey {
+                retry_after: Ttl::from_millis(ms.clamp(1, Ttl::MAX_MILLIS)),
+            });
+        }
         if let Some(refused) = code.refusal(&self.limits) {
             return Err(refused);
         }
@@ -420,21 +458,201 @@ impl Inner {
         ))
     }
 
-    /// The pool defaults as the arguments a new pool takes them from.
-    fn generate_args(&self, max_keys: u64, count: usize) -> scripts::Generate {
+    /// The arguments of one `add` call: this server's defaults for a new
+    /// pool, then the keys.
+    fn add_args(&self, mode: &'static str, keys: String, count: usize, labels: String) -> AddKeys {
         let d = self.pool_defaults;
-        scripts::Generate {
+        AddKeys {
             default_lease_ttl_ms: d.lease_ttl,
             default_keepalive_ttl_ms: d.keepalive_ttl,
             default_key_length: d.key_length,
-            max_keys,
-            candidates: candidates(count),
+            default_cooldown_ms: d.recovery.cooldown,
+            default_max_failures: d.recovery.max_failures.get(),
+            default_quarantine_ms: d.recovery.quarantine,
+            default_no_keepalive: d.no_keepalive,
+            max_keys: self.limits.max_keys_per_pool,
+            mode,
+            keys,
+            count: count as u64,
+            labels,
         }
+    }
+
+    /// Runs one `add` call: the keys added (as views carrying `labels`)
+    /// and the existing ones.
+    async fn add(
+        &self,
+        pool: &Name,
+        args: &AddKeys,
+        labels: &Labels,
+    ) -> Result<Imported, StoreError> {
+        let (_, mut reply) = self.call(pool, args).await?;
+        let score = reply.text()?;
+        self.index_due(pool, &score).await?;
+        let created_at = Timestamp::from_millis(reply.u64()?);
+        let alive = reply.u64()?;
+        let added = reply.u64()?;
+        let mut done = Imported::default();
+        for _ in 0..added {
+            let mut view = KeyView::new(
+                reply.text()?,
+                created_at,
+                Timestamp::from_millis(alive),
+                None,
+            );
+            view.labels = labels.clone();
+            view.no_keepalive = alive == 0;
+            done.added.push(view);
+        }
+        while reply.has_more() {
+            done.existing.push(reply.text()?);
+        }
+        Ok(done)
+    }
+}
+
+/// The wire name of an outcome, and its `retry_after`.
+fn outcome_args(outcome: Outcome) -> (&'static str, Option<Ttl>) {
+    match outcome {
+        Outcome::Ok => ("ok", None),
+        Outcome::RateLimited { retry_after } => ("rate_limited", retry_after),
+        Outcome::Failed => ("failed", None),
     }
 }
 
 #[async_trait]
 impl Store for RedisStore {
+    /// One script per call: O(count log n) plus the bounded lazy expiry.
+    /// Generated candidates come from the OS CSPRNG; the astronomically
+    /// rare one that is already a live key is replaced by another call.
+    /// The script refuses the whole call if the pool could come to hold
+    /// more than `--max-keys-per-pool` keys; a count over the limit is
+    /// refused before the pool is registered, so it creates nothing.
+    async fn add_keys(
+        &self,
+        pool: &Name,
+        keys: NewKeys,
+        labels: &Labels,
+    ) -> Result<Imported, StoreError> {
+        let inner = &self.inner;
+        let count = keys.len();
+        // What a new pool would get: an import's distinct keys.
+        let most = match &keys {
+            NewKeys::Import(keys) => keys
+                .iter()
+                .map(PoolKey::as_str)
+                .collect::<std::collections::HashSet<_>>()
+                .len(),
+            NewKeys::Generate(n) => *n,
+        };
+        if u64::try_from(most).map_or(true, |n| n > inner.limits.max_keys_per_pool) {
+            return Err(inner.limits.reached(Limit::KeysPerPool));
+        }
+        inner.ensure_ready().await?;
+        inner.register(pool).await?;
+        let labels_text = reply::labels_text(labels);
+        let keys = match keys {
+            NewKeys::Import(keys) => {
+                let text = keys
+                    .iter()
+                    .map(PoolKey::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let args = inner.add_args("import", text, count, labels_text);
+                return inner.add(pool, &args, labels).await;
+            }
+            NewKeys::Generate(n) => n,
+        };
+        let mut added = Vec::with_capacity(keys);
+        for _ in 0..8 {
+            if added.len() == keys {
+                break;
+            }
+            let want = keys - added.len();
+            let args = inner.add_args("generate", candidates(want), want, labels_text.clone());
+            added.extend(inner.add(pool, &args, labels).await?.added);
+        }
+        if added.len() == keys {
+            Ok(Imported {
+                added,
+                existing: Vec::new(),
+            })
+        } else {
+            Err(unavailable("could not generate unique keys"))
+        }
+    }
+
+    /// One script: O(log n) plus the bounded lazy expiry.
+    async fn report_key(
+        &self,
+        pool: &Name,
+        key: &str,
+        lease_id: Option<u64>,
+        outcome: Outcome,
+        reason: Option<Reason>,
+    ) -> Result<KeyView, StoreError> {
+        let (outcome, retry_after_ms) = outcome_args(outcome);
+        let args = scripts::ReportKey {
+            key: key.to_owned(),
+            lease_id,
+            outcome,
+            retry_after_ms,
+            reason: reason.map(|r| r.as_str().to_owned()),
+        };
+        self.inner.key_op(pool, &args).await
+    }
+
+    /// One script: O(log n) plus the bounded lazy expiry.
+    async fn disable_key(
+        &self,
+        pool: &Name,
+        key: &str,
+        reason: Option<Reason>,
+    ) -> Result<KeyView, StoreError> {
+        let args = scripts::DisableKey {
+            key: key.to_owned(),
+            reason: reason.map(|r| r.as_str().to_owned()),
+        };
+        self.inner.key_op(pool, &args).await
+    }
+
+    /// One script: O(log n) plus the bounded lazy expiry.
+    async fn enable_key(&self, pool: &Name, key: &str) -> Result<KeyView, StoreError> {
+        let args = scripts::EnableKey {
+            key: key.to_owned(),
+        };
+        self.inner.key_op(pool, &args).await
+    }
+
+    /// One script: `ZRANGEBYSCORE` of the state's index (or of all keys)
+    /// by listing number, O(limit · log n) plus the bounded lazy expiry
+    /// and the due keys it settles. The cursor is the listing number of
+    /// the last key visited, which never changes while the key lives, so
+    /// it stays valid across processes and restarts.
+    async fn list_keys(
+        &self,
+        pool: &Name,
+        state: Option<KeyState>,
+        page: &PageRequest,
+    ) -> Result<Page<KeyView>, StoreError> {
+        let after = match &page.after {
+            None => None,
+            Some(text) => Some(parse_cursor(text).ok_or(StoreError::InvalidCursor)?),
+        };
+        let args = scripts::ListKeys {
+            state: state.map_or("", KeyState::as_str),
+            after,
+            limit: page.limit.get() as u64,
+        };
+        let (_, mut reply) = self.inner.call(pool, &args).await?;
+        let next = reply.optional_u64()?.map(cursor_text);
+        let mut items = Vec::with_capacity(page.limit.get());
+        while reply.has_more() {
+            items.push(reply.key_view()?);
+        }
+        Ok(Page { items, next })
+    }
+
     /// One script: O(1) plus the bounded lazy expiry (O(`Pool::LAZY_STEP`
     /// log n)); registers a new pool name first (one `SADD`, once per
     /// process).
@@ -452,84 +670,38 @@ impl Store for RedisStore {
         } else {
             Upsert::Existed
         };
-        let (settings, stats, expired) = reply.pool_state()?;
+        let (settings, stats, expired, quarantines) = reply.pool_state()?;
         Ok((
             PoolInfo {
                 name: pool.clone(),
                 settings,
                 stats,
                 expired,
+                quarantines,
             },
             upsert,
         ))
     }
 
-    /// One script: O(1) (`ZCARD`, `SCARD`) plus the bounded lazy expiry.
+    /// One script: O(1) (`ZCARD`s, `SCARD`) plus the bounded lazy expiry.
     async fn pool_info(&self, pool: &Name) -> Result<PoolInfo, StoreError> {
         let (_, mut reply) = self.inner.call(pool, &scripts::ReadPool {}).await?;
-        let (settings, stats, expired) = reply.pool_state()?;
+        let (settings, stats, expired, quarantines) = reply.pool_state()?;
         Ok(PoolInfo {
             name: pool.clone(),
             settings,
             stats,
             expired,
+            quarantines,
         })
     }
 
-    /// One script: O(count log n) plus the bounded lazy expiry. Candidates
-    /// come from the OS CSPRNG; the astronomically rare one that is already
-    /// a live key is replaced by another call. The script refuses the
-    /// whole call if the pool would hold more than `--max-keys-per-pool`
-    /// keys; a count over the limit is refused before the pool is
-    /// registered, so it creates nothing.
-    async fn generate_keys(&self, pool: &Name, count: usize) -> Result<Vec<KeyView>, StoreError> {
-        let inner = &self.inner;
-        let max = inner.limits.max_keys_per_pool;
-        if u64::try_from(count).map_or(true, |n| n > max) {
-            return Err(inner.limits.reached(Limit::KeysPerPool));
-        }
-        inner.ensure_ready().await?;
-        inner.register(pool).await?;
-        let mut keys = Vec::with_capacity(count);
-        for _ in 0..8 {
-            if keys.len() == count {
-                return Ok(keys);
-            }
-            let args = inner.generate_args(max, count - keys.len());
-            let (_, mut reply) = inner.call(pool, &args).await?;
-            let score = reply.text()?;
-            inner.index_due(pool, &score).await?;
-            let created_at = Timestamp::from_millis(reply.u64()?);
-            let alive_until = Timestamp::from_millis(reply.u64()?);
-            while reply.has_more() {
-                keys.push(KeyView::new(reply.text()?, created_at, alive_until, None));
-            }
-        }
-        if keys.len() == count {
-            Ok(keys)
-        } else {
-            Err(unavailable("could not generate unique keys"))
-        }
-    }
-
     /// One script: O(log n) (`SRANDMEMBER`, `ZADD`) plus the bounded lazy
-    /// expiry, plus O(log n) for each due entry met on the way.
+    /// expiry, plus O(log n) for each due entry met on the way. With no
+    /// free key, `NoFreeKey` says how long until the earliest lease,
+    /// cooldown or quarantine end (O(log n) more).
     async fn lease_key(&self, pool: &Name) -> Result<KeyView, StoreError> {
         self.inner.key_op(pool, &scripts::LeaseKey {}).await
-    }
-
-    /// One script: O(log n) plus the bounded lazy expiry.
-    async fn release_key(
-        &self,
-        pool: &Name,
-        key: &str,
-        lease_id: Option<u64>,
-    ) -> Result<KeyView, StoreError> {
-        let args = scripts::ReleaseKey {
-            key: key.to_owned(),
-            lease_id,
-        };
-        self.inner.key_op(pool, &args).await
     }
 
     /// One script: O(log n) plus the bounded lazy expiry.

@@ -135,7 +135,7 @@ impl Inner {
             let step = reply.expired()?;
             next = reply.text()?;
             total.add(step);
-            if step.keys + step.leases < REAP_STEP as u64 {
+            if step.keys + step.leases + step.recovered < REAP_STEP as u64 {
                 break;
             }
         }

@@ -7,20 +7,28 @@
 //!
 //! Registries written by earlier versions were plain sets (`kw:pools`,
 //! `kw:keyspaces`); [`Inner::migrate_registries`] copies them over at
-//! start-up in `SSCAN` steps.
+//! start-up in `SSCAN` steps. Pools written by keyward versions before
+//! the credential-pool states (no listing indexes, no `layout` in the
+//! meta hash) are brought to the current layout once, at start-up, by
+//! [`Inner::migrate_pools`].
 
 use redis::Value;
 
 use super::reply::{Reply, names_of};
-use super::scripts::{self, Call, Code, Reserve};
+use super::scripts::{self, Call, Code, ExpireStep, Family, Reserve};
 use super::{
-    Inner, KEYSPACES, OLD_KEYSPACES, OLD_REGISTRY, REGISTRY, SNAPSHOT_NAMED_U64, unavailable,
+    DUE_INDEX, Inner, KEYSPACES, OLD_KEYSPACES, OLD_REGISTRY, REGISTRY, SNAPSHOT_NAMED_U64,
+    unavailable,
 };
 use crate::core::Name;
 use crate::store::{Limit, PageRequest, StoreError};
 
 /// Names copied per `SSCAN` step of the migration.
 const MIGRATE_COUNT: u64 = 1000;
+
+/// Set once every pool of the registry has the current key layout, so
+/// later start-ups skip the walk (one `GET`).
+const POOLS_MIGRATED: &str = "kw:layout";
 
 impl Inner {
     /// Adds `pool` to the registry, refused past `--max-pools`. Done
@@ -180,6 +188,79 @@ impl Inner {
                 to = new,
                 "moved the name registry to a sorted set"
             );
+        }
+        Ok(())
+    }
+
+    /// Brings every pool an older keyward made to the current key layout
+    /// (listing numbers and per-state indexes: see `expire.lua`), one
+    /// `expire` step of `REAP_STEP` keys at a time, then marks the
+    /// database done. O(1) once done; otherwise O(pools + keys / REAP_STEP)
+    /// calls, once. A pool or key an older process adds later is
+    /// adopted by the reaper's sweep or when it is touched.
+    pub(super) async fn migrate_pools(&self) -> Result<(), StoreError> {
+        let done = self.query(redis::cmd("GET").arg(POOLS_MIGRATED)).await?;
+        if done == Value::BulkString(b"2".to_vec()) {
+            return Ok(());
+        }
+        let mut after: Option<Name> = None;
+        loop {
+            let names = self
+                .names_after(REGISTRY, after.as_ref().map(Name::as_str), MIGRATE_COUNT)
+                .await?;
+            for name in &names {
+                self.migrate_pool(name).await?;
+            }
+            if (names.len() as u64) < MIGRATE_COUNT {
+                break;
+            }
+            after = names.last().cloned();
+        }
+        self.query(redis::cmd("SET").arg(POOLS_MIGRATED).arg("2"))
+            .await?;
+        Ok(())
+    }
+
+    /// `expire` steps on `pool` until its meta hash says the current
+    /// layout (or the pool is gone), then the due index entry the last
+    /// step computed. At most `keys / REAP_STEP + 2` steps.
+    async fn migrate_pool(&self, pool: &Name) -> Result<(), StoreError> {
+        let prefix = Family::Pool.prefix(pool);
+        let meta = Family::Pool.routing(&prefix);
+        let alive = format!("{prefix}:alive");
+        let Value::Int(keys) = self.query(redis::cmd("ZCARD").arg(&alive)).await? else {
+            return Err(unavailable("ZCARD did not answer a number"));
+        };
+        let steps = u64::try_from(keys).unwrap_or(0) / crate::store::REAP_STEP as u64 + 2;
+        for _ in 0..steps {
+            let layout = self
+                .query(redis::cmd("HGET").arg(&meta).arg("layout"))
+                .await?;
+            match layout {
+                Value::Nil => {}
+                _ => return Ok(()),
+            }
+            if self.query(redis::cmd("EXISTS").arg(&meta)).await? == Value::Int(0) {
+                return Ok(());
+            }
+            let value = self
+                .invoke(&meta, prefix.clone(), &ExpireStep {})
+                .await
+                .map_err(|e| self.failed(e))?;
+            let mut reply = Reply::new(value)?;
+            reply.code()?;
+            reply.expired()?;
+            let next = reply.text()?;
+            if !next.is_empty() {
+                self.query(
+                    redis::cmd("ZADD")
+                        .arg(DUE_INDEX)
+                        .arg("LT")
+                        .arg(&next)
+                        .arg(pool.as_str()),
+                )
+                .await?;
+            }
         }
         Ok(())
     }

@@ -7,8 +7,8 @@ use redis::Value;
 use super::scripts::{Code, code_of};
 use super::unavailable;
 use crate::core::{
-    Expired, KeyLength, KeyView, KeyspaceSpec, Lease, Name, PoolSettings, PoolStats, Secret,
-    Timestamp, TokenCodec, Ttl,
+    Expired, KeyLength, KeyState, KeyView, KeyspaceSpec, Labels, Lease, MaxFailures, Name,
+    PoolSettings, PoolStats, Reason, Recovery, Secret, Timestamp, TokenCodec, Ttl,
 };
 use crate::store::StoreError;
 
@@ -76,54 +76,94 @@ impl Reply {
         Ttl::from_millis(self.u64()?).ok_or_else(|| unavailable("stored TTL out of range"))
     }
 
-    /// `{lease_ttl, keepalive_ttl, key_length, total, free, purged_keys,
-    /// expired_leases}`.
-    pub(super) fn pool_state(&mut self) -> Result<(PoolSettings, PoolStats, Expired), StoreError> {
+    /// `{lease_ttl, keepalive_ttl, key_length, cooldown, max_failures,
+    /// quarantine, no_keepalive, total, free, leased, cooling, quarantined,
+    /// disabled, purged_keys, expired_leases, recovered, quarantines}`:
+    /// settings, counts, expiry counters and quarantines begun.
+    pub(super) fn pool_state(
+        &mut self,
+    ) -> Result<(PoolSettings, PoolStats, Expired, u64), StoreError> {
         let settings = PoolSettings {
             lease_ttl: self.ttl()?,
             keepalive_ttl: self.ttl()?,
             key_length: KeyLength::new(self.u64()?)
                 .ok_or_else(|| unavailable("stored key length out of range"))?,
-            recovery: crate::core::Recovery::default(),
-            no_keepalive: false,
+            recovery: Recovery {
+                cooldown: self.ttl()?,
+                max_failures: MaxFailures::new(self.u64()?)
+                    .ok_or_else(|| unavailable("stored max_failures out of range"))?,
+                quarantine: self.ttl()?,
+            },
+            no_keepalive: self.u64()? == 1,
         };
-        let total = self.u64()?;
-        let free = self.u64()?;
         let stats = PoolStats {
-            total,
-            free,
-            leased: total.saturating_sub(free),
-            ..PoolStats::default()
+            total: self.u64()?,
+            free: self.u64()?,
+            leased: self.u64()?,
+            cooling: self.u64()?,
+            quarantined: self.u64()?,
+            disabled: self.u64()?,
         };
         let expired = Expired {
             keys: self.u64()?,
             leases: self.u64()?,
-            ..Expired::default()
+            recovered: self.u64()?,
         };
-        Ok((settings, stats, expired))
+        Ok((settings, stats, expired, self.u64()?))
     }
 
-    /// `{key, created_at, alive_until, lease_id, leased_until}`.
+    /// `{key, created_at, alive_until, lease_id, leased_until, state,
+    /// available_at or "", reason or "", failures, quarantines, labels or
+    /// ""}`; an `alive_until` of 0 is a key without keep-alive.
     pub(super) fn key_view(&mut self) -> Result<KeyView, StoreError> {
         let key = self.text()?;
         let created_at = Timestamp::from_millis(self.u64()?);
-        let alive_until = Timestamp::from_millis(self.u64()?);
+        let alive = self.u64()?;
         let id = self.u64()?;
         let until = Timestamp::from_millis(self.u64()?);
-        Ok(KeyView::new(
+        let state = KeyState::parse(&self.text()?)
+            .ok_or_else(|| unavailable("stored key state unknown"))?;
+        let available_at = self.optional_u64()?.map(Timestamp::from_millis);
+        let reason = match self.text()? {
+            r if r.is_empty() => None,
+            r => Some(Reason::parse(&r).map_err(|_| unavailable("stored reason invalid"))?),
+        };
+        let failures = u32::try_from(self.u64()?).unwrap_or(u32::MAX);
+        let quarantines = u32::try_from(self.u64()?).unwrap_or(u32::MAX);
+        let labels = labels_from_text(&self.text()?)?;
+        Ok(KeyView {
             key,
             created_at,
-            alive_until,
-            (id != 0).then_some(Lease { id, until }),
-        ))
+            alive_until: Timestamp::from_millis(alive),
+            lease: (state == KeyState::Leased).then_some(Lease { id, until }),
+            state,
+            labels,
+            available_at: available_at
+                .filter(|_| matches!(state, KeyState::Cooling | KeyState::Quarantined)),
+            reason,
+            failures,
+            quarantines,
+            no_keepalive: alive == 0,
+        })
     }
 
-    /// `{keys purged, leases ended}`.
+    /// The next field as a number, or `None` for "".
+    pub(super) fn optional_u64(&mut self) -> Result<Option<u64>, StoreError> {
+        let text = self.text()?;
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse()
+            .map(Some)
+            .map_err(|_| unavailable("script reply: not a number"))
+    }
+
+    /// `{keys purged, leases ended, cooldowns and quarantines ended}`.
     pub(super) fn expired(&mut self) -> Result<Expired, StoreError> {
         Ok(Expired {
             keys: self.u64()?,
             leases: self.u64()?,
-            ..Expired::default()
+            recovered: self.u64()?,
         })
     }
 
@@ -143,6 +183,28 @@ impl Reply {
             .map_err(|e| unavailable(format!("stored keyspace definition: {e}")))?;
         Ok((TokenCodec::new(spec, secret), issued, activated))
     }
+}
+
+/// Labels as the scripts store them: a JSON object, "" for none.
+pub(super) fn labels_text(labels: &Labels) -> String {
+    if labels.is_empty() {
+        return String::new();
+    }
+    let map: serde_json::Map<String, serde_json::Value> = labels
+        .iter()
+        .map(|(k, v)| (k.to_owned(), serde_json::Value::from(v)))
+        .collect();
+    serde_json::Value::Object(map).to_string()
+}
+
+/// The labels [`labels_text`] wrote.
+fn labels_from_text(text: &str) -> Result<Labels, StoreError> {
+    if text.is_empty() {
+        return Ok(Labels::default());
+    }
+    let map: std::collections::BTreeMap<String, String> = serde_json::from_str(text)
+        .map_err(|_| unavailable("stored labels are not a JSON object of strings"))?;
+    Labels::parse(map).map_err(|_| unavailable("stored labels invalid"))
 }
 
 fn secret_from_hex(hex: &str) -> Option<Secret> {
@@ -183,6 +245,16 @@ mod tests {
         let back = secret_from_hex(&secret_hex(&secret)).expect("64 hex digits");
         assert_eq!(back.as_bytes(), secret.as_bytes());
         assert!(secret_from_hex("zz").is_none());
+    }
+
+    #[test]
+    fn labels_survive_their_trip_through_text() {
+        let labels = Labels::parse([("team", "a \"b\""), ("tier", "")]).expect("valid labels");
+        let text = labels_text(&labels);
+        assert_eq!(labels_from_text(&text).expect("stored labels"), labels);
+        assert_eq!(labels_text(&Labels::default()), "");
+        assert_eq!(labels_from_text("").expect("none"), Labels::default());
+        assert!(labels_from_text("[1]").is_err());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! A script's source is built once, at start-up, from four parts:
 //!
 //! 1. the prelude, generated here: `local NAME = value` for every constant
-//!    in [`CONSTANTS`] and [`NAMES`] and every [`Code`], then the one clock head
+//!    in [`constants`] and [`NAMES`] and every [`Code`], then the one clock head
 //!    (`lua/clock.lua`, `clock(arg)`: the passed time or Redis `TIME`);
 //! 2. `local ARG = { name = ARGV[i], … }`, generated from the fields of the
 //!    script's argument struct below, so a body reads `ARG.lease_id`, never
@@ -22,7 +22,7 @@ use std::fmt::Write;
 use redis::Script;
 
 use super::unavailable;
-use crate::core::{KeyLength, KeyspaceError, Name, Pool, PoolError, Secret, Ttl};
+use crate::core::{KeyLength, KeyspaceError, Name, Pool, PoolError, Recovery, Secret, Ttl};
 use crate::store::{Limit, Limits, REAP_STEP, StoreError};
 
 /// Length of the random key candidates sent to the generate script, which
@@ -31,15 +31,28 @@ pub(super) const CANDIDATE_LEN: usize = 128;
 
 /// The numbers both sides use, handed to every script as `local NAME =
 /// value`.
-const CONSTANTS: [(&str, usize); 3] = [
-    // Most due entries a pool script expires before its own work: the
-    // local engine's bound, so a burst of deadlines never lands on one call.
-    // `touch` keeps the key a script works on exact whatever it leaves.
-    ("LAZY_EXPIRY_BOUND", Pool::LAZY_STEP),
-    // Most due entries one reaper step (one `expire` call) handles.
-    ("REAP_STEP", REAP_STEP),
-    ("CANDIDATE_LEN", CANDIDATE_LEN),
-];
+fn constants() -> [(&'static str, u64); 7] {
+    let defaults = Recovery::default();
+    [
+        // Most due entries a pool script expires before its own work: the
+        // local engine's bound, so a burst of deadlines never lands on one call.
+        // `touch` keeps the key a script works on exact whatever it leaves.
+        ("LAZY_EXPIRY_BOUND", Pool::LAZY_STEP as u64),
+        // Most due entries one reaper step (one `expire` call) handles.
+        ("REAP_STEP", REAP_STEP as u64),
+        ("CANDIDATE_LEN", CANDIDATE_LEN as u64),
+        // The recovery settings of a pool an older keyward made, which has
+        // none stored: the core's defaults.
+        ("DEFAULT_COOLDOWN_MS", defaults.cooldown.as_millis()),
+        (
+            "DEFAULT_MAX_FAILURES",
+            u64::from(defaults.max_failures.get()),
+        ),
+        ("DEFAULT_QUARANTINE_MS", defaults.quarantine.as_millis()),
+        // Where quarantine doubling stops (the core's cap).
+        ("MAX_QUARANTINE_MS", Recovery::MAX_QUARANTINE_MS),
+    ]
+}
 
 /// Suffix of a pool's meta hash, `{kw:p:NAME}:meta`: the key pool calls
 /// are routed by.
@@ -59,9 +72,15 @@ const POOL_GONE: &str = ":gone:";
 /// Suffix of the set of a pool's generations with a graveyard.
 pub(super) const POOL_GONES: &str = ":gones";
 
+/// The layout of a pool's keys this keyward writes, in its meta hash
+/// (`layout`): pools without it were made by an older keyward and are
+/// brought to it in bounded steps by the reaper (`expire.lua`).
+const LAYOUT: &str = "2";
+
 /// The names both sides use, handed to every script as `local NAME =
 /// 'value'`.
-const NAMES: [(&str, &str); 6] = [
+const NAMES: [(&str, &str); 7] = [
+    ("LAYOUT", LAYOUT),
     ("POOL_META", POOL_META),
     ("KEYSPACE_DEF", KEYSPACE_DEF),
     ("DUE_AT", DUE_AT),
@@ -162,7 +181,7 @@ impl Code {
             Self::KeyNotFound => PoolError::KeyNotFound.into(),
             Self::NotLeased => PoolError::NotLeased.into(),
             Self::LeaseMismatch => PoolError::LeaseMismatch.into(),
-            Self::NoFreeKey => PoolError::NoFreeKey.into(),
+            Self::NoFreeKey => StoreError::NoFreeKey { retry_after: None },
             Self::PoolNotFound => StoreError::PoolNotFound,
             Self::KeyLimit => limits.reached(Limit::KeysPerPool),
             Self::KeyspaceNotFound => StoreError::KeyspaceNotFound,
@@ -221,6 +240,12 @@ trait Arg {
 impl Arg for String {
     fn arg(&self) -> String {
         self.clone()
+    }
+}
+
+impl Arg for &'static str {
+    fn arg(&self) -> String {
+        (*self).to_owned()
     }
 }
 
@@ -346,40 +371,104 @@ script_args! {
         default_keepalive_ttl_ms: Ttl,
         /// Key length of a new pool.
         default_key_length: KeyLength,
+        /// Cooldown of a new pool.
+        default_cooldown_ms: Ttl,
+        /// Failures before quarantine of a new pool.
+        default_max_failures: u32,
+        /// First quarantine of a new pool.
+        default_quarantine_ms: Ttl,
+        /// A new pool's keys need no keep-alive.
+        default_no_keepalive: bool,
         /// New lease TTL, none to keep.
         lease_ttl_ms: Option<Ttl>,
         /// New keep-alive TTL, none to keep.
         keepalive_ttl_ms: Option<Ttl>,
         /// New key length, none to keep.
         key_length: Option<KeyLength>,
+        /// New cooldown, none to keep.
+        cooldown_ms: Option<Ttl>,
+        /// New failures before quarantine, none to keep.
+        max_failures: Option<u32>,
+        /// New first quarantine, none to keep.
+        quarantine_ms: Option<Ttl>,
+        /// Keys without a keep-alive from now on (or again with one), none
+        /// to keep.
+        no_keepalive: Option<bool>,
     }
 
     /// `pool_info`: settings and counts.
     ReadPool => pool_info (Pool, answers [Ok]) {}
 
-    /// `generate_keys`: stores the candidates that are not live keys.
-    Generate => generate (Pool, answers [Ok]) {
+    /// `add_keys`: stores the generated candidates that are not live
+    /// keys, or imports the given keys.
+    AddKeys => add (Pool, answers [Ok]) {
         /// Lease TTL of a new pool.
         default_lease_ttl_ms: Ttl,
         /// Keep-alive TTL of a new pool.
         default_keepalive_ttl_ms: Ttl,
         /// Key length of a new pool.
         default_key_length: KeyLength,
+        /// Cooldown of a new pool.
+        default_cooldown_ms: Ttl,
+        /// Failures before quarantine of a new pool.
+        default_max_failures: u32,
+        /// First quarantine of a new pool.
+        default_quarantine_ms: Ttl,
+        /// A new pool's keys need no keep-alive.
+        default_no_keepalive: bool,
         /// Most live keys the pool may hold.
         max_keys: u64,
-        /// Candidates of [`CANDIDATE_LEN`] characters, back to back.
-        candidates: String,
+        /// `generate` or `import`.
+        mode: &'static str,
+        /// Generate: candidates of [`CANDIDATE_LEN`] characters, back to
+        /// back; import: the keys, separated by single spaces.
+        keys: String,
+        /// How many keys `keys` holds.
+        count: u64,
+        /// The labels of the new keys as [`super::reply::labels_text`]
+        /// writes them, "" for none.
+        labels: String,
     }
 
     /// `lease_key`: a uniformly random free key.
     LeaseKey => lease (Pool, answers [Ok]) {}
 
-    /// `release_key`.
-    ReleaseKey => release (Pool, answers [Ok]) {
+    /// `report_key` (and `release_key`).
+    ReportKey => release (Pool, answers [Ok]) {
         /// The key.
         key: String,
         /// The lease to end, none for any.
         lease_id: Option<u64>,
+        /// `ok`, `rate_limited` or `failed`.
+        outcome: &'static str,
+        /// How long a rate-limited key cools, none for the pool's cooldown.
+        retry_after_ms: Option<Ttl>,
+        /// Why, none for no reason.
+        reason: Option<String>,
+    }
+
+    /// `disable_key`.
+    DisableKey => disable (Pool, answers [Ok]) {
+        /// The key.
+        key: String,
+        /// Why, none for no reason.
+        reason: Option<String>,
+    }
+
+    /// `enable_key`.
+    EnableKey => enable (Pool, answers [Ok]) {
+        /// The key.
+        key: String,
+    }
+
+    /// `list_keys`: one page.
+    ListKeys => list (Pool, answers [Ok]) {
+        /// The state to list, "" for all.
+        state: &'static str,
+        /// The listing number the page starts after, none for the first.
+        after: Option<u64>,
+        /// Most keys.
+        limit: u64,
     }
 
     /// `keepalive_key`.
@@ -479,7 +568,7 @@ script_args! {
 /// The generated constants and codes, then the clock head.
 fn prelude() -> String {
     let mut lua = String::from("-- Generated by keyward from its Rust constants.\n");
-    for (name, value) in CONSTANTS {
+    for (name, value) in constants() {
         writeln!(lua, "local {name} = {value}").expect("writing to a String cannot fail");
     }
     for (name, value) in NAMES {
@@ -564,16 +653,14 @@ mod tests {
 
     #[test]
     fn a_script_reads_its_arguments_by_the_field_names_in_argv_order() {
-        let lua = source::<ReleaseKey>("", "return 1");
+        let lua = source::<EnableKey>("", "return 1");
         assert!(
-            lua.starts_with(
-                "local ARG = { prefix = ARGV[1], now = ARGV[2], key = ARGV[3], lease_id = ARGV[4] }\n"
-            ),
+            lua.starts_with("local ARG = { prefix = ARGV[1], now = ARGV[2], key = ARGV[3] }\n"),
             "{lua}"
         );
-        let args = ReleaseKey {
+        let args = DisableKey {
             key: "k".into(),
-            lease_id: None,
+            reason: None,
         };
         assert_eq!(
             argv(&args, "{kw:p:a}".into(), "7".into()),
@@ -603,7 +690,10 @@ mod tests {
             include_str!("lua/keyspace_common.lua"),
             include_str!("lua/pool_put.lua"),
             include_str!("lua/pool_info.lua"),
-            include_str!("lua/generate.lua"),
+            include_str!("lua/add.lua"),
+            include_str!("lua/disable.lua"),
+            include_str!("lua/enable.lua"),
+            include_str!("lua/list.lua"),
             include_str!("lua/lease.lua"),
             include_str!("lua/release.lua"),
             include_str!("lua/keepalive.lua"),

@@ -15,8 +15,8 @@ use rusqlite::{Connection, OptionalExtension};
 
 use super::{Loaded, OpenError, RowKeys};
 use crate::core::{
-    KeyLength, KeyView, Keyspace, KeyspaceSpec, Lease, Name, Pool, PoolSettings, Secret, Timestamp,
-    TokenCodec, Ttl,
+    KeyLength, KeyState, KeyView, Keyspace, KeyspaceSpec, Labels, Lease, MaxFailures, Name, Pool,
+    PoolKey, PoolSettings, Reason, Recovery, Secret, Timestamp, TokenCodec, Ttl,
 };
 
 /// A pool as read so far: settings, lease-id high-water mark, keys, and
@@ -29,14 +29,20 @@ struct PoolRows {
 }
 
 /// The first characters of a pool key, enough to find its row with
-/// `key LIKE 'abcd%'` without printing a usable credential.
+/// `key LIKE 'abcd%'` without printing a usable credential: at most 4,
+/// and at most half of it (an imported key may be as short as 1).
 fn abbrev(key: &str) -> String {
-    let head: String = key.chars().take(4).collect();
-    if head.len() < key.len() {
-        format!("{head:?}…")
-    } else {
-        format!("{head:?}")
-    }
+    let n = key.chars().count();
+    let head: String = key.chars().take(4.min(n / 2)).collect();
+    format!("{head:?}…")
+}
+
+/// A label set from its `label_sets.labels` text: a JSON object of
+/// strings, within the label rules. O(labels).
+fn parse_labels(text: &str) -> Result<Labels, String> {
+    let map: std::collections::BTreeMap<String, String> = serde_json::from_str(text)
+        .map_err(|_| "labels is not a JSON object of strings".to_owned())?;
+    Labels::parse(map).map_err(|e| e.to_string())
 }
 
 /// A millisecond instant as stored; negative ones make no sense.
@@ -46,8 +52,14 @@ fn instant(v: i64) -> Option<Timestamp> {
 
 /// Reads every table back, refusing rows that make no sense; rows filed in
 /// `reclaim` (of deleted pools and keyspaces) are skipped. Also returns
-/// what each pool's and keyspace's rows are filed under, for the writer.
-pub(super) fn load(conn: &Connection, path: &Path) -> Result<(Loaded, RowKeys), OpenError> {
+/// what each pool's and keyspace's rows are filed under, for the writer,
+/// and the ids of the label sets no live key uses. O(rows): one pass over
+/// each table (keys joined to their lease by primary key), each distinct
+/// label set parsed once.
+pub(super) fn load(
+    conn: &Connection,
+    path: &Path,
+) -> Result<(Loaded, RowKeys, Vec<i64>), OpenError> {
     let sql = |source| OpenError::Sqlite {
         path: path.to_owned(),
         source,
@@ -64,7 +76,8 @@ pub(super) fn load(conn: &Connection, path: &Path) -> Result<(Loaded, RowKeys), 
     let mut stmt = conn
         .prepare(
             "SELECT name, lease_ttl_ms, keepalive_ttl_ms, key_length, last_lease_id,
-                coalesce(rows_key, name) FROM pools",
+                coalesce(rows_key, name), cooldown_ms, max_failures, quarantine_ms, no_keepalive
+             FROM pools",
         )
         .map_err(sql)?;
     let mut rows = stmt.query([]).map_err(sql)?;
@@ -80,6 +93,8 @@ pub(super) fn load(conn: &Connection, path: &Path) -> Result<(Loaded, RowKeys), 
                 .ok_or_else(|| corrupt(format!("pools row {name:?}: {column} {v}")))
         };
         let key_length: i64 = row.get(3).map_err(sql)?;
+        let max_failures: i64 = row.get(7).map_err(sql)?;
+        let no_keepalive: i64 = row.get(9).map_err(sql)?;
         let settings = PoolSettings {
             lease_ttl: ttl(1, "lease_ttl_ms")?,
             keepalive_ttl: ttl(2, "keepalive_ttl_ms")?,
@@ -91,8 +106,27 @@ pub(super) fn load(conn: &Connection, path: &Path) -> Result<(Loaded, RowKeys), 
                         "pools row {name:?}: key_length {key_length} (must be 8 to 128)"
                     ))
                 })?,
-            recovery: crate::core::Recovery::default(),
-            no_keepalive: false,
+            recovery: Recovery {
+                cooldown: ttl(6, "cooldown_ms")?,
+                max_failures: u64::try_from(max_failures)
+                    .ok()
+                    .and_then(MaxFailures::new)
+                    .ok_or_else(|| {
+                        corrupt(format!(
+                            "pools row {name:?}: max_failures {max_failures} (must be 1 to 1000)"
+                        ))
+                    })?,
+                quarantine: ttl(8, "quarantine_ms")?,
+            },
+            no_keepalive: match no_keepalive {
+                0 => false,
+                1 => true,
+                v => {
+                    return Err(corrupt(format!(
+                        "pools row {name:?}: no_keepalive {v} (must be 0 or 1)"
+                    )));
+                }
+            },
         };
         let last: i64 = row.get(4).map_err(sql)?;
         let last_lease_id = u64::try_from(last).map_err(|_| {
@@ -116,9 +150,24 @@ pub(super) fn load(conn: &Connection, path: &Path) -> Result<(Loaded, RowKeys), 
     drop(rows);
     drop(stmt);
 
+    // Label sets as stored; each is parsed on its first use, and those no
+    // live key uses are returned for removal. O(sets).
+    let mut label_text: HashMap<i64, String> = HashMap::new();
+    let mut stmt = conn
+        .prepare("SELECT id, labels FROM label_sets")
+        .map_err(sql)?;
+    let mut rows = stmt.query([]).map_err(sql)?;
+    while let Some(row) = rows.next().map_err(sql)? {
+        label_text.insert(row.get(0).map_err(sql)?, row.get(1).map_err(sql)?);
+    }
+    drop(rows);
+    drop(stmt);
+    let mut label_sets: HashMap<i64, Labels> = HashMap::new();
+
     let mut stmt = conn
         .prepare(
-            "SELECT k.pool, k.key, k.created_at_ms, k.alive_until_ms, l.lease_id, l.leased_until_ms
+            "SELECT k.pool, k.key, k.created_at_ms, k.alive_until_ms, l.lease_id, l.leased_until_ms,
+                k.state, k.available_at_ms, k.reason, k.failures, k.quarantines, k.labels_id
              FROM keys k LEFT JOIN leases l ON l.pool = k.pool AND l.key = k.key
              WHERE k.pool NOT IN (SELECT rows_key FROM reclaim WHERE kind = 'pool')",
         )
@@ -132,18 +181,30 @@ pub(super) fn load(conn: &Connection, path: &Path) -> Result<(Loaded, RowKeys), 
             .get(&pool)
             .and_then(|n| pools.get_mut(n))
             .ok_or_else(|| corrupt(format!("{}: no pools row {pool:?}", at("keys"))))?;
-        let length_ok = u64::try_from(key.len()).ok().and_then(KeyLength::new);
-        if length_ok.is_none() || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(corrupt(format!(
-                "{}: a key is 8 to 128 characters of A-Za-z0-9",
-                at("keys")
-            )));
+        if let Err(e) = PoolKey::parse(&key) {
+            return Err(corrupt(format!("{}: {e}", at("keys"))));
         }
-        let time = |i: usize, column: &str| -> Result<Timestamp, OpenError> {
-            let v: i64 = row.get(i).map_err(sql)?;
-            instant(v).ok_or_else(|| corrupt(format!("{}: {column} {v} is negative", at("keys"))))
+        let time = |i: usize, column: &str| -> Result<Option<Timestamp>, OpenError> {
+            let v: Option<i64> = row.get(i).map_err(sql)?;
+            v.map(|v| {
+                instant(v)
+                    .ok_or_else(|| corrupt(format!("{}: {column} {v} is negative", at("keys"))))
+            })
+            .transpose()
         };
-        let created_at = time(2, "created_at_ms")?;
+        let count = |i: usize, column: &str| -> Result<u32, OpenError> {
+            let v: i64 = row.get(i).map_err(sql)?;
+            u32::try_from(v).map_err(|_| {
+                corrupt(format!(
+                    "{}: {column} {v} is outside 0..={}",
+                    at("keys"),
+                    u32::MAX
+                ))
+            })
+        };
+        let created_at = time(2, "created_at_ms")?
+            .ok_or_else(|| corrupt(format!("{}: created_at_ms is NULL", at("keys"))))?;
+        // NULL: the key has no keep-alive deadline.
         let alive_until = time(3, "alive_until_ms")?;
         let lease_id: Option<i64> = row.get(4).map_err(sql)?;
         let leased_until: Option<i64> = row.get(5).map_err(sql)?;
@@ -181,12 +242,78 @@ pub(super) fn load(conn: &Connection, path: &Path) -> Result<(Loaded, RowKeys), 
                 )));
             }
         };
-        entry
-            .keys
-            .push(KeyView::new(key, created_at, alive_until, lease));
+        let state: String = row.get(6).map_err(sql)?;
+        let state = KeyState::parse(&state)
+            .filter(|s| *s != KeyState::Leased)
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "{}: state {state:?} (must be free, cooling, quarantined or disabled; \
+                     a lease is a leases row)",
+                    at("keys")
+                ))
+            })?;
+        let available_at = time(7, "available_at_ms")?;
+        let state = match (lease, state, available_at) {
+            (Some(_), KeyState::Free, _) => KeyState::Leased,
+            (Some(_), state, _) => {
+                return Err(corrupt(format!(
+                    "{}: the key has a leases row but state {state} (a leased key is free apart \
+                     from its lease)",
+                    at("keys")
+                )));
+            }
+            (None, KeyState::Cooling | KeyState::Quarantined, None) => {
+                return Err(corrupt(format!(
+                    "{}: state {state} needs available_at_ms",
+                    at("keys")
+                )));
+            }
+            (None, state, _) => state,
+        };
+        let reason: Option<String> = row.get(8).map_err(sql)?;
+        let reason = reason
+            .map(|r| Reason::parse(&r).map_err(|e| corrupt(format!("{}: reason: {e}", at("keys")))))
+            .transpose()?;
+        let failures = count(9, "failures")?;
+        let quarantines = count(10, "quarantines")?;
+        let labels_id: Option<i64> = row.get(11).map_err(sql)?;
+        let labels = match labels_id {
+            None => Labels::default(),
+            Some(id) => match label_sets.get(&id) {
+                Some(labels) => labels.clone(),
+                None => {
+                    let text = label_text.remove(&id).ok_or_else(|| {
+                        corrupt(format!(
+                            "{}: labels_id {id} has no label_sets row",
+                            at("keys")
+                        ))
+                    })?;
+                    let labels = parse_labels(&text)
+                        .map_err(|why| corrupt(format!("label_sets row {id}: {why}")))?;
+                    label_sets.insert(id, labels.clone());
+                    labels
+                }
+            },
+        };
+        entry.keys.push(KeyView {
+            key,
+            created_at,
+            alive_until: alive_until.unwrap_or_default(),
+            lease,
+            state,
+            labels,
+            available_at: available_at
+                .filter(|_| matches!(state, KeyState::Cooling | KeyState::Quarantined)),
+            reason,
+            failures,
+            quarantines,
+            no_keepalive: alive_until.is_none(),
+        });
     }
     drop(rows);
     drop(stmt);
+    // Whatever was not taken out of `label_text` no live key uses.
+    let unused_label_sets: Vec<i64> = label_text.into_keys().collect();
 
     // A lease whose key is gone. O(leases · log keys): the leases table is
     // as small as the number of leased keys.
@@ -292,5 +419,17 @@ pub(super) fn load(conn: &Connection, path: &Path) -> Result<(Loaded, RowKeys), 
     row_keys.reclaiming = conn
         .query_row("SELECT EXISTS (SELECT 1 FROM reclaim)", [], |r| r.get(0))
         .map_err(sql)?;
-    Ok((Loaded { pools, keyspaces }, row_keys))
+    Ok((Loaded { pools, keyspaces }, row_keys, unused_label_sets))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::abbrev;
+
+    #[test]
+    fn an_error_names_at_most_4_characters_and_half_of_a_key() {
+        assert_eq!(abbrev("abcdefghijKLMNOPQRST"), "\"abcd\"…");
+        assert_eq!(abbrev("sk-12"), "\"sk\"…");
+        assert_eq!(abbrev("x"), "\"\"…");
+    }
 }

@@ -1,7 +1,8 @@
 -- delete_key.
 local k = ARG.key
-if not live_key(k) then
+local f = live_key(k)
+if not f then
   return { KEY_NOT_FOUND }
 end
-purge(k)
+purge(k, f.state)
 return { OK }

@@ -4,4 +4,4 @@ local f = live_key(k)
 if not f then
   return { KEY_NOT_FOUND }
 end
-return key_reply(k, f[1], f[2], f[3], f[4])
+return key_reply(k, f)

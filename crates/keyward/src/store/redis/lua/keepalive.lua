@@ -1,22 +1,27 @@
 -- keepalive_key. ARG.lease_id: the current lease id to extend the lease
--- too, or "".
+-- too, or "". With the pool's no_keepalive the key loses its keep-alive
+-- deadline (lives until deleted).
 local k = ARG.key
 local f = live_key(k)
 if not f then
   return { KEY_NOT_FOUND }
 end
-local leased_until = f[4]
+local score = ''
 if ARG.lease_id ~= '' then
-  if f[3] == 0 or ARG.lease_id ~= f[5] then
+  if f.lid == 0 or ARG.lease_id ~= f.lid_text then
     return { LEASE_MISMATCH }
   end
-  leased_until = NOW + setting('lease_ttl_ms')
-  redis.call('HSET', khash(k), 'leased_until', int(leased_until))
-  redis.call('ZADD', LEASES, int(leased_until), k)
+  f.lu = NOW + setting('lease_ttl_ms')
+  redis.call('HSET', khash(k), 'leased_until', int(f.lu))
+  redis.call('ZADD', LEASES, int(f.lu), k)
+  score = reindex(f.lu)
 end
-local alive = NOW + setting('keepalive_ttl_ms')
-redis.call('HSET', khash(k), 'alive_until', int(alive))
-redis.call('ZADD', ALIVE, int(alive), k)
-local reply = key_reply(k, f[1], alive, f[3], leased_until)
-reply[#reply + 1] = reindex()
+f.alive = alive_from()
+set_alive(k, f.alive)
+local reply = key_reply(k, f)
+local s2 = reindex(f.alive)
+if s2 ~= '' then
+  score = s2
+end
+reply[#reply + 1] = score
 return reply

@@ -6,9 +6,15 @@
 local P = ARG.prefix
 local META = P .. POOL_META
 local FREE = P .. ':free'
+-- Lease ends, cooldown ends and quarantine ends: one sorted set, so the
+-- bounded lazy expiry and the due index read one index, not two.
 local LEASES = P .. ':leases'
 local ALIVE = P .. ':alive'
 local SEQ = P .. ':seq'
+-- Every live key by its listing number `n` (creation order): the stable
+-- order of an unfiltered listing, and the total (ZCARD).
+local ALL = P .. ':keys'
+local KSEQ = P .. ':kseq'
 
 local NOW = clock(ARG.now)
 
@@ -16,6 +22,11 @@ local NOW = clock(ARG.now)
 -- kept here is below 2^53).
 local function int(n)
   return string.format('%d', n)
+end
+
+-- The listing index of one state, by listing number.
+local function IN(state)
+  return P .. ':in:' .. state
 end
 
 -- The pool's generation: 0 (absent) for a pool never deleted under this
@@ -35,33 +46,171 @@ local function khash(k)
   return khash_of(GEN, k)
 end
 
-local function purge(k)
-  redis.call('DEL', khash(k))
+-- The fields `touch` reads, in HMGET order. Absent ones (a key written by
+-- an older keyward) mean: free or leased by lease_id, no labels, no
+-- failures, no listing number yet.
+local FIELDS = { 'created_at', 'alive_until', 'lease_id', 'leased_until', 'state', 'available_at',
+  'reason', 'failures', 'quarantines', 'labels', 'n' }
+
+local function state_of(lid, stored)
+  if stored then
+    return stored
+  end
+  if lid ~= 0 then
+    return 'leased'
+  end
+  return 'free'
+end
+
+-- Removes the key and every index entry pointing at it. `state` is its
+-- state when known (saves a read).
+local function purge(k, state)
+  local h = khash(k)
+  if not state then
+    local f = redis.call('HMGET', h, 'lease_id', 'state')
+    state = state_of(tonumber(f[1] or '0'), f[2])
+  end
+  redis.call('DEL', h)
   redis.call('ZREM', ALIVE, k)
   redis.call('ZREM', LEASES, k)
   redis.call('SREM', FREE, k)
+  redis.call('ZREM', ALL, k)
+  redis.call('ZREM', IN(state), k)
 end
 
-local function end_lease(k)
-  redis.call('HSET', khash(k), 'lease_id', '0', 'leased_until', '0')
-  redis.call('ZREM', LEASES, k)
-  redis.call('SADD', FREE, k)
+-- Moves key `k` (fields `f`, as `touch` returns them) to state `to`,
+-- writing only what changes: `ends` is the lease end (leased) or the end
+-- of the cooldown or quarantine; `id` the lease id (leased). The caller
+-- writes failures, quarantines and reason. O(log n).
+local function move(k, f, to, ends, id)
+  local from = f.state
+  if from ~= to then
+    redis.call('ZREM', IN(from), k)
+    redis.call('ZADD', IN(to), f.n, k)
+    if from == 'free' then
+      redis.call('SREM', FREE, k)
+    elseif to == 'free' then
+      redis.call('SADD', FREE, k)
+    end
+  end
+  local h = khash(k)
+  if to == 'leased' then
+    redis.call('HSET', h, 'lease_id', int(id), 'leased_until', int(ends))
+    f.lid, f.lu, f.lid_text = id, ends, int(id)
+  elseif to == 'free' then
+    redis.call('HSET', h, 'lease_id', '0', 'leased_until', '0')
+    if f.stored_state then
+      redis.call('HDEL', h, 'state', 'available_at')
+    end
+    f.lid, f.lu, f.lid_text, f.avail, f.stored_state = 0, 0, '0', nil, nil
+  elseif to == 'disabled' then
+    redis.call('HSET', h, 'lease_id', '0', 'leased_until', '0', 'state', to)
+    redis.call('HDEL', h, 'available_at')
+    f.lid, f.lu, f.lid_text, f.avail, f.stored_state = 0, 0, '0', nil, to
+  else
+    redis.call('HSET', h, 'lease_id', '0', 'leased_until', '0', 'state', to, 'available_at', int(ends))
+    f.lid, f.lu, f.lid_text, f.avail, f.stored_state = 0, 0, '0', ends, to
+  end
+  if to == 'leased' or to == 'cooling' or to == 'quarantined' then
+    redis.call('ZADD', LEASES, int(ends), k)
+  elseif from == 'leased' or from == 'cooling' or from == 'quarantined' then
+    redis.call('ZREM', LEASES, k)
+  end
+  f.state = to
+end
+
+-- Sets failures, quarantines in a row and reason of `k` to those in `f`
+-- (`f.reason` nil: none), writing only what differs from `old`.
+local function write_health(k, f, old)
+  local h = khash(k)
+  for _, field in ipairs({ 'failures', 'quarantines' }) do
+    if f[field] ~= old[field] then
+      if f[field] == 0 then
+        redis.call('HDEL', h, field)
+      else
+        redis.call('HSET', h, field, int(f[field]))
+      end
+    end
+  end
+  if f.reason ~= old.reason then
+    if f.reason then
+      redis.call('HSET', h, 'reason', f.reason)
+    else
+      redis.call('HDEL', h, 'reason')
+    end
+  end
 end
 
 -- Adds to the pool's expiry counters (read by /metrics).
-local function count_expired(keys, leases)
+local function count_expired(keys, leases, recovered)
   if keys > 0 then
     redis.call('HINCRBY', META, 'purged_keys', keys)
   end
   if leases > 0 then
     redis.call('HINCRBY', META, 'expired_leases', leases)
   end
+  if recovered > 0 then
+    redis.call('HINCRBY', META, 'recovered', recovered)
+  end
 end
 
--- Purges due keys, then ends due leases, at most `limit` entries in all.
--- O(m log n) for the m entries handled; a deadline equal to now is due.
+-- A key an older keyward wrote has no listing number: give it one and
+-- put it into the listing indexes. O(log n), once per key.
+local function adopt(k, f)
+  local n = redis.call('INCR', KSEQ)
+  redis.call('HSET', khash(k), 'n', int(n))
+  redis.call('ZADD', ALL, n, k)
+  redis.call('ZADD', IN(f.state), n, k)
+  f.n = n
+end
+
+-- The key's fields, or nil if it has no hash.
+local function read_key(k)
+  local r = redis.call('HMGET', khash(k), unpack(FIELDS))
+  if not r[1] then
+    return nil
+  end
+  local lid = tonumber(r[3])
+  local f = {
+    created = tonumber(r[1]), alive = tonumber(r[2]), lid = lid, lu = tonumber(r[4]), lid_text = r[3],
+    stored_state = r[5], state = state_of(lid, r[5]), avail = tonumber(r[6]), reason = r[7] or nil,
+    failures = tonumber(r[8] or '0'), quarantines = tonumber(r[9] or '0'), labels = r[10] or '',
+    n = tonumber(r[11]),
+  }
+  if not f.n then
+    adopt(k, f)
+  end
+  return f
+end
+
+-- The key's fields after its own deadlines are applied, or nil if it is
+-- gone. Each of `counts` (purged, leases ended, recovered) it applies is
+-- added to the pool's counters.
+local function settle(k, f)
+  if f.alive ~= 0 and f.alive <= NOW then
+    purge(k, f.state)
+    return nil, 1, 0, 0
+  end
+  if f.state == 'leased' and f.lu <= NOW then
+    move(k, f, 'free')
+    return f, 0, 1, 0
+  end
+  if (f.state == 'cooling' or f.state == 'quarantined') and f.avail and f.avail <= NOW then
+    move(k, f, 'free')
+    if f.reason then
+      f.reason = nil
+      redis.call('HDEL', khash(k), 'reason')
+    end
+    return f, 0, 0, 1
+  end
+  return f, 0, 0, 0
+end
+
+-- Purges due keys, then ends due leases, cooldowns and quarantines, at
+-- most `limit` entries in all. O(m log n) for the m entries handled; a
+-- deadline equal to now is due.
 local function expire_some(limit)
-  local keys, leases = 0, 0
+  local keys, leases, recovered = 0, 0, 0
   local due = redis.call('ZRANGEBYSCORE', ALIVE, '-inf', NOW, 'LIMIT', 0, limit)
   for _, k in ipairs(due) do
     purge(k)
@@ -71,34 +220,39 @@ local function expire_some(limit)
   if left > 0 then
     due = redis.call('ZRANGEBYSCORE', LEASES, '-inf', NOW, 'LIMIT', 0, left)
     for _, k in ipairs(due) do
-      end_lease(k)
-      leases = leases + 1
+      local f = read_key(k)
+      local _, p, l, r
+      if f then
+        _, p, l, r = settle(k, f)
+        keys, leases, recovered = keys + p, leases + l, recovered + r
+      end
+      if not f or p + l + r == 0 then
+        -- The index disagrees with the hash (edited by hand): drop the entry.
+        redis.call('ZREM', LEASES, k)
+      end
     end
   end
-  count_expired(keys, leases)
-  return keys, leases
+  count_expired(keys, leases, recovered)
+  return keys, leases, recovered
 end
 
 -- The key's fields after its own deadlines are applied, or nil if it is
--- gone: {created_at, alive_until, lease_id, leased_until, lease_id text}.
+-- gone: created, alive, lid, lu, lid_text, state, avail, reason,
+-- failures, quarantines, labels, n.
 local function touch(k)
-  local f = redis.call('HMGET', khash(k), 'created_at', 'alive_until', 'lease_id', 'leased_until')
-  if not f[1] then
+  local f = read_key(k)
+  if not f then
     return nil
   end
-  local created, alive, lid, lu = tonumber(f[1]), tonumber(f[2]), tonumber(f[3]), tonumber(f[4])
-  local lid_text = f[3]
-  if alive <= NOW then
-    purge(k)
-    count_expired(1, 0)
-    return nil
-  end
-  if lid ~= 0 and lu <= NOW then
-    end_lease(k)
-    count_expired(0, 1)
-    lid, lu, lid_text = 0, 0, '0'
-  end
-  return { created, alive, lid, lu, lid_text }
+  local g, p, l, r = settle(k, f)
+  count_expired(p, l, r)
+  return g
+end
+
+-- The pool settings, each 'nil' when the meta hash lacks it (an older
+-- keyward's pool: the caller takes the default).
+local function settings(...)
+  return redis.call('HMGET', META, ...)
 end
 
 -- For the scripts that act on one key: expires up to LAZY_EXPIRY_BOUND due
@@ -115,7 +269,27 @@ local function setting(field)
   return tonumber(redis.call('HGET', META, field))
 end
 
--- The pool's earliest deadline (lease end or purge), or nil. O(log n).
+-- The keep-alive deadline of a key created or kept alive now; 0 for none.
+local function alive_from()
+  local s = settings('keepalive_ttl_ms', 'no_keepalive')
+  if s[2] == '1' then
+    return 0
+  end
+  return NOW + tonumber(s[1])
+end
+
+-- Sets the key's keep-alive deadline to `alive` (0: none).
+local function set_alive(k, alive)
+  redis.call('HSET', khash(k), 'alive_until', int(alive))
+  if alive == 0 then
+    redis.call('ZREM', ALIVE, k)
+  else
+    redis.call('ZADD', ALIVE, int(alive), k)
+  end
+end
+
+-- The pool's earliest deadline (purge, or lease, cooldown or quarantine
+-- end), or nil. O(log n).
 local function earliest()
   local a = redis.call('ZRANGE', ALIVE, 0, 0, 'WITHSCORES')
   local l = redis.call('ZRANGE', LEASES, 0, 0, 'WITHSCORES')
@@ -129,41 +303,51 @@ end
 -- The global due index (`kw:due`, another slot, so keyward writes it
 -- after the script) must hold this pool no later than its earliest
 -- deadline. `due_at` in META is the score keyward was last asked to
--- index; after a change that may bring the earliest deadline forward,
--- this returns the new score as text when it is earlier, else "".
-local function reindex()
-  local e = earliest()
-  if not e then
+-- index, never later than any deadline (scripts that add one call this,
+-- the reaper resets it to the earliest after expiring). After a change
+-- that added the deadline `at`, this returns `at` as text when it is
+-- earlier than `due_at`, else "". O(1): the deadline just added is the
+-- only one that can be earlier.
+local function reindex(at)
+  if at == 0 then
     return ''
   end
   local indexed = redis.call('HGET', META, DUE_AT)
-  if indexed and tonumber(indexed) <= e then
+  if indexed and tonumber(indexed) <= at then
     return ''
   end
-  redis.call('HSET', META, DUE_AT, int(e))
-  return int(e)
+  redis.call('HSET', META, DUE_AT, int(at))
+  return int(at)
 end
 
-local function key_reply(k, created, alive, lid, lu)
-  return { OK, k, created, alive, lid, lu }
+-- {OK, key, created_at, alive_until, lease_id, leased_until, state,
+-- available_at or "", reason or "", failures, quarantines, labels or ""}
+local function key_reply(k, f)
+  return { OK, k, f.created, f.alive, f.lid, f.lu, f.state, f.avail and int(f.avail) or '', f.reason or '',
+    f.failures, f.quarantines, f.labels }
 end
 
--- {lease_ttl_ms, keepalive_ttl_ms, key_length, total, free, purged_keys, expired_leases}
+-- {settings..., counts..., expiry counters...}: see `Reply::pool_state`.
 local function pool_state()
-  local s = redis.call('HMGET', META, 'lease_ttl_ms', 'keepalive_ttl_ms', 'key_length', 'purged_keys', 'expired_leases')
-  return { tonumber(s[1]), tonumber(s[2]), tonumber(s[3]), redis.call('ZCARD', ALIVE), redis.call('SCARD', FREE),
-    tonumber(s[4] or 0), tonumber(s[5] or 0) }
+  local s = redis.call('HMGET', META, 'lease_ttl_ms', 'keepalive_ttl_ms', 'key_length', 'cooldown_ms',
+    'max_failures', 'quarantine_ms', 'no_keepalive', 'purged_keys', 'expired_leases', 'recovered', 'quarantines')
+  return { tonumber(s[1]), tonumber(s[2]), tonumber(s[3]), s[4] or DEFAULT_COOLDOWN_MS,
+    s[5] or DEFAULT_MAX_FAILURES, s[6] or DEFAULT_QUARANTINE_MS, s[7] or '0',
+    redis.call('ZCARD', ALL), redis.call('SCARD', FREE), redis.call('ZCARD', IN('leased')),
+    redis.call('ZCARD', IN('cooling')), redis.call('ZCARD', IN('quarantined')), redis.call('ZCARD', IN('disabled')),
+    tonumber(s[8] or 0), tonumber(s[9] or 0), tonumber(s[10] or 0), tonumber(s[11] or 0) }
 end
 
--- Creates the meta hash from the defaults ARG.default_lease_ttl_ms,
--- ARG.default_keepalive_ttl_ms and ARG.default_key_length if absent.
+-- Creates the meta hash from the ARG.default_* settings if absent.
 -- CREATED if it did, else EXISTED.
 local function ensure_pool()
   if redis.call('EXISTS', META) == 1 then
     return EXISTED
   end
   redis.call('HSET', META, 'lease_ttl_ms', ARG.default_lease_ttl_ms, 'keepalive_ttl_ms',
-    ARG.default_keepalive_ttl_ms, 'key_length', ARG.default_key_length)
+    ARG.default_keepalive_ttl_ms, 'key_length', ARG.default_key_length, 'cooldown_ms', ARG.default_cooldown_ms,
+    'max_failures', ARG.default_max_failures, 'quarantine_ms', ARG.default_quarantine_ms, 'no_keepalive',
+    ARG.default_no_keepalive, 'layout', LAYOUT)
   return CREATED
 end
 

@@ -1,11 +1,15 @@
--- put_pool. ARG.lease_ttl_ms, ARG.keepalive_ttl_ms, ARG.key_length: new
--- values, "" to keep. Reply: {CREATED | EXISTED, state...}.
+-- put_pool. ARG.lease_ttl_ms, ARG.keepalive_ttl_ms, ARG.key_length,
+-- ARG.cooldown_ms, ARG.max_failures, ARG.quarantine_ms, ARG.no_keepalive
+-- ('1' none, '0' with a keep-alive): new values, "" to keep.
+-- Reply: {CREATED | EXISTED, state...}.
 local created = ensure_pool()
-for _, field in ipairs({ 'lease_ttl_ms', 'keepalive_ttl_ms', 'key_length' }) do
+for _, field in ipairs({ 'lease_ttl_ms', 'keepalive_ttl_ms', 'key_length', 'cooldown_ms', 'max_failures',
+  'quarantine_ms', 'no_keepalive' }) do
   if ARG[field] ~= '' then
     redis.call('HSET', META, field, ARG[field])
   end
 end
 expire_some(LAZY_EXPIRY_BOUND)
-local s = pool_state()
-return { created, s[1], s[2], s[3], s[4], s[5], s[6], s[7] }
+local out = pool_state()
+table.insert(out, 1, created)
+return out

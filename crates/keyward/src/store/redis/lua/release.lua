@@ -1,14 +1,51 @@
--- release_key. ARG.lease_id: the lease id, or "" for any.
+-- report_key (and release_key, its `ok`): ends the lease with the
+-- holder's outcome. ARG.lease_id: the lease id, or "" for any;
+-- ARG.outcome: ok | rate_limited | failed; ARG.retry_after_ms: "" for the
+-- pool's cooldown; ARG.reason: "" for none. The rules are the core's
+-- `Pool::release_with`. O(log n).
+-- Reply: key_reply + {due index score or ""}.
 local k = ARG.key
 local f = live_key(k)
 if not f then
   return { KEY_NOT_FOUND }
 end
-if f[3] == 0 then
+if f.state ~= 'leased' then
   return { NOT_LEASED }
 end
-if ARG.lease_id ~= '' and ARG.lease_id ~= f[5] then
+if ARG.lease_id ~= '' and ARG.lease_id ~= f.lid_text then
   return { LEASE_MISMATCH }
 end
-end_lease(k)
-return key_reply(k, f[1], f[2], 0, 0)
+local old = { failures = f.failures, quarantines = f.quarantines, reason = f.reason }
+local to, ends = 'free', 0
+if ARG.outcome == 'ok' then
+  f.failures, f.quarantines = 0, 0
+elseif ARG.outcome == 'rate_limited' then
+  local ms = ARG.retry_after_ms
+  if ms == '' then
+    ms = settings('cooldown_ms')[1] or DEFAULT_COOLDOWN_MS
+  end
+  to, ends = 'cooling', NOW + tonumber(ms)
+else
+  local s = settings('max_failures', 'quarantine_ms')
+  f.failures = f.failures + 1
+  if f.failures >= tonumber(s[1] or DEFAULT_MAX_FAILURES) then
+    f.quarantines = f.quarantines + 1
+    redis.call('HINCRBY', META, 'quarantines', 1)
+    -- quarantine × 2^(n−1), at most MAX_QUARANTINE_MS unless the base is
+    -- longer (doubles: exact while below the cap, which is below 2^53).
+    local base = tonumber(s[2] or DEFAULT_QUARANTINE_MS)
+    to, ends = 'quarantined', NOW + math.min(base * 2 ^ (f.quarantines - 1), math.max(MAX_QUARANTINE_MS, base))
+  end
+end
+if to == 'free' then
+  f.reason = nil
+elseif ARG.reason ~= '' then
+  f.reason = ARG.reason
+else
+  f.reason = nil
+end
+move(k, f, to, ends)
+write_health(k, f, old)
+local reply = key_reply(k, f)
+reply[#reply + 1] = reindex(ends)
+return reply
