@@ -80,6 +80,24 @@ async fn lease_release_counts_two_requests_per_operation() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_hands_keys_over_to_waiters_and_measures_the_hand_over() {
+    let app = spawn_server(None).await;
+    let report = measure(&BenchOptions {
+        keys: 1,
+        connections: std::num::NonZeroUsize::new(3).expect("3 is not zero"),
+        ..options(app.addr, Workload::Wait)
+    })
+    .await
+    .expect("the run completes");
+    assert_clean(&report);
+    let hand_over = report
+        .hand_over
+        .as_ref()
+        .expect("a wait run reports hand-overs");
+    assert!(hand_over.count > 0, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activate_keeps_going_after_the_prepared_tokens_run_out() {
     let app = spawn_server(None).await;
     let addr = app.addr;

@@ -44,6 +44,10 @@ fn assert_no_free_key(result: Result<KeyView, StoreError>, retry_after: Option<T
 mod credentials;
 pub use credentials::*;
 
+// The waiting-lease cases (P2.2).
+mod waiting;
+pub use waiting::*;
+
 /// A name of this run's own: `tag` plus a per-process suffix, so reruns
 /// against a persistent backend never meet old state.
 fn name(tag: &str) -> Name {

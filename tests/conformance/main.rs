@@ -79,6 +79,19 @@ macro_rules! backend {
                 list_keys_leaves_out_deleted_and_purged_keys,
                 list_keys_visits_every_lasting_key_once_while_others_come_and_go,
                 expire_due_recovers_cooling_and_quarantined_keys,
+                // Waiting leases (P2.2).
+                a_waiting_lease_is_served_by_a_release,
+                a_waiting_lease_is_served_when_a_cooldown_ends,
+                a_waiting_lease_is_served_when_a_quarantine_ends,
+                a_waiting_lease_is_served_by_an_enable,
+                a_waiting_lease_is_served_by_imported_keys,
+                a_waiting_lease_is_served_by_generated_keys,
+                a_waiting_lease_is_served_by_an_expired_lease,
+                waiters_are_served_first_come_first_served,
+                a_waiter_that_timed_out_holds_no_key,
+                a_dropped_waiter_holds_no_key,
+                a_waiter_dropped_as_its_key_is_released_never_holds_it,
+                stop_waiting_answers_waiters_shutting_down_and_refuses_new_waits,
             ]
         );
     };

@@ -23,6 +23,9 @@
 //! - `strict`: bodies read exactly (repeated keys, `null`, bad chunks,
 //!   the issue route's body), the keyspace route's 1 MiB limit, exact
 //!   decimal strings for big counts, the 401 challenge;
+//! - `waiting`: waiting leases (DESIGN P2.2): `wait_ms` validation, a
+//!   waiter served by a release, timeout, clients gone mid-wait, SIGTERM
+//!   answering waiters, the wait metrics, the release→waiter latency;
 //! - `fuzz`: random HTTP requests and proptest-driven parsing and body
 //!   fuzzing (`scripts/fuzz` runs them long).
 
@@ -40,6 +43,7 @@ mod pools;
 mod process;
 mod slowloris;
 mod strict;
+mod waiting;
 
 /// The real binary on `memory:`, for the process-level tests.
 fn keyward() -> keyward_testkit::process::Launch {

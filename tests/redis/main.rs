@@ -10,7 +10,10 @@
 //!   migrated to sorted sets;
 //! - [`states`]: cooldowns and quarantines ended by the reaper, key
 //!   states shared by two processes, pools of an older keyward, keys
-//!   without keep-alive.
+//!   without keep-alive;
+//! - [`waiting`]: waiting leases served first come first served, woken
+//!   through Redis by releases, deadlines, new and enabled keys, across
+//!   processes and on a cluster; dropped waiters hold no key.
 //!
 //! Without `redis-server`/`redis-cli` on PATH every test skips with a loud
 //! note, or fails when `KEYWARD_REQUIRE_ALL_BACKENDS=1` (as CI sets it).
@@ -22,6 +25,7 @@ mod faults;
 mod multi;
 mod reaper;
 mod states;
+mod waiting;
 
 /// The real binary on the store URL `store` (a private Redis).
 fn keyward(store: &str) -> keyward_testkit::process::Launch {

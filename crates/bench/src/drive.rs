@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use hyper::body::Bytes;
 use tokio::runtime::{Handle, Runtime};
 use tokio::time::Instant;
 
@@ -113,10 +112,19 @@ pub(crate) async fn drive(
                 }
             }
         }
+        if let Some(pause) = script.take_pause() {
+            // `wait`: hold the leased key (off the clock of any request).
+            tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
         let Some(c) = conn.as_mut() else { continue };
-        let (kind, uri) = script.next();
-        let req = ep.request(kind.method(), uri, Bytes::new());
+        let (kind, uri, body) = script.next();
+        let req = ep.request(kind.method(), uri, body);
         let sent = std::time::Instant::now();
+        script.on_send(kind, sent);
         let result = tokio::select! {
             biased;
             _ = &mut stop => break,
@@ -124,11 +132,15 @@ pub(crate) async fn drive(
         };
         match result {
             Ok((status, body)) => {
-                let ok = tally.response(kind, status, sent.elapsed());
+                let replied = std::time::Instant::now();
+                let ok = tally.response(kind, status, replied - sent);
                 match script.on_response(kind, ok, &body) {
                     Ok(true) => tally.operation(),
                     Ok(false) => {}
                     Err(e) => tally.bad_response(&e),
+                }
+                if let Some(h) = script.take_hand_over(replied) {
+                    tally.hand_over(h);
                 }
                 counter.bump();
             }

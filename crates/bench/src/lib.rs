@@ -44,7 +44,7 @@ use tokio::task::JoinError;
 use tokio::time::Instant;
 
 pub use self::conn::ConnError;
-pub use self::report::{Latency, Report};
+pub use self::report::{HandOverReport, Latency, Report};
 pub use self::target::{Target, TargetError};
 pub use self::workload::{Kind, Workload};
 
@@ -61,6 +61,10 @@ pub const MAX_CONNECTIONS: usize = 1024;
 pub const MAX_DURATION: Duration = Duration::from_secs(3600);
 /// Most keys or tokens one run may prepare.
 pub const MAX_PREPARED: u64 = 100_000_000;
+/// Longest accepted `--hold`.
+pub const MAX_HOLD: Duration = Duration::from_secs(10);
+/// Longest accepted `--wait` (the server's bound on `wait_ms`).
+pub const MAX_WAIT: Duration = Duration::from_secs(30);
 
 /// Flags of `keyward bench`: a bounded load test of one workload against a
 /// running server, prepared before the clock starts.
@@ -79,6 +83,20 @@ pub struct BenchArgs {
     #[arg(long, short = 'c', value_name = "N", default_value_t = 32)]
     pub connections: usize,
 
+    /// wait: concurrent waiting connections (1–1024), more than --keys;
+    /// replaces --connections
+    #[arg(long, value_name = "N")]
+    pub waiters: Option<usize>,
+
+    /// wait: how long a worker holds each leased key before releasing it,
+    /// e.g. 0ms, 1ms, 5ms (at most 10s)
+    #[arg(long, value_name = "DURATION", default_value = "1ms")]
+    pub hold: String,
+
+    /// wait: the `wait_ms` of every lease, e.g. 5s (1ms to 30s)
+    #[arg(long, value_name = "DURATION", default_value = "5s")]
+    pub wait: String,
+
     /// Client threads (workers of the load's own async runtime), like
     /// wrk -t [default: number of CPUs]
     #[arg(long, short = 't', value_name = "N")]
@@ -88,7 +106,8 @@ pub struct BenchArgs {
     #[arg(long, short = 'd', value_name = "DURATION", default_value = "10s")]
     pub duration: String,
 
-    /// Pool of lease-release, keepalive and mixed (created if absent)
+    /// Pool of lease-release, keepalive and mixed (created if absent);
+    /// wait deletes it and creates it afresh
     #[arg(long, value_name = "NAME", default_value = "bench")]
     pub pool: String,
 
@@ -98,9 +117,10 @@ pub struct BenchArgs {
     pub keyspace: String,
 
     /// lease-release: top the pool up to N keys; keepalive, mixed: generate
-    /// N fresh keys (in batches of 10000)
-    #[arg(long, value_name = "N", default_value_t = 10_000)]
-    pub keys: u64,
+    /// N fresh keys (in batches of 10000); wait: the fresh pool's keys,
+    /// fewer than --waiters [default: 10000; wait: a quarter of --waiters]
+    #[arg(long, value_name = "N")]
+    pub keys: Option<u64>,
 
     /// status, mixed: tokens issued for status requests; activate: tokens
     /// issued before the clock starts (after them, each activation issues
@@ -188,7 +208,8 @@ pub struct BenchOptions {
     pub threads: NonZeroUsize,
     /// Length of the timed part.
     pub duration: Duration,
-    /// Pool for lease-release, keepalive and mixed.
+    /// Pool for lease-release, keepalive and mixed; `wait` deletes and
+    /// recreates it.
     pub pool: Name,
     /// Keyspace for issue, status, activate and mixed.
     pub keyspace: Name,
@@ -198,6 +219,10 @@ pub struct BenchOptions {
     /// status, mixed: tokens to issue for status requests; activate:
     /// tokens to issue for activation before the clock starts.
     pub tokens: u64,
+    /// `wait`: how long each leased key is held before its release.
+    pub hold: Duration,
+    /// `wait`: the `wait_ms` of every lease.
+    pub wait: Duration,
     /// Sent as `Authorization: Bearer …` when set.
     pub admin_token: Option<BearerToken>,
     /// Draw a progress bar and preparation notes on stderr.
@@ -220,6 +245,8 @@ impl BenchOptions {
             keyspace: bench,
             keys: 10_000,
             tokens: 10_000,
+            hold: Duration::from_millis(1),
+            wait: Duration::from_secs(5),
             admin_token: None,
             progress: false,
         }
@@ -231,12 +258,21 @@ impl BenchOptions {
             Name::parse(value)
                 .map_err(|e| BenchError::Invalid(format!("invalid {flag} {value:?}: {e}")))
         };
-        let connections = NonZeroUsize::new(args.connections)
+        let wait = args.workload == Workload::Wait;
+        if args.waiters.is_some() && !wait {
+            return Err(BenchError::Invalid(
+                "--waiters is for --workload wait; use --connections".into(),
+            ));
+        }
+        let (flag, n) = match args.waiters {
+            Some(n) => ("--waiters", n),
+            None => ("--connections", args.connections),
+        };
+        let connections = NonZeroUsize::new(n)
             .filter(|n| n.get() <= MAX_CONNECTIONS)
             .ok_or_else(|| {
                 BenchError::Invalid(format!(
-                    "--connections must be from 1 to {MAX_CONNECTIONS}; got {}",
-                    args.connections
+                    "{flag} must be from 1 to {MAX_CONNECTIONS}; got {n}"
                 ))
             })?;
         let count = |flag: &str, n: u64| {
@@ -258,6 +294,19 @@ impl BenchOptions {
                     ))
                 })?,
         };
+        let keys = match args.keys {
+            Some(n) => count("--keys", n)?,
+            None if wait => (connections.get() as u64 / 4).max(1),
+            None => 10_000,
+        };
+        if wait && keys >= connections.get() as u64 {
+            return Err(BenchError::Invalid(format!(
+                "--workload wait needs fewer --keys than --waiters, so that some always wait; \
+                 got {keys} keys for {connections} waiters"
+            )));
+        }
+        let hold = parse_bounded("--hold", &args.hold, Duration::ZERO, MAX_HOLD)?;
+        let wait = parse_bounded("--wait", &args.wait, Duration::from_millis(1), MAX_WAIT)?;
         Ok(Self {
             target: Target::parse(&args.url, args.allow_remote)?,
             workload: args.workload,
@@ -266,8 +315,10 @@ impl BenchOptions {
             duration: parse_duration(&args.duration)?,
             pool: name("--pool", &args.pool)?,
             keyspace: name("--keyspace", &args.keyspace)?,
-            keys: count("--keys", args.keys)?,
+            keys,
             tokens: count("--tokens", args.tokens)?,
+            hold,
+            wait,
             admin_token: args.admin_token.map(BearerToken),
             progress: false,
         })
@@ -288,6 +339,26 @@ pub fn parse_duration(s: &str) -> Result<Duration, BenchError> {
         return Err(BenchError::Invalid(format!(
             "--duration must be above zero and at most {}; got {s:?}",
             humantime::format_duration(MAX_DURATION)
+        )));
+    }
+    Ok(d)
+}
+
+/// Parses a humantime `flag` value (`0ms`, `1ms`, `5s`) from `min` to
+/// `max`, whole milliseconds (what the server's `wait_ms` takes).
+pub fn parse_bounded(
+    flag: &str,
+    s: &str,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, BenchError> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| BenchError::Invalid(format!("invalid {flag} {s:?}: {e}")))?;
+    if d < min || d > max || d.subsec_nanos() % 1_000_000 != 0 {
+        return Err(BenchError::Invalid(format!(
+            "{flag} must be whole milliseconds from {} to {}; got {s:?}",
+            humantime::format_duration(min),
+            humantime::format_duration(max)
         )));
     }
     Ok(d)
@@ -594,6 +665,60 @@ mod tests {
             &["--workload", "issue", "--keyspace", ""],
             &["--workload", "issue", "--keys", "0"],
             &["--workload", "issue", "--tokens", "0"],
+        ] {
+            assert!(
+                matches!(options(argv), Err(BenchError::Invalid(_))),
+                "{argv:?} should be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn wait_reads_waiters_keys_hold_and_wait() {
+        let o = options(&[
+            "--workload",
+            "wait",
+            "--waiters",
+            "16",
+            "--keys",
+            "4",
+            "--hold",
+            "2ms",
+            "--wait",
+            "3s",
+        ])
+        .expect("valid flags");
+        assert_eq!(o.workload, Workload::Wait);
+        assert_eq!((o.connections.get(), o.keys), (16, 4));
+        assert_eq!(o.hold, Duration::from_millis(2));
+        assert_eq!(o.wait, Duration::from_secs(3));
+        let o = options(&["--workload", "wait", "--waiters", "10", "--hold", "0ms"])
+            .expect("valid flags");
+        assert_eq!(
+            (o.connections.get(), o.keys),
+            (10, 2),
+            "a quarter, rounded down"
+        );
+        assert_eq!(o.hold, Duration::ZERO);
+        let o = options(&["--workload", "wait", "-c", "3"]).expect("valid flags");
+        assert_eq!((o.connections.get(), o.keys), (3, 1), "at least one key");
+        assert_eq!(o.hold, Duration::from_millis(1));
+        assert_eq!(o.wait, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn wait_needs_more_waiters_than_keys_and_bounded_hold_and_wait() {
+        for argv in [
+            &["--workload", "wait", "--waiters", "4", "--keys", "4"][..],
+            &["--workload", "wait", "--waiters", "1"],
+            &["--workload", "wait", "--waiters", "0"],
+            &["--workload", "wait", "--waiters", "1025"],
+            &["--workload", "lease-release", "--waiters", "8"],
+            &["--workload", "wait", "--hold", "11s"],
+            &["--workload", "wait", "--hold", "1500us"],
+            &["--workload", "wait", "--hold", "soon"],
+            &["--workload", "wait", "--wait", "0ms"],
+            &["--workload", "wait", "--wait", "31s"],
         ] {
             assert!(
                 matches!(options(argv), Err(BenchError::Invalid(_))),

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use tokio::task::JoinSet;
 
 use super::conn::{Conn, Endpoint};
-use super::workload::{Fixtures, Workload, parse_token};
+use super::workload::{Board, Fixtures, Workload, parse_token};
 use super::{BenchError, BenchOptions};
 
 /// The most keys one generate request may ask for (the server refuses more).
@@ -61,6 +61,37 @@ pub(crate) async fn prepare(
         .await?;
     let mut fixtures = Fixtures::new(&opts.pool, &opts.keyspace);
     let workload = opts.workload;
+
+    if workload == Workload::Wait {
+        // A fresh pool: every key free, none still leased by an earlier run.
+        let path = format!("/v1/pools/{}", opts.pool);
+        say(format!(
+            "recreating pool {} with {} keys",
+            opts.pool, opts.keys
+        ));
+        caller
+            .call(
+                "DELETE pool",
+                Method::DELETE,
+                &path,
+                "",
+                &[StatusCode::NO_CONTENT, StatusCode::NOT_FOUND],
+            )
+            .await?;
+        caller
+            .call(
+                "PUT pool",
+                Method::PUT,
+                &path,
+                "{}",
+                &[StatusCode::OK, StatusCode::CREATED],
+            )
+            .await?;
+        let keys = caller.generate(opts.pool.as_str(), opts.keys).await?;
+        fixtures.board = Board::new(keys);
+        fixtures.lease_body = Bytes::from(format!(r#"{{"wait_ms":{}}}"#, opts.wait.as_millis()));
+        fixtures.hold = opts.hold;
+    }
 
     if workload.uses_pool() {
         let path = format!("/v1/pools/{}", opts.pool);

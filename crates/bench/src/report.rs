@@ -10,7 +10,7 @@ use hyper::StatusCode;
 use serde::Serialize;
 
 use super::conn::ConnError;
-use super::workload::{Kind, Workload};
+use super::workload::{HandOver, Kind, Workload};
 
 /// Highest latency the histograms track, in microseconds; longer ones are
 /// recorded as this (a run is bounded anyway).
@@ -29,15 +29,30 @@ pub(crate) struct Tally {
     first_transport_error: Option<String>,
     bad_responses: u64,
     first_bad_response: Option<String>,
+    /// `wait` only, made on the first hand-over (a histogram is ~130 KB
+    /// and other workloads never need it).
+    hand_over_us: Option<Histogram<u64>>,
+    /// Hand-overs whose lease was sent after the release.
+    lease_after_release: u64,
+}
+
+/// A histogram of 1 µs .. [`MAX_TRACKED_US`] at three significant digits:
+/// exact up to 2 ms, within 0.1 % above.
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_TRACKED_US, 3)
+        .expect("1 µs .. 60 s at 3 digits is a valid histogram")
+}
+
+/// `d` in whole microseconds, at least 1 (the histogram's floor).
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
 }
 
 impl Tally {
     /// An empty tally.
     pub(crate) fn new() -> Self {
         Self {
-            // Three significant digits: exact up to 2 ms, within 0.1 % above.
-            latency_us: Histogram::new_with_bounds(1, MAX_TRACKED_US, 3)
-                .expect("1 µs .. 60 s at 3 digits is a valid histogram"),
+            latency_us: histogram(),
             requests: 0,
             operations: 0,
             by_kind: [0; Kind::ALL.len()],
@@ -46,6 +61,8 @@ impl Tally {
             first_transport_error: None,
             bad_responses: 0,
             first_bad_response: None,
+            hand_over_us: None,
+            lease_after_release: 0,
         }
     }
 
@@ -54,13 +71,20 @@ impl Tally {
     pub(crate) fn response(&mut self, kind: Kind, status: StatusCode, elapsed: Duration) -> bool {
         self.requests += 1;
         self.by_kind[kind.index()] += 1;
-        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        self.latency_us.saturating_record(us.max(1));
+        self.latency_us.saturating_record(micros(elapsed));
         let ok = status == kind.expected();
         if !ok {
             *self.unexpected.entry(status.as_u16()).or_insert(0) += 1;
         }
         ok
+    }
+
+    /// A `wait` lease completed a hand-over.
+    pub(crate) fn hand_over(&mut self, h: HandOver) {
+        self.hand_over_us
+            .get_or_insert_with(histogram)
+            .saturating_record(micros(h.latency));
+        self.lease_after_release += u64::from(h.lease_after_release);
     }
 
     /// An operation completed.
@@ -102,6 +126,13 @@ impl Tally {
         if self.first_bad_response.is_none() {
             self.first_bad_response = other.first_bad_response;
         }
+        if let Some(theirs) = other.hand_over_us {
+            match &mut self.hand_over_us {
+                Some(mine) => mine.add(&theirs).expect("tallies share their bounds"),
+                None => self.hand_over_us = Some(theirs),
+            }
+        }
+        self.lease_after_release += other.lease_after_release;
     }
 }
 
@@ -134,6 +165,19 @@ impl Latency {
             max: h.max(),
         }
     }
+}
+
+/// Hand-overs of a `wait` run: from sending a release to the answer of
+/// the lease that got that key.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HandOverReport {
+    /// Leases answered with a key whose release this run had sent.
+    pub count: u64,
+    /// Of those, leases sent after the release (the key may have been
+    /// free, not waited for, when the lease arrived).
+    pub lease_after_release: u64,
+    /// Their latency, in microseconds.
+    pub latency_us: Latency,
 }
 
 /// The outcome of one run.
@@ -180,6 +224,9 @@ pub struct Report {
     pub first_bad_response: Option<String>,
     /// Latency of all responses, in microseconds.
     pub latency_us: Latency,
+    /// `wait` only: release→waiter hand-overs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hand_over: Option<HandOverReport>,
 }
 
 impl Report {
@@ -217,6 +264,14 @@ impl Report {
             bad_responses: tally.bad_responses,
             first_bad_response: tally.first_bad_response,
             latency_us: Latency::of(&tally.latency_us),
+            hand_over: (workload == Workload::Wait).then(|| {
+                let h = tally.hand_over_us.unwrap_or_else(histogram);
+                HandOverReport {
+                    count: h.len(),
+                    lease_after_release: tally.lease_after_release,
+                    latency_us: Latency::of(&h),
+                }
+            }),
         }
     }
 
@@ -288,18 +343,33 @@ impl fmt::Display for Report {
         if let Some(e) = &self.first_bad_response {
             writeln!(f, "            first bad body: {e}")?;
         }
-        let l = &self.latency_us;
-        writeln!(
-            f,
-            "latency ms  p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  mean {:.3}",
-            ms(l.p50),
-            ms(l.p90),
-            ms(l.p99),
-            ms(l.p999),
-            ms(l.max),
-            l.mean / 1000.0
-        )
+        write!(f, "latency ms  ")?;
+        percentiles(f, &self.latency_us)?;
+        if let Some(h) = &self.hand_over {
+            write!(f, "handover ms ")?;
+            percentiles(f, &h.latency_us)?;
+            writeln!(
+                f,
+                "            {} hand-overs, {} of them leased after the release was sent",
+                h.count, h.lease_after_release
+            )?;
+        }
+        Ok(())
     }
+}
+
+/// `p50 … max … mean …` in milliseconds, and a newline.
+fn percentiles(f: &mut fmt::Formatter<'_>, l: &Latency) -> fmt::Result {
+    writeln!(
+        f,
+        "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  mean {:.3}",
+        ms(l.p50),
+        ms(l.p90),
+        ms(l.p99),
+        ms(l.p999),
+        ms(l.max),
+        l.mean / 1000.0
+    )
 }
 
 #[cfg(test)]
@@ -392,6 +462,75 @@ mod tests {
             text.contains("latency ms  p50 0.450  p90 1.500  p99 1.500  p99.9 1.500  max 1.500"),
             "{text}"
         );
+    }
+
+    fn hand_overs(us: &[u64], after_release: u64) -> Tally {
+        let mut t = Tally::new();
+        for (i, &us) in us.iter().enumerate() {
+            t.hand_over(HandOver {
+                latency: Duration::from_micros(us),
+                lease_after_release: (i as u64) < after_release,
+            });
+        }
+        t
+    }
+
+    fn wait_report(tally: Tally) -> Report {
+        Report::new(
+            Workload::Wait,
+            "http://127.0.0.1:9".into(),
+            16,
+            Duration::from_secs(1),
+            Duration::ZERO,
+            tally,
+        )
+    }
+
+    #[test]
+    fn hand_overs_are_merged_and_reported_for_wait_only() {
+        let mut t = hand_overs(&[100, 200], 1);
+        t.merge(Tally::new());
+        t.merge(hand_overs(&[300, 400], 0));
+        let mut empty = Tally::new();
+        empty.merge(t);
+        let r = wait_report(empty);
+        let h = r.hand_over.as_ref().expect("a wait report has hand-overs");
+        assert_eq!((h.count, h.lease_after_release), (4, 1));
+        assert_eq!((h.latency_us.p50, h.latency_us.max), (200, 400));
+        let text = r.to_string();
+        assert!(
+            text.contains("handover ms p50 0.200  p90 0.400  p99 0.400  p99.9 0.400  max 0.400"),
+            "{text}"
+        );
+        assert!(
+            text.contains("4 hand-overs, 1 of them leased after the release was sent"),
+            "{text}"
+        );
+        let v = serde_json::to_value(&r).expect("a report serializes");
+        assert_eq!(v["workload"], "wait");
+        assert_eq!(v["hand_over"]["count"], 4);
+        assert_eq!(v["hand_over"]["latency_us"]["p50"], 200);
+        // Other workloads have no hand-over, even from a tally with some.
+        let other = Report::new(
+            Workload::LeaseRelease,
+            "http://127.0.0.1:9".into(),
+            1,
+            Duration::from_secs(1),
+            Duration::ZERO,
+            hand_overs(&[1], 0),
+        );
+        assert_eq!(other.hand_over, None);
+        assert!(!other.to_string().contains("handover"));
+        let v = serde_json::to_value(&other).expect("a report serializes");
+        assert!(v.get("hand_over").is_none());
+    }
+
+    #[test]
+    fn a_wait_run_without_hand_overs_reports_zeros() {
+        let h = wait_report(Tally::new())
+            .hand_over
+            .expect("a wait report has hand-overs");
+        assert_eq!((h.count, h.latency_us.p99, h.latency_us.max), (0, 0, 0));
     }
 
     #[test]

@@ -7,8 +7,12 @@
 //! built once, in [`Fixtures`], and cloned (a reference count) per request.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
+use hyper::body::Bytes;
 use hyper::{Method, StatusCode, Uri};
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +37,10 @@ pub enum Workload {
     Keepalive,
     /// 50 % lease+release, 20 % status, 20 % keepalive, 10 % issue (by operation).
     Mixed,
+    /// More waiters than keys: each leases with `wait_ms`, holds the key
+    /// for `--hold`, releases it; times the hand-over from a release to
+    /// the waiter that gets the key.
+    Wait,
 }
 
 impl Workload {
@@ -46,6 +54,7 @@ impl Workload {
             Self::Activate => "activate",
             Self::Keepalive => "keepalive",
             Self::Mixed => "mixed",
+            Self::Wait => "wait",
         }
     }
 
@@ -54,11 +63,13 @@ impl Workload {
         match self {
             Self::LeaseRelease => "lease+release",
             Self::Mixed => "one of lease+release, status, keepalive, issue",
+            Self::Wait => "waiting lease+hold+release",
             other => other.as_str(),
         }
     }
 
-    /// Whether the run needs the pool to exist with free keys.
+    /// Whether the run needs the pool to exist with free keys (`wait`
+    /// prepares a fresh pool of its own instead).
     pub(crate) fn uses_pool(self) -> bool {
         matches!(self, Self::LeaseRelease | Self::Keepalive | Self::Mixed)
     }
@@ -196,6 +207,12 @@ pub(crate) struct Fixtures {
     pub(crate) keepalive: Vec<Uri>,
     /// Status URIs of prepared tokens.
     pub(crate) status: Vec<Uri>,
+    /// Body of every lease: empty, or `{"wait_ms":N}` for `wait`.
+    pub(crate) lease_body: Bytes,
+    /// `wait`: how long a worker holds a leased key before releasing it.
+    pub(crate) hold: Duration,
+    /// `wait`: when each key's release was sent (empty otherwise).
+    pub(crate) board: Board,
 }
 
 impl Fixtures {
@@ -213,6 +230,9 @@ impl Fixtures {
             tokens_prefix,
             keepalive: Vec::new(),
             status: Vec::new(),
+            lease_body: Bytes::new(),
+            hold: Duration::ZERO,
+            board: Board::new(Vec::new()),
         }
     }
 
@@ -276,6 +296,91 @@ struct TokenField<'a> {
     token: Cow<'a, str>,
 }
 
+/// Per key of a `wait` run, the instant its last release was sent, until
+/// the next lease of that key takes it: the start of a hand-over. Shared
+/// by all workers; one atomic per key, so marking and taking never lock.
+#[derive(Debug)]
+pub(crate) struct Board {
+    /// Stamps count from here.
+    base: Instant,
+    /// Key → slot; built before the clock starts, read-only after.
+    slots: HashMap<String, usize>,
+    /// Per slot: nanoseconds after `base` plus one at which the key's
+    /// release was sent; 0: no release waiting to be matched.
+    released: Vec<AtomicU64>,
+}
+
+impl Board {
+    /// A board for `keys` (duplicates share a slot).
+    pub(crate) fn new(keys: Vec<String>) -> Self {
+        let mut slots = HashMap::with_capacity(keys.len());
+        for key in keys {
+            let next = slots.len();
+            slots.entry(key).or_insert(next);
+        }
+        Self {
+            base: Instant::now(),
+            released: (0..slots.len()).map(|_| AtomicU64::new(0)).collect(),
+            slots,
+        }
+    }
+
+    /// The slot of `key`, if it is one of the board's.
+    pub(crate) fn slot(&self, key: &str) -> Option<usize> {
+        self.slots.get(key).copied()
+    }
+
+    /// Notes that the release of `slot`'s key was sent `at`; returns the
+    /// stamp, for [`Board::unmark`].
+    pub(crate) fn mark(&self, slot: usize, at: Instant) -> u64 {
+        let nanos = u64::try_from(at.saturating_duration_since(self.base).as_nanos())
+            .unwrap_or(u64::MAX - 1);
+        let stamp = nanos + 1;
+        self.released[slot].store(stamp, Ordering::Release);
+        stamp
+    }
+
+    /// Forgets the mark `stamp` of `slot` (its release failed, so no
+    /// hand-over starts there), unless a newer one replaced it.
+    pub(crate) fn unmark(&self, slot: usize, stamp: u64) {
+        let _ = self.released[slot].compare_exchange(stamp, 0, Ordering::AcqRel, Ordering::Relaxed);
+    }
+
+    /// When the release that freed `slot`'s key was sent, if one is
+    /// pending; clears it, so each release starts one hand-over at most.
+    pub(crate) fn take(&self, slot: usize) -> Option<Instant> {
+        match self.released[slot].swap(0, Ordering::AcqRel) {
+            0 => None,
+            stamp => Some(self.base + Duration::from_nanos(stamp - 1)),
+        }
+    }
+}
+
+/// One hand-over: a waiting lease got a key whose release was sent before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HandOver {
+    /// From sending the release to receiving the lease's answer.
+    pub(crate) latency: Duration,
+    /// The lease was sent after the release, so the key may have been
+    /// free (not waited for) when the lease arrived.
+    pub(crate) lease_after_release: bool,
+}
+
+#[derive(Deserialize)]
+struct LeasedKey<'a> {
+    #[serde(borrow)]
+    key: Cow<'a, str>,
+    #[serde(default)]
+    lease_id: Option<u64>,
+}
+
+/// The `key` and `lease_id` of a leased key object.
+pub(crate) fn parse_lease(body: &[u8]) -> Result<(Cow<'_, str>, Option<u64>), BadBody> {
+    serde_json::from_slice::<LeasedKey<'_>>(body)
+        .map(|f| (f.key, f.lease_id))
+        .map_err(|e| BadBody(format!("no \"key\": {e}")))
+}
+
 /// The `key` of a key object.
 pub(crate) fn parse_key(body: &[u8]) -> Result<Cow<'_, str>, BadBody> {
     serde_json::from_slice::<KeyField<'_>>(body)
@@ -300,6 +405,19 @@ pub(crate) struct Script {
     step: usize,
     /// The release URI of the key this worker leased and must release next.
     held: Option<Uri>,
+    /// The body of that release: `{"lease_id":N}` for `wait`, else empty.
+    held_body: Bytes,
+    /// `wait`: the held key's slot on the board.
+    held_slot: Option<usize>,
+    /// `wait`: the slot and stamp of the release in flight.
+    releasing: Option<(usize, u64)>,
+    /// `wait`: when the lease in flight was sent.
+    lease_sent: Option<Instant>,
+    /// `wait`: the slot of the key the last lease answer carried, until
+    /// [`Script::take_hand_over`].
+    got: Option<usize>,
+    /// `wait`: hold the key this long before the next request.
+    pause: Option<Duration>,
     /// Activate URIs of tokens nobody activated yet (this worker's share).
     fresh: Vec<Uri>,
 }
@@ -322,19 +440,35 @@ impl Script {
             step: index,
             fx,
             held: None,
+            held_body: Bytes::new(),
+            held_slot: None,
+            releasing: None,
+            lease_sent: None,
+            got: None,
+            pause: None,
             fresh,
         }
     }
 
-    /// The next request to send.
-    pub(crate) fn next(&mut self) -> (Kind, Uri) {
+    /// The next request to send and its body.
+    pub(crate) fn next(&mut self) -> (Kind, Uri, Bytes) {
         if let Some(release) = &self.held {
-            return (Kind::Release, release.clone());
+            return (Kind::Release, release.clone(), self.held_body.clone());
         }
+        let (kind, uri) = self.next_without_body();
+        let body = if kind == Kind::Lease {
+            self.fx.lease_body.clone()
+        } else {
+            Bytes::new()
+        };
+        (kind, uri, body)
+    }
+
+    fn next_without_body(&mut self) -> (Kind, Uri) {
         let fx = &self.fx;
         match self.workload {
             Workload::Healthz => (Kind::Healthz, fx.healthz()),
-            Workload::LeaseRelease => (Kind::Lease, fx.lease.clone()),
+            Workload::LeaseRelease | Workload::Wait => (Kind::Lease, fx.lease.clone()),
             Workload::Issue => (Kind::Issue, fx.issue()),
             Workload::Status => (Kind::Status, self.round_robin(Kind::Status)),
             Workload::Keepalive => (Kind::Keepalive, self.round_robin(Kind::Keepalive)),
@@ -361,6 +495,41 @@ impl Script {
         uri
     }
 
+    /// How long to wait before the next request (`wait`: the hold after a
+    /// lease); asked once per lease.
+    pub(crate) fn take_pause(&mut self) -> Option<Duration> {
+        self.pause.take()
+    }
+
+    /// A request of `kind` is being sent `at`. For `wait`, a release marks
+    /// its key on the board: the hand-over starts now.
+    pub(crate) fn on_send(&mut self, kind: Kind, at: Instant) {
+        if self.workload != Workload::Wait {
+            return;
+        }
+        match kind {
+            Kind::Lease => self.lease_sent = Some(at),
+            Kind::Release => {
+                self.releasing = self
+                    .held_slot
+                    .take()
+                    .map(|slot| (slot, self.fx.board.mark(slot, at)));
+            }
+            _ => {}
+        }
+    }
+
+    /// `wait`: the hand-over the last lease answer (received `replied`)
+    /// completed, if its key's release was marked.
+    pub(crate) fn take_hand_over(&mut self, replied: Instant) -> Option<HandOver> {
+        let slot = self.got.take()?;
+        let released = self.fx.board.take(slot)?;
+        Some(HandOver {
+            latency: replied.saturating_duration_since(released),
+            lease_after_release: self.lease_sent.is_some_and(|sent| sent > released),
+        })
+    }
+
     /// Takes in the answer to a request of `kind` (`ok`: it had the
     /// expected status). Returns whether an operation just completed.
     pub(crate) fn on_response(
@@ -376,6 +545,9 @@ impl Script {
                     self.step += 1;
                     return Ok(false);
                 }
+                if self.workload == Workload::Wait {
+                    return self.on_wait_lease(body);
+                }
                 match parse_key(body).and_then(|key| self.fx.key_uri(&key, "release")) {
                     Ok(release) => {
                         self.held = Some(release);
@@ -389,6 +561,12 @@ impl Script {
             }
             Kind::Release => {
                 self.held = None;
+                if let Some((slot, stamp)) = self.releasing.take()
+                    && !ok
+                {
+                    // Refused: the key was not freed by this release.
+                    self.fx.board.unmark(slot, stamp);
+                }
                 self.step += 1;
                 Ok(ok)
             }
@@ -406,10 +584,32 @@ impl Script {
         }
     }
 
+    /// A successful `wait` lease: hold the key, then release it under its
+    /// lease id.
+    fn on_wait_lease(&mut self, body: &[u8]) -> Result<bool, BadBody> {
+        let (key, lease_id) = parse_lease(body)?;
+        let release = self.fx.key_uri(&key, "release")?;
+        let slot = self.fx.board.slot(&key);
+        self.got = slot;
+        self.held_slot = slot;
+        self.held = Some(release);
+        self.held_body = match lease_id {
+            Some(id) => Bytes::from(format!(r#"{{"lease_id":{id}}}"#)),
+            None => Bytes::new(),
+        };
+        self.pause = Some(self.fx.hold).filter(|d| !d.is_zero());
+        Ok(false)
+    }
+
     /// A request of `kind` got no answer: whatever it was part of is over.
     pub(crate) fn on_transport_error(&mut self, kind: Kind) {
         if kind == Kind::Release {
             self.held = None;
+            // Whether the server freed the key is unknown: no hand-over
+            // is timed from this release.
+            if let Some((slot, stamp)) = self.releasing.take() {
+                self.fx.board.unmark(slot, stamp);
+            }
         }
         self.step += 1;
     }
@@ -430,13 +630,13 @@ mod tests {
     #[test]
     fn lease_is_followed_by_the_release_of_the_leased_key() {
         let mut s = Script::new(Workload::LeaseRelease, fixtures(), 0, 1, Vec::new());
-        let (kind, uri) = s.next();
+        let (kind, uri, _) = s.next();
         assert_eq!((kind, uri.path()), (Kind::Lease, "/v1/pools/bench/lease"));
         let done = s
             .on_response(Kind::Lease, true, br#"{"key":"AbC123","state":"leased"}"#)
             .expect("a key object");
         assert!(!done);
-        let (kind, uri) = s.next();
+        let (kind, uri, _) = s.next();
         assert_eq!(
             (kind, uri.path()),
             (Kind::Release, "/v1/pools/bench/keys/AbC123/release")
@@ -464,7 +664,7 @@ mod tests {
         let fx = fixtures();
         let prepared = vec![fx.token_uri("zz", "activate").expect("valid")];
         let mut s = Script::new(Workload::Activate, fx, 0, 1, prepared);
-        let (kind, uri) = s.next();
+        let (kind, uri, _) = s.next();
         assert_eq!(
             (kind, uri.path()),
             (Kind::Activate, "/v1/keyspaces/bench/tokens/zz/activate")
@@ -475,7 +675,7 @@ mod tests {
             !s.on_response(Kind::Issue, true, br#"{"token":"qQ","remaining":9}"#)
                 .expect("a token")
         );
-        let (kind, uri) = s.next();
+        let (kind, uri, _) = s.next();
         assert_eq!(
             (kind, uri.path()),
             (Kind::Activate, "/v1/keyspaces/bench/tokens/qQ/activate")
@@ -489,7 +689,7 @@ mod tests {
         // Ten operations take 5 × 2 + 5 × 1 = 15 requests; any ten
         // consecutive slots of the mix hold the same operations.
         for _ in 0..150 {
-            let (kind, _) = s.next();
+            let (kind, _, _) = s.next();
             let body: &[u8] = if kind == Kind::Lease {
                 br#"{"key":"k"}"#
             } else {
@@ -511,6 +711,157 @@ mod tests {
         s.next();
         assert!(s.on_response(Kind::Lease, true, b"{}").is_err());
         assert_eq!(s.next().0, Kind::Lease);
+    }
+
+    /// Fixtures of a `wait` run on keys `k1`, `k2`, holding for 1 ms.
+    fn wait_fixtures() -> Arc<Fixtures> {
+        let name = Name::parse("bench").expect("valid name");
+        let mut fx = Fixtures::new(&name, &name);
+        fx.board = Board::new(vec!["k1".into(), "k2".into()]);
+        fx.lease_body = Bytes::from_static(br#"{"wait_ms":5000}"#);
+        fx.hold = Duration::from_millis(1);
+        Arc::new(fx)
+    }
+
+    /// `s` sends a lease at `sent` and gets `key` under lease id 7.
+    fn lease(s: &mut Script, key: &str, sent: Instant) {
+        let (kind, _, _) = s.next();
+        assert_eq!(kind, Kind::Lease);
+        s.on_send(Kind::Lease, sent);
+        let body = format!(r#"{{"key":"{key}","lease_id":7,"state":"leased"}}"#);
+        assert!(
+            !s.on_response(Kind::Lease, true, body.as_bytes())
+                .expect("a key object")
+        );
+    }
+
+    #[test]
+    fn lease_release_sends_no_bodies() {
+        let mut s = Script::new(Workload::LeaseRelease, fixtures(), 0, 1, Vec::new());
+        assert!(s.next().2.is_empty());
+        s.on_response(Kind::Lease, true, br#"{"key":"k","lease_id":3}"#)
+            .expect("a key object");
+        let (kind, _, body) = s.next();
+        assert_eq!((kind, body.is_empty()), (Kind::Release, true));
+        assert_eq!(s.take_pause(), None);
+    }
+
+    #[test]
+    fn wait_leases_with_wait_ms_holds_then_releases_under_the_lease_id() {
+        let mut s = Script::new(Workload::Wait, wait_fixtures(), 0, 1, Vec::new());
+        let (kind, uri, body) = s.next();
+        assert_eq!((kind, uri.path()), (Kind::Lease, "/v1/pools/bench/lease"));
+        assert_eq!(&body[..], br#"{"wait_ms":5000}"#);
+        lease(&mut s, "k2", Instant::now());
+        assert_eq!(s.take_hand_over(Instant::now()), None, "no release yet");
+        assert_eq!(s.take_pause(), Some(Duration::from_millis(1)));
+        assert_eq!(s.take_pause(), None, "one hold per lease");
+        let (kind, uri, body) = s.next();
+        assert_eq!(
+            (kind, uri.path()),
+            (Kind::Release, "/v1/pools/bench/keys/k2/release")
+        );
+        assert_eq!(&body[..], br#"{"lease_id":7}"#);
+        s.on_send(Kind::Release, Instant::now());
+        assert!(s.on_response(Kind::Release, true, b"{}").expect("ok"));
+        assert_eq!(s.next().0, Kind::Lease);
+    }
+
+    #[test]
+    fn a_hand_over_runs_from_sending_the_release_to_the_next_lease_answer_of_that_key() {
+        let fx = wait_fixtures();
+        let (mut a, mut b) = (
+            Script::new(Workload::Wait, fx.clone(), 0, 2, Vec::new()),
+            Script::new(Workload::Wait, fx.clone(), 1, 2, Vec::new()),
+        );
+        let t0 = Instant::now();
+        lease(&mut a, "k1", t0);
+        a.next();
+        // b is waiting when a's release leaves.
+        b.on_send(Kind::Lease, t0 + Duration::from_millis(1));
+        a.on_send(Kind::Release, t0 + Duration::from_millis(2));
+        assert!(
+            !b.on_response(Kind::Lease, true, br#"{"key":"k1","lease_id":8}"#)
+                .expect("a key object")
+        );
+        assert_eq!(
+            b.take_hand_over(t0 + Duration::from_millis(5)),
+            Some(HandOver {
+                latency: Duration::from_millis(3),
+                lease_after_release: false,
+            })
+        );
+        assert_eq!(b.take_hand_over(t0 + Duration::from_millis(6)), None);
+        // The release started one hand-over: a later lease of k1 without
+        // another release times nothing.
+        let mut c = Script::new(Workload::Wait, fx, 0, 1, Vec::new());
+        lease(&mut c, "k1", t0 + Duration::from_millis(7));
+        assert_eq!(c.take_hand_over(t0 + Duration::from_millis(8)), None);
+    }
+
+    #[test]
+    fn a_lease_sent_after_the_release_is_flagged() {
+        let fx = wait_fixtures();
+        let mut a = Script::new(Workload::Wait, fx.clone(), 0, 2, Vec::new());
+        let mut b = Script::new(Workload::Wait, fx, 1, 2, Vec::new());
+        let t0 = Instant::now();
+        lease(&mut a, "k1", t0);
+        a.next();
+        a.on_send(Kind::Release, t0 + Duration::from_millis(1));
+        lease(&mut b, "k1", t0 + Duration::from_millis(2));
+        assert_eq!(
+            b.take_hand_over(t0 + Duration::from_millis(4)),
+            Some(HandOver {
+                latency: Duration::from_millis(3),
+                lease_after_release: true,
+            })
+        );
+    }
+
+    #[test]
+    fn a_refused_or_lost_release_starts_no_hand_over() {
+        let fx = wait_fixtures();
+        let t0 = Instant::now();
+        let mut a = Script::new(Workload::Wait, fx.clone(), 0, 1, Vec::new());
+        lease(&mut a, "k1", t0);
+        a.next();
+        a.on_send(Kind::Release, t0);
+        assert!(!a.on_response(Kind::Release, false, b"{}").expect("ok"));
+        lease(&mut a, "k2", t0);
+        a.next();
+        a.on_send(Kind::Release, t0);
+        a.on_transport_error(Kind::Release);
+        for key in ["k1", "k2"] {
+            let slot = fx.board.slot(key).expect("on the board");
+            assert_eq!(fx.board.take(slot), None, "{key} still marked");
+        }
+    }
+
+    #[test]
+    fn the_board_ignores_unknown_keys_and_keeps_a_newer_mark_on_unmark() {
+        let board = Board::new(vec!["k1".into(), "k1".into(), "k2".into()]);
+        assert_eq!(board.slot("k1"), Some(0));
+        assert_eq!(board.slot("k2"), Some(1));
+        assert_eq!(board.slot("k3"), None);
+        let t = Instant::now() + Duration::from_millis(10);
+        let old = board.mark(0, t);
+        let newer = t + Duration::from_millis(1);
+        board.mark(0, newer);
+        board.unmark(0, old);
+        assert_eq!(board.take(0), Some(newer));
+        assert_eq!(board.take(0), None);
+        let stamp = board.mark(1, t);
+        board.unmark(1, stamp);
+        assert_eq!(board.take(1), None);
+    }
+
+    #[test]
+    fn a_lease_answer_carries_its_lease_id_when_there_is_one() {
+        let (key, id) = parse_lease(br#"{"key":"Ab1","lease_id":42}"#).expect("a key");
+        assert_eq!((&*key, id), ("Ab1", Some(42)));
+        let (key, id) = parse_lease(br#"{"key":"Ab1","lease_id":null}"#).expect("a key");
+        assert_eq!((&*key, id), ("Ab1", None));
+        assert!(parse_lease(br#"{"lease_id":1}"#).is_err());
     }
 
     #[test]

@@ -143,6 +143,15 @@ impl App {
         // The signal starts the graceful drain; a connection that never
         // finishes its request must not hold the process, so the drain gets
         // SHUTDOWN_GRACE and no more (`serve` enforces it).
+        // Waiting leases answer 503 `shutting_down` at once instead of
+        // holding the drain for their whole wait.
+        let shutdown = {
+            let store = self.store.clone();
+            async move {
+                shutdown.await;
+                store.stop_waiting();
+            }
+        };
         listener::serve(self.listener, router, self.connection_limits, shutdown).await;
         let _ = stop_tx.send(true);
         if let Err(e) = reaper.await {

@@ -275,8 +275,23 @@ impl Api {
         body: Option<Vec<u8>>,
         content_type: Option<&str>,
     ) -> Result<Reply> {
+        self.request_within(method, path, body, content_type, REQUEST_TIMEOUT)
+            .await
+    }
+
+    /// [`Api::request_raw`] with a timeout of the caller's: longer for a
+    /// request that waits on the server, shorter for a client that gives
+    /// up (and disconnects) mid-request.
+    pub async fn request_within(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        content_type: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Reply> {
         let url = self.url(path);
-        let mut req = self.client.request(method.clone(), &url);
+        let mut req = self.client.request(method.clone(), &url).timeout(timeout);
         if let Some(body) = body {
             if let Some(ct) = content_type {
                 req = req.header("content-type", ct);
@@ -447,6 +462,21 @@ impl Api {
     pub async fn lease(&self, pool: &str) -> Result<Reply> {
         self.request(Method::POST, &format!("/v1/pools/{pool}/lease"), None)
             .await
+    }
+
+    /// `POST /v1/pools/{pool}/lease` with `{"wait_ms": wait_ms}`: with no
+    /// free key, the server waits up to `wait_ms` for one. The client
+    /// waits that long plus its usual timeout.
+    pub async fn lease_waiting(&self, pool: &str, wait_ms: u64) -> Result<Reply> {
+        let body = json!({ "wait_ms": wait_ms }).to_string().into_bytes();
+        self.request_within(
+            Method::POST,
+            &format!("/v1/pools/{pool}/lease"),
+            Some(body),
+            Some("application/json"),
+            REQUEST_TIMEOUT + Duration::from_millis(wait_ms),
+        )
+        .await
     }
 
     /// `POST /v1/pools/{pool}/keys/{key}/release`, with `{"lease_id": id}`

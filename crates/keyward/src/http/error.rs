@@ -90,6 +90,9 @@ pub(crate) enum ApiError {
     /// 400: bad labels.
     #[error("{0}")]
     InvalidLabels(String),
+    /// 400: a bad `wait_ms`.
+    #[error("{0}")]
+    InvalidWait(String),
     /// 400: a bad disable reason.
     #[error("{0}")]
     InvalidReason(String),
@@ -147,6 +150,9 @@ pub(crate) enum ApiError {
     /// have taken effect.
     #[error("the request took longer than {0:?}; retry later")]
     Timeout(std::time::Duration),
+    /// 503: the server is shutting down (a waiting lease gave up).
+    #[error("the server is shutting down; retry on another instance or later")]
+    ShuttingDown,
     /// 503: the store cannot answer now; the operation was not acknowledged.
     #[error("the store is unavailable; retry later")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -174,6 +180,7 @@ impl ApiError {
             InvalidKeys(_) => (StatusCode::BAD_REQUEST, "invalid_keys"),
             InvalidLabels(_) => (StatusCode::BAD_REQUEST, "invalid_labels"),
             InvalidReason(_) => (StatusCode::BAD_REQUEST, "invalid_reason"),
+            InvalidWait(_) => (StatusCode::BAD_REQUEST, "invalid_wait"),
             KeyspaceNotFound => (StatusCode::NOT_FOUND, "keyspace_not_found"),
             TokenNotIssued => (StatusCode::NOT_FOUND, "token_not_issued"),
             RouteNotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
@@ -197,6 +204,7 @@ impl ApiError {
             PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
             Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
         }
     }
 }
@@ -219,6 +227,7 @@ impl From<StoreError> for ApiError {
                 KeyspaceError::Exhausted => Self::KeyspaceExhausted,
             },
             StoreError::NoFreeKey { retry_after } => Self::NoFreeKey(retry_after),
+            StoreError::ShuttingDown => Self::ShuttingDown,
             StoreError::InvalidCursor => Self::InvalidQuery(
                 "cursor is not one this listing gave out; pass next_cursor as it came".into(),
             ),

@@ -18,6 +18,7 @@ use axum::body::Bytes;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -44,6 +45,11 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    pool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     route: String,
 }
@@ -60,6 +66,12 @@ pub(crate) struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     outcomes: Family<OutcomeLabels, Counter>,
+    waiters: Family<PoolLabels, Gauge>,
+    /// Waiters per pool behind `waiters`, under a lock so a series is
+    /// removed exactly when its pool has none left.
+    waiting: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    wait_seconds: Histogram,
+    wait_timeouts: Counter,
     /// The last reply and when it was rendered. A tokio mutex, held across
     /// the snapshot on purpose: concurrent scrapes wait for one render
     /// instead of each taking a snapshot.
@@ -90,8 +102,31 @@ impl Metrics {
             "Releases by the outcome their holder reported (ok, rate_limited, failed)",
             outcomes.clone(),
         );
+        let waiters = Family::<PoolLabels, Gauge>::default();
+        registry.register(
+            "keyward_lease_waiters",
+            "Leases waiting for a key, by pool (only pools with waiters)",
+            waiters.clone(),
+        );
+        // 1 ms .. ~33 s: a wait may last up to 30 s.
+        let wait_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "keyward_lease_wait_seconds",
+            "How long waiting leases waited, whether they got a key or not",
+            wait_seconds.clone(),
+        );
+        let wait_timeouts = Counter::default();
+        registry.register(
+            "keyward_lease_wait_timeouts",
+            "Waiting leases that got no key within their wait_ms",
+            wait_timeouts.clone(),
+        );
         store.register_metrics(&mut registry);
         Self {
+            waiters,
+            waiting: Default::default(),
+            wait_seconds,
+            wait_timeouts,
             registry,
             requests,
             latency,
@@ -114,6 +149,41 @@ impl Metrics {
                 route: route.to_owned(),
             })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a lease that starts waiting, until the returned guard is
+    /// done or dropped (its client went away). A pool's series exists
+    /// only while it has waiters, so the family stays as small as the set
+    /// of pools being waited on. O(1).
+    pub fn start_wait(&self, pool: &crate::core::Name) -> Waiting<'_> {
+        self.move_waiters(pool.as_str(), true);
+        Waiting {
+            metrics: self,
+            pool: pool.to_string(),
+            started: Instant::now(),
+        }
+    }
+
+    fn move_waiters(&self, pool: &str, up: bool) {
+        let mut counts = self
+            .waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let labels = PoolLabels {
+            pool: pool.to_owned(),
+        };
+        let n = counts.entry(pool.to_owned()).or_insert(0);
+        if up {
+            *n += 1;
+        } else {
+            *n = n.saturating_sub(1);
+        }
+        if *n == 0 {
+            counts.remove(pool);
+            self.waiters.remove(&labels);
+        } else {
+            self.waiters.get_or_create(&labels).set(*n);
+        }
     }
 
     /// Counts one release by its outcome. O(1).
@@ -151,6 +221,36 @@ impl Metrics {
         render_snapshot(&mut out, snapshot);
         out.push_str("# EOF\n");
         out
+    }
+}
+
+/// One waiting lease, counted in `keyward_lease_waiters` while it lives.
+pub(crate) struct Waiting<'a> {
+    metrics: &'a Metrics,
+    pool: String,
+    started: Instant,
+}
+
+impl Waiting<'_> {
+    /// The wait ended, with a key or `timed_out` without one. O(1).
+    pub fn done(self, timed_out: bool) {
+        self.metrics
+            .wait_seconds
+            .observe(self.started.elapsed().as_secs_f64());
+        if timed_out {
+            self.metrics.wait_timeouts.inc();
+        }
+    }
+
+    /// How long it has waited.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.metrics.move_waiters(&self.pool, false);
     }
 }
 

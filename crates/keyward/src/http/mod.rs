@@ -248,12 +248,18 @@ async fn log_and_time_out(
         .map_or("<unmatched>", MatchedPath::as_str)
         .to_owned();
     let span = tracing::info_span!("request", request_id = %id);
-    let response = match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req))
+    // A lease may wait up to `MAX_WAIT` for a key on top of its work.
+    let limit = if route == "/v1/pools/{pool}/lease" {
+        REQUEST_TIMEOUT + crate::store::MAX_WAIT
+    } else {
+        REQUEST_TIMEOUT
+    };
+    let response = match tokio::time::timeout(limit, next.run(req))
         .instrument(span.clone())
         .await
     {
         Ok(response) => response,
-        Err(_) => ApiError::Timeout(REQUEST_TIMEOUT).into_response(),
+        Err(_) => ApiError::Timeout(limit).into_response(),
     };
     let elapsed = started.elapsed();
     let status = response.status().as_u16();

@@ -509,22 +509,60 @@ async fn list_keys(
     }))
 }
 
-/// Lease a uniformly random free key.
+/// Body of lease.
+#[derive(Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LeaseBody {
+    /// With no free key, wait up to this long for one (first come, first
+    /// served); 0, the default, answers at once.
+    #[schema(nullable = false, minimum = 0, maximum = 30000, default = 0)]
+    wait_ms: Option<u64>,
+}
+
+impl BodyError for LeaseBody {
+    fn wrong_shape(message: String) -> ApiError {
+        ApiError::InvalidWait(message)
+    }
+}
+
+/// Lease a uniformly random free key, waiting for one if asked.
 #[utoipa::path(
     post, path = "/v1/pools/{pool}/lease", tag = "pools",
     params(PoolPath),
+    request_body(content = Option<LeaseBody>, description = "Optional `wait_ms`; may be empty"),
     responses(
-        (status = 200, description = "A uniformly random free key, now leased", body = KeyBody),
-        (status = 400, description = "invalid_name", body = ErrorBody),
-        (status = 404, description = "no_free_key; with `retry_after_ms` and a `Retry-After` header (whole seconds, rounded up) when a lease, cooldown or quarantine will end by itself", body = ErrorBody,
+        (status = 200, description = "A uniformly random free key (or the first one freed while waiting), now leased", body = KeyBody),
+        (status = 400, description = "invalid_name, invalid_wait, invalid_json", body = ErrorBody),
+        (status = 404, description = "no_free_key (after `wait_ms`); with `retry_after_ms` and a `Retry-After` header (whole seconds, rounded up) when a lease, cooldown or quarantine will end by itself", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Whole seconds (at least 1) until a key may be free; only with `retry_after_ms`"))),
+        (status = 503, description = "shutting_down: the server stopped while the lease waited", body = ErrorBody),
     )
 )]
 async fn lease_key(
     State(state): State<AppState>,
+    axum::Extension(metrics): axum::Extension<std::sync::Arc<Metrics>>,
     PoolPath { pool }: PoolPath,
+    JsonBody(body): JsonBody<LeaseBody>,
 ) -> Result<Json<KeyBody>, ApiError> {
-    Ok(Json(state.store.lease_key(&pool).await?.into()))
+    let wait_ms = body.wait_ms.unwrap_or(0);
+    let max = crate::store::MAX_WAIT.as_millis() as u64;
+    if wait_ms > max {
+        return Err(ApiError::InvalidWait(format!(
+            "wait_ms must be an integer from 0 to {max}"
+        )));
+    }
+    if wait_ms == 0 {
+        return Ok(Json(state.store.lease_key(&pool).await?.into()));
+    }
+    let waiting = metrics.start_wait(&pool);
+    let result = state
+        .store
+        .lease_key_waiting(&pool, std::time::Duration::from_millis(wait_ms))
+        .await;
+    let timed_out = matches!(result, Err(crate::store::StoreError::NoFreeKey { .. }))
+        && waiting.elapsed().as_millis() >= u128::from(wait_ms);
+    waiting.done(timed_out);
+    Ok(Json(result?.into()))
 }
 
 /// Body of keep-alive.

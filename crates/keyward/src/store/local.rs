@@ -22,13 +22,19 @@ use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use rand::rngs::StdRng;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use super::sqlite::{self, Durability, Journal, OpenError, Record};
+use super::waiters::{Ticket, Waiters};
 use super::{
-    DefaultKeyspaceChanged, KeyspaceView, Limit, Limits, NewKeys, Page, PageRequest, PoolInfo,
-    PoolPatch, PoolTotals, REAP_STEP, SNAPSHOT_NAMED, Snapshot, Store, StoreError, Upsert,
+    DefaultKeyspaceChanged, KeyspaceView, Limit, Limits, MAX_WAIT, NewKeys, Page, PageRequest,
+    PoolInfo, PoolPatch, PoolTotals, REAP_STEP, SNAPSHOT_NAMED, Snapshot, Store, StoreError,
+    Upsert,
 };
 use crate::clock::Clock;
 use crate::core::{
@@ -68,6 +74,13 @@ struct Engine {
     due_at: HashMap<Name, Timestamp>,
     rng: StdRng,
     journal: Option<Journal>,
+    /// Leases waiting for a key, per pool; served by [`Engine::with_pool`]
+    /// inside the change that freed a key.
+    waiters: Waiters,
+    /// Records of keys handed to waiters, journaled with the next commit
+    /// (always within the same lock hold).
+    pending: Vec<Record>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Engine {
@@ -75,6 +88,7 @@ impl Engine {
         pools: HashMap<Name, Pool>,
         keyspaces: HashMap<Name, Keyspace>,
         journal: Option<Journal>,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         let mut totals = PoolTotals::default();
         for pool in pools.values() {
@@ -94,6 +108,9 @@ impl Engine {
             totals,
             rng: rand::make_rng(),
             journal,
+            waiters: Waiters::default(),
+            pending: Vec::new(),
+            clock,
         }
     }
 
@@ -109,6 +126,11 @@ impl Engine {
         let pool = self.pools.get_mut(name)?;
         let (stats, expired) = (pool.stats(), pool.expired_total());
         let out = f(pool, &mut self.rng);
+        if self.waiters.waiting(name) {
+            let now = self.clock.now();
+            serve_waiters(name, pool, &mut self.waiters, &mut self.rng, now);
+            pool_records(name, pool, false, &mut self.pending);
+        }
         let t = &mut self.totals;
         move_counts(&mut t.stats, stats, pool.stats());
         let after = pool.expired_total();
@@ -166,6 +188,7 @@ impl Engine {
     fn remove_pool(&mut self, name: &Name) -> Option<Pool> {
         let pool = self.pools.remove(name)?;
         self.pool_names.remove(name);
+        self.waiters.forget(name);
         if let Some(at) = self.due_at.remove(name) {
             self.due.remove(&(at, name.clone()));
         }
@@ -180,10 +203,19 @@ impl Engine {
 
     /// Queues the records (if journaling) and returns the sequence number
     /// the reply must wait for.
-    fn commit(&mut self, records: Vec<Record>) -> u64 {
+    fn commit(&mut self, mut records: Vec<Record>) -> u64 {
         match &mut self.journal {
-            Some(j) => j.append(records),
-            None => 0,
+            Some(j) => {
+                if !self.pending.is_empty() {
+                    records.append(&mut self.pending);
+                }
+                j.append(records)
+            }
+            None => {
+                // Nothing is journaled in RAM (pools record no changes).
+                self.pending.clear();
+                0
+            }
         }
     }
 }
@@ -217,6 +249,65 @@ fn drop_off_path<T: Send + 'static>(value: T) {
 /// Time from `now` until `at`, at least 1 ms; `None` without `at`.
 fn retry_after(at: Option<Timestamp>, now: Timestamp) -> Option<Ttl> {
     at.and_then(|at| Ttl::from_millis(at.as_millis().saturating_sub(now.as_millis()).max(1)))
+}
+
+/// Leases a key of `name` now, unless the pool's waiters come first: with
+/// waiters queued, due expiry is applied (handing what it frees to them)
+/// and this request gets a key only if one is still free after they are
+/// all served. O(log n).
+fn lease_now(
+    engine: &mut Engine,
+    name: &Name,
+    now: Timestamp,
+    records: &mut Vec<Record>,
+) -> Result<KeyView, StoreError> {
+    let queued = engine.waiters.waiting(name);
+    let result = engine.with_pool(name, |pool, rng| {
+        let result = if queued {
+            pool.expire_lazily(now);
+            Err(PoolError::NoFreeKey)
+        } else {
+            pool.lease(now, rng)
+        };
+        pool_records(name, pool, false, records);
+        result.map_err(|e| match e {
+            PoolError::NoFreeKey => StoreError::NoFreeKey {
+                retry_after: retry_after(pool.next_free_at(), now),
+            },
+            e => e.into(),
+        })
+    });
+    match result {
+        // The waiters took every key expiry freed; try once more in case
+        // one is left (only when none of them is still waiting).
+        Some(Err(StoreError::NoFreeKey { .. })) if queued && !engine.waiters.waiting(name) => {
+            lease_now(engine, name, now, records)
+        }
+        Some(result) => result,
+        None => Err(StoreError::NoFreeKey { retry_after: None }),
+    }
+}
+
+/// Hands free keys of `pool` to its waiters, oldest first, each leased
+/// for it in this same change, until no key or no waiter is left. A key
+/// whose every waiter has gone is released again. O(log n + log w) per key
+/// handed.
+fn serve_waiters(
+    name: &Name,
+    pool: &mut Pool,
+    waiters: &mut Waiters,
+    rng: &mut StdRng,
+    now: Timestamp,
+) {
+    while waiters.waiting(name) {
+        let Ok(view) = pool.lease(now, rng) else {
+            return;
+        };
+        if let Err(view) = waiters.hand(name, view) {
+            let _ = pool.release(&view.key, view.lease.map(|l| l.id), now);
+            return;
+        }
+    }
 }
 
 fn add_counts(totals: &mut PoolTotals, pool: &Pool) {
@@ -262,6 +353,68 @@ fn keyspace_record(name: &Name, ks: &Keyspace) -> Record {
     }
 }
 
+/// A queued lease. Dropped before it took its key (timed out, or its
+/// client went away and the request future was dropped), it leaves the
+/// queue; a key handed to it in that instant goes to the next waiter or
+/// back to free, so a waiter that does not answer never holds a key.
+struct WaitGuard<'a> {
+    store: &'a LocalStore,
+    pool: &'a Name,
+    ticket: Ticket,
+    rx: oneshot::Receiver<KeyView>,
+    /// The key handed over, until the answer is durable and taken.
+    handed: Option<KeyView>,
+}
+
+impl WaitGuard<'_> {
+    /// The wait ended: take a key handed at the last moment, else leave
+    /// the queue and answer `no_free_key` with the pool's next deadline.
+    fn give_up(mut self) -> Result<KeyView, StoreError> {
+        if let Ok(view) = self.rx.try_recv() {
+            return Ok(view);
+        }
+        let now = self.store.clock.now();
+        let mut engine = self.store.lock();
+        engine.waiters.remove(self.pool, self.ticket);
+        if let Ok(view) = self.rx.try_recv() {
+            return Ok(view);
+        }
+        let next = engine.pools.get(self.pool).and_then(Pool::next_free_at);
+        Err(StoreError::NoFreeKey {
+            retry_after: retry_after(next, now),
+        })
+    }
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        let mut engine = self.store.lock();
+        let view = match self.handed.take() {
+            Some(view) => view,
+            None => {
+                if engine.waiters.remove(self.pool, self.ticket) {
+                    return;
+                }
+                // Handed a key it will not answer with: the hand-over
+                // happened under this lock, so the key is in the channel.
+                self.rx.close();
+                let Ok(view) = self.rx.try_recv() else {
+                    return;
+                };
+                view
+            }
+        };
+        let now = self.store.clock.now();
+        let name = self.pool;
+        let mut records = Vec::new();
+        engine.with_pool(name, |pool, _| {
+            let _ = pool.release(&view.key, view.lease.map(|l| l.id), now);
+            pool_records(name, pool, false, &mut records);
+        });
+        engine.commit(records);
+    }
+}
+
 /// The local store: `memory:` (no journal) or `sqlite:PATH`. All
 /// operations are O(1) or O(log n) under a short lock.
 #[derive(Debug)]
@@ -290,7 +443,7 @@ impl LocalStore {
             )),
         );
         Self {
-            engine: Mutex::new(Engine::new(pools, keyspaces, None)),
+            engine: Mutex::new(Engine::new(pools, keyspaces, None, clock.clone())),
             durability: None,
             pool_defaults: settings.pool_defaults,
             limits: settings.limits,
@@ -315,7 +468,7 @@ impl LocalStore {
         .await
         .map_err(|e| OpenError::Thread(std::io::Error::other(e)))??;
         let (journal, durability) = sqlite::start_writer(conn)?;
-        let mut engine = Engine::new(loaded.pools, loaded.keyspaces, Some(journal));
+        let mut engine = Engine::new(loaded.pools, loaded.keyspaces, Some(journal), clock.clone());
         let mut records = Vec::new();
 
         let default = Name::default_name();
@@ -374,6 +527,19 @@ impl LocalStore {
             limits: settings.limits,
             clock,
         })
+    }
+
+    /// When a waiter of `name` should look again: at `until`, or earlier
+    /// when the pool's first lease, cooldown or quarantine ends (on the
+    /// store's clock, translated to the runtime's). O(log n).
+    fn next_wake(&self, name: &Name, until: Instant) -> Instant {
+        let engine = self.lock();
+        let Some(at) = engine.pools.get(name).and_then(Pool::next_free_at) else {
+            return until;
+        };
+        let now = self.clock.now();
+        let ms = at.as_millis().saturating_sub(now.as_millis());
+        until.min(Instant::now() + Duration::from_millis(ms))
     }
 
     fn lock(&self) -> MutexGuard<'_, Engine> {
@@ -548,23 +714,91 @@ impl Store for LocalStore {
     }
 
     /// O(log n). With no free key, says when the first lease, cooldown or
-    /// quarantine ends (O(log n) more).
+    /// quarantine ends (O(log n) more). Never takes a key before a waiter
+    /// of the pool.
     async fn lease_key(&self, name: &Name) -> Result<KeyView, StoreError> {
         let now = self.clock.now();
-        self.run(|engine, records| {
-            let result = engine.with_pool(name, |pool, rng| {
-                let result = pool.lease(now, rng);
-                pool_records(name, pool, false, records);
-                result.map_err(|e| match e {
-                    PoolError::NoFreeKey => StoreError::NoFreeKey {
-                        retry_after: retry_after(pool.next_free_at(), now),
-                    },
-                    e => e.into(),
-                })
-            });
-            result.unwrap_or(Err(StoreError::NoFreeKey { retry_after: None }))
-        })
-        .await
+        self.run(|engine, records| lease_now(engine, name, now, records))
+            .await
+    }
+
+    /// Leases at once if a key is free; else queues behind the pool's
+    /// other waiters (in the same lock hold, so no key freed in between is
+    /// missed) and waits to be handed one. Besides hand-overs, it wakes only
+    /// when its wait ends or when the pool's first lease, cooldown or
+    /// quarantine is due (to apply that expiry at once, not at the
+    /// reaper's next tick): no polling.
+    async fn lease_key_waiting(&self, name: &Name, wait: Duration) -> Result<KeyView, StoreError> {
+        if wait.is_zero() {
+            return self.lease_key(name).await;
+        }
+        let until = Instant::now() + wait.min(MAX_WAIT);
+        let now = self.clock.now();
+        let first = self
+            .run(
+                |engine, records| match lease_now(engine, name, now, records) {
+                    Err(StoreError::NoFreeKey { .. }) => engine
+                        .waiters
+                        .push(name)
+                        .map(Err)
+                        .ok_or(StoreError::ShuttingDown),
+                    other => other.map(Ok),
+                },
+            )
+            .await?;
+        let (ticket, rx) = match first {
+            Ok(view) => return Ok(view),
+            Err(queued) => queued,
+        };
+        let mut guard = WaitGuard {
+            store: self,
+            pool: name,
+            ticket,
+            rx,
+            handed: None,
+        };
+        loop {
+            let wake = self.next_wake(name, until);
+            tokio::select! {
+                handed = &mut guard.rx => {
+                    return match handed {
+                        Ok(view) => {
+                            // Handed over under the lock; its rows are
+                            // queued: answer once they are durable. The
+                            // guard keeps the key meanwhile, so a client
+                            // gone during the flush does not leave it
+                            // leased to nobody.
+                            guard.handed = Some(view);
+                            self.flush().await?;
+                            Ok(guard.handed.take().expect("set just above"))
+                        }
+                        Err(_) if self.lock().waiters.is_closed() => Err(StoreError::ShuttingDown),
+                        // The pool was deleted while we waited.
+                        Err(_) => Err(StoreError::NoFreeKey { retry_after: None }),
+                    };
+                }
+                () = tokio::time::sleep_until(wake) => {
+                    if Instant::now() >= until {
+                        return guard.give_up();
+                    }
+                    // A deadline of the pool is due: expire it now, which
+                    // hands what it frees to the oldest waiters.
+                    let now = self.clock.now();
+                    self.run(|engine, records| {
+                        engine.with_pool(name, |pool, _| {
+                            pool.expire_lazily(now);
+                            pool_records(name, pool, false, records);
+                        });
+                        Ok(())
+                    })
+                    .await?;
+                }
+            }
+        }
+    }
+
+    fn stop_waiting(&self) {
+        self.lock().waiters.close();
     }
 
     /// O(log n).

@@ -19,8 +19,10 @@ pub(crate) mod backoff;
 pub mod local;
 pub mod redis;
 pub mod sqlite;
+pub(crate) mod waiters;
 
 use std::fmt;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -129,6 +131,9 @@ impl NewKeys {
 /// local stores, one script call on Redis), so a burst of deadlines cannot
 /// stall requests for long.
 pub(crate) const REAP_STEP: usize = 4096;
+
+/// Longest a lease may wait for a key (`wait_ms` up to 30,000).
+pub const MAX_WAIT: Duration = Duration::from_secs(30);
 
 /// How many pools and keyspaces a [`Snapshot`] names one by one: enough to
 /// watch the pools that matter, few enough that a scrape stays a few KiB
@@ -335,6 +340,9 @@ pub enum StoreError {
         /// Time until the earliest such end; `None` when none will come.
         retry_after: Option<Ttl>,
     },
+    /// The server is shutting down: a waiting lease gave up.
+    #[error("the server is shutting down")]
+    ShuttingDown,
     /// The listing cursor is not one this listing gave out.
     #[error("the cursor is not one this listing gave out")]
     InvalidCursor,
@@ -400,6 +408,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Leases a uniformly random free key; [`StoreError::NoFreeKey`] when
     /// none is free.
     async fn lease_key(&self, pool: &Name) -> Result<KeyView, StoreError>;
+    /// Leases a free key, waiting up to `wait` (at most [`MAX_WAIT`]) for
+    /// one when none is free: waiters of a pool are served first come,
+    /// first served within a process, each handed the key by whatever
+    /// freed it (release, cooldown or quarantine end, enable, new keys, an
+    /// expired lease). A waiter dropped before it answers (its client went
+    /// away) holds no key: one handed to it at that moment goes to the next
+    /// waiter or back to free. After `wait`, [`StoreError::NoFreeKey`] as
+    /// [`Store::lease_key`] answers it; during shutdown
+    /// [`StoreError::ShuttingDown`]. O(log n + log w) per hand-over.
+    async fn lease_key_waiting(&self, pool: &Name, wait: Duration) -> Result<KeyView, StoreError>;
+    /// Answers every waiting lease [`StoreError::ShuttingDown`] now and
+    /// refuses new waits, so a shutdown does not sit out its grace period.
+    fn stop_waiting(&self);
     /// Ends a key's lease now as an `ok` outcome (only the given lease, if
     /// `lease_id`).
     async fn release_key(

@@ -58,8 +58,9 @@ impl Handle {
 
 /// Where connections come from.
 pub(super) enum Connector {
-    /// Reconnects by itself; created without connecting.
-    Single(ConnectionManager),
+    /// Reconnects by itself; created without connecting. The client makes
+    /// the RESP3 connections of waiting leases' wake-ups.
+    Single(ConnectionManager, redis::Client),
     /// Connected on first use (the cluster must answer to learn its slots).
     Cluster(Box<ClusterConnector>),
 }
@@ -67,6 +68,9 @@ pub(super) enum Connector {
 pub(super) struct ClusterConnector {
     client: ClusterClient,
     conn: tokio::sync::OnceCell<ClusterConnection>,
+    /// One client per seed node, for the wake-ups of waiting leases: a
+    /// plain `PUBLISH` reaches every node, so any one node will do.
+    nodes: Vec<redis::Client>,
 }
 
 impl Connector {
@@ -87,13 +91,15 @@ impl Connector {
                     .set_number_of_retries(0)
                     .set_connection_timeout(Some(CONNECT_TIMEOUT))
                     .set_response_timeout(Some(RESPONSE_TIMEOUT));
+                let wake = resp3(&client).map_err(address)?;
                 Ok(Self::Single(
                     ConnectionManager::new_lazy_with_config(client, config).map_err(address)?,
+                    wake,
                 ))
             }
             RedisTarget::Cluster(nodes) => {
                 let urls: Vec<String> = nodes.iter().map(|n| format!("redis://{n}")).collect();
-                let client = ClusterClientBuilder::new(urls)
+                let client = ClusterClientBuilder::new(urls.clone())
                     .connection_timeout(CONNECT_TIMEOUT)
                     .response_timeout(RESPONSE_TIMEOUT)
                     .build()
@@ -101,9 +107,18 @@ impl Connector {
                         target: nodes.join(","),
                         source,
                     })?;
+                let nodes = urls
+                    .iter()
+                    .map(|url| redis::Client::open(url.as_str()).and_then(|c| resp3(&c)))
+                    .collect::<Result<_, _>>()
+                    .map_err(|source| RedisOpenError::Address {
+                        target: nodes.join(","),
+                        source,
+                    })?;
                 Ok(Self::Cluster(Box::new(ClusterConnector {
                     client,
                     conn: tokio::sync::OnceCell::new(),
+                    nodes,
                 })))
             }
         }
@@ -112,9 +127,58 @@ impl Connector {
     /// `single` or `cluster`, for `Debug`.
     pub(super) fn kind(&self) -> &'static str {
         match self {
-            Self::Single(_) => "single",
+            Self::Single(..) => "single",
             Self::Cluster(_) => "cluster",
         }
+    }
+}
+
+/// The same server as `client`, speaking RESP3 (pushes: subscriptions on
+/// a connection that also answers commands).
+fn resp3(client: &redis::Client) -> Result<redis::Client, RedisError> {
+    let info = client.get_connection_info().clone();
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(redis::ProtocolVersion::RESP3);
+    redis::Client::open(info.set_redis_settings(settings))
+}
+
+impl Connector {
+    /// A new connection subscribed to `channel`, its messages (and its
+    /// end, a `Disconnection` push) sent to `pushes`. On a cluster, the
+    /// first seed node that answers: a plain `PUBLISH` reaches them all.
+    /// O(1) round trips per node tried.
+    pub(super) async fn subscribe(
+        &self,
+        channel: &str,
+        pushes: &tokio::sync::mpsc::UnboundedSender<redis::PushInfo>,
+    ) -> Result<redis::aio::MultiplexedConnection, RedisError> {
+        let clients = match self {
+            Self::Single(_, client) => std::slice::from_ref(client),
+            Self::Cluster(cluster) => cluster.nodes.as_slice(),
+        };
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_push_sender(pushes.clone());
+        let mut last = None;
+        for client in clients {
+            let attempt = async {
+                let mut conn = client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?;
+                conn.subscribe(channel).await?;
+                Ok::<_, RedisError>(conn)
+            };
+            match attempt.await {
+                Ok(conn) => return Ok(conn),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            RedisError::from((redis::ErrorKind::Client, "no Redis node to subscribe on"))
+        }))
     }
 }
 
@@ -167,7 +231,7 @@ impl Inner {
     /// its slots).
     pub(super) async fn handle(&self) -> Result<Handle, RedisError> {
         match &self.connector {
-            Connector::Single(manager) => Ok(Handle::Single(manager.clone())),
+            Connector::Single(manager, _) => Ok(Handle::Single(manager.clone())),
             Connector::Cluster(cluster) => {
                 let conn = cluster
                     .conn

@@ -16,7 +16,8 @@
 //! - `connection`: the connection, start-up and the retry while Redis is
 //!   down;
 //! - `registry`: the name sets and the limits they count;
-//! - `reaper`: the due index and the reaper's pass.
+//! - `reaper`: the due index and the reaper's pass;
+//! - `waiting`: waiting leases, woken through Redis pub/sub.
 //!
 //! # Key layout
 //!
@@ -37,6 +38,7 @@
 //! | `{kw:p:N}:gen` | string | times a pool of this name was deleted; key hashes of generation G > 0 are `{kw:p:N}:gG:k:KEY` |
 //! | `{kw:p:N}:gone:G` | zset | keys of deleted generation G whose hashes are still to be deleted |
 //! | `{kw:p:N}:gones` | set | the generations with a `gone` zset |
+//! | `{kw:p:N}:waiting` | string | set (`PX` 15 s, renewed every 5 s) while some process has waiting leases for the pool: the scripts that free a key `PUBLISH` to the channel `{kw:p:N}:wake` only while it exists (see `waiting.rs`) |
 //! | `kw:pool-names` | zset | names of all pools, score 0: `--max-pools` counts them (`ZCARD`), listings page them (`ZRANGEBYLEX`) |
 //! | `kw:graves` | set | deleted pools with keys still to reclaim, for the reaper |
 //! | `kw:due` | zset | pools by earliest deadline (ms), for the reaper (its own slot) |
@@ -114,6 +116,7 @@ mod reaper;
 mod registry;
 mod reply;
 mod scripts;
+mod waiting;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -235,6 +238,10 @@ struct Inner {
     /// The start-up retry task is running (and logging): the reaper stays
     /// quiet meanwhile.
     retrying: AtomicBool,
+    /// This process's waiting leases and their pools' watchers.
+    waiting: Mutex<waiting::WaitState>,
+    /// Leases for waiters and give-backs still running (`flush` waits).
+    inflight: waiting::Inflight,
 }
 
 /// The Redis store. All operations are one script call, O(1) or O(log n)
@@ -333,6 +340,8 @@ impl RedisStore {
             sweep: Mutex::new(Sweep::default()),
             limits: settings.limits,
             retrying: AtomicBool::new(false),
+            waiting: Mutex::new(waiting::WaitState::default()),
+            inflight: waiting::Inflight::default(),
         });
         let retry = match inner.ensure_ready_typed().await {
             Ok(()) => None,
@@ -522,6 +531,27 @@ fn outcome_args(outcome: Outcome) -> (&'static str, Option<Ttl>) {
 
 #[async_trait]
 impl Store for RedisStore {
+    /// One lease script when a key is free. Else the request joins this
+    /// process's FIFO of the pool and the pool's watcher (one task and one
+    /// subscription per pool with waiters, per process) hands it a key,
+    /// leased by the same script, when Redis announces one (release,
+    /// enable, add, the reaper's expiry) or the pool's next lease,
+    /// cooldown or quarantine end comes (see `waiting.rs`). O(log n) in
+    /// Redis and O(log w) here per hand-over. Nobody waiting costs the
+    /// freeing scripts one `EXISTS`.
+    async fn lease_key_waiting(
+        &self,
+        pool: &Name,
+        wait: std::time::Duration,
+    ) -> Result<KeyView, StoreError> {
+        waiting::lease_waiting(&self.inner, pool, wait).await
+    }
+
+    /// O(w + pools waited for) for this process's w waiters.
+    fn stop_waiting(&self) {
+        lock(&self.inner.waiting).close();
+    }
+
     /// One script per call: O(count log n) plus the bounded lazy expiry.
     /// Generated candidates come from the OS CSPRNG; the astronomically
     /// rare one that is already a live key is replaced by another call.
@@ -946,6 +976,8 @@ impl Store for RedisStore {
         inner
             .query(redis::cmd("ZREM").arg(DUE_INDEX).arg(pool.as_str()))
             .await?;
+        // This process's waiters of the pool answer `no_free_key` now.
+        lock(&inner.waiting).forget(pool);
         Ok(())
     }
 
@@ -977,10 +1009,13 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    /// Nothing to wait for: Redis applied each change before answering;
-    /// how durable it is then is Redis's persistence setting
-    /// (`appendfsync`). O(1).
+    /// Redis applied each change before answering (how durable it is
+    /// then is Redis's persistence setting, `appendfsync`); waits only for
+    /// this process's leases for waiters and give-backs of keys a dropped
+    /// waiter left (at most a few seconds), so a read after dropping a
+    /// waiter sees the key settled. O(1) when none runs.
     async fn flush(&self) -> Result<(), StoreError> {
+        waiting::settle(&self.inner, std::time::Duration::from_secs(5)).await;
         Ok(())
     }
 }

@@ -72,6 +72,14 @@ const POOL_GONE: &str = ":gone:";
 /// Suffix of the set of a pool's generations with a graveyard.
 pub(super) const POOL_GONES: &str = ":gones";
 
+/// Suffix of a pool's waiting marker, `{kw:p:NAME}:waiting`: set (with
+/// a TTL, refreshed) by every process with waiting leases for the pool;
+/// the scripts that free a key publish a wake-up only while it exists.
+pub(super) const POOL_WAITING: &str = ":waiting";
+/// Suffix of a pool's wake-up channel, `{kw:p:NAME}:wake` (plain
+/// `PUBLISH`: see `waiting.rs` for why not sharded).
+pub(super) const POOL_WAKE: &str = ":wake";
+
 /// The layout of a pool's keys this keyward writes, in its meta hash
 /// (`layout`): pools without it were made by an older keyward and are
 /// brought to it in bounded steps by the reaper (`expire.lua`).
@@ -79,7 +87,7 @@ const LAYOUT: &str = "2";
 
 /// The names both sides use, handed to every script as `local NAME =
 /// 'value'`.
-const NAMES: [(&str, &str); 7] = [
+const NAMES: [(&str, &str); 9] = [
     ("LAYOUT", LAYOUT),
     ("POOL_META", POOL_META),
     ("KEYSPACE_DEF", KEYSPACE_DEF),
@@ -87,6 +95,8 @@ const NAMES: [(&str, &str); 7] = [
     ("POOL_GEN", POOL_GEN),
     ("POOL_GONE", POOL_GONE),
     ("POOL_GONES", POOL_GONES),
+    ("POOL_WAITING", POOL_WAITING),
+    ("POOL_WAKE", POOL_WAKE),
 ];
 
 /// The first element of every script reply that has one: how the call

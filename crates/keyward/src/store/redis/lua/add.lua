@@ -67,6 +67,9 @@ else
     end
   end
 end
+if #added > 0 then
+  wake()
+end
 local out = { OK, reindex(alive), NOW, alive, #added }
 for _, k in ipairs(added) do
   out[#out + 1] = k

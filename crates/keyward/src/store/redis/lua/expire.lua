@@ -24,6 +24,9 @@ if layout ~= LAYOUT then
   end
 end
 local keys, leases, recovered = expire_some(REAP_STEP)
+if leases + recovered > 0 then
+  wake()
+end
 local e = earliest()
 if e then
   redis.call('HSET', META, DUE_AT, int(e))

@@ -249,6 +249,16 @@ local function touch(k)
   return g
 end
 
+-- Wakes the keyward processes with waiting leases for this pool: a key
+-- may be free now, or the pool's first deadline moved. One EXISTS while
+-- nobody waits; one PUBLISH (plain, so a cluster broadcasts it to every
+-- node) while some process keeps the pool's waiting marker set.
+local function wake()
+  if redis.call('EXISTS', P .. POOL_WAITING) == 1 then
+    redis.call('PUBLISH', P .. POOL_WAKE, '')
+  end
+end
+
 -- The pool settings, each 'nil' when the meta hash lacks it (an older
 -- keyward's pool: the caller takes the default).
 local function settings(...)

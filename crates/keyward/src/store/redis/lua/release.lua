@@ -2,7 +2,7 @@
 -- holder's outcome. ARG.lease_id: the lease id, or "" for any;
 -- ARG.outcome: ok | rate_limited | failed; ARG.retry_after_ms: "" for the
 -- pool's cooldown; ARG.reason: "" for none. The rules are the core's
--- `Pool::release_with`. O(log n).
+-- `Pool::release_with`. O(log n). Wakes waiting leases (`wake`).
 -- Reply: key_reply + {due index score or ""}.
 local k = ARG.key
 local f = live_key(k)
@@ -46,6 +46,8 @@ else
 end
 move(k, f, to, ends)
 write_health(k, f, old)
+-- Freed, or cooling or quarantined until a deadline a waiter must learn.
+wake()
 local reply = key_reply(k, f)
 reply[#reply + 1] = reindex(ends)
 return reply
