@@ -105,6 +105,25 @@ async fn pool_with(
     store.generate_keys(pool, count).await.unwrap()
 }
 
+/// The pool's counts, once checked that the five states add up to total.
+async fn counts(store: &dyn Store, pool: &Name) -> PoolStats {
+    let s = pool_stats(store, pool).await;
+    assert_eq!(
+        s.free + s.leased + s.cooling + s.quarantined + s.disabled,
+        s.total,
+        "the five counts add up to total: {s:?}"
+    );
+    s
+}
+
+/// Leases the pool's only free key, which must be `key`.
+async fn lease_only(store: &dyn Store, pool: &Name, key: &str) -> KeyView {
+    let view = store.lease_key(pool).await.unwrap();
+    assert_eq!(view.key, key, "{key} is the only free key");
+    assert_eq!(view.state, keyward::core::KeyState::Leased);
+    view
+}
+
 async fn pool_stats(store: &dyn Store, pool: &Name) -> PoolStats {
     store.pool_info(pool).await.unwrap().stats
 }

@@ -81,25 +81,6 @@ fn by_state(counts: [u64; 5]) -> PoolStats {
     }
 }
 
-/// The pool's counts, once checked that the five states add up to total.
-async fn counts(store: &dyn Store, pool: &Name) -> PoolStats {
-    let s = pool_stats(store, pool).await;
-    assert_eq!(
-        s.free + s.leased + s.cooling + s.quarantined + s.disabled,
-        s.total,
-        "the five counts add up to total: {s:?}"
-    );
-    s
-}
-
-/// Leases the pool's only free key, which must be `key`.
-async fn lease_only(store: &dyn Store, pool: &Name, key: &str) -> KeyView {
-    let view = store.lease_key(pool).await.unwrap();
-    assert_eq!(view.key, key, "{key} is the only free key");
-    assert_eq!(view.state, KeyState::Leased);
-    view
-}
-
 /// Leases `key` (the pool's only free key) and reports `outcome` with its
 /// lease id; returns the key as the report left it.
 async fn lease_and_report(

@@ -64,24 +64,6 @@ async fn pool_of(store: &dyn Store, pool: &Name, texts: &[&str]) {
     assert_eq!(done.added.len(), texts.len());
 }
 
-/// The pool's counts, checked to add up to total.
-async fn counted(store: &dyn Store, pool: &Name) -> PoolStats {
-    let s = pool_stats(store, pool).await;
-    assert_eq!(
-        s.free + s.leased + s.cooling + s.quarantined + s.disabled,
-        s.total,
-        "the five counts add up to total: {s:?}"
-    );
-    s
-}
-
-/// Leases `key`, the pool's only free key.
-async fn lease_only(store: &dyn Store, pool: &Name, key: &str) -> KeyView {
-    let view = store.lease_key(pool).await.unwrap();
-    assert_eq!(view.key, key, "{key} is the only free key");
-    view
-}
-
 /// Runs a waiting lease on `pool` (which has no free key) beside `event`:
 /// checks the waiter is still waiting when the event starts, then that
 /// it was handed a key. The waiter is answered only after the event, so
@@ -113,7 +95,7 @@ async fn assert_holds(store: &dyn Store, pool: &Name, view: &KeyView, key: &str,
     assert_eq!(view.key, key);
     let now = store.get_key(pool, key).await.unwrap();
     assert_eq!(now.lease, view.lease, "the waiter's lease is the key's");
-    let s = counted(store, pool).await;
+    let s = counts(store, pool).await;
     assert_eq!((s.total, s.leased), (total, 1), "{s:?}");
 }
 
@@ -299,7 +281,7 @@ pub async fn waiters_are_served_first_come_first_served(store: &dyn Store, _cloc
     tokio::join!(waiter(0), waiter(1), waiter(2), driver);
     let want: Vec<(u32, String)> = (0..3).map(|i| (i, keys[i as usize].into())).collect();
     assert_eq!(*served.borrow(), want, "the oldest waiter first");
-    let s = counted(store, &pool).await;
+    let s = counts(store, &pool).await;
     assert_eq!((s.total, s.leased), (3, 3));
 }
 
@@ -312,7 +294,7 @@ pub async fn a_waiter_that_timed_out_holds_no_key(store: &dyn Store, _clock: &Ma
         .await;
     // As lease_key answers it: when my lease ends.
     assert_no_free_key(answer, Some(ttl(LEASE_MS)));
-    let s = counted(store, &pool).await;
+    let s = counts(store, &pool).await;
     assert_eq!((s.total, s.free, s.leased), (1, 0, 1));
     assert_eq!(
         store.get_key(&pool, "wt-key").await.unwrap().lease,
@@ -324,7 +306,7 @@ pub async fn a_waiter_that_timed_out_holds_no_key(store: &dyn Store, _clock: &Ma
         .release_key(&pool, "wt-key", Some(lease_of(&mine).id))
         .await
         .unwrap();
-    let s = counted(store, &pool).await;
+    let s = counts(store, &pool).await;
     assert_eq!((s.total, s.free, s.leased), (1, 1, 0));
     lease_only(store, &pool, "wt-key").await;
 }
@@ -339,7 +321,7 @@ pub async fn a_dropped_waiter_holds_no_key(store: &dyn Store, _clock: &ManualClo
         .release_key(&pool, "wd-key", Some(lease_of(&mine).id))
         .await
         .unwrap();
-    let s = counted(store, &pool).await;
+    let s = counts(store, &pool).await;
     assert_eq!((s.total, s.free, s.leased), (1, 1, 0));
     lease_only(store, &pool, "wd-key").await;
 }
@@ -394,7 +376,7 @@ pub async fn a_waiter_dropped_as_its_key_is_released_never_holds_it(
         // A store may give a dropped waiter's key back in the background
         // (Redis: a release task); `flush` waits for what is in flight.
         store.flush().await.unwrap();
-        let s = counted(store, &pool).await;
+        let s = counts(store, &pool).await;
         assert_eq!(s.total, 1, "round {round}: {s:?}");
         match answer {
             Some(Ok(view)) => {
@@ -449,7 +431,7 @@ pub async fn stop_waiting_answers_waiters_shutting_down_and_refuses_new_waits(
         StoreError::ShuttingDown
     );
     // Nothing changed: the key is still mine.
-    let s = counted(store, &pool).await;
+    let s = counts(store, &pool).await;
     assert_eq!((s.total, s.free, s.leased), (1, 0, 1));
     assert_eq!(
         store.get_key(&pool, "ws-key").await.unwrap().lease,

@@ -27,11 +27,10 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `{kw:p:N}:meta` | hash | `lease_ttl_ms`, `keepalive_ttl_ms`, `key_length`, `cooldown_ms`, `max_failures`, `quarantine_ms`, `no_keepalive` (`1`: keys get no keep-alive deadline), `purged_keys`, `expired_leases`, `recovered`, `quarantines` (begun), `due_at`, `layout` |
-//! | `{kw:p:N}:free` | set | free keys (`SRANDMEMBER`: the uniform pick) |
 //! | `{kw:p:N}:leases` | zset | leased keys by lease end, cooling and quarantined keys by the end of it (ms): every end that frees a key by itself |
 //! | `{kw:p:N}:alive` | zset | every key with a keep-alive deadline, by it (ms) |
 //! | `{kw:p:N}:keys` | zset | every live key by its listing number: the unfiltered listing, the total (`ZCARD`) |
-//! | `{kw:p:N}:in:STATE` | zset | the keys in STATE (`free`, `leased`, `cooling`, `quarantined`, `disabled`) by listing number: the filtered listing, the counts |
+//! | `{kw:p:N}:in:STATE` | zset | the keys in STATE (`free`, `leased`, `cooling`, `quarantined`, `disabled`) by listing number: the filtered listing, the counts; `ZRANDMEMBER` of `in:free` is the uniform lease pick (the set `{kw:p:N}:free` of older keywards is dropped on adoption) |
 //! | `{kw:p:N}:kseq` | string | last listing number (`INCR`) |
 //! | `{kw:p:N}:k:KEY` | hash | `created_at`, `alive_until` (0 = no keep-alive), `lease_id` (0 = not leased), `leased_until`, `n` (listing number); only when set: `state` (`cooling`, `quarantined`, `disabled`; absent = free or leased by `lease_id`), `available_at`, `reason`, `failures`, `quarantines` (in a row), `labels` (JSON) |
 //! | `{kw:p:N}:seq` | string | last lease id (`INCR`): the fencing counter |
@@ -726,7 +725,7 @@ impl Store for RedisStore {
         })
     }
 
-    /// One script: O(log n) (`SRANDMEMBER`, `ZADD`) plus the bounded lazy
+    /// One script: O(log n) (`ZRANDMEMBER`, `ZADD`) plus the bounded lazy
     /// expiry, plus O(log n) for each due entry met on the way. With no
     /// free key, `NoFreeKey` says how long until the earliest lease,
     /// cooldown or quarantine end (O(log n) more).

@@ -42,7 +42,6 @@ local function add(k)
   if ARG.labels ~= '' then
     redis.call('HSET', h, 'labels', ARG.labels)
   end
-  redis.call('SADD', FREE, k)
   redis.call('ZADD', ALL, n, k)
   redis.call('ZADD', IN('free'), n, k)
   if alive ~= 0 then

@@ -17,7 +17,7 @@ if redis.call('ZCARD', list) > 0 then
   redis.call('RENAME', list, P .. POOL_GONE .. GEN)
   redis.call('SADD', P .. POOL_GONES, GEN)
 end
-redis.call('UNLINK', META, FREE, LEASES, SEQ, KSEQ, other, IN('free'), IN('leased'), IN('cooling'),
+redis.call('UNLINK', META, OLD_FREE, LEASES, SEQ, KSEQ, other, IN('free'), IN('leased'), IN('cooling'),
   IN('quarantined'), IN('disabled'))
 redis.call('INCR', P .. POOL_GEN)
 return { OK }

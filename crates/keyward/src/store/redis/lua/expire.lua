@@ -19,6 +19,8 @@ if layout ~= LAYOUT then
   if #keys < REAP_STEP then
     redis.call('HSET', META, 'layout', LAYOUT)
     redis.call('HDEL', META, 'adopted')
+    -- Free keys are in IN('free') now; the old set would only mislead.
+    redis.call('UNLINK', OLD_FREE)
   else
     redis.call('HSET', META, 'adopted', at + #keys)
   end

@@ -1,4 +1,4 @@
--- lease_key: a uniformly random free key (SRANDMEMBER). A pick that turns
+-- lease_key: a uniformly random free key (ZRANDMEMBER of the free index). A pick that turns
 -- out dead (a due entry the bounded expiry left) is purged and the pick
 -- repeated; with no free key, a due lease, cooldown or quarantine is ended
 -- and its key taken. Each repeat removes one due entry or repairs one
@@ -14,7 +14,7 @@ if not ttl then
 end
 expire_some(LAZY_EXPIRY_BOUND)
 while true do
-  local k = redis.call('SRANDMEMBER', FREE)
+  local k = redis.call('ZRANDMEMBER', IN('free'))
   if not k then
     local due = redis.call('ZRANGEBYSCORE', LEASES, '-inf', NOW, 'LIMIT', 0, 1)
     if #due == 0 then
@@ -40,7 +40,8 @@ while true do
   if not f then
     purge(k, 'free')
   else
-    redis.call('SREM', FREE, k)
+    redis.call('ZREM', IN('free'), k)
+    redis.call('ZADD', IN(f.state), f.n, k)
     if f.state == 'leased' then
       redis.call('ZADD', LEASES, int(f.lu), k)
     elseif f.avail then

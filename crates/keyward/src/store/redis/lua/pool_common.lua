@@ -5,7 +5,10 @@
 -- call is routed to the pool's slot.
 local P = ARG.prefix
 local META = P .. POOL_META
-local FREE = P .. ':free'
+-- Free keys live in IN('free') (ZRANDMEMBER is the uniform pick); this
+-- set is what keyward kept them in before the key states. Only deleted
+-- now (by drop_pool and once a pool is adopted).
+local OLD_FREE = P .. ':free'
 -- Lease ends, cooldown ends and quarantine ends: one sorted set, so the
 -- bounded lazy expiry and the due index read one index, not two.
 local LEASES = P .. ':leases'
@@ -73,7 +76,6 @@ local function purge(k, state)
   redis.call('DEL', h)
   redis.call('ZREM', ALIVE, k)
   redis.call('ZREM', LEASES, k)
-  redis.call('SREM', FREE, k)
   redis.call('ZREM', ALL, k)
   redis.call('ZREM', IN(state), k)
 end
@@ -87,11 +89,6 @@ local function move(k, f, to, ends, id)
   if from ~= to then
     redis.call('ZREM', IN(from), k)
     redis.call('ZADD', IN(to), f.n, k)
-    if from == 'free' then
-      redis.call('SREM', FREE, k)
-    elseif to == 'free' then
-      redis.call('SADD', FREE, k)
-    end
   end
   local h = khash(k)
   if to == 'leased' then
@@ -343,7 +340,7 @@ local function pool_state()
     'max_failures', 'quarantine_ms', 'no_keepalive', 'purged_keys', 'expired_leases', 'recovered', 'quarantines')
   return { tonumber(s[1]), tonumber(s[2]), tonumber(s[3]), s[4] or DEFAULT_COOLDOWN_MS,
     s[5] or DEFAULT_MAX_FAILURES, s[6] or DEFAULT_QUARANTINE_MS, s[7] or '0',
-    redis.call('ZCARD', ALL), redis.call('SCARD', FREE), redis.call('ZCARD', IN('leased')),
+    redis.call('ZCARD', ALL), redis.call('ZCARD', IN('free')), redis.call('ZCARD', IN('leased')),
     redis.call('ZCARD', IN('cooling')), redis.call('ZCARD', IN('quarantined')), redis.call('ZCARD', IN('disabled')),
     tonumber(s[8] or 0), tonumber(s[9] or 0), tonumber(s[10] or 0), tonumber(s[11] or 0) }
 end
