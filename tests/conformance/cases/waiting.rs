@@ -327,7 +327,7 @@ pub async fn a_dropped_waiter_holds_no_key(store: &dyn Store, _clock: &ManualClo
 }
 
 /// Rounds of [`a_waiter_dropped_as_its_key_is_released_never_holds_it`].
-const RACE_ROUNDS: usize = 300;
+const RACE_ROUNDS: usize = 2000;
 
 pub async fn a_waiter_dropped_as_its_key_is_released_never_holds_it(
     store: &dyn Store,
