@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use keyward::config::{
-    DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEPALIVE_TTL, DEFAULT_KEY_LENGTH,
-    DEFAULT_LEASE_TTL, DEFAULT_LIMITS, DEFAULT_LISTEN, DEFAULT_LOG_FORMAT, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_STORE, DEFAULT_TOKEN_ALPHABET, DEFAULT_TOKEN_LENGTH, MAX_BODY_TIMEOUT,
-    MAX_HEADER_TIMEOUT, MAX_MAX_CONNECTIONS, Overrides, show_duration,
+    DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_IDEMPOTENCY_TTL, DEFAULT_KEEPALIVE_TTL,
+    DEFAULT_KEY_LENGTH, DEFAULT_LEASE_TTL, DEFAULT_LIMITS, DEFAULT_LISTEN, DEFAULT_LOG_FORMAT,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_STORE, DEFAULT_TOKEN_ALPHABET, DEFAULT_TOKEN_LENGTH,
+    MAX_BODY_TIMEOUT, MAX_HEADER_TIMEOUT, MAX_MAX_CONNECTIONS, Overrides, show_duration,
 };
 use keyward_bench::BenchArgs;
 
@@ -152,6 +152,14 @@ pub struct ServeArgs {
         ))]
     pub log_format: Option<String>,
 
+    #[arg(long, env = "KEYWARD_IDEMPOTENCY_TTL", value_name = "DURATION",
+        help = format!(
+            "How long the answer to a request with an Idempotency-Key is kept for its \
+             retries [default: {}]",
+            show_duration(DEFAULT_IDEMPOTENCY_TTL)
+        ))]
+    pub idempotency_ttl: Option<String>,
+
     /// TOML file with any of the settings above (snake_case keys); there is
     /// no default file: without this flag no file is read
     #[arg(long, env = "KEYWARD_CONFIG", value_name = "FILE")]
@@ -177,6 +185,7 @@ impl From<ServeArgs> for Overrides {
             admin_token: a.admin_token,
             admin_token_env: a.admin_token_env,
             log_format: a.log_format,
+            idempotency_ttl: a.idempotency_ttl,
             config: a.config,
         }
     }
@@ -231,6 +240,7 @@ mod tests {
                 "max-keyspaces",
                 "max-keys-per-pool",
                 "log-format",
+                "idempotency-ttl",
             ],
             "every flag with a default shows it"
         );

@@ -48,6 +48,10 @@ pub use credentials::*;
 mod waiting;
 pub use waiting::*;
 
+// The idempotency cases (P2.3).
+mod idempotency;
+pub use idempotency::*;
+
 /// A name of this run's own: `tag` plus a per-process suffix, so reruns
 /// against a persistent backend never meet old state.
 fn name(tag: &str) -> Name {

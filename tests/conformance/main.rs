@@ -92,6 +92,16 @@ macro_rules! backend {
                 a_dropped_waiter_holds_no_key,
                 a_waiter_dropped_as_its_key_is_released_never_holds_it,
                 stop_waiting_answers_waiters_shutting_down_and_refuses_new_waits,
+                // Idempotency keys (P2.3).
+                every_pool_change_retried_with_its_key_takes_effect_once,
+                every_keyspace_change_retried_with_its_key_takes_effect_once,
+                a_key_used_for_another_request_is_refused_and_changes_nothing,
+                a_refused_change_is_not_recorded,
+                idempotency_keys_are_scoped_to_their_pool_or_keyspace,
+                a_record_expires_after_its_ttl_and_the_key_runs_anew,
+                two_identical_requests_at_once_take_effect_once,
+                a_waiting_lease_records_the_key_it_was_handed,
+                a_dropped_waiting_lease_leaves_no_record,
             ]
         );
     };

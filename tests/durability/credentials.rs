@@ -391,7 +391,10 @@ async fn a_schema_3_file_starts_with_its_keys_and_the_new_defaults_and_takes_the
         "{leased}"
     );
     if let Some(version) = crate::sqlite3(&dir.db(), "SELECT max(version) FROM schema_version")? {
-        ensure!(version == "4", "migrated to schema 4, found {version}");
+        ensure!(
+            version == "5",
+            "migrated to the latest schema (5), found {version}"
+        );
     }
 
     // The migrated file takes the new states, and keeps them.

@@ -10,6 +10,8 @@
 //!   reclaimed after a restart too;
 //! - `expiry`: deadlines are wall-clock instants across a restart;
 //! - `crash`: `kill -9` (and SIGTERM) in the middle of concurrent load;
+//! - `idempotency`: requests with an `Idempotency-Key` retried after a
+//!   `kill -9` mid-load take effect exactly once;
 //! - `startup`: refusals at start (changed default keyspace; foreign,
 //!   corrupt, too new or unopenable files; hand-edited rows that make no
 //!   sense);
@@ -26,6 +28,7 @@ mod credentials;
 mod delete;
 mod disk;
 mod expiry;
+mod idempotency;
 mod lock;
 mod restart;
 mod shutdown;

@@ -387,6 +387,9 @@ async fn fresh_router() -> (axum::Router, String, String) {
     let router = keyward::http::router(AppState {
         store,
         admin_token: None,
+        idempotency: std::sync::Arc::new(keyward::http::idempotency::Idempotency::new(
+            keyward::core::Ttl::from_millis(60_000).expect("a valid TTL"),
+        )),
     });
     (router, leased, free)
 }

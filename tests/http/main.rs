@@ -26,12 +26,16 @@
 //! - `waiting`: waiting leases (DESIGN P2.2): `wait_ms` validation, a
 //!   waiter served by a release, timeout, clients gone mid-wait, SIGTERM
 //!   answering waiters, the wait metrics, the release→waiter latency;
+//! - `idempotency`: `Idempotency-Key` (DESIGN P2.3): replays of every
+//!   mutating route, 422 for a reused key, 409 while the first runs, 400
+//!   for a bad key, refusals not recorded, expiry, the record metrics;
 //! - `fuzz`: random HTTP requests and proptest-driven parsing and body
 //!   fuzzing (`scripts/fuzz` runs them long).
 
 mod compat;
 mod credentials;
 mod fuzz;
+mod idempotency;
 mod keyspaces;
 mod limits;
 mod limits_resources;

@@ -60,6 +60,7 @@ pub struct App {
     listener: TcpListener,
     store: Arc<dyn Store>,
     admin_token: Option<AdminToken>,
+    idempotency_ttl: crate::core::Ttl,
     connection_limits: ConnectionLimits,
 }
 
@@ -105,6 +106,7 @@ impl App {
             listener,
             store,
             admin_token: config.admin_token.clone(),
+            idempotency_ttl: config.idempotency_ttl,
             connection_limits: ConnectionLimits {
                 max_connections: config.max_connections,
                 idle_timeout: IDLE_TIMEOUT,
@@ -139,6 +141,7 @@ impl App {
         let router = http::router(AppState {
             store: self.store.clone(),
             admin_token: self.admin_token,
+            idempotency: Arc::new(http::idempotency::Idempotency::new(self.idempotency_ttl)),
         });
         // The signal starts the graceful drain; a connection that never
         // finishes its request must not hold the process, so the drain gets

@@ -22,6 +22,8 @@ pub const DEFAULT_STORE: &str = "sqlite:keyward.db";
 /// Default of `--lease-ttl`: how long a leased key stays with its client
 /// unless released or extended.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(60);
+/// Default of `--idempotency-ttl`: how long an idempotent answer is kept.
+pub const DEFAULT_IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Default of `--keepalive-ttl`: how long a key lives without a keep-alive.
 pub const DEFAULT_KEEPALIVE_TTL: Duration = Duration::from_secs(5 * 60);
 /// Default of `--key-length`.
@@ -220,6 +222,9 @@ pub struct Config {
     pub body_timeout: Duration,
     /// Log line format.
     pub log_format: LogFormat,
+    /// How long the answer to a request with an `Idempotency-Key` is kept
+    /// for its retries.
+    pub idempotency_ttl: Ttl,
 }
 
 impl Default for Config {
@@ -244,6 +249,8 @@ impl Default for Config {
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             body_timeout: DEFAULT_BODY_TIMEOUT,
             log_format: DEFAULT_LOG_FORMAT,
+            idempotency_ttl: Ttl::from_duration(DEFAULT_IDEMPOTENCY_TTL)
+                .expect("the default idempotency TTL is a valid TTL"),
         }
     }
 }
@@ -292,6 +299,7 @@ struct FileSettings {
     header_timeout: Option<String>,
     body_timeout: Option<String>,
     log_format: Option<String>,
+    idempotency_ttl: Option<String>,
 }
 
 /// Settings given by the caller (the command line and its environment),
@@ -354,6 +362,10 @@ pub struct Overrides {
 
     /// Log output: text or json (one JSON object per line)
     pub log_format: Option<String>,
+
+    /// How long the answer to a request with an Idempotency-Key is kept
+    /// for its retries, e.g. 24h
+    pub idempotency_ttl: Option<String>,
 
     /// TOML file with any of the settings above (snake_case keys); there is
     /// no default file: without this flag no file is read
@@ -468,7 +480,13 @@ impl Config {
                 )));
             }
         };
+        let idempotency_ttl = ttl(
+            args.idempotency_ttl.or(file.idempotency_ttl),
+            "--idempotency-ttl",
+            defaults.idempotency_ttl,
+        )?;
         Ok(Self {
+            idempotency_ttl,
             listen,
             store,
             pool_defaults,

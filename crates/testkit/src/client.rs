@@ -35,6 +35,26 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// The whole answer of `resp`.
+    async fn read(resp: reqwest::Response) -> Result<Self> {
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let text = resp.text().await?;
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Ok(Self {
+            status,
+            content_type,
+            headers,
+            text,
+            body,
+        })
+    }
+
     /// Panics unless the status is `status`; returns the body.
     #[track_caller]
     pub fn expect(&self, status: u16) -> &Value {
@@ -267,6 +287,34 @@ impl Api {
             .await
     }
 
+    /// Sends `method path` with an optional JSON body and the header
+    /// `Idempotency-Key: key`.
+    pub async fn request_with_key(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        key: &str,
+    ) -> Result<Reply> {
+        let url = self.url(path);
+        let mut req = self
+            .client
+            .request(method.clone(), &url)
+            .header("idempotency-key", key);
+        if let Some(body) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("{method} {url}"))?;
+        Reply::read(resp)
+            .await
+            .with_context(|| format!("body of {method} {url}"))
+    }
+
     /// Sends `method path` with raw body bytes and an optional `Content-Type`.
     pub async fn request_raw(
         &self,
@@ -302,25 +350,9 @@ impl Api {
             .send()
             .await
             .with_context(|| format!("{method} {url}"))?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let content_type = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let text = resp
-            .text()
+        Reply::read(resp)
             .await
-            .with_context(|| format!("body of {method} {url}"))?;
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Ok(Reply {
-            status,
-            content_type,
-            headers,
-            text,
-            body,
-        })
+            .with_context(|| format!("body of {method} {url}"))
     }
 
     // ---- /v1 pools ----

@@ -68,6 +68,19 @@ pub(crate) enum ApiError {
     /// not take.
     #[error("{0}")]
     InvalidQuery(String),
+    /// 400: an `Idempotency-Key` that is not 1-255 visible ASCII
+    /// characters.
+    #[error("Idempotency-Key must be 1 to 255 visible ASCII characters")]
+    InvalidIdempotencyKey,
+    /// 422: the `Idempotency-Key` was used before, in this pool or
+    /// keyspace, for a request with another method, path or body.
+    #[error(
+        "this Idempotency-Key was used for another request (method, path or body) in this pool or keyspace; use a new key for a new request"
+    )]
+    IdempotencyKeyReused,
+    /// 409: a request with this `Idempotency-Key` is still running.
+    #[error("a request with this Idempotency-Key is still running; retry when it has answered")]
+    IdempotencyInFlight,
     /// 401: missing or wrong bearer token.
     #[error("a valid `Authorization: Bearer <token>` header is required")]
     Unauthorized,
@@ -172,6 +185,9 @@ impl ApiError {
             InvalidBody(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
             InvalidPath(_) => (StatusCode::BAD_REQUEST, "invalid_path"),
             InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
+            InvalidIdempotencyKey => (StatusCode::BAD_REQUEST, "invalid_idempotency_key"),
+            IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
+            IdempotencyInFlight => (StatusCode::CONFLICT, "idempotency_in_flight"),
             Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             PoolNotFound => (StatusCode::NOT_FOUND, "pool_not_found"),
             KeyNotFound => (StatusCode::NOT_FOUND, "key_not_found"),
@@ -236,6 +252,7 @@ impl From<StoreError> for ApiError {
             StoreError::KeyspaceImmutable => Self::KeyspaceImmutable,
             StoreError::CannotDeleteDefault => Self::CannotDeleteDefault,
             StoreError::LimitReached { limit, max } => Self::LimitReached { limit, max },
+            StoreError::IdempotencyKeyReused => Self::IdempotencyKeyReused,
             StoreError::Unavailable(source) => Self::Unavailable(source),
         }
     }

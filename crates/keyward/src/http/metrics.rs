@@ -72,6 +72,8 @@ pub(crate) struct Metrics {
     waiting: std::sync::Mutex<std::collections::HashMap<String, i64>>,
     wait_seconds: Histogram,
     wait_timeouts: Counter,
+    idem_answers: Counter,
+    idem_bytes: Counter,
     /// The last reply and when it was rendered. A tokio mutex, held across
     /// the snapshot on purpose: concurrent scrapes wait for one render
     /// instead of each taking a snapshot.
@@ -121,8 +123,22 @@ impl Metrics {
             "Waiting leases that got no key within their wait_ms",
             wait_timeouts.clone(),
         );
+        let idem_answers = Counter::default();
+        registry.register(
+            "keyward_idempotency_recorded",
+            "Answers recorded for an Idempotency-Key by this process",
+            idem_answers.clone(),
+        );
+        let idem_bytes = Counter::default();
+        registry.register(
+            "keyward_idempotency_recorded_bytes",
+            "Bytes of the answer bodies recorded for an Idempotency-Key by this process (each stored once)",
+            idem_bytes.clone(),
+        );
         store.register_metrics(&mut registry);
         Self {
+            idem_answers,
+            idem_bytes,
             waiters,
             waiting: Default::default(),
             wait_seconds,
@@ -184,6 +200,13 @@ impl Metrics {
         } else {
             self.waiters.get_or_create(&labels).set(*n);
         }
+    }
+
+    /// Counts one answer recorded for an idempotency key, of `bytes`
+    /// bytes. O(1).
+    pub fn idempotency_recorded(&self, bytes: u64) {
+        self.idem_answers.inc();
+        self.idem_bytes.inc_by(bytes);
     }
 
     /// Counts one release by its outcome. O(1).
@@ -318,6 +341,16 @@ fn render_snapshot(out: &mut String, s: &Snapshot) {
     family(out, name, "counter", help);
     for p in &s.pools {
         let _ = writeln!(out, "{name}_total{{pool=\"{}\"}} {}", p.name, p.quarantines);
+    }
+    let name = "keyward_idempotency_records";
+    let help = "Live idempotency records (on Redis: those of the pools and keyspaces named here).";
+    family(out, name, "gauge", help);
+    let _ = writeln!(out, "{name} {}", s.idempotency_records);
+    if let Some(bytes) = s.idempotency_bytes {
+        let name = "keyward_idempotency_record_bytes";
+        let help = "Bytes of the answers the live idempotency records keep (local stores).";
+        family(out, name, "gauge", help);
+        let _ = writeln!(out, "{name} {bytes}");
     }
     let name = "keyward_keyspace_tokens";
     let help = "Tokens per keyspace: capacity, issued, activated, remaining.";

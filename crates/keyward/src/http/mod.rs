@@ -13,6 +13,7 @@
 pub(crate) mod compat;
 pub(crate) mod error;
 mod extract;
+pub mod idempotency;
 pub(crate) mod listener;
 pub mod metrics;
 mod page;
@@ -66,6 +67,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Bearer token required on `/v1` and `/api` routes, if set.
     pub admin_token: Option<AdminToken>,
+    /// How long idempotency records live, and the keys running now.
+    pub idempotency: Arc<idempotency::Idempotency>,
 }
 
 /// The whole router: `/v1`, compat, ops, `/openapi.json`, JSON fallbacks
@@ -108,6 +111,10 @@ pub fn router(state: AppState) -> Router {
         // limit before any extractor runs; a second, looser cap here
         // would only disagree with it.
         .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::gate,
+        ))
         .layer(middleware::from_fn(reject_oversized))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(middleware::from_fn_with_state(

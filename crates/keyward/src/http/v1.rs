@@ -5,7 +5,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -13,6 +13,7 @@ use utoipa_axum::routes;
 
 use super::error::ErrorBody;
 use super::extract::{BodyError, JsonBody, KeyPath, KeyspacePath, PoolPath, TokenPath};
+use super::idempotency::{Idempotent, apply};
 use super::metrics::Metrics;
 use super::page::{KeyPageQuery, PageQuery, encode_cursor};
 use super::{ApiError, AppState};
@@ -20,7 +21,7 @@ use crate::core::{
     Issued, KeyLength, KeyView, KeyspaceSpec, Labels, MaxFailures, Outcome, PoolKey, Reason,
     TokenStatus, Ttl,
 };
-use crate::store::{KeyspaceView, NewKeys, PoolInfo, PoolPatch, Upsert};
+use crate::store::{Change, Effect, KeyspaceView, NewKeys, PoolInfo, PoolPatch, Recorded, Upsert};
 
 /// Most keys one generate request may ask for.
 pub const MAX_GENERATE: u64 = 10_000;
@@ -48,6 +49,50 @@ fn status_for(upsert: Upsert) -> StatusCode {
     match upsert {
         Upsert::Created => StatusCode::CREATED,
         Upsert::Existed => StatusCode::OK,
+    }
+}
+
+/// The answer to every change: its status and JSON body. The one place a
+/// change's answer is made, so an idempotent replay (which the store
+/// recorded from this function's output) is byte for byte the first
+/// answer.
+pub(crate) fn render(effect: &Effect) -> Recorded {
+    fn json(status: StatusCode, body: &impl Serialize) -> Recorded {
+        Recorded {
+            status: status.as_u16(),
+            body: serde_json::to_vec(body)
+                .expect("answer bodies are plain structs that always serialize")
+                .into(),
+        }
+    }
+    match effect {
+        Effect::Pool(info, upsert) => json(status_for(*upsert), &PoolBody::from(info.clone())),
+        Effect::Added(added) => json(
+            StatusCode::CREATED,
+            &KeysBody {
+                keys: added.added.iter().cloned().map(KeyBody::from).collect(),
+                existing: added.existing.clone(),
+            },
+        ),
+        Effect::Key(view) => json(StatusCode::OK, &KeyBody::from(view.clone())),
+        Effect::Deleted => Recorded {
+            status: StatusCode::NO_CONTENT.as_u16(),
+            body: Default::default(),
+        },
+        Effect::Keyspace(view, upsert) => {
+            json(status_for(*upsert), &KeyspaceBody::from(view.clone()))
+        }
+        Effect::Issued(Issued {
+            token, remaining, ..
+        }) => json(
+            StatusCode::CREATED,
+            &IssuedBody {
+                token: token.clone(),
+                remaining: *remaining,
+                remaining_str: remaining.to_string(),
+            },
+        ),
+        Effect::Token(status) => json(StatusCode::OK, &TokenBody::from(status.clone())),
     }
 }
 
@@ -265,12 +310,12 @@ impl PoolSettingsBody {
 )]
 async fn put_pool(
     State(state): State<AppState>,
+    idem: Idempotent,
     PoolPath { pool }: PoolPath,
     JsonBody(body): JsonBody<PoolSettingsBody>,
 ) -> Result<Response, ApiError> {
     let patch = body.parse()?;
-    let (info, upsert) = state.store.put_pool(&pool, patch).await?;
-    Ok((status_for(upsert), Json(PoolBody::from(info))).into_response())
+    apply(&state, idem, Change::PutPool { pool, patch }).await
 }
 
 /// A pool's settings and counts.
@@ -303,10 +348,10 @@ async fn get_pool(
 )]
 async fn delete_pool(
     State(state): State<AppState>,
+    idem: Idempotent,
     PoolPath { pool }: PoolPath,
-) -> Result<StatusCode, ApiError> {
-    state.store.delete_pool(&pool).await?;
-    Ok(StatusCode::NO_CONTENT)
+) -> Result<Response, ApiError> {
+    apply(&state, idem, Change::DeletePool { pool }).await
 }
 
 /// A page of pools.
@@ -461,18 +506,12 @@ pub(crate) struct KeysBody {
 )]
 async fn add_keys(
     State(state): State<AppState>,
+    idem: Idempotent,
     PoolPath { pool }: PoolPath,
     JsonBody(body): JsonBody<AddKeysBody>,
-) -> Result<(StatusCode, Json<KeysBody>), ApiError> {
+) -> Result<Response, ApiError> {
     let (keys, labels) = body.parse()?;
-    let added = state.store.add_keys(&pool, keys, &labels).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(KeysBody {
-            keys: added.added.into_iter().map(KeyBody::from).collect(),
-            existing: added.existing,
-        }),
-    ))
+    apply(&state, idem, Change::AddKeys { pool, keys, labels }).await
 }
 
 /// A page of keys.
@@ -541,9 +580,10 @@ impl BodyError for LeaseBody {
 async fn lease_key(
     State(state): State<AppState>,
     axum::Extension(metrics): axum::Extension<std::sync::Arc<Metrics>>,
+    idem: Idempotent,
     PoolPath { pool }: PoolPath,
     JsonBody(body): JsonBody<LeaseBody>,
-) -> Result<Json<KeyBody>, ApiError> {
+) -> Result<Response, ApiError> {
     let wait_ms = body.wait_ms.unwrap_or(0);
     let max = crate::store::MAX_WAIT.as_millis() as u64;
     if wait_ms > max {
@@ -551,18 +591,16 @@ async fn lease_key(
             "wait_ms must be an integer from 0 to {max}"
         )));
     }
+    let wait = std::time::Duration::from_millis(wait_ms);
     if wait_ms == 0 {
-        return Ok(Json(state.store.lease_key(&pool).await?.into()));
+        return apply(&state, idem, Change::Lease { pool, wait }).await;
     }
     let waiting = metrics.start_wait(&pool);
-    let result = state
-        .store
-        .lease_key_waiting(&pool, std::time::Duration::from_millis(wait_ms))
-        .await;
-    let timed_out = matches!(result, Err(crate::store::StoreError::NoFreeKey { .. }))
+    let result = apply(&state, idem, Change::Lease { pool, wait }).await;
+    let timed_out = matches!(result, Err(ApiError::NoFreeKey(_)))
         && waiting.elapsed().as_millis() >= u128::from(wait_ms);
     waiting.done(timed_out);
-    Ok(Json(result?.into()))
+    result
 }
 
 /// Body of keep-alive.
@@ -668,16 +706,26 @@ impl ReleaseBody {
 async fn release_key(
     State(state): State<AppState>,
     axum::Extension(metrics): axum::Extension<std::sync::Arc<Metrics>>,
+    idem: Idempotent,
     KeyPath { pool, key }: KeyPath,
     JsonBody(body): JsonBody<ReleaseBody>,
-) -> Result<Json<KeyBody>, ApiError> {
+) -> Result<Response, ApiError> {
     let (lease_id, outcome, reason) = body.parse()?;
-    let view = state
-        .store
-        .report_key(&pool, &key, lease_id, outcome, reason)
-        .await?;
-    metrics.outcome(outcome);
-    Ok(Json(view.into()))
+    let change = Change::Report {
+        pool,
+        key,
+        lease_id,
+        outcome,
+        reason,
+    };
+    let response = apply(&state, idem, change).await?;
+    if !response
+        .headers()
+        .contains_key(super::idempotency::REPLAYED)
+    {
+        metrics.outcome(outcome);
+    }
+    Ok(response)
 }
 
 /// Body of disable.
@@ -708,16 +756,15 @@ impl BodyError for DisableBody {
 )]
 async fn disable_key(
     State(state): State<AppState>,
+    idem: Idempotent,
     KeyPath { pool, key }: KeyPath,
     JsonBody(body): JsonBody<DisableBody>,
-) -> Result<Json<KeyBody>, ApiError> {
+) -> Result<Response, ApiError> {
     let reason = body
         .reason
         .map(|r| Reason::parse(&r).map_err(|e| ApiError::InvalidReason(e.to_string())))
         .transpose()?;
-    Ok(Json(
-        state.store.disable_key(&pool, &key, reason).await?.into(),
-    ))
+    apply(&state, idem, Change::Disable { pool, key, reason }).await
 }
 
 /// Make a cooling, quarantined or disabled key free now, `failures` reset.
@@ -732,9 +779,10 @@ async fn disable_key(
 )]
 async fn enable_key(
     State(state): State<AppState>,
+    idem: Idempotent,
     KeyPath { pool, key }: KeyPath,
-) -> Result<Json<KeyBody>, ApiError> {
-    Ok(Json(state.store.enable_key(&pool, &key).await?.into()))
+) -> Result<Response, ApiError> {
+    apply(&state, idem, Change::Enable { pool, key }).await
 }
 
 /// Keep a key alive (and with its lease id, the lease).
@@ -751,14 +799,21 @@ async fn enable_key(
 )]
 async fn keepalive_key(
     State(state): State<AppState>,
+    idem: Idempotent,
     KeyPath { pool, key }: KeyPath,
     JsonBody(body): JsonBody<LeaseIdBody>,
-) -> Result<Json<KeyBody>, ApiError> {
-    let view = state
-        .store
-        .keepalive_key(&pool, &key, body.lease_id)
-        .await?;
-    Ok(Json(view.into()))
+) -> Result<Response, ApiError> {
+    let lease_id = body.lease_id;
+    apply(
+        &state,
+        idem,
+        Change::Keepalive {
+            pool,
+            key,
+            lease_id,
+        },
+    )
+    .await
 }
 
 /// A key's state.
@@ -790,10 +845,10 @@ async fn get_key(
 )]
 async fn delete_key(
     State(state): State<AppState>,
+    idem: Idempotent,
     KeyPath { pool, key }: KeyPath,
-) -> Result<StatusCode, ApiError> {
-    state.store.delete_key(&pool, &key).await?;
-    Ok(StatusCode::NO_CONTENT)
+) -> Result<Response, ApiError> {
+    apply(&state, idem, Change::DeleteKey { pool, key }).await
 }
 
 /// The keyspace object. Counts above 2^53 lose digits in JavaScript and
@@ -865,6 +920,7 @@ impl BodyError for KeyspaceDefBody {
 )]
 async fn put_keyspace(
     State(state): State<AppState>,
+    idem: Idempotent,
     KeyspacePath { ks }: KeyspacePath,
     JsonBody(body): JsonBody<KeyspaceDefBody>,
 ) -> Result<Response, ApiError> {
@@ -875,8 +931,7 @@ async fn put_keyspace(
     };
     let spec = KeyspaceSpec::new(&alphabet, length)
         .map_err(|e| ApiError::from(crate::store::StoreError::from(e)))?;
-    let (view, upsert) = state.store.put_keyspace(&ks, spec).await?;
-    Ok((status_for(upsert), Json(KeyspaceBody::from(view))).into_response())
+    apply(&state, idem, Change::PutKeyspace { keyspace: ks, spec }).await
 }
 
 /// A keyspace's definition and counts.
@@ -909,10 +964,10 @@ async fn get_keyspace(
 )]
 async fn delete_keyspace(
     State(state): State<AppState>,
+    idem: Idempotent,
     KeyspacePath { ks }: KeyspacePath,
-) -> Result<StatusCode, ApiError> {
-    state.store.delete_keyspace(&ks).await?;
-    Ok(StatusCode::NO_CONTENT)
+) -> Result<Response, ApiError> {
+    apply(&state, idem, Change::DeleteKeyspace { keyspace: ks }).await
 }
 
 /// A page of keyspaces.
@@ -984,20 +1039,11 @@ impl BodyError for IssueBody {
 )]
 async fn issue_token(
     State(state): State<AppState>,
+    idem: Idempotent,
     KeyspacePath { ks }: KeyspacePath,
     JsonBody(IssueBody {}): JsonBody<IssueBody>,
-) -> Result<(StatusCode, Json<IssuedBody>), ApiError> {
-    let Issued {
-        token, remaining, ..
-    } = state.store.issue_token(&ks).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(IssuedBody {
-            token,
-            remaining,
-            remaining_str: remaining.to_string(),
-        }),
-    ))
+) -> Result<Response, ApiError> {
+    apply(&state, idem, Change::Issue { keyspace: ks }).await
 }
 
 /// Whether an issued token was activated.
@@ -1062,7 +1108,16 @@ async fn token_status(
 )]
 async fn activate_token(
     State(state): State<AppState>,
+    idem: Idempotent,
     TokenPath { ks, token }: TokenPath,
-) -> Result<Json<TokenBody>, ApiError> {
-    Ok(Json(state.store.activate_token(&ks, &token).await?.into()))
+) -> Result<Response, ApiError> {
+    apply(
+        &state,
+        idem,
+        Change::Activate {
+            keyspace: ks,
+            token,
+        },
+    )
+    .await
 }

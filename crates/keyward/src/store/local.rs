@@ -29,18 +29,18 @@ use rand::rngs::StdRng;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::idempotency::{Entry, Records};
 use super::sqlite::{self, Durability, Journal, OpenError, Record};
 use super::waiters::{Ticket, Waiters};
 use super::{
-    DefaultKeyspaceChanged, KeyspaceView, Limit, Limits, MAX_WAIT, NewKeys, Page, PageRequest,
-    PoolInfo, PoolPatch, PoolTotals, REAP_STEP, SNAPSHOT_NAMED, Snapshot, Store, StoreError,
-    Upsert,
+    Applied, Change, DefaultKeyspaceChanged, Effect, Idem, KeyspaceView, Limit, Limits, MAX_WAIT,
+    NewKeys, Page, PageRequest, PoolInfo, PoolTotals, REAP_STEP, SNAPSHOT_NAMED, Scope, Snapshot,
+    Store, StoreError, Upsert,
 };
 use crate::clock::Clock;
 use crate::core::{
-    Expired, Imported, Issued, KeyCursor, KeyState, KeyView, Keyspace, KeyspaceSpec, Labels, Name,
-    Outcome, Pool, PoolError, PoolKey, PoolSettings, PoolStats, Reason, Secret, Timestamp,
-    TokenCodec, TokenStatus, Ttl,
+    Expired, Imported, KeyCursor, KeyState, KeyView, Keyspace, KeyspaceSpec, Labels, Name, Pool,
+    PoolError, PoolKey, PoolSettings, PoolStats, Secret, Timestamp, TokenCodec, TokenStatus, Ttl,
 };
 
 /// What the local engine starts with.
@@ -80,6 +80,8 @@ struct Engine {
     /// Records of keys handed to waiters, journaled with the next commit
     /// (always within the same lock hold).
     pending: Vec<Record>,
+    /// Idempotency records, expired by the reaper in bounded steps.
+    idem: Records,
     clock: Arc<dyn Clock>,
 }
 
@@ -87,6 +89,7 @@ impl Engine {
     fn new(
         pools: HashMap<Name, Pool>,
         keyspaces: HashMap<Name, Keyspace>,
+        idem: Records,
         journal: Option<Journal>,
         clock: Arc<dyn Clock>,
     ) -> Self {
@@ -110,6 +113,7 @@ impl Engine {
             journal,
             waiters: Waiters::default(),
             pending: Vec::new(),
+            idem,
             clock,
         }
     }
@@ -128,7 +132,13 @@ impl Engine {
         let out = f(pool, &mut self.rng);
         if self.waiters.waiting(name) {
             let now = self.clock.now();
-            serve_waiters(name, pool, &mut self.waiters, &mut self.rng, now);
+            let handed = Handing {
+                waiters: &mut self.waiters,
+                records: &mut self.idem,
+                journaled: self.journal.is_some(),
+                out: &mut self.pending,
+            };
+            serve_waiters(name, pool, handed, &mut self.rng, now);
             pool_records(name, pool, false, &mut self.pending);
         }
         let t = &mut self.totals;
@@ -199,6 +209,64 @@ impl Engine {
         t.expired.leases -= expired.leases;
         t.expired.recovered -= expired.recovered;
         Some(pool)
+    }
+
+    /// The answer recorded for `idem` in `scope`, as a replay; `None` when
+    /// there is no idempotency key or no live record of it. O(1).
+    fn recorded(
+        &self,
+        scope: &Scope,
+        idem: Option<&Idem>,
+        now: Timestamp,
+    ) -> Result<Option<Applied>, StoreError> {
+        let Some(idem) = idem else {
+            return Ok(None);
+        };
+        Ok(self
+            .idem
+            .lookup(scope, idem, now)?
+            .map(|recorded| Applied::Recorded {
+                recorded,
+                replayed: true,
+            }))
+    }
+
+    /// The answer to a change that took `effect`: with `idem`, rendered
+    /// and recorded (and journaled in `records`, the change's own batch).
+    /// O(log r).
+    fn answer(
+        &mut self,
+        scope: &Scope,
+        idem: Option<&Idem>,
+        effect: Effect,
+        now: Timestamp,
+        records: &mut Vec<Record>,
+    ) -> Applied {
+        match idem {
+            None => Applied::Done(effect),
+            Some(idem) => Applied::Recorded {
+                recorded: record(
+                    &mut self.idem,
+                    self.journal.is_some(),
+                    records,
+                    scope,
+                    idem,
+                    &effect,
+                    now,
+                ),
+                replayed: false,
+            },
+        }
+    }
+
+    /// Forgets the record of `idem` (its change was undone). O(log r).
+    fn forget(&mut self, scope: &Scope, idem: &Idem, records: &mut Vec<Record>) {
+        if self.idem.remove(scope, &idem.key) && self.journal.is_some() {
+            records.push(Record::IdemGone {
+                scope: scope.clone(),
+                key: idem.key.clone(),
+            });
+        }
     }
 
     /// Queues the records (if journaling) and returns the sequence number
@@ -288,26 +356,86 @@ fn lease_now(
     }
 }
 
+/// What a hand-over to waiters changes besides the pool: the queues, and
+/// the idempotency records of the waiters served (journaled with the
+/// change, in `out`).
+struct Handing<'a> {
+    waiters: &'a mut Waiters,
+    records: &'a mut Records,
+    journaled: bool,
+    out: &'a mut Vec<Record>,
+}
+
 /// Hands free keys of `pool` to its waiters, oldest first, each leased
-/// for it in this same change, until no key or no waiter is left. A key
-/// whose every waiter has gone is released again. O(log n + log w) per key
-/// handed.
-fn serve_waiters(
-    name: &Name,
-    pool: &mut Pool,
-    waiters: &mut Waiters,
-    rng: &mut StdRng,
-    now: Timestamp,
-) {
-    while waiters.waiting(name) {
+/// for it in this same change (and its answer recorded, for a waiter with
+/// an idempotency key), until no key or no waiter is left. A key whose
+/// every waiter has gone is released again. O(log n + log w + log r) per
+/// key handed.
+fn serve_waiters(name: &Name, pool: &mut Pool, h: Handing<'_>, rng: &mut StdRng, now: Timestamp) {
+    let scope = Scope::Pool(name.clone());
+    while h.waiters.waiting(name) {
         let Ok(view) = pool.lease(now, rng) else {
             return;
         };
-        if let Err(view) = waiters.hand(name, view) {
-            let _ = pool.release(&view.key, view.lease.map(|l| l.id), now);
-            return;
+        match h.waiters.hand(name, view.clone()) {
+            Ok(Some(idem)) => {
+                let effect = Effect::Key(view);
+                record(h.records, h.journaled, h.out, &scope, &idem, &effect, now);
+            }
+            Ok(None) => {}
+            Err(view) => {
+                let _ = pool.release(&view.key, view.lease.map(|l| l.id), now);
+                return;
+            }
         }
     }
+}
+
+/// Renders `effect` for `idem`, keeps it in `records` until `now + ttl`,
+/// and (`journaled`) queues its row in `out`. O(log r).
+fn record(
+    records: &mut Records,
+    journaled: bool,
+    out: &mut Vec<Record>,
+    scope: &Scope,
+    idem: &Idem,
+    effect: &Effect,
+    now: Timestamp,
+) -> super::Recorded {
+    let recorded = (idem.render)(effect);
+    let entry = Entry {
+        digest: idem.digest,
+        recorded: recorded.clone(),
+        expires_at: now.after(idem.ttl),
+    };
+    if journaled {
+        out.push(Record::Idem {
+            scope: scope.clone(),
+            key: idem.key.clone(),
+            entry: entry.clone(),
+        });
+    }
+    records.insert(scope.clone(), idem.key.clone(), entry);
+    recorded
+}
+
+/// Runs `f` on the existing pool `name` (which applies due expiry first)
+/// and queues the rows it changed; `key_not_found` without the pool.
+/// O(log n) besides `f`.
+fn pool_op<T>(
+    engine: &mut Engine,
+    name: &Name,
+    records: &mut Vec<Record>,
+    f: impl FnOnce(&mut Pool, &mut StdRng) -> Result<T, PoolError>,
+) -> Result<T, StoreError> {
+    let result = engine
+        .with_pool(name, |pool, rng| {
+            let result = f(pool, rng);
+            pool_records(name, pool, false, records);
+            result
+        })
+        .ok_or(PoolError::KeyNotFound)?;
+    Ok(result?)
 }
 
 fn add_counts(totals: &mut PoolTotals, pool: &Pool) {
@@ -360,6 +488,10 @@ fn keyspace_record(name: &Name, ks: &Keyspace) -> Record {
 struct WaitGuard<'a> {
     store: &'a LocalStore,
     pool: &'a Name,
+    scope: &'a Scope,
+    /// The waiter's idempotency key: a key given back takes its record
+    /// with it, so a retry leases anew.
+    idem: Option<&'a Idem>,
     ticket: Ticket,
     rx: oneshot::Receiver<KeyView>,
     /// The key handed over, until the answer is durable and taken.
@@ -411,6 +543,9 @@ impl Drop for WaitGuard<'_> {
             let _ = pool.release(&view.key, view.lease.map(|l| l.id), now);
             pool_records(name, pool, false, &mut records);
         });
+        if let Some(idem) = self.idem {
+            engine.forget(self.scope, idem, &mut records);
+        }
         engine.commit(records);
     }
 }
@@ -443,7 +578,13 @@ impl LocalStore {
             )),
         );
         Self {
-            engine: Mutex::new(Engine::new(pools, keyspaces, None, clock.clone())),
+            engine: Mutex::new(Engine::new(
+                pools,
+                keyspaces,
+                Records::default(),
+                None,
+                clock.clone(),
+            )),
             durability: None,
             pool_defaults: settings.pool_defaults,
             limits: settings.limits,
@@ -468,7 +609,13 @@ impl LocalStore {
         .await
         .map_err(|e| OpenError::Thread(std::io::Error::other(e)))??;
         let (journal, durability) = sqlite::start_writer(conn)?;
-        let mut engine = Engine::new(loaded.pools, loaded.keyspaces, Some(journal), clock.clone());
+        let mut engine = Engine::new(
+            loaded.pools,
+            loaded.keyspaces,
+            loaded.idem,
+            Some(journal),
+            clock.clone(),
+        );
         let mut records = Vec::new();
 
         let default = Name::default_name();
@@ -574,26 +721,6 @@ impl LocalStore {
         result
     }
 
-    /// Runs `f` on an existing pool (which applies due expiry first).
-    async fn with_pool<T>(
-        &self,
-        name: &Name,
-        missing: PoolError,
-        f: impl FnOnce(&mut Pool, &mut StdRng) -> Result<T, PoolError>,
-    ) -> Result<T, StoreError> {
-        self.run(|engine, records| {
-            let result = engine
-                .with_pool(name, |pool, rng| {
-                    let result = f(pool, rng);
-                    pool_records(name, pool, false, records);
-                    result
-                })
-                .ok_or(missing)?;
-            Ok(result?)
-        })
-        .await
-    }
-
     fn pool_info(name: &Name, pool: &Pool) -> PoolInfo {
         PoolInfo {
             name: name.clone(),
@@ -611,30 +738,357 @@ impl LocalStore {
             info: ks.info(),
         }
     }
+
+    /// Runs one change under the lock: the answer recorded for `idem`, if
+    /// any, else `f` and (with `idem`) its answer recorded in the same
+    /// lock hold and journal batch; then waits for durability as
+    /// [`LocalStore::run`] does.
+    async fn change(
+        &self,
+        scope: &Scope,
+        idem: Option<&Idem>,
+        f: impl FnOnce(&mut Engine, &mut Vec<Record>, Timestamp) -> Result<Effect, StoreError>,
+    ) -> Result<Applied, StoreError> {
+        let now = self.clock.now();
+        self.run(|engine, records| {
+            if let Some(recorded) = engine.recorded(scope, idem, now)? {
+                return Ok(recorded);
+            }
+            let effect = f(engine, records, now)?;
+            Ok(engine.answer(scope, idem, effect, now, records))
+        })
+        .await
+    }
+
+    /// The effect of every change but leases and adds, under the lock.
+    /// O(log n) for key changes (plus due expiry), O(1) for pool and
+    /// keyspace settings and tokens (one keyed permutation), O(log pools)
+    /// for deletions.
+    fn effect(
+        &self,
+        engine: &mut Engine,
+        records: &mut Vec<Record>,
+        change: Change,
+        now: Timestamp,
+    ) -> Result<Effect, StoreError> {
+        let key_change =
+            |engine: &mut Engine,
+             records: &mut Vec<Record>,
+             name: &Name,
+             f: &mut dyn FnMut(&mut Pool) -> Result<KeyView, PoolError>| {
+                pool_op(engine, name, records, |pool, _| f(pool)).map(Effect::Key)
+            };
+        match change {
+            Change::PutPool { pool: name, patch } => {
+                let upsert = engine.ensure_pool(&name, self.pool_defaults, &self.limits)?;
+                let info = engine
+                    .with_pool(&name, |pool, _| {
+                        pool.set_settings(patch.apply(pool.settings()));
+                        pool.expire_lazily(now);
+                        pool_records(&name, pool, true, records);
+                        Self::pool_info(&name, pool)
+                    })
+                    .expect("the pool was just found or inserted");
+                Ok(Effect::Pool(info, upsert))
+            }
+            Change::Report {
+                pool,
+                key,
+                lease_id,
+                outcome,
+                reason,
+            } => key_change(engine, records, &pool, &mut |p| {
+                p.release_with(&key, lease_id, outcome, reason.clone(), now)
+            }),
+            Change::Disable { pool, key, reason } => key_change(engine, records, &pool, &mut |p| {
+                p.disable(&key, reason.clone(), now)
+            }),
+            Change::Enable { pool, key } => {
+                key_change(engine, records, &pool, &mut |p| p.enable(&key, now))
+            }
+            Change::Keepalive {
+                pool,
+                key,
+                lease_id,
+            } => key_change(engine, records, &pool, &mut |p| {
+                p.keepalive(&key, lease_id, now)
+            }),
+            Change::DeleteKey { pool, key } => {
+                pool_op(engine, &pool, records, |p, _| p.delete(&key, now))?;
+                Ok(Effect::Deleted)
+            }
+            Change::DeletePool { pool: name } => {
+                let pool = engine.remove_pool(&name).ok_or(StoreError::PoolNotFound)?;
+                records.push(Record::DropPool { name });
+                drop_off_path(pool);
+                Ok(Effect::Deleted)
+            }
+            Change::PutKeyspace {
+                keyspace: name,
+                spec,
+            } => {
+                if let Some(ks) = engine.keyspaces.get(&name) {
+                    return if *ks.codec().spec() == spec {
+                        Ok(Effect::Keyspace(
+                            Self::keyspace_view(&name, ks),
+                            Upsert::Existed,
+                        ))
+                    } else {
+                        Err(StoreError::KeyspaceImmutable)
+                    };
+                }
+                if engine.keyspaces.len() as u64 >= self.limits.max_keyspaces {
+                    return Err(self.limits.reached(Limit::Keyspaces));
+                }
+                let ks = Keyspace::new(TokenCodec::new(spec, Secret::generate()));
+                records.push(keyspace_record(&name, &ks));
+                let view = Self::keyspace_view(&name, &ks);
+                engine.keyspaces.insert(name.clone(), ks);
+                engine.keyspace_names.insert(name);
+                Ok(Effect::Keyspace(view, Upsert::Created))
+            }
+            Change::DeleteKeyspace { keyspace: name } => {
+                let ks = engine
+                    .keyspaces
+                    .remove(&name)
+                    .ok_or(StoreError::KeyspaceNotFound)?;
+                engine.keyspace_names.remove(&name);
+                records.push(Record::DropKeyspace { name });
+                drop_off_path(ks);
+                Ok(Effect::Deleted)
+            }
+            Change::Issue { keyspace: name } => {
+                let ks = engine
+                    .keyspaces
+                    .get_mut(&name)
+                    .ok_or(StoreError::KeyspaceNotFound)?;
+                let issued = ks.issue()?;
+                let count = ks.info().issued;
+                records.push(Record::Issued {
+                    name,
+                    issued: count,
+                });
+                Ok(Effect::Issued(issued))
+            }
+            Change::Activate {
+                keyspace: name,
+                token,
+            } => {
+                let ks = engine
+                    .keyspaces
+                    .get_mut(&name)
+                    .ok_or(StoreError::KeyspaceNotFound)?;
+                let status = ks.activate(&token, now)?;
+                records.push(Record::Activation {
+                    keyspace: name,
+                    token: status.token.clone(),
+                    at: now,
+                });
+                Ok(Effect::Token(status))
+            }
+            Change::Lease { .. } | Change::AddKeys { .. } => {
+                unreachable!("leases and adds have their own path in apply")
+            }
+        }
+    }
+
+    /// Adds keys under the lock. O(keys). Refused whole, creating
+    /// nothing, when the pool could come to hold more than
+    /// `--max-keys-per-pool` live keys (imported keys count before
+    /// duplicates are known; `count` is what a new pool would get) or a
+    /// new pool would cross `--max-pools`.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one change's parts, taken apart by apply"
+    )]
+    fn add_keys(
+        &self,
+        engine: &mut Engine,
+        records: &mut Vec<Record>,
+        name: &Name,
+        keys: NewKeys,
+        labels: &Labels,
+        count: u64,
+        now: Timestamp,
+    ) -> Result<Effect, StoreError> {
+        let limits = &self.limits;
+        if !engine.pools.contains_key(name) && count > limits.max_keys_per_pool {
+            return Err(limits.reached(Limit::KeysPerPool));
+        }
+        engine.ensure_pool(name, self.pool_defaults, limits)?;
+        engine
+            .with_pool(name, |pool, _| {
+                // Due keys leave first, so they do not count.
+                pool.expire_lazily(now);
+                // An import counts only the keys it would add.
+                let count = match &keys {
+                    NewKeys::Generate(_) => count,
+                    NewKeys::Import(keys) => pool.count_new(keys.iter().map(PoolKey::as_str), now),
+                };
+                let result = if pool.stats().total.saturating_add(count) > limits.max_keys_per_pool
+                {
+                    Err(limits.reached(Limit::KeysPerPool))
+                } else {
+                    match keys {
+                        NewKeys::Generate(n) => {
+                            pool.generate_labelled(n, labels, now)
+                                .map(|added| Imported {
+                                    added,
+                                    existing: Vec::new(),
+                                })
+                        }
+                        NewKeys::Import(keys) => pool.import(keys, labels, now),
+                    }
+                    .map(Effect::Added)
+                    .map_err(StoreError::from)
+                };
+                pool_records(name, pool, true, records);
+                result
+            })
+            .expect("the pool was just found or inserted")
+    }
+
+    /// Leases at once if a key is free; else (with a `wait`) queues behind
+    /// the pool's other waiters, in the same lock hold so no key freed in
+    /// between is missed, and waits to be handed one: the hand-over, under
+    /// the lock of the change that freed the key, records the answer for
+    /// `idem` too. Besides hand-overs, it wakes only when its wait ends or
+    /// when the pool's first lease, cooldown or quarantine is due (to apply
+    /// that expiry at once, not at the reaper's next tick): no polling.
+    /// O(log n) to lease, O(log w) to queue.
+    async fn lease(
+        &self,
+        name: &Name,
+        wait: Duration,
+        scope: &Scope,
+        idem: Option<&Idem>,
+    ) -> Result<Applied, StoreError> {
+        let until = Instant::now() + wait.min(MAX_WAIT);
+        let now = self.clock.now();
+        let first = self
+            .run(|engine, records| {
+                if let Some(recorded) = engine.recorded(scope, idem, now)? {
+                    return Ok(Ok(recorded));
+                }
+                match lease_now(engine, name, now, records) {
+                    Ok(view) => Ok(Ok(engine.answer(
+                        scope,
+                        idem,
+                        Effect::Key(view),
+                        now,
+                        records,
+                    ))),
+                    Err(StoreError::NoFreeKey { .. }) if !wait.is_zero() => engine
+                        .waiters
+                        .push(name, idem.cloned())
+                        .map(Err)
+                        .ok_or(StoreError::ShuttingDown),
+                    Err(e) => Err(e),
+                }
+            })
+            .await?;
+        let (ticket, rx) = match first {
+            Ok(applied) => return Ok(applied),
+            Err(queued) => queued,
+        };
+        let mut guard = WaitGuard {
+            store: self,
+            pool: name,
+            scope,
+            idem,
+            ticket,
+            rx,
+            handed: None,
+        };
+        let view = loop {
+            let wake = self.next_wake(name, until);
+            tokio::select! {
+                handed = &mut guard.rx => {
+                    match handed {
+                        Ok(view) => {
+                            // Handed over under the lock; its rows are
+                            // queued: answer once they are durable. The
+                            // guard keeps the key meanwhile, so a client
+                            // gone during the flush does not leave it
+                            // leased to nobody.
+                            guard.handed = Some(view);
+                            self.flush().await?;
+                            break guard.handed.take().expect("set just above");
+                        }
+                        Err(_) if self.lock().waiters.is_closed() => {
+                            return Err(StoreError::ShuttingDown)
+                        }
+                        // The pool was deleted while we waited.
+                        Err(_) => return Err(StoreError::NoFreeKey { retry_after: None }),
+                    }
+                }
+                () = tokio::time::sleep_until(wake) => {
+                    if Instant::now() >= until {
+                        break guard.give_up()?;
+                    }
+                    // A deadline of the pool is due: expire it now, which
+                    // hands what it frees to the oldest waiters.
+                    let now = self.clock.now();
+                    self.run(|engine, records| {
+                        engine.with_pool(name, |pool, _| {
+                            pool.expire_lazily(now);
+                            pool_records(name, pool, false, records);
+                        });
+                        Ok(())
+                    })
+                    .await?;
+                }
+            }
+        };
+        // The hand-over recorded this very answer.
+        let effect = Effect::Key(view);
+        Ok(match idem {
+            Some(idem) => Applied::Recorded {
+                recorded: (idem.render)(&effect),
+                replayed: false,
+            },
+            None => Applied::Done(effect),
+        })
+    }
 }
 
 #[async_trait]
 impl Store for LocalStore {
-    /// O(1) (plus due expiry).
-    async fn put_pool(
-        &self,
-        name: &Name,
-        patch: PoolPatch,
-    ) -> Result<(PoolInfo, Upsert), StoreError> {
-        let now = self.clock.now();
-        self.run(|engine, records| {
-            let upsert = engine.ensure_pool(name, self.pool_defaults, &self.limits)?;
-            let info = engine
-                .with_pool(name, |pool, _| {
-                    pool.set_settings(patch.apply(pool.settings()));
-                    pool.expire_lazily(now);
-                    pool_records(name, pool, true, records);
-                    Self::pool_info(name, pool)
+    /// One lock hold: the record's lookup (O(1)), the change, and the
+    /// record with it (O(log r)); see each change's cost in
+    /// [`LocalStore::effect`].
+    async fn apply(&self, change: Change, idem: Option<&Idem>) -> Result<Applied, StoreError> {
+        let scope = change.scope();
+        match change {
+            Change::Lease { pool, wait } => self.lease(&pool, wait, &scope, idem).await,
+            Change::AddKeys { pool, keys, labels } => {
+                // For a pool that does not exist yet: the keys it would
+                // get, counted off the lock.
+                let count = match &keys {
+                    NewKeys::Generate(n) => u64::try_from(*n).unwrap_or(u64::MAX),
+                    NewKeys::Import(keys) => {
+                        let distinct: std::collections::HashSet<&str> =
+                            keys.iter().map(PoolKey::as_str).collect();
+                        distinct.len() as u64
+                    }
+                };
+                self.change(&scope, idem, |engine, records, now| {
+                    self.add_keys(engine, records, &pool, keys, &labels, count, now)
                 })
-                .expect("the pool was just found or inserted");
-            Ok((info, upsert))
-        })
-        .await
+                .await
+            }
+            Change::DeletePool { pool } | Change::DeleteKeyspace { keyspace: pool }
+                if pool == Name::default_name() =>
+            {
+                Err(StoreError::CannotDeleteDefault)
+            }
+            change => {
+                self.change(&scope, idem, |engine, records, now| {
+                    self.effect(engine, records, change, now)
+                })
+                .await
+            }
+        }
     }
 
     /// O(1) (plus due expiry).
@@ -652,192 +1106,8 @@ impl Store for LocalStore {
         .await
     }
 
-    /// O(keys). Refused whole, creating nothing, when the pool could
-    /// come to hold more than `--max-keys-per-pool` live keys (imported
-    /// keys count before duplicates are known) or a new pool would cross
-    /// `--max-pools`.
-    async fn add_keys(
-        &self,
-        name: &Name,
-        keys: NewKeys,
-        labels: &Labels,
-    ) -> Result<Imported, StoreError> {
-        let now = self.clock.now();
-        let limits = &self.limits;
-        // For a pool that does not exist yet: the keys it would get.
-        let count = match &keys {
-            NewKeys::Generate(n) => u64::try_from(*n).unwrap_or(u64::MAX),
-            NewKeys::Import(keys) => {
-                let distinct: std::collections::HashSet<&str> =
-                    keys.iter().map(PoolKey::as_str).collect();
-                distinct.len() as u64
-            }
-        };
-        self.run(|engine, records| {
-            if !engine.pools.contains_key(name) && count > limits.max_keys_per_pool {
-                return Err(limits.reached(Limit::KeysPerPool));
-            }
-            engine.ensure_pool(name, self.pool_defaults, limits)?;
-            engine
-                .with_pool(name, |pool, _| {
-                    // Due keys leave first, so they do not count.
-                    pool.expire_lazily(now);
-                    // An import counts only the keys it would add.
-                    let count = match &keys {
-                        NewKeys::Generate(_) => count,
-                        NewKeys::Import(keys) => {
-                            pool.count_new(keys.iter().map(PoolKey::as_str), now)
-                        }
-                    };
-                    let result =
-                        if pool.stats().total.saturating_add(count) > limits.max_keys_per_pool {
-                            Err(limits.reached(Limit::KeysPerPool))
-                        } else {
-                            match keys {
-                                NewKeys::Generate(n) => {
-                                    pool.generate_labelled(n, labels, now)
-                                        .map(|added| Imported {
-                                            added,
-                                            existing: Vec::new(),
-                                        })
-                                }
-                                NewKeys::Import(keys) => pool.import(keys, labels, now),
-                            }
-                            .map_err(StoreError::from)
-                        };
-                    pool_records(name, pool, true, records);
-                    result
-                })
-                .expect("the pool was just found or inserted")
-        })
-        .await
-    }
-
-    /// O(log n). With no free key, says when the first lease, cooldown or
-    /// quarantine ends (O(log n) more). Never takes a key before a waiter
-    /// of the pool.
-    async fn lease_key(&self, name: &Name) -> Result<KeyView, StoreError> {
-        let now = self.clock.now();
-        self.run(|engine, records| lease_now(engine, name, now, records))
-            .await
-    }
-
-    /// Leases at once if a key is free; else queues behind the pool's
-    /// other waiters (in the same lock hold, so no key freed in between is
-    /// missed) and waits to be handed one. Besides hand-overs, it wakes only
-    /// when its wait ends or when the pool's first lease, cooldown or
-    /// quarantine is due (to apply that expiry at once, not at the
-    /// reaper's next tick): no polling.
-    async fn lease_key_waiting(&self, name: &Name, wait: Duration) -> Result<KeyView, StoreError> {
-        if wait.is_zero() {
-            return self.lease_key(name).await;
-        }
-        let until = Instant::now() + wait.min(MAX_WAIT);
-        let now = self.clock.now();
-        let first = self
-            .run(
-                |engine, records| match lease_now(engine, name, now, records) {
-                    Err(StoreError::NoFreeKey { .. }) => engine
-                        .waiters
-                        .push(name)
-                        .map(Err)
-                        .ok_or(StoreError::ShuttingDown),
-                    other => other.map(Ok),
-                },
-            )
-            .await?;
-        let (ticket, rx) = match first {
-            Ok(view) => return Ok(view),
-            Err(queued) => queued,
-        };
-        let mut guard = WaitGuard {
-            store: self,
-            pool: name,
-            ticket,
-            rx,
-            handed: None,
-        };
-        loop {
-            let wake = self.next_wake(name, until);
-            tokio::select! {
-                handed = &mut guard.rx => {
-                    return match handed {
-                        Ok(view) => {
-                            // Handed over under the lock; its rows are
-                            // queued: answer once they are durable. The
-                            // guard keeps the key meanwhile, so a client
-                            // gone during the flush does not leave it
-                            // leased to nobody.
-                            guard.handed = Some(view);
-                            self.flush().await?;
-                            Ok(guard.handed.take().expect("set just above"))
-                        }
-                        Err(_) if self.lock().waiters.is_closed() => Err(StoreError::ShuttingDown),
-                        // The pool was deleted while we waited.
-                        Err(_) => Err(StoreError::NoFreeKey { retry_after: None }),
-                    };
-                }
-                () = tokio::time::sleep_until(wake) => {
-                    if Instant::now() >= until {
-                        return guard.give_up();
-                    }
-                    // A deadline of the pool is due: expire it now, which
-                    // hands what it frees to the oldest waiters.
-                    let now = self.clock.now();
-                    self.run(|engine, records| {
-                        engine.with_pool(name, |pool, _| {
-                            pool.expire_lazily(now);
-                            pool_records(name, pool, false, records);
-                        });
-                        Ok(())
-                    })
-                    .await?;
-                }
-            }
-        }
-    }
-
     fn stop_waiting(&self) {
         self.lock().waiters.close();
-    }
-
-    /// O(log n).
-    async fn report_key(
-        &self,
-        name: &Name,
-        key: &str,
-        lease_id: Option<u64>,
-        outcome: Outcome,
-        reason: Option<Reason>,
-    ) -> Result<KeyView, StoreError> {
-        let now = self.clock.now();
-        self.with_pool(name, PoolError::KeyNotFound, |pool, _| {
-            pool.release_with(key, lease_id, outcome, reason, now)
-        })
-        .await
-    }
-
-    /// O(log n).
-    async fn disable_key(
-        &self,
-        name: &Name,
-        key: &str,
-        reason: Option<Reason>,
-    ) -> Result<KeyView, StoreError> {
-        let now = self.clock.now();
-        self.with_pool(name, PoolError::KeyNotFound, |pool, _| {
-            pool.disable(key, reason, now)
-        })
-        .await
-    }
-
-    /// O(log n).
-    async fn enable_key(&self, name: &Name, key: &str) -> Result<KeyView, StoreError> {
-        let now = self.clock.now();
-        self.with_pool(name, PoolError::KeyNotFound, |pool, _| {
-            pool.enable(key, now)
-        })
-        .await
     }
 
     /// O(limit · log n) under the lock: the pool's per-state bitsets from
@@ -870,62 +1140,11 @@ impl Store for LocalStore {
         .await
     }
 
-    /// O(log n).
-    async fn keepalive_key(
-        &self,
-        name: &Name,
-        key: &str,
-        lease_id: Option<u64>,
-    ) -> Result<KeyView, StoreError> {
-        let now = self.clock.now();
-        self.with_pool(name, PoolError::KeyNotFound, |pool, _| {
-            pool.keepalive(key, lease_id, now)
-        })
-        .await
-    }
-
     /// O(1) (plus due expiry).
     async fn get_key(&self, name: &Name, key: &str) -> Result<KeyView, StoreError> {
         let now = self.clock.now();
-        self.with_pool(name, PoolError::KeyNotFound, |pool, _| pool.get(key, now))
+        self.run(|engine, records| pool_op(engine, name, records, |pool, _| pool.get(key, now)))
             .await
-    }
-
-    /// O(log n).
-    async fn delete_key(&self, name: &Name, key: &str) -> Result<(), StoreError> {
-        let now = self.clock.now();
-        self.with_pool(name, PoolError::KeyNotFound, |pool, _| {
-            pool.delete(key, now)
-        })
-        .await
-    }
-
-    /// O(1); a new keyspace's permutation is O(1) to set up too. A new
-    /// one past `--max-keyspaces` is refused.
-    async fn put_keyspace(
-        &self,
-        name: &Name,
-        spec: KeyspaceSpec,
-    ) -> Result<(KeyspaceView, Upsert), StoreError> {
-        self.run(|engine, records| {
-            if let Some(ks) = engine.keyspaces.get(name) {
-                return if *ks.codec().spec() == spec {
-                    Ok((Self::keyspace_view(name, ks), Upsert::Existed))
-                } else {
-                    Err(StoreError::KeyspaceImmutable)
-                };
-            }
-            if engine.keyspaces.len() as u64 >= self.limits.max_keyspaces {
-                return Err(self.limits.reached(Limit::Keyspaces));
-            }
-            let ks = Keyspace::new(TokenCodec::new(spec, Secret::generate()));
-            records.push(keyspace_record(name, &ks));
-            let view = Self::keyspace_view(name, &ks);
-            engine.keyspaces.insert(name.clone(), ks);
-            engine.keyspace_names.insert(name.clone());
-            Ok((view, Upsert::Created))
-        })
-        .await
     }
 
     /// O(1).
@@ -940,23 +1159,6 @@ impl Store for LocalStore {
         .await
     }
 
-    /// O(1): one keyed permutation of the counter.
-    async fn issue_token(&self, name: &Name) -> Result<Issued, StoreError> {
-        self.run(|engine, records| {
-            let ks = engine
-                .keyspaces
-                .get_mut(name)
-                .ok_or(StoreError::KeyspaceNotFound)?;
-            let issued = ks.issue()?;
-            records.push(Record::Issued {
-                name: name.clone(),
-                issued: ks.info().issued,
-            });
-            Ok(issued)
-        })
-        .await
-    }
-
     /// O(1).
     async fn token_status(&self, name: &Name, token: &str) -> Result<TokenStatus, StoreError> {
         self.run(|engine, _| {
@@ -965,25 +1167,6 @@ impl Store for LocalStore {
                 .get(name)
                 .ok_or(StoreError::KeyspaceNotFound)?;
             Ok(ks.status(token)?)
-        })
-        .await
-    }
-
-    /// O(1).
-    async fn activate_token(&self, name: &Name, token: &str) -> Result<TokenStatus, StoreError> {
-        let now = self.clock.now();
-        self.run(|engine, records| {
-            let ks = engine
-                .keyspaces
-                .get_mut(name)
-                .ok_or(StoreError::KeyspaceNotFound)?;
-            let status = ks.activate(token, now)?;
-            records.push(Record::Activation {
-                keyspace: name.clone(),
-                token: status.token.clone(),
-                at: now,
-            });
-            Ok(status)
         })
         .await
     }
@@ -1018,44 +1201,6 @@ impl Store for LocalStore {
         .await
     }
 
-    /// O(log pools) under the lock: the pool leaves every index, one
-    /// journal record marks it deleted (the writer reclaims its rows in
-    /// bounded batches), and its keys are freed on the blocking pool.
-    async fn delete_pool(&self, name: &Name) -> Result<(), StoreError> {
-        if *name == Name::default_name() {
-            return Err(StoreError::CannotDeleteDefault);
-        }
-        let pool = self
-            .run(|engine, records| {
-                let pool = engine.remove_pool(name).ok_or(StoreError::PoolNotFound)?;
-                records.push(Record::DropPool { name: name.clone() });
-                Ok(pool)
-            })
-            .await?;
-        drop_off_path(pool);
-        Ok(())
-    }
-
-    /// O(log keyspaces) under the lock, as [`LocalStore::delete_pool`].
-    async fn delete_keyspace(&self, name: &Name) -> Result<(), StoreError> {
-        if *name == Name::default_name() {
-            return Err(StoreError::CannotDeleteDefault);
-        }
-        let keyspace = self
-            .run(|engine, records| {
-                let ks = engine
-                    .keyspaces
-                    .remove(name)
-                    .ok_or(StoreError::KeyspaceNotFound)?;
-                engine.keyspace_names.remove(name);
-                records.push(Record::DropKeyspace { name: name.clone() });
-                Ok(ks)
-            })
-            .await?;
-        drop_off_path(keyspace);
-        Ok(())
-    }
-
     /// Visits only the pools the due index says are due: O(m log n) for
     /// the m due entries plus O(log pools) per visited pool, nothing for
     /// idle pools. Entries are taken `REAP_STEP` at a time, the lock
@@ -1083,6 +1228,22 @@ impl Store for LocalStore {
             engine.commit(records);
             drop(engine);
             total.add(step.unwrap_or_default());
+        }
+        // Idempotency records, `REAP_STEP` at a time.
+        loop {
+            let mut engine = self.lock();
+            let gone = engine.idem.pop_expired(now, REAP_STEP);
+            let done = gone.len() < REAP_STEP;
+            if engine.journal.is_some() {
+                let records = gone
+                    .into_iter()
+                    .map(|(scope, key)| Record::IdemGone { scope, key })
+                    .collect();
+                engine.commit(records);
+            }
+            if done {
+                break;
+            }
         }
         Ok(total)
     }
@@ -1116,6 +1277,8 @@ impl Store for LocalStore {
             pool_count: engine.pools.len() as u64,
             keyspace_count: engine.keyspaces.len() as u64,
             totals: Some(engine.totals),
+            idempotency_records: engine.idem.len(),
+            idempotency_bytes: Some(engine.idem.bytes()),
         })
     }
 

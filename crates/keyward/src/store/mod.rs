@@ -16,6 +16,7 @@
 //! its causes are written to a log line.
 
 pub(crate) mod backoff;
+pub mod idempotency;
 pub mod local;
 pub mod redis;
 pub mod sqlite;
@@ -26,11 +27,136 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use self::idempotency::{Digest, Idem, IdemKey, Recorded, Render, Scope};
 use crate::core::{
     Expired, Imported, Issued, KeyLength, KeyState, KeyView, KeyspaceError, KeyspaceInfo,
     KeyspaceSpec, Labels, MaxFailures, Name, Outcome, PoolError, PoolKey, PoolSettings, PoolStats,
     Reason, Recovery, TokenStatus, Ttl,
 };
+
+/// A change a client asks for: one for each `POST`, `PUT` and `DELETE`
+/// under `/v1`. [`Store::apply`] runs it, at most once per idempotency key.
+#[derive(Clone, Debug)]
+pub enum Change {
+    /// [`Store::put_pool`].
+    PutPool { pool: Name, patch: PoolPatch },
+    /// [`Store::delete_pool`].
+    DeletePool { pool: Name },
+    /// [`Store::add_keys`].
+    AddKeys {
+        pool: Name,
+        keys: NewKeys,
+        labels: Labels,
+    },
+    /// [`Store::lease_key_waiting`] (zero `wait`: [`Store::lease_key`]).
+    Lease { pool: Name, wait: Duration },
+    /// [`Store::report_key`].
+    Report {
+        pool: Name,
+        key: String,
+        lease_id: Option<u64>,
+        outcome: Outcome,
+        reason: Option<Reason>,
+    },
+    /// [`Store::disable_key`].
+    Disable {
+        pool: Name,
+        key: String,
+        reason: Option<Reason>,
+    },
+    /// [`Store::enable_key`].
+    Enable { pool: Name, key: String },
+    /// [`Store::keepalive_key`].
+    Keepalive {
+        pool: Name,
+        key: String,
+        lease_id: Option<u64>,
+    },
+    /// [`Store::delete_key`].
+    DeleteKey { pool: Name, key: String },
+    /// [`Store::put_keyspace`].
+    PutKeyspace { keyspace: Name, spec: KeyspaceSpec },
+    /// [`Store::delete_keyspace`].
+    DeleteKeyspace { keyspace: Name },
+    /// [`Store::issue_token`].
+    Issue { keyspace: Name },
+    /// [`Store::activate_token`].
+    Activate { keyspace: Name, token: String },
+}
+
+impl Change {
+    /// The pool or keyspace the change names: where its idempotency
+    /// record lives. O(1).
+    pub fn scope(&self) -> Scope {
+        match self {
+            Self::PutPool { pool, .. }
+            | Self::DeletePool { pool }
+            | Self::AddKeys { pool, .. }
+            | Self::Lease { pool, .. }
+            | Self::Report { pool, .. }
+            | Self::Disable { pool, .. }
+            | Self::Enable { pool, .. }
+            | Self::Keepalive { pool, .. }
+            | Self::DeleteKey { pool, .. } => Scope::Pool(pool.clone()),
+            Self::PutKeyspace { keyspace, .. }
+            | Self::DeleteKeyspace { keyspace }
+            | Self::Issue { keyspace }
+            | Self::Activate { keyspace, .. } => Scope::Keyspace(keyspace.clone()),
+        }
+    }
+}
+
+/// What a [`Change`] did: all an answer is rendered from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// A pool was created or changed.
+    Pool(PoolInfo, Upsert),
+    /// Keys were added (and some found existing).
+    Added(Imported),
+    /// A key after the change.
+    Key(KeyView),
+    /// A pool, keyspace or key was deleted.
+    Deleted,
+    /// A keyspace was created or found.
+    Keyspace(KeyspaceView, Upsert),
+    /// A token was issued.
+    Issued(Issued),
+    /// A token after activation.
+    Token(TokenStatus),
+}
+
+/// How [`Store::apply`] answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The change ran; nothing was recorded (no idempotency key, or a
+    /// backend that records the effect and lets the caller render it).
+    Done(Effect),
+    /// The answer kept for the idempotency key: just recorded with the
+    /// change, or (`replayed`) recorded by an earlier request, in which
+    /// case nothing changed now.
+    Recorded {
+        /// The answer.
+        recorded: Recorded,
+        /// Whether an earlier request recorded it.
+        replayed: bool,
+    },
+}
+
+impl Applied {
+    /// The effect of a change run without an idempotency key.
+    fn effect(self) -> Result<Effect, StoreError> {
+        match self {
+            Self::Done(effect) => Ok(effect),
+            Self::Recorded { .. } => Err(unexpected()),
+        }
+    }
+}
+
+/// A backend answered a change with an effect of another kind: a bug,
+/// reported as an unavailable store rather than a panic.
+fn unexpected() -> StoreError {
+    StoreError::Unavailable("the store answered a change with an effect of another kind".into())
+}
 
 /// Settings given to `PUT /v1/pools/{pool}`; absent fields keep their value
 /// (or the server default for a new pool).
@@ -156,6 +282,12 @@ pub struct Snapshot {
     /// backend keeps the sums (the local stores); `None` on Redis, where
     /// summing would cost one call per pool.
     pub totals: Option<PoolTotals>,
+    /// Live idempotency records: all of them on the local stores; on
+    /// Redis, those of the pools and keyspaces named above.
+    pub idempotency_records: u64,
+    /// Bytes of the answers those records keep, where the backend keeps
+    /// the sum (the local stores).
+    pub idempotency_bytes: Option<u64>,
 }
 
 /// Key counts and expiry counters summed over every pool.
@@ -366,6 +498,10 @@ pub enum StoreError {
         /// Its value.
         max: u64,
     },
+    /// The idempotency key was used before for another request (another
+    /// method, path or body) in this pool or keyspace.
+    #[error("the idempotency key was used for another request")]
+    IdempotencyKeyReused,
     /// The backend cannot answer now (I/O error, connection lost); the
     /// operation did not happen or its outcome is not acknowledged.
     #[error("the store is unavailable")]
@@ -377,13 +513,31 @@ pub enum StoreError {
 /// size (generation is O(count)).
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Runs `change`. With `idem`, at most once: the answer is recorded in
+    /// the same atomic step as the change (same lock hold and journal
+    /// batch, same Redis script), and a later request with the same key in
+    /// the same pool or keyspace gets it back (`replayed`) if its digest
+    /// matches, [`StoreError::IdempotencyKeyReused`] if not, changing
+    /// nothing either way. Records live `idem.ttl`; failures are never
+    /// recorded. Costs what the change costs, plus O(log r) for a record
+    /// among r.
+    async fn apply(&self, change: Change, idem: Option<&Idem>) -> Result<Applied, StoreError>;
     /// Creates a pool, or changes the given settings of an existing one;
     /// `LimitReached` if a new pool would cross `max_pools`.
     async fn put_pool(
         &self,
         pool: &Name,
         patch: PoolPatch,
-    ) -> Result<(PoolInfo, Upsert), StoreError>;
+    ) -> Result<(PoolInfo, Upsert), StoreError> {
+        let change = Change::PutPool {
+            pool: pool.clone(),
+            patch,
+        };
+        match self.apply(change, None).await?.effect()? {
+            Effect::Pool(info, upsert) => Ok((info, upsert)),
+            _ => Err(unexpected()),
+        }
+    }
     /// A pool's settings and counts.
     async fn pool_info(&self, pool: &Name) -> Result<PoolInfo, StoreError>;
     /// Adds generated or imported keys, free and carrying `labels`,
@@ -397,7 +551,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         pool: &Name,
         keys: NewKeys,
         labels: &Labels,
-    ) -> Result<Imported, StoreError>;
+    ) -> Result<Imported, StoreError> {
+        let change = Change::AddKeys {
+            pool: pool.clone(),
+            keys,
+            labels: labels.clone(),
+        };
+        match self.apply(change, None).await?.effect()? {
+            Effect::Added(added) => Ok(added),
+            _ => Err(unexpected()),
+        }
+    }
     /// Generates `count` keys with no labels ([`Store::add_keys`]).
     async fn generate_keys(&self, pool: &Name, count: usize) -> Result<Vec<KeyView>, StoreError> {
         let added = self
@@ -407,7 +571,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     }
     /// Leases a uniformly random free key; [`StoreError::NoFreeKey`] when
     /// none is free.
-    async fn lease_key(&self, pool: &Name) -> Result<KeyView, StoreError>;
+    async fn lease_key(&self, pool: &Name) -> Result<KeyView, StoreError> {
+        self.lease_key_waiting(pool, Duration::ZERO).await
+    }
     /// Leases a free key, waiting up to `wait` (at most [`MAX_WAIT`]) for
     /// one when none is free: waiters of a pool are served first come,
     /// first served within a process, each handed the key by whatever
@@ -417,7 +583,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// waiter or back to free. After `wait`, [`StoreError::NoFreeKey`] as
     /// [`Store::lease_key`] answers it; during shutdown
     /// [`StoreError::ShuttingDown`]. O(log n + log w) per hand-over.
-    async fn lease_key_waiting(&self, pool: &Name, wait: Duration) -> Result<KeyView, StoreError>;
+    async fn lease_key_waiting(&self, pool: &Name, wait: Duration) -> Result<KeyView, StoreError> {
+        let change = Change::Lease {
+            pool: pool.clone(),
+            wait,
+        };
+        key_of(self.apply(change, None).await?)
+    }
     /// Answers every waiting lease [`StoreError::ShuttingDown`] now and
     /// refuses new waits, so a shutdown does not sit out its grace period.
     fn stop_waiting(&self);
@@ -441,17 +613,39 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         lease_id: Option<u64>,
         outcome: Outcome,
         reason: Option<Reason>,
-    ) -> Result<KeyView, StoreError>;
+    ) -> Result<KeyView, StoreError> {
+        let change = Change::Report {
+            pool: pool.clone(),
+            key: key.to_owned(),
+            lease_id,
+            outcome,
+            reason,
+        };
+        key_of(self.apply(change, None).await?)
+    }
     /// Takes a key out of use until enabled; a lease on it ends. O(log n).
     async fn disable_key(
         &self,
         pool: &Name,
         key: &str,
         reason: Option<Reason>,
-    ) -> Result<KeyView, StoreError>;
+    ) -> Result<KeyView, StoreError> {
+        let change = Change::Disable {
+            pool: pool.clone(),
+            key: key.to_owned(),
+            reason,
+        };
+        key_of(self.apply(change, None).await?)
+    }
     /// Frees a cooling, quarantined or disabled key now, failures reset; a
     /// free or leased key is returned unchanged. O(log n).
-    async fn enable_key(&self, pool: &Name, key: &str) -> Result<KeyView, StoreError>;
+    async fn enable_key(&self, pool: &Name, key: &str) -> Result<KeyView, StoreError> {
+        let change = Change::Enable {
+            pool: pool.clone(),
+            key: key.to_owned(),
+        };
+        key_of(self.apply(change, None).await?)
+    }
     /// A page of a pool's keys (only those in `state`, if given), in an
     /// order that is stable between pages: a key that lives, and stays in
     /// `state`, through the whole listing is listed exactly once.
@@ -468,11 +662,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         pool: &Name,
         key: &str,
         lease_id: Option<u64>,
-    ) -> Result<KeyView, StoreError>;
+    ) -> Result<KeyView, StoreError> {
+        let change = Change::Keepalive {
+            pool: pool.clone(),
+            key: key.to_owned(),
+            lease_id,
+        };
+        key_of(self.apply(change, None).await?)
+    }
     /// A key's current state.
     async fn get_key(&self, pool: &Name, key: &str) -> Result<KeyView, StoreError>;
     /// Purges a key.
-    async fn delete_key(&self, pool: &Name, key: &str) -> Result<(), StoreError>;
+    async fn delete_key(&self, pool: &Name, key: &str) -> Result<(), StoreError> {
+        let change = Change::DeleteKey {
+            pool: pool.clone(),
+            key: key.to_owned(),
+        };
+        deleted(self.apply(change, None).await?)
+    }
     /// Creates a keyspace; `Existed` if an identical one exists,
     /// `KeyspaceImmutable` if it differs, `LimitReached` if a new one would
     /// cross `max_keyspaces`.
@@ -480,16 +687,45 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         &self,
         keyspace: &Name,
         spec: KeyspaceSpec,
-    ) -> Result<(KeyspaceView, Upsert), StoreError>;
+    ) -> Result<(KeyspaceView, Upsert), StoreError> {
+        let change = Change::PutKeyspace {
+            keyspace: keyspace.clone(),
+            spec,
+        };
+        match self.apply(change, None).await?.effect()? {
+            Effect::Keyspace(view, upsert) => Ok((view, upsert)),
+            _ => Err(unexpected()),
+        }
+    }
     /// A keyspace's definition and counts.
     async fn keyspace_info(&self, keyspace: &Name) -> Result<KeyspaceView, StoreError>;
     /// Issues the next token.
-    async fn issue_token(&self, keyspace: &Name) -> Result<Issued, StoreError>;
+    async fn issue_token(&self, keyspace: &Name) -> Result<Issued, StoreError> {
+        let change = Change::Issue {
+            keyspace: keyspace.clone(),
+        };
+        match self.apply(change, None).await?.effect()? {
+            Effect::Issued(issued) => Ok(issued),
+            _ => Err(unexpected()),
+        }
+    }
     /// Whether a token was issued and activated.
     async fn token_status(&self, keyspace: &Name, token: &str) -> Result<TokenStatus, StoreError>;
     /// Activates an issued token, once.
-    async fn activate_token(&self, keyspace: &Name, token: &str)
-    -> Result<TokenStatus, StoreError>;
+    async fn activate_token(
+        &self,
+        keyspace: &Name,
+        token: &str,
+    ) -> Result<TokenStatus, StoreError> {
+        let change = Change::Activate {
+            keyspace: keyspace.clone(),
+            token: token.to_owned(),
+        };
+        match self.apply(change, None).await?.effect()? {
+            Effect::Token(status) => Ok(status),
+            _ => Err(unexpected()),
+        }
+    }
     /// A page of pools ordered by name, each as [`Store::pool_info`] gives
     /// it. O(limit · log n) (on Redis: one call per pool of the page).
     async fn list_pools(&self, page: &PageRequest) -> Result<Page<PoolInfo>, StoreError>;
@@ -501,10 +737,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// place under `max_pools` is free at once; its storage is reclaimed
     /// in bounded steps in the background. `CannotDeleteDefault` for the
     /// `default` pool. O(log n) on the request path.
-    async fn delete_pool(&self, pool: &Name) -> Result<(), StoreError>;
+    async fn delete_pool(&self, pool: &Name) -> Result<(), StoreError> {
+        let change = Change::DeletePool { pool: pool.clone() };
+        deleted(self.apply(change, None).await?)
+    }
     /// Deletes a keyspace and its activations, as [`Store::delete_pool`]
     /// does a pool. O(log n) on the request path.
-    async fn delete_keyspace(&self, keyspace: &Name) -> Result<(), StoreError>;
+    async fn delete_keyspace(&self, keyspace: &Name) -> Result<(), StoreError> {
+        let change = Change::DeleteKeyspace {
+            keyspace: keyspace.clone(),
+        };
+        deleted(self.apply(change, None).await?)
+    }
     /// Applies due expiry in every pool, in bounded steps. Called by the
     /// background reaper.
     async fn expire_due(&self) -> Result<Expired, StoreError>;
@@ -520,6 +764,22 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Backends without any keep this default.
     fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
         let _ = registry;
+    }
+}
+
+/// The key of a change answered with one. O(1).
+fn key_of(applied: Applied) -> Result<KeyView, StoreError> {
+    match applied.effect()? {
+        Effect::Key(view) => Ok(view),
+        _ => Err(unexpected()),
+    }
+}
+
+/// `Ok` for a change answered with a deletion. O(1).
+fn deleted(applied: Applied) -> Result<(), StoreError> {
+    match applied.effect()? {
+        Effect::Deleted => Ok(()),
+        _ => Err(unexpected()),
     }
 }
 

@@ -53,9 +53,14 @@
 //! (`open`), so they never outgrow the distinct sets in use since the last
 //! start.
 //!
+//! Idempotency records (`idempotency`) are rows of their own, written in
+//! the transaction of the change they answer and deleted by the reaper
+//! when they expire; they are not filed under a pool's `rows_key`, so a
+//! deletion's record outlives the pool it deleted.
+//!
 //! Tables (readable with the `sqlite3` shell): `pools`, `keys`, `leases`,
-//! `label_sets`, `keyspaces`, `activations`, `reclaim`, `schema_version`;
-//! view `key_states`.
+//! `label_sets`, `keyspaces`, `activations`, `reclaim`, `idempotency`,
+//! `schema_version`; view `key_states`.
 
 mod files;
 mod load;
@@ -75,6 +80,7 @@ use tokio::sync::watch;
 
 use super::StoreError;
 use super::backoff::Backoff;
+use super::idempotency::{Entry, IdemKey, Records, Scope};
 use crate::core::{
     KeyChange, KeyState, Keyspace, KeyspaceSpec, Labels, Name, Pool, PoolSettings, Secret,
     Timestamp,
@@ -92,7 +98,7 @@ const COMMIT_RETRY_MAX: Duration = Duration::from_secs(2);
 /// `PRAGMA application_id` of a keyward database ("KWRD").
 const APPLICATION_ID: i32 = 0x4B57_5244;
 /// Schema version this build writes; older files are migrated forward.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 /// Most rows of a deleted pool or keyspace removed per reclaim commit, so
 /// reclaiming 10^6 keys never holds the writer for long.
 const RECLAIM_STEP: i64 = 10_000;
@@ -196,6 +202,18 @@ const MIGRATIONS: &[&str] = &[
         FROM keys k
         LEFT JOIN leases l ON l.pool = k.pool AND l.key = k.key
         LEFT JOIN label_sets s ON s.id = k.labels_id;",
+    // 5: idempotency records, the answer of a request with an
+    // `Idempotency-Key` (scope `p:POOL` or `ks:KEYSPACE`), kept until
+    // `expires_at_ms`.
+    "CREATE TABLE idempotency (
+        scope TEXT NOT NULL,
+        key TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        body BLOB NOT NULL,
+        expires_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (scope, key)
+    ) WITHOUT ROWID;",
 ];
 
 /// One row-level change to write.
@@ -253,6 +271,22 @@ pub(crate) enum Record {
     DropKeyspace {
         /// The keyspace.
         name: Name,
+    },
+    /// An idempotency record was written (with the change it answers).
+    Idem {
+        /// The pool or keyspace it is scoped to.
+        scope: Scope,
+        /// The `Idempotency-Key`.
+        key: IdemKey,
+        /// Digest, answer and expiry.
+        entry: Entry,
+    },
+    /// An idempotency record expired or was undone.
+    IdemGone {
+        /// The pool or keyspace it is scoped to.
+        scope: Scope,
+        /// The `Idempotency-Key`.
+        key: IdemKey,
     },
 }
 
@@ -658,6 +692,8 @@ pub(crate) struct Loaded {
     pub(crate) pools: HashMap<Name, Pool>,
     /// Keyspaces with their counters and activations.
     pub(crate) keyspaces: HashMap<Name, Keyspace>,
+    /// Idempotency records.
+    pub(crate) idem: Records,
 }
 
 /// Locks the database at `path` for this process ([`OpenError::Locked`]
@@ -1205,6 +1241,25 @@ fn write_batch(
                 tx.prepare_cached("DELETE FROM keyspaces WHERE name = ?1")?
                     .execute([name.as_str()])?;
                 overlay.drop_rows(&tx, KEYSPACE, name)?;
+            }
+            Record::Idem { scope, key, entry } => {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO idempotency
+                        (scope, key, digest, status, body, expires_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![
+                    scope.text(),
+                    key.as_str(),
+                    entry.digest.to_hex(),
+                    entry.recorded.status,
+                    &entry.recorded.body[..],
+                    entry.expires_at.as_millis() as i64,
+                ])?;
+            }
+            Record::IdemGone { scope, key } => {
+                tx.prepare_cached("DELETE FROM idempotency WHERE scope = ?1 AND key = ?2")?
+                    .execute(params![scope.text(), key.as_str()])?;
             }
         }
     }

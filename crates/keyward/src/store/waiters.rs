@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use tokio::sync::oneshot;
 
+use super::Idem;
 use crate::core::{KeyView, Name};
 
 /// Where a waiter is in its pool's queue.
@@ -23,10 +24,18 @@ pub(crate) struct Ticket(u64);
 /// What a waiter receives: a key leased for it.
 pub(crate) type Handed = KeyView;
 
+/// One queued lease: where its key goes, and its idempotency key, so the
+/// hand-over records the answer in the same change (local stores).
+#[derive(Debug)]
+struct Waiter {
+    tx: oneshot::Sender<Handed>,
+    idem: Option<Idem>,
+}
+
 /// The waiters of every pool.
 #[derive(Debug, Default)]
 pub(crate) struct Waiters {
-    queues: HashMap<Name, BTreeMap<u64, oneshot::Sender<Handed>>>,
+    queues: HashMap<Name, BTreeMap<u64, Waiter>>,
     next: u64,
     count: usize,
     closed: bool,
@@ -45,7 +54,11 @@ impl Waiters {
 
     /// Queues a waiter at the back; `None` once [`Waiters::close`] ran
     /// (the server is shutting down). O(log w).
-    pub(crate) fn push(&mut self, pool: &Name) -> Option<(Ticket, oneshot::Receiver<Handed>)> {
+    pub(crate) fn push(
+        &mut self,
+        pool: &Name,
+        idem: Option<Idem>,
+    ) -> Option<(Ticket, oneshot::Receiver<Handed>)> {
         if self.closed {
             return None;
         }
@@ -54,7 +67,7 @@ impl Waiters {
         self.queues
             .entry(pool.clone())
             .or_default()
-            .insert(self.next, tx);
+            .insert(self.next, Waiter { tx, idem });
         self.count += 1;
         Some((Ticket(self.next), rx))
     }
@@ -76,16 +89,17 @@ impl Waiters {
     }
 
     /// Hands `key` to the oldest waiter of `pool` whose receiver is still
-    /// there. Returns the key back if every waiter has gone (or there were
-    /// none), so the caller frees it again. O(log w) per waiter tried;
-    /// a waiter found gone is removed for good.
-    pub(crate) fn hand(&mut self, pool: &Name, key: Handed) -> Result<(), Handed> {
+    /// there, and returns that waiter's idempotency key. Returns the key
+    /// back if every waiter has gone (or there were none), so the caller
+    /// frees it again. O(log w) per waiter tried; a waiter found gone is
+    /// removed for good.
+    pub(crate) fn hand(&mut self, pool: &Name, key: Handed) -> Result<Option<Idem>, Handed> {
         let mut key = key;
         loop {
             let Some(queue) = self.queues.get_mut(pool) else {
                 return Err(key);
             };
-            let Some((_, tx)) = queue.pop_first() else {
+            let Some((_, waiter)) = queue.pop_first() else {
                 self.queues.remove(pool);
                 return Err(key);
             };
@@ -93,8 +107,8 @@ impl Waiters {
             if queue.is_empty() {
                 self.queues.remove(pool);
             }
-            match tx.send(key) {
-                Ok(()) => return Ok(()),
+            match waiter.tx.send(key) {
+                Ok(()) => return Ok(waiter.idem),
                 Err(back) => key = back,
             }
         }
@@ -135,8 +149,8 @@ mod tests {
     #[test]
     fn keys_go_to_the_oldest_waiter_first() {
         let mut w = Waiters::default();
-        let (_, mut first) = w.push(&pool()).expect("open");
-        let (_, mut second) = w.push(&pool()).expect("open");
+        let (_, mut first) = w.push(&pool(), None).expect("open");
+        let (_, mut second) = w.push(&pool(), None).expect("open");
         assert!(w.hand(&pool(), key("a")).is_ok());
         assert_eq!(first.try_recv().expect("handed").key, "a");
         assert!(second.try_recv().is_err());
@@ -148,12 +162,12 @@ mod tests {
     #[test]
     fn a_waiter_that_left_is_skipped_and_the_key_comes_back_when_none_is_left() {
         let mut w = Waiters::default();
-        let (_, gone) = w.push(&pool()).expect("open");
-        let (ticket, _kept) = w.push(&pool()).expect("open");
+        let (_, gone) = w.push(&pool(), None).expect("open");
+        let (ticket, _kept) = w.push(&pool(), None).expect("open");
         drop(gone);
         assert!(w.remove(&pool(), ticket));
         assert_eq!(
-            w.hand(&pool(), key("a")).map_err(|k| k.key),
+            w.hand(&pool(), key("a")).map(|_| ()).map_err(|k| k.key),
             Err("a".into())
         );
         assert!(!w.waiting(&pool()));
@@ -162,17 +176,17 @@ mod tests {
     #[test]
     fn a_removed_waiter_is_not_handed_anything_and_close_refuses_new_ones() {
         let mut w = Waiters::default();
-        let (ticket, mut rx) = w.push(&pool()).expect("open");
+        let (ticket, mut rx) = w.push(&pool(), None).expect("open");
         assert!(w.remove(&pool(), ticket));
         assert!(!w.remove(&pool(), ticket));
         assert!(w.hand(&pool(), key("a")).is_err());
         assert!(rx.try_recv().is_err());
-        let (_, mut rx) = w.push(&pool()).expect("open");
+        let (_, mut rx) = w.push(&pool(), None).expect("open");
         w.close();
         assert!(matches!(
             rx.try_recv(),
             Err(oneshot::error::TryRecvError::Closed)
         ));
-        assert!(w.push(&pool()).is_none());
+        assert!(w.push(&pool(), None).is_none());
     }
 }

@@ -18,7 +18,7 @@ use super::scripts::{self, Call, Code, Family, PutKeyspace, PutPool};
 use super::{Inner, KEYSPACES, REGISTRY, RedisOpenError, RedisTarget, lock};
 use crate::core::{KeyspaceSpec, MaxFailures, Name, Secret};
 use crate::store::backoff::Backoff;
-use crate::store::{DefaultKeyspaceChanged, ErrorChain, PoolPatch, StoreError};
+use crate::store::{DefaultKeyspaceChanged, ErrorChain, Idem, PoolPatch, StoreError};
 
 /// Per-command limits, so a stuck Redis fails requests instead of hanging
 /// them.
@@ -250,15 +250,17 @@ impl Inner {
     }
 
     /// Runs the script of `args` with `KEYS[1] = key`, on `prefix` (pool
-    /// and keyspace scripts). No readiness check, no error mapping.
+    /// and keyspace scripts), with `idem`'s record. No readiness check, no
+    /// error mapping.
     pub(super) async fn invoke<A: Call>(
         &self,
         key: &str,
         prefix: String,
         args: &A,
+        idem: Option<&Idem>,
     ) -> Result<Value, RedisError> {
         let mut invocation = A::script(&self.scripts).key(key);
-        for arg in scripts::argv(args, prefix, self.now_arg()) {
+        for arg in scripts::argv(args, prefix, self.now_arg(), idem) {
             invocation.arg(arg);
         }
         self.handle().await?.eval(&invocation).await
@@ -317,6 +319,7 @@ impl Inner {
             &Family::Pool.routing(&prefix),
             prefix,
             &self.put_pool_args(patch),
+            None,
         )
         .await
         .map_err(InitError::Redis)?;
@@ -328,6 +331,7 @@ impl Inner {
                 &Family::Keyspace.routing(&prefix),
                 prefix,
                 &put_keyspace_args(want, first),
+                None,
             )
             .await
             .map_err(InitError::Redis)?;

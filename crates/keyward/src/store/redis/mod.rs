@@ -127,13 +127,13 @@ use redis::RedisError;
 use tokio::task::JoinHandle;
 
 use super::{
-    DefaultKeyspaceChanged, ErrorChain, KeyspaceView, Limit, Limits, NewKeys, Page, PageRequest,
-    PoolInfo, PoolPatch, Snapshot, Store, StoreError, Upsert,
+    Applied, Change, DefaultKeyspaceChanged, Effect, ErrorChain, Idem, KeyspaceView, Limit, Limits,
+    NewKeys, Page, PageRequest, PoolInfo, PoolPatch, Snapshot, Store, StoreError, Upsert,
 };
 use crate::clock::Clock;
 use crate::core::{
     Expired, Imported, Issued, KeyState, KeyView, KeyspaceInfo, KeyspaceSpec, Labels, Name,
-    OsRandom, Outcome, PoolKey, PoolSettings, Reason, Timestamp, TokenCodec, TokenStatus, Ttl,
+    OsRandom, Outcome, PoolKey, PoolSettings, Timestamp, TokenCodec, TokenStatus, Ttl,
     random_chars,
 };
 use connection::{Connector, InitError};
@@ -379,14 +379,37 @@ impl Inner {
     /// code. A refusal code becomes its error; the other codes the script
     /// may answer come back with the rest of the reply. One round trip.
     async fn call<A: Call>(&self, name: &Name, args: &A) -> Result<(Code, Reply), StoreError> {
+        self.call_in(name, args, None).await
+    }
+
+    /// [`Inner::call`] as part of a change: with `ctx`'s idempotency key,
+    /// a reply recorded for it comes back in place of the script's own
+    /// (decoded, and noted in `ctx`), and a successful reply is recorded
+    /// by the script. One round trip.
+    async fn call_in<A: Call>(
+        &self,
+        name: &Name,
+        args: &A,
+        ctx: Option<&Ctx<'_>>,
+    ) -> Result<(Code, Reply), StoreError> {
         self.ensure_ready().await?;
         let prefix = A::FAMILY.prefix(name);
+        let idem = ctx.and_then(|c| c.idem);
         let value = self
-            .invoke(&A::FAMILY.routing(&prefix), prefix, args)
+            .invoke(&A::FAMILY.routing(&prefix), prefix, args, idem)
             .await
             .map_err(|e| self.failed(e))?;
         let mut reply = Reply::new(value)?;
-        let code = reply.code()?;
+        let mut code = reply.code()?;
+        if code == Code::Replayed {
+            reply = Reply::new(reply::decode_record(&reply.bytes()?)?)?;
+            code = reply.code()?;
+            if let Some(ctx) = ctx {
+                ctx.replayed.store(true, Ordering::Release);
+            }
+            // The script that recorded it answered it.
+            return Ok((code, reply));
+        }
         if code == Code::NoFreeKey && reply.has_more() {
             let ms = reply.u64()?;
             return Err(StoreError::NoFreeKey {
@@ -402,10 +425,37 @@ impl Inner {
         Ok((code, reply))
     }
 
+    /// With an idempotency key, the reply recorded for it in `name`'s pool
+    /// (`P` is [`scripts::PeekPool`]) or keyspace ([`scripts::PeekKeyspace`]),
+    /// if any: for changes with steps outside their script, which a replay
+    /// must not run again. One round trip.
+    async fn peek<P: Call>(
+        &self,
+        name: &Name,
+        peek: &P,
+        ctx: &Ctx<'_>,
+    ) -> Result<Option<(Code, Reply)>, StoreError> {
+        if ctx.idem.is_none() {
+            return Ok(None);
+        }
+        let (code, reply) = self.call_in(name, peek, Some(ctx)).await?;
+        Ok((code != Code::NoRecord).then_some((code, reply)))
+    }
+
     /// Runs a key script (`release`, `keepalive`, `get`), reads its key and
     /// applies the due index entry it may return.
     async fn key_op<A: Call>(&self, pool: &Name, args: &A) -> Result<KeyView, StoreError> {
-        let (_, mut reply) = self.call(pool, args).await?;
+        self.key_op_in(pool, args, None).await
+    }
+
+    /// [`Inner::key_op`] as part of a change (see [`Inner::call_in`]).
+    async fn key_op_in<A: Call>(
+        &self,
+        pool: &Name,
+        args: &A,
+        ctx: Option<&Ctx<'_>>,
+    ) -> Result<KeyView, StoreError> {
+        let (_, mut reply) = self.call_in(pool, args, ctx).await?;
         let view = reply.key_view()?;
         self.index_from(pool, &mut reply).await?;
         Ok(view)
@@ -434,6 +484,7 @@ impl Inner {
     async fn token_op<A: Call, T>(
         &self,
         keyspace: &Name,
+        ctx: Option<&Ctx<'_>>,
         args: impl Fn(&TokenCodec) -> Result<A, StoreError>,
         f: impl Fn(&TokenCodec, &mut Reply) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
@@ -449,7 +500,7 @@ impl Inner {
                 }
                 Err(e) => return Err(e),
             };
-            match self.call(keyspace, &args).await {
+            match self.call_in(keyspace, &args, ctx).await {
                 Ok((Code::Stale, _)) => {
                     lock(&self.codecs).remove(keyspace);
                 }
@@ -468,7 +519,14 @@ impl Inner {
 
     /// The arguments of one `add` call: this server's defaults for a new
     /// pool, then the keys.
-    fn add_args(&self, mode: &'static str, keys: String, count: usize, labels: String) -> AddKeys {
+    fn add_args(
+        &self,
+        mode: &'static str,
+        keys: String,
+        count: usize,
+        want: usize,
+        labels: String,
+    ) -> AddKeys {
         let d = self.pool_defaults;
         AddKeys {
             default_lease_ttl_ms: d.lease_ttl,
@@ -482,6 +540,7 @@ impl Inner {
             mode,
             keys,
             count: count as u64,
+            want: want as u64,
             labels,
         }
     }
@@ -493,30 +552,26 @@ impl Inner {
         pool: &Name,
         args: &AddKeys,
         labels: &Labels,
+        ctx: Option<&Ctx<'_>>,
     ) -> Result<Imported, StoreError> {
-        let (_, mut reply) = self.call(pool, args).await?;
+        let (_, mut reply) = self.call_in(pool, args, ctx).await?;
         let score = reply.text()?;
         self.index_due(pool, &score).await?;
-        let created_at = Timestamp::from_millis(reply.u64()?);
-        let alive = reply.u64()?;
-        let added = reply.u64()?;
-        let mut done = Imported::default();
-        for _ in 0..added {
-            let mut view = KeyView::new(
-                reply.text()?,
-                created_at,
-                Timestamp::from_millis(alive),
-                None,
-            );
-            view.labels = labels.clone();
-            view.no_keepalive = alive == 0;
-            done.added.push(view);
-        }
-        while reply.has_more() {
-            done.existing.push(reply.text()?);
-        }
-        Ok(done)
+        reply::added(&mut reply, labels)
     }
+}
+
+/// Spare generate candidates per add call: 16 more than asked, so
+/// a call falls short only if 17 random keys of at least 8 characters are
+/// all taken.
+const SPARE_CANDIDATES: usize = 16;
+
+/// One change's share of its script calls: its idempotency key, and
+/// whether a recorded reply answered (an atomic only so the change's
+/// future stays `Send`).
+struct Ctx<'a> {
+    idem: Option<&'a Idem>,
+    replayed: AtomicBool,
 }
 
 /// The wire name of an outcome, and its `retry_after`.
@@ -528,40 +583,40 @@ fn outcome_args(outcome: Outcome) -> (&'static str, Option<Ttl>) {
     }
 }
 
-#[async_trait]
-impl Store for RedisStore {
+/// The changes, each with its idempotency context (see [`Store::apply`]).
+impl RedisStore {
     /// One lease script when a key is free. Else the request joins this
     /// process's FIFO of the pool and the pool's watcher (one task and one
     /// subscription per pool with waiters, per process) hands it a key,
     /// leased by the same script, when Redis announces one (release,
     /// enable, add, the reaper's expiry) or the pool's next lease,
-    /// cooldown or quarantine end comes (see `waiting.rs`). O(log n) in
-    /// Redis and O(log w) here per hand-over. Nobody waiting costs the
-    /// freeing scripts one `EXISTS`.
-    async fn lease_key_waiting(
+    /// cooldown or quarantine end comes (see `waiting.rs`); a key handed
+    /// over is then claimed for the request's idempotency key (one script
+    /// more). O(log n) in Redis and O(log w) here per hand-over. Nobody
+    /// waiting costs the freeing scripts one `EXISTS`.
+    async fn lease(
         &self,
         pool: &Name,
         wait: std::time::Duration,
+        ctx: &Ctx<'_>,
     ) -> Result<KeyView, StoreError> {
-        waiting::lease_waiting(&self.inner, pool, wait).await
-    }
-
-    /// O(w + pools waited for) for this process's w waiters.
-    fn stop_waiting(&self) {
-        lock(&self.inner.waiting).close();
+        waiting::lease_waiting(&self.inner, pool, wait, ctx).await
     }
 
     /// One script per call: O(count log n) plus the bounded lazy expiry.
-    /// Generated candidates come from the OS CSPRNG; the astronomically
-    /// rare one that is already a live key is replaced by another call.
-    /// The script refuses the whole call if the pool could come to hold
-    /// more than `--max-keys-per-pool` keys; a count over the limit is
-    /// refused before the pool is registered, so it creates nothing.
+    /// Generated candidates come from the OS CSPRNG, with
+    /// [`SPARE_CANDIDATES`] spares so one call is enough even when some
+    /// are live keys already (without an idempotency key, a call that
+    /// still falls short is followed by another). The script refuses the
+    /// whole call if the pool could come to hold more than
+    /// `--max-keys-per-pool` keys; a count over the limit is refused
+    /// before the pool is registered, so it creates nothing.
     async fn add_keys(
         &self,
         pool: &Name,
         keys: NewKeys,
         labels: &Labels,
+        ctx: &Ctx<'_>,
     ) -> Result<Imported, StoreError> {
         let inner = &self.inner;
         let count = keys.len();
@@ -578,6 +633,10 @@ impl Store for RedisStore {
             return Err(inner.limits.reached(Limit::KeysPerPool));
         }
         inner.ensure_ready().await?;
+        if let Some((_, mut reply)) = inner.peek(pool, &scripts::PeekPool {}, ctx).await? {
+            let _due_score = reply.text()?;
+            return reply::added(&mut reply, labels);
+        }
         inner.register(pool).await?;
         let labels_text = reply::labels_text(labels);
         let keys = match keys {
@@ -587,8 +646,8 @@ impl Store for RedisStore {
                     .map(PoolKey::as_str)
                     .collect::<Vec<_>>()
                     .join(" ");
-                let args = inner.add_args("import", text, count, labels_text);
-                return inner.add(pool, &args, labels).await;
+                let args = inner.add_args("import", text, count, count, labels_text);
+                return inner.add(pool, &args, labels, Some(ctx)).await;
             }
             NewKeys::Generate(n) => n,
         };
@@ -598,10 +657,21 @@ impl Store for RedisStore {
                 break;
             }
             let want = keys - added.len();
-            let args = inner.add_args("generate", candidates(want), want, labels_text.clone());
-            added.extend(inner.add(pool, &args, labels).await?.added);
+            let spares = want + SPARE_CANDIDATES;
+            let args = inner.add_args(
+                "generate",
+                candidates(spares),
+                spares,
+                want,
+                labels_text.clone(),
+            );
+            added.extend(inner.add(pool, &args, labels, Some(ctx)).await?.added);
+            if ctx.idem.is_some() {
+                // One call, recorded as it is.
+                break;
+            }
         }
-        if added.len() == keys {
+        if added.len() == keys || ctx.idem.is_some() {
             Ok(Imported {
                 added,
                 existing: Vec::new(),
@@ -611,46 +681,282 @@ impl Store for RedisStore {
         }
     }
 
-    /// One script: O(log n) plus the bounded lazy expiry.
-    async fn report_key(
+    /// One script: O(1) plus the bounded lazy expiry (O(`Pool::LAZY_STEP`
+    /// log n)); registers a new pool name first (one `SADD`, once per
+    /// process).
+    async fn put_pool(
         &self,
         pool: &Name,
-        key: &str,
-        lease_id: Option<u64>,
-        outcome: Outcome,
-        reason: Option<Reason>,
-    ) -> Result<KeyView, StoreError> {
-        let (outcome, retry_after_ms) = outcome_args(outcome);
-        let args = scripts::ReportKey {
-            key: key.to_owned(),
-            lease_id,
-            outcome,
-            retry_after_ms,
-            reason: reason.map(|r| r.as_str().to_owned()),
+        patch: PoolPatch,
+        ctx: &Ctx<'_>,
+    ) -> Result<(PoolInfo, Upsert), StoreError> {
+        let inner = &self.inner;
+        inner.ensure_ready().await?;
+        let (code, mut reply) = match inner.peek(pool, &scripts::PeekPool {}, ctx).await? {
+            Some(replay) => replay,
+            None => {
+                inner.register(pool).await?;
+                inner
+                    .call_in(pool, &inner.put_pool_args(patch), Some(ctx))
+                    .await?
+            }
         };
-        self.inner.key_op(pool, &args).await
+        let upsert = if code == Code::Created {
+            Upsert::Created
+        } else {
+            Upsert::Existed
+        };
+        let (settings, stats, expired, quarantines) = reply.pool_state()?;
+        Ok((
+            PoolInfo {
+                name: pool.clone(),
+                settings,
+                stats,
+                expired,
+                quarantines,
+            },
+            upsert,
+        ))
     }
 
-    /// One script: O(log n) plus the bounded lazy expiry.
-    async fn disable_key(
+    /// One script: O(1); the first creator's definition and secret win.
+    async fn put_keyspace(
         &self,
-        pool: &Name,
-        key: &str,
-        reason: Option<Reason>,
-    ) -> Result<KeyView, StoreError> {
-        let args = scripts::DisableKey {
-            key: key.to_owned(),
-            reason: reason.map(|r| r.as_str().to_owned()),
+        keyspace: &Name,
+        spec: KeyspaceSpec,
+        ctx: &Ctx<'_>,
+    ) -> Result<(KeyspaceView, Upsert), StoreError> {
+        let inner = &self.inner;
+        inner.ensure_ready().await?;
+        let peeked = inner.peek(keyspace, &scripts::PeekKeyspace {}, ctx).await?;
+        let (code, mut reply) = match peeked {
+            Some(replay) => replay,
+            None => {
+                inner.register_keyspace(keyspace).await?;
+                let args = connection::put_keyspace_args(&spec, false);
+                inner.call_in(keyspace, &args, Some(ctx)).await?
+            }
         };
-        self.inner.key_op(pool, &args).await
+        let (codec, issued, activated) = reply.keyspace_def()?;
+        let upsert = match code {
+            Code::Created => Upsert::Created,
+            Code::Existed => Upsert::Existed,
+            _ => return Err(StoreError::KeyspaceImmutable),
+        };
+        let view = keyspace_view(keyspace, &codec, issued, activated);
+        lock(&inner.codecs).insert(keyspace.clone(), codec);
+        Ok((view, upsert))
     }
 
-    /// One script: O(log n) plus the bounded lazy expiry.
-    async fn enable_key(&self, pool: &Name, key: &str) -> Result<KeyView, StoreError> {
-        let args = scripts::EnableKey {
-            key: key.to_owned(),
+    /// One script (`INCR` below the capacity): O(1), then one keyed
+    /// permutation here. On Redis a keyspace issues at most 2^53 tokens,
+    /// where Lua's doubles stop counting exactly.
+    async fn issue_token(&self, keyspace: &Name, ctx: &Ctx<'_>) -> Result<Issued, StoreError> {
+        self.inner
+            .token_op(
+                keyspace,
+                Some(ctx),
+                |codec| {
+                    Ok(scripts::IssueToken {
+                        secret: scripts::secret_hex(codec.secret()),
+                        limit: codec.spec().capacity().min(MAX_ISSUED),
+                    })
+                },
+                |codec, reply| {
+                    let index = u128::from(reply.u64()?);
+                    let capacity = codec.spec().capacity();
+                    Ok(Issued {
+                        token: codec.encode(index),
+                        index,
+                        remaining: capacity - index - 1,
+                    })
+                },
+            )
+            .await
+    }
+
+    /// One script (`HSETNX`): O(1) after decoding the token here.
+    async fn activate_token(
+        &self,
+        keyspace: &Name,
+        token: &str,
+        ctx: &Ctx<'_>,
+    ) -> Result<TokenStatus, StoreError> {
+        self.inner
+            .token_op(
+                keyspace,
+                Some(ctx),
+                |codec| {
+                    Ok(scripts::ActivateToken {
+                        secret: scripts::secret_hex(codec.secret()),
+                        index: codec.decode(token)?,
+                        token: token.to_owned(),
+                    })
+                },
+                |_, reply| {
+                    Ok(TokenStatus {
+                        token: token.to_owned(),
+                        activated_at: Some(Timestamp::from_millis(reply.u64()?)),
+                    })
+                },
+            )
+            .await
+    }
+
+    /// O(log pools) and O(1) commands: the name leaves the registry and
+    /// the due index, then one script unlinks the pool's index keys and
+    /// moves its generation on (see `drop_pool.lua`); the reaper deletes
+    /// the old keys' hashes later, `REAP_STEP` at a time (`kw:graves`).
+    async fn delete_pool(&self, pool: &Name, ctx: &Ctx<'_>) -> Result<(), StoreError> {
+        if *pool == Name::default_name() {
+            return Err(StoreError::CannotDeleteDefault);
+        }
+        let inner = &self.inner;
+        inner.ensure_ready().await?;
+        if inner
+            .peek(pool, &scripts::PeekPool {}, ctx)
+            .await?
+            .is_some()
+        {
+            return Ok(());
+        }
+        // The registry first: if this stops half-way, a pool may be left
+        // out of the listing, but the count never holds a place for a
+        // pool that is gone; a retry finishes the deletion.
+        inner
+            .query(redis::cmd("ZREM").arg(REGISTRY).arg(pool.as_str()))
+            .await?;
+        // Into `kw:graves` before the script, so a process stopped right
+        // after it leaves no graveyard unlisted, and again after it, so a
+        // reaper that emptied the entry meanwhile sees this one (see
+        // `reclaim_some`). O(1) each.
+        let grave = redis::cmd("SADD").arg(GRAVES).arg(pool.as_str()).clone();
+        inner.query(&grave).await?;
+        inner
+            .call_in(pool, &scripts::DropPool {}, Some(ctx))
+            .await?;
+        inner.query(&grave).await?;
+        inner
+            .query(redis::cmd("ZREM").arg(DUE_INDEX).arg(pool.as_str()))
+            .await?;
+        // This process's waiters of the pool answer `no_free_key` now.
+        lock(&inner.waiting).forget(pool);
+        Ok(())
+    }
+
+    /// O(log keyspaces) and one script: `UNLINK` of the keyspace's keys,
+    /// whose memory Redis frees in its background thread.
+    async fn delete_keyspace(&self, keyspace: &Name, ctx: &Ctx<'_>) -> Result<(), StoreError> {
+        if *keyspace == Name::default_name() {
+            return Err(StoreError::CannotDeleteDefault);
+        }
+        let inner = &self.inner;
+        inner.ensure_ready().await?;
+        let peek = scripts::PeekKeyspace {};
+        if inner.peek(keyspace, &peek, ctx).await?.is_some() {
+            return Ok(());
+        }
+        inner
+            .query(redis::cmd("ZREM").arg(KEYSPACES).arg(keyspace.as_str()))
+            .await?;
+        lock(&inner.codecs).remove(keyspace);
+        inner
+            .call_in(keyspace, &scripts::DropKeyspace {}, Some(ctx))
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    /// Each change is one script (see its method on [`RedisStore`]), the
+    /// idempotency record written by that script; changes with steps
+    /// outside their script (registering or dropping a name) first peek at
+    /// the record, one round trip more.
+    async fn apply(&self, change: Change, idem: Option<&Idem>) -> Result<Applied, StoreError> {
+        let ctx = Ctx {
+            idem,
+            replayed: AtomicBool::new(false),
         };
-        self.inner.key_op(pool, &args).await
+        let effect = match change {
+            Change::PutPool { pool, patch } => {
+                let (info, upsert) = self.put_pool(&pool, patch, &ctx).await?;
+                Effect::Pool(info, upsert)
+            }
+            Change::DeletePool { pool } => {
+                self.delete_pool(&pool, &ctx).await?;
+                Effect::Deleted
+            }
+            Change::AddKeys { pool, keys, labels } => {
+                Effect::Added(self.add_keys(&pool, keys, &labels, &ctx).await?)
+            }
+            Change::Lease { pool, wait } => Effect::Key(self.lease(&pool, wait, &ctx).await?),
+            Change::Report {
+                pool,
+                key,
+                lease_id,
+                outcome,
+                reason,
+            } => {
+                let (outcome, retry_after_ms) = outcome_args(outcome);
+                let args = scripts::ReportKey {
+                    key,
+                    lease_id,
+                    outcome,
+                    retry_after_ms,
+                    reason: reason.map(|r| r.as_str().to_owned()),
+                    forget: None,
+                };
+                Effect::Key(self.inner.key_op_in(&pool, &args, Some(&ctx)).await?)
+            }
+            Change::Disable { pool, key, reason } => {
+                let args = scripts::DisableKey {
+                    key,
+                    reason: reason.map(|r| r.as_str().to_owned()),
+                };
+                Effect::Key(self.inner.key_op_in(&pool, &args, Some(&ctx)).await?)
+            }
+            Change::Enable { pool, key } => {
+                let args = scripts::EnableKey { key };
+                Effect::Key(self.inner.key_op_in(&pool, &args, Some(&ctx)).await?)
+            }
+            Change::Keepalive {
+                pool,
+                key,
+                lease_id,
+            } => {
+                let args = scripts::KeepaliveKey { key, lease_id };
+                Effect::Key(self.inner.key_op_in(&pool, &args, Some(&ctx)).await?)
+            }
+            Change::DeleteKey { pool, key } => {
+                let args = scripts::DeleteKey { key };
+                self.inner.call_in(&pool, &args, Some(&ctx)).await?;
+                Effect::Deleted
+            }
+            Change::PutKeyspace { keyspace, spec } => {
+                let (view, upsert) = self.put_keyspace(&keyspace, spec, &ctx).await?;
+                Effect::Keyspace(view, upsert)
+            }
+            Change::DeleteKeyspace { keyspace } => {
+                self.delete_keyspace(&keyspace, &ctx).await?;
+                Effect::Deleted
+            }
+            Change::Issue { keyspace } => Effect::Issued(self.issue_token(&keyspace, &ctx).await?),
+            Change::Activate { keyspace, token } => {
+                Effect::Token(self.activate_token(&keyspace, &token, &ctx).await?)
+            }
+        };
+        Ok(match idem {
+            Some(idem) if ctx.replayed.load(Ordering::Acquire) => Applied::Recorded {
+                recorded: (idem.render)(&effect),
+                replayed: true,
+            },
+            _ => Applied::Done(effect),
+        })
+    }
+
+    fn stop_waiting(&self) {
+        lock(&self.inner.waiting).close();
     }
 
     /// One script: `ZRANGEBYSCORE` of the state's index (or of all keys)
@@ -682,36 +988,6 @@ impl Store for RedisStore {
         Ok(Page { items, next })
     }
 
-    /// One script: O(1) plus the bounded lazy expiry (O(`Pool::LAZY_STEP`
-    /// log n)); registers a new pool name first (one `SADD`, once per
-    /// process).
-    async fn put_pool(
-        &self,
-        pool: &Name,
-        patch: PoolPatch,
-    ) -> Result<(PoolInfo, Upsert), StoreError> {
-        let inner = &self.inner;
-        inner.ensure_ready().await?;
-        inner.register(pool).await?;
-        let (code, mut reply) = inner.call(pool, &inner.put_pool_args(patch)).await?;
-        let upsert = if code == Code::Created {
-            Upsert::Created
-        } else {
-            Upsert::Existed
-        };
-        let (settings, stats, expired, quarantines) = reply.pool_state()?;
-        Ok((
-            PoolInfo {
-                name: pool.clone(),
-                settings,
-                stats,
-                expired,
-                quarantines,
-            },
-            upsert,
-        ))
-    }
-
     /// One script: O(1) (`ZCARD`s, `SCARD`) plus the bounded lazy expiry.
     async fn pool_info(&self, pool: &Name) -> Result<PoolInfo, StoreError> {
         let (_, mut reply) = self.inner.call(pool, &scripts::ReadPool {}).await?;
@@ -725,28 +1001,6 @@ impl Store for RedisStore {
         })
     }
 
-    /// One script: O(log n) (`ZRANDMEMBER`, `ZADD`) plus the bounded lazy
-    /// expiry, plus O(log n) for each due entry met on the way. With no
-    /// free key, `NoFreeKey` says how long until the earliest lease,
-    /// cooldown or quarantine end (O(log n) more).
-    async fn lease_key(&self, pool: &Name) -> Result<KeyView, StoreError> {
-        self.inner.key_op(pool, &scripts::LeaseKey {}).await
-    }
-
-    /// One script: O(log n) plus the bounded lazy expiry.
-    async fn keepalive_key(
-        &self,
-        pool: &Name,
-        key: &str,
-        lease_id: Option<u64>,
-    ) -> Result<KeyView, StoreError> {
-        let args = scripts::KeepaliveKey {
-            key: key.to_owned(),
-            lease_id,
-        };
-        self.inner.key_op(pool, &args).await
-    }
-
     /// One script: O(1) plus the bounded lazy expiry.
     async fn get_key(&self, pool: &Name, key: &str) -> Result<KeyView, StoreError> {
         let args = scripts::GetKey {
@@ -755,67 +1009,10 @@ impl Store for RedisStore {
         self.inner.key_op(pool, &args).await
     }
 
-    /// One script: O(log n) plus the bounded lazy expiry.
-    async fn delete_key(&self, pool: &Name, key: &str) -> Result<(), StoreError> {
-        let args = scripts::DeleteKey {
-            key: key.to_owned(),
-        };
-        self.inner.call(pool, &args).await?;
-        Ok(())
-    }
-
-    /// One script: O(1); the first creator's definition and secret win.
-    async fn put_keyspace(
-        &self,
-        keyspace: &Name,
-        spec: KeyspaceSpec,
-    ) -> Result<(KeyspaceView, Upsert), StoreError> {
-        let inner = &self.inner;
-        inner.ensure_ready().await?;
-        inner.register_keyspace(keyspace).await?;
-        let args = connection::put_keyspace_args(&spec, false);
-        let (code, mut reply) = inner.call(keyspace, &args).await?;
-        let (codec, issued, activated) = reply.keyspace_def()?;
-        let upsert = match code {
-            Code::Created => Upsert::Created,
-            Code::Existed => Upsert::Existed,
-            _ => return Err(StoreError::KeyspaceImmutable),
-        };
-        let view = keyspace_view(keyspace, &codec, issued, activated);
-        lock(&inner.codecs).insert(keyspace.clone(), codec);
-        Ok((view, upsert))
-    }
-
     /// One script: O(1) (`GET`, `HLEN`).
     async fn keyspace_info(&self, keyspace: &Name) -> Result<KeyspaceView, StoreError> {
         let (codec, issued, activated) = self.inner.keyspace_info(keyspace).await?;
         Ok(keyspace_view(keyspace, &codec, issued, activated))
-    }
-
-    /// One script (`INCR` below the capacity): O(1), then one keyed
-    /// permutation here. On Redis a keyspace issues at most 2^53 tokens,
-    /// where Lua's doubles stop counting exactly.
-    async fn issue_token(&self, keyspace: &Name) -> Result<Issued, StoreError> {
-        self.inner
-            .token_op(
-                keyspace,
-                |codec| {
-                    Ok(scripts::IssueToken {
-                        secret: scripts::secret_hex(codec.secret()),
-                        limit: codec.spec().capacity().min(MAX_ISSUED),
-                    })
-                },
-                |codec, reply| {
-                    let index = u128::from(reply.u64()?);
-                    let capacity = codec.spec().capacity();
-                    Ok(Issued {
-                        token: codec.encode(index),
-                        index,
-                        remaining: capacity - index - 1,
-                    })
-                },
-            )
-            .await
     }
 
     /// One script: O(1) after decoding the token here.
@@ -823,6 +1020,7 @@ impl Store for RedisStore {
         self.inner
             .token_op(
                 keyspace,
+                None,
                 |codec| {
                     Ok(scripts::ReadToken {
                         secret: scripts::secret_hex(codec.secret()),
@@ -839,32 +1037,6 @@ impl Store for RedisStore {
                     Ok(TokenStatus {
                         token: token.to_owned(),
                         activated_at,
-                    })
-                },
-            )
-            .await
-    }
-
-    /// One script (`HSETNX`): O(1) after decoding the token here.
-    async fn activate_token(
-        &self,
-        keyspace: &Name,
-        token: &str,
-    ) -> Result<TokenStatus, StoreError> {
-        self.inner
-            .token_op(
-                keyspace,
-                |codec| {
-                    Ok(scripts::ActivateToken {
-                        secret: scripts::secret_hex(codec.secret()),
-                        index: codec.decode(token)?,
-                        token: token.to_owned(),
-                    })
-                },
-                |_, reply| {
-                    Ok(TokenStatus {
-                        token: token.to_owned(),
-                        activated_at: Some(Timestamp::from_millis(reply.u64()?)),
                     })
                 },
             )
@@ -946,54 +1118,6 @@ impl Store for RedisStore {
             }
         }
         Ok(Page { items, next })
-    }
-
-    /// O(log pools) and O(1) commands: the name leaves the registry and
-    /// the due index, then one script unlinks the pool's index keys and
-    /// moves its generation on (see `drop_pool.lua`); the reaper deletes
-    /// the old keys' hashes later, `REAP_STEP` at a time (`kw:graves`).
-    async fn delete_pool(&self, pool: &Name) -> Result<(), StoreError> {
-        if *pool == Name::default_name() {
-            return Err(StoreError::CannotDeleteDefault);
-        }
-        let inner = &self.inner;
-        inner.ensure_ready().await?;
-        // The registry first: if this stops half-way, a pool may be left
-        // out of the listing, but the count never holds a place for a
-        // pool that is gone; a retry finishes the deletion.
-        inner
-            .query(redis::cmd("ZREM").arg(REGISTRY).arg(pool.as_str()))
-            .await?;
-        // Into `kw:graves` before the script, so a process stopped right
-        // after it leaves no graveyard unlisted, and again after it, so a
-        // reaper that emptied the entry meanwhile sees this one (see
-        // `reclaim_some`). O(1) each.
-        let grave = redis::cmd("SADD").arg(GRAVES).arg(pool.as_str()).clone();
-        inner.query(&grave).await?;
-        inner.call(pool, &scripts::DropPool {}).await?;
-        inner.query(&grave).await?;
-        inner
-            .query(redis::cmd("ZREM").arg(DUE_INDEX).arg(pool.as_str()))
-            .await?;
-        // This process's waiters of the pool answer `no_free_key` now.
-        lock(&inner.waiting).forget(pool);
-        Ok(())
-    }
-
-    /// O(log keyspaces) and one script: `UNLINK` of the keyspace's keys,
-    /// whose memory Redis frees in its background thread.
-    async fn delete_keyspace(&self, keyspace: &Name) -> Result<(), StoreError> {
-        if *keyspace == Name::default_name() {
-            return Err(StoreError::CannotDeleteDefault);
-        }
-        let inner = &self.inner;
-        inner.ensure_ready().await?;
-        inner
-            .query(redis::cmd("ZREM").arg(KEYSPACES).arg(keyspace.as_str()))
-            .await?;
-        lock(&inner.codecs).remove(keyspace);
-        inner.call(keyspace, &scripts::DropKeyspace {}).await?;
-        Ok(())
     }
 
     /// A real `PING` (after ensuring the defaults exist): O(1).

@@ -73,7 +73,7 @@ impl Inner {
         args: &A,
     ) -> Result<Value, StoreError> {
         debug_assert_eq!(A::FAMILY, scripts::Family::Bare);
-        self.invoke(key, String::new(), args)
+        self.invoke(key, String::new(), args, None)
             .await
             .map_err(|e| self.failed(e))
     }
@@ -244,7 +244,7 @@ impl Inner {
                 return Ok(());
             }
             let value = self
-                .invoke(&meta, prefix.clone(), &ExpireStep {})
+                .invoke(&meta, prefix.clone(), &ExpireStep {}, None)
                 .await
                 .map_err(|e| self.failed(e))?;
             let mut reply = Reply::new(value)?;

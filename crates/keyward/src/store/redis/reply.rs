@@ -7,8 +7,8 @@ use redis::Value;
 use super::scripts::{Code, code_of};
 use super::unavailable;
 use crate::core::{
-    Expired, KeyLength, KeyState, KeyView, KeyspaceSpec, Labels, Lease, MaxFailures, Name,
-    PoolSettings, PoolStats, Reason, Recovery, Secret, Timestamp, TokenCodec, Ttl,
+    Expired, Imported, KeyLength, KeyState, KeyView, KeyspaceSpec, Labels, Lease, MaxFailures,
+    Name, PoolSettings, PoolStats, Reason, Recovery, Secret, Timestamp, TokenCodec, Ttl,
 };
 use crate::store::StoreError;
 
@@ -69,6 +69,17 @@ impl Reply {
             Value::SimpleString(s) => Ok(s),
             Value::Int(n) => Ok(n.to_string()),
             other => Err(unavailable(format!("script reply: {other:?} is not text"))),
+        }
+    }
+
+    /// The next field's bytes (a recorded reply is not always UTF-8 text
+    /// to Redis, so it is read as it is).
+    pub(super) fn bytes(&mut self) -> Result<Vec<u8>, StoreError> {
+        match self.next()? {
+            Value::BulkString(b) => Ok(b),
+            other => Err(unavailable(format!(
+                "script reply: {other:?} is not a string"
+            ))),
         }
     }
 
@@ -186,6 +197,51 @@ impl Reply {
 }
 
 /// Labels as the scripts store them: a JSON object, "" for none.
+/// An `add` reply after its due score: `{created_at, alive_until, added
+/// count, added key..., existing key...}`, the added keys as views
+/// carrying `labels`.
+pub(super) fn added(reply: &mut Reply, labels: &Labels) -> Result<Imported, StoreError> {
+    let created_at = Timestamp::from_millis(reply.u64()?);
+    let alive = reply.u64()?;
+    let added = reply.u64()?;
+    let mut done = Imported::default();
+    for _ in 0..added {
+        let mut view = KeyView::new(
+            reply.text()?,
+            created_at,
+            Timestamp::from_millis(alive),
+            None,
+        );
+        view.labels = labels.clone();
+        view.no_keepalive = alive == 0;
+        done.added.push(view);
+    }
+    while reply.has_more() {
+        done.existing.push(reply.text()?);
+    }
+    Ok(done)
+}
+
+/// A reply recorded for an idempotency key (`idempotency.lua`): each
+/// element as `LEN:TEXT`, back to back; the array of those texts, as
+/// the script first answered it (numbers as their decimal text, which
+/// [`Reply`] reads as numbers). O(length).
+pub(super) fn decode_record(mut rest: &[u8]) -> Result<Value, StoreError> {
+    let bad = || unavailable("a recorded reply is not in the recorded form");
+    let mut items = Vec::new();
+    while !rest.is_empty() {
+        let colon = rest.iter().position(|&b| b == b':').ok_or_else(bad)?;
+        let len: usize = std::str::from_utf8(&rest[..colon])
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(bad)?;
+        let body = rest.get(colon + 1..colon + 1 + len).ok_or_else(bad)?;
+        items.push(Value::BulkString(body.to_vec()));
+        rest = &rest[colon + 1 + len..];
+    }
+    Ok(Value::Array(items))
+}
+
 pub(super) fn labels_text(labels: &Labels) -> String {
     if labels.is_empty() {
         return String::new();

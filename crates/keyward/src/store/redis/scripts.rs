@@ -11,8 +11,11 @@
 //!    `ARGV[4]`;
 //! 3. the head of its family (`lua/pool_common.lua` or
 //!    `lua/keyspace_common.lua`), whose own arguments are `ARG.prefix` and
-//!    `ARG.now`;
-//! 4. the body, `lua/OPERATION.lua`.
+//!    `ARG.now`, then the idempotency helpers (`lua/idempotency.lua`,
+//!    arguments `ARG.idem_key`, `ARG.idem_digest`, `ARG.idem_ttl_ms`);
+//! 4. the body, `lua/OPERATION.lua`, wrapped in a function: a recorded
+//!    reply for the idempotency key answers instead of it, and its own
+//!    reply, on success, is recorded in the same script.
 //!
 //! The argument structs are the only place a call's ARGV is built: one
 //! struct per script, one field per argument, in ARGV order.
@@ -23,7 +26,7 @@ use redis::Script;
 
 use super::unavailable;
 use crate::core::{KeyLength, KeyspaceError, Name, Pool, PoolError, Recovery, Secret, Ttl};
-use crate::store::{Limit, Limits, REAP_STEP, StoreError};
+use crate::store::{Idem, Limit, Limits, REAP_STEP, StoreError};
 
 /// Length of the random key candidates sent to the generate script, which
 /// cuts them to the pool's key length (at most 128).
@@ -31,7 +34,7 @@ pub(super) const CANDIDATE_LEN: usize = 128;
 
 /// The numbers both sides use, handed to every script as `local NAME =
 /// value`.
-fn constants() -> [(&'static str, u64); 7] {
+fn constants() -> [(&'static str, u64); 8] {
     let defaults = Recovery::default();
     [
         // Most due entries a pool script expires before its own work: the
@@ -51,6 +54,8 @@ fn constants() -> [(&'static str, u64); 7] {
         ("DEFAULT_QUARANTINE_MS", defaults.quarantine.as_millis()),
         // Where quarantine doubling stops (the core's cap).
         ("MAX_QUARANTINE_MS", Recovery::MAX_QUARANTINE_MS),
+        // Most expired idempotency records one call removes.
+        ("IDEM_POP", 16),
     ]
 }
 
@@ -135,10 +140,16 @@ pub(super) enum Code {
     Differs = 14,
     /// A name set is at its limit.
     Full = 15,
+    /// The idempotency key's recorded reply follows, encoded.
+    Replayed = 16,
+    /// The idempotency key was recorded for another request.
+    IdemReused = 17,
+    /// No record of the idempotency key (a peek).
+    NoRecord = 18,
 }
 
 impl Code {
-    const ALL: [Self; 16] = [
+    const ALL: [Self; 19] = [
         Self::Ok,
         Self::KeyNotFound,
         Self::NotLeased,
@@ -155,6 +166,9 @@ impl Code {
         Self::Existed,
         Self::Differs,
         Self::Full,
+        Self::Replayed,
+        Self::IdemReused,
+        Self::NoRecord,
     ];
 
     /// The code sent as `n`, if any.
@@ -181,6 +195,9 @@ impl Code {
             Self::Existed => "EXISTED",
             Self::Differs => "DIFFERS",
             Self::Full => "FULL",
+            Self::Replayed => "REPLAYED",
+            Self::IdemReused => "IDEM_REUSED",
+            Self::NoRecord => "NO_RECORD",
         }
     }
 
@@ -198,7 +215,15 @@ impl Code {
             Self::Exhausted => KeyspaceError::Exhausted.into(),
             Self::NotIssued => KeyspaceError::NotIssued.into(),
             Self::AlreadyActivated => KeyspaceError::AlreadyActivated.into(),
-            Self::Ok | Self::Stale | Self::Created | Self::Existed | Self::Differs | Self::Full => {
+            Self::IdemReused => StoreError::IdempotencyKeyReused,
+            Self::Ok
+            | Self::Stale
+            | Self::Created
+            | Self::Existed
+            | Self::Differs
+            | Self::Full
+            | Self::Replayed
+            | Self::NoRecord => {
                 return None;
             }
         })
@@ -219,7 +244,8 @@ pub(super) enum Family {
 
 impl Family {
     /// The arguments the head reads, before the script's own.
-    const HEAD_ARGS: [&'static str; 2] = ["prefix", "now"];
+    const HEAD_ARGS: [&'static str; 5] =
+        ["prefix", "now", "idem_key", "idem_digest", "idem_ttl_ms"];
 
     /// The hash-tagged key prefix of `name`: every key of a pool or
     /// keyspace starts with it, so a script touches one cluster slot.
@@ -372,6 +398,21 @@ macro_rules! script_args {
 }
 
 script_args! {
+    /// An idempotency peek on a pool: a recorded reply, or `NoRecord`.
+    PeekPool => peek_pool (Pool, answers [NoRecord]) {}
+
+    /// An idempotency peek on a keyspace: a recorded reply, or `NoRecord`.
+    PeekKeyspace => peek_keyspace (Keyspace, answers [NoRecord]) {}
+
+    /// Records a key leased for a waiting request under its idempotency
+    /// key (the wrapper does the recording).
+    ClaimKey => claim (Pool, answers [Ok]) {
+        /// The key.
+        key: String,
+        /// Its lease.
+        lease_id: u64,
+    }
+
     /// `put_pool`: creates the pool with the defaults if absent, then sets
     /// the given settings.
     PutPool => pool_put (Pool, answers [Created, Existed]) {
@@ -435,6 +476,8 @@ script_args! {
         keys: String,
         /// How many keys `keys` holds.
         count: u64,
+        /// Generate: how many keys to add (`keys` holds spares).
+        want: u64,
         /// The labels of the new keys as [`super::reply::labels_text`]
         /// writes them, "" for none.
         labels: String,
@@ -455,6 +498,8 @@ script_args! {
         retry_after_ms: Option<Ttl>,
         /// Why, none for no reason.
         reason: Option<String>,
+        /// The idempotency key whose record this release undoes, if any.
+        forget: Option<String>,
     }
 
     /// `disable_key`.
@@ -609,9 +654,16 @@ fn source<A: Call>(prelude: &str, body: &str) -> String {
         Family::Keyspace => include_str!("lua/keyspace_common.lua"),
         Family::Bare => "",
     };
+    if A::FAMILY == Family::Bare {
+        return format!("{prelude}local ARG = {{ {} }}\n{body}", fields.join(", "));
+    }
     format!(
-        "{prelude}local ARG = {{ {} }}\n{head}{body}",
-        fields.join(", ")
+        "{prelude}local ARG = {{ {} }}\n{head}{}\n\
+         local IDEM_REPLY = idem_replay()\n\
+         if IDEM_REPLY then\n  return IDEM_REPLY\nend\n\
+         return idem_record((function()\n{body}\nend)())\n",
+        fields.join(", "),
+        include_str!("lua/idempotency.lua"),
     )
 }
 
@@ -619,13 +671,26 @@ fn build<A: Call>(prelude: &str, body: &str) -> Script {
     Script::new(&source::<A>(prelude, body))
 }
 
-/// The ARGV of a call of `A` on `prefix` at `now` (both ignored for bare
-/// scripts).
-pub(super) fn argv<A: Call>(args: &A, prefix: String, now: String) -> Vec<String> {
+/// The ARGV of a call of `A` on `prefix` at `now`, with `idem`'s key,
+/// digest and TTL (all ignored for bare scripts).
+pub(super) fn argv<A: Call>(
+    args: &A,
+    prefix: String,
+    now: String,
+    idem: Option<&Idem>,
+) -> Vec<String> {
     let mut argv = Vec::with_capacity(Family::HEAD_ARGS.len() + A::NAMES.len());
     if A::FAMILY != Family::Bare {
         argv.push(prefix);
         argv.push(now);
+        match idem {
+            Some(idem) => {
+                argv.push(idem.key.as_str().to_owned());
+                argv.push(idem.digest.to_hex());
+                argv.push(idem.ttl.as_millis().to_string());
+            }
+            None => argv.extend([String::new(), String::new(), String::new()]),
+        }
     }
     args.push_args(&mut argv);
     argv
@@ -665,22 +730,26 @@ mod tests {
     fn a_script_reads_its_arguments_by_the_field_names_in_argv_order() {
         let lua = source::<EnableKey>("", "return 1");
         assert!(
-            lua.starts_with("local ARG = { prefix = ARGV[1], now = ARGV[2], key = ARGV[3] }\n"),
+            lua.starts_with(
+                "local ARG = { prefix = ARGV[1], now = ARGV[2], idem_key = ARGV[3], \
+                 idem_digest = ARGV[4], idem_ttl_ms = ARGV[5], key = ARGV[6] }\n"
+            ),
             "{lua}"
         );
+        assert!(lua.ends_with("return idem_record((function()\nreturn 1\nend)())\n"));
         let args = DisableKey {
             key: "k".into(),
             reason: None,
         };
         assert_eq!(
-            argv(&args, "{kw:p:a}".into(), "7".into()),
-            ["{kw:p:a}", "7", "k", ""]
+            argv(&args, "{kw:p:a}".into(), "7".into(), None),
+            ["{kw:p:a}", "7", "", "", "", "k", ""]
         );
         let bare = Reserve {
             name: "a".into(),
             max: 3,
         };
-        assert_eq!(argv(&bare, "ignored".into(), "".into()), ["a", "3"]);
+        assert_eq!(argv(&bare, "ignored".into(), "".into(), None), ["a", "3"]);
     }
 
     #[test]

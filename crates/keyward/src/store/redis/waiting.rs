@@ -41,7 +41,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use redis::{PushInfo, PushKind};
@@ -49,7 +49,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::scripts::{self, Family, POOL_WAITING, POOL_WAKE};
-use super::{Inner, lock};
+use super::{Ctx, Inner, lock};
 use crate::core::{KeyView, Name};
 use crate::store::backoff::Backoff;
 use crate::store::waiters::{Ticket, Waiters};
@@ -91,7 +91,7 @@ impl WaitState {
         inner: &Arc<Inner>,
         pool: &Name,
     ) -> Option<(Ticket, oneshot::Receiver<KeyView>)> {
-        let queued = self.waiters.push(pool)?;
+        let queued = self.waiters.push(pool, None)?;
         if let Some(watch) = self.watchers.get(pool) {
             watch.kick.notify_one();
         } else {
@@ -138,14 +138,17 @@ pub(super) async fn lease_waiting(
     inner: &Arc<Inner>,
     pool: &Name,
     wait: Duration,
+    ctx: &Ctx<'_>,
 ) -> Result<KeyView, StoreError> {
     if wait.is_zero() {
-        return inner.key_op(pool, &scripts::LeaseKey {}).await;
+        return inner
+            .key_op_in(pool, &scripts::LeaseKey {}, Some(ctx))
+            .await;
     }
     let until = Instant::now() + wait.min(MAX_WAIT);
     // Waiters of this process come first: join behind them.
     if !lock(&inner.waiting).waiters.waiting(pool) {
-        match lease_detached(inner, pool).await {
+        match lease_detached(inner, pool, ctx).await {
             Err(StoreError::NoFreeKey { .. }) => {}
             other => return other,
         }
@@ -159,59 +162,156 @@ pub(super) async fn lease_waiting(
         ticket,
         rx,
     };
-    tokio::select! {
+    let handed = tokio::select! {
         handed = &mut guard.rx => match handed {
-            Ok(view) => Ok(view),
-            Err(_) => Err(guard.closed()),
+            Ok(view) => view,
+            Err(_) => return Err(guard.closed()),
         },
-        () = tokio::time::sleep_until(until) => guard.give_up().await,
+        () = tokio::time::sleep_until(until) => match guard.give_up(ctx).await? {
+            GaveUp::Handed(view) => view,
+            GaveUp::Leased(view) => return Ok(view),
+        },
+    };
+    match ctx.idem {
+        None => Ok(handed),
+        Some(_) => claim_detached(inner, pool, handed, ctx).await,
     }
+}
+
+/// Records a key the watcher leased for a waiting request under the
+/// request's idempotency key, in a task of its own (as
+/// [`lease_detached`]): if an earlier request with that key was recorded
+/// meanwhile (another process), that answer is the one given and this key
+/// goes back; a request dropped meanwhile gives its key back with its
+/// record. One script. A crash between the watcher's lease and this claim
+/// leaves the key leased, unrecorded, until its lease ends.
+async fn claim_detached(
+    inner: &Arc<Inner>,
+    pool: &Name,
+    view: KeyView,
+    ctx: &Ctx<'_>,
+) -> Result<KeyView, StoreError> {
+    let (tx, rx) = oneshot::channel();
+    let busy = Busy::new(inner);
+    let (task_inner, task_pool, idem) = (Arc::clone(inner), pool.clone(), ctx.idem.cloned());
+    tokio::spawn(async move {
+        let _busy = busy;
+        let claim = Ctx {
+            idem: idem.as_ref(),
+            replayed: AtomicBool::new(false),
+        };
+        let args = scripts::ClaimKey {
+            key: view.key.clone(),
+            lease_id: view.lease.map_or(0, |l| l.id),
+        };
+        let got = task_inner.key_op_in(&task_pool, &args, Some(&claim)).await;
+        let replayed = claim.replayed.load(Ordering::Acquire);
+        if replayed || got.is_err() {
+            // Ours is not the answer: free the key this process leased.
+            give_back(&task_inner, &task_pool, view, None);
+        }
+        let forget = (!replayed)
+            .then(|| idem.map(|i| i.key.as_str().to_owned()))
+            .flatten();
+        if let Err(Ok((view, _))) = tx.send(got.map(|v| (v, replayed)))
+            && forget.is_some()
+        {
+            give_back(&task_inner, &task_pool, view, forget);
+        }
+    });
+    detached_answer(inner, pool, rx, ctx).await
 }
 
 /// Leases in a task of its own, so a request dropped while the script
 /// runs (its client went away) cannot leave the key leased: a key nobody
 /// takes goes to this process's next waiter of the pool, or back to free.
 /// One lease script.
-async fn lease_detached(inner: &Arc<Inner>, pool: &Name) -> Result<KeyView, StoreError> {
+async fn lease_detached(
+    inner: &Arc<Inner>,
+    pool: &Name,
+    ctx: &Ctx<'_>,
+) -> Result<KeyView, StoreError> {
     let (tx, rx) = oneshot::channel();
     let busy = Busy::new(inner);
-    let (task_inner, task_pool) = (Arc::clone(inner), pool.clone());
+    let (task_inner, task_pool, idem) = (Arc::clone(inner), pool.clone(), ctx.idem.cloned());
     tokio::spawn(async move {
         let _busy = busy;
-        let got = task_inner.key_op(&task_pool, &scripts::LeaseKey {}).await;
-        if let Err(Ok(view)) = tx.send(got) {
-            unclaimed(&task_inner, &task_pool, view);
+        let lease = Ctx {
+            idem: idem.as_ref(),
+            replayed: AtomicBool::new(false),
+        };
+        let got = task_inner
+            .key_op_in(&task_pool, &scripts::LeaseKey {}, Some(&lease))
+            .await;
+        let replayed = lease.replayed.load(Ordering::Acquire);
+        if let Err(Ok((view, replayed))) = tx.send(got.map(|v| (v, replayed))) {
+            // A replayed answer leased nothing now.
+            if !replayed {
+                let forget = idem.map(|i| i.key.as_str().to_owned());
+                unclaimed(&task_inner, &task_pool, view, forget);
+            }
         }
     });
-    let mut answer = Answer { inner, pool, rx };
-    (&mut answer.rx)
-        .await
-        .unwrap_or_else(|_| Err(super::unavailable("the lease task ended without an answer")))
+    detached_answer(inner, pool, rx, ctx).await
 }
 
-/// The answer of [`lease_detached`]; a key that arrived after its request
-/// was dropped is not lost with it.
+/// What a detached task sends: the key, and whether it is an answer
+/// recorded earlier for the idempotency key.
+type Detached = Result<(KeyView, bool), StoreError>;
+
+/// Waits for a detached task's answer, noting a replay in `ctx`.
+async fn detached_answer(
+    inner: &Arc<Inner>,
+    pool: &Name,
+    rx: oneshot::Receiver<Detached>,
+    ctx: &Ctx<'_>,
+) -> Result<KeyView, StoreError> {
+    let mut answer = Answer {
+        inner,
+        pool,
+        rx,
+        forget: ctx.idem.map(|i| i.key.as_str().to_owned()),
+    };
+    let (view, replayed) = (&mut answer.rx)
+        .await
+        .unwrap_or_else(|_| Err(super::unavailable("the lease task ended without an answer")))?;
+    if replayed {
+        ctx.replayed.store(true, Ordering::Release);
+    }
+    Ok(view)
+}
+
+/// The answer of a detached task; a key that arrived after its request
+/// was dropped is not lost with it (nor is its idempotency record kept).
 struct Answer<'a> {
     inner: &'a Arc<Inner>,
     pool: &'a Name,
-    rx: oneshot::Receiver<Result<KeyView, StoreError>>,
+    rx: oneshot::Receiver<Detached>,
+    forget: Option<String>,
 }
 
 impl Drop for Answer<'_> {
     fn drop(&mut self) {
         self.rx.close();
-        if let Ok(Ok(view)) = self.rx.try_recv() {
-            unclaimed(self.inner, self.pool, view);
+        if let Ok(Ok((view, false))) = self.rx.try_recv() {
+            unclaimed(self.inner, self.pool, view, self.forget.take());
         }
     }
 }
 
 /// A key leased for a request that went away: this process's next waiter
-/// of the pool takes it, else it is released.
-fn unclaimed(inner: &Arc<Inner>, pool: &Name, view: KeyView) {
+/// of the pool takes it, else it is released. A key recorded for the
+/// request's idempotency key (`forget`) is released with its record
+/// instead, so a retry leases anew and no record names a key another
+/// request holds.
+fn unclaimed(inner: &Arc<Inner>, pool: &Name, view: KeyView, forget: Option<String>) {
+    if forget.is_some() {
+        give_back(inner, pool, view, forget);
+        return;
+    }
     let back = lock(&inner.waiting).waiters.hand(pool, view);
     if let Err(view) = back {
-        give_back(inner, pool, view);
+        give_back(inner, pool, view, None);
     }
 }
 
@@ -260,6 +360,13 @@ pub(super) async fn settle(inner: &Inner, within: Duration) {
     }
 }
 
+/// How a wait that ran out ended with a key: handed by the watcher at the
+/// last moment (to be claimed), or leased (and recorded) by a last try.
+enum GaveUp {
+    Handed(KeyView),
+    Leased(KeyView),
+}
+
 /// A queued waiter. Dropped before it took its key (timed out, or its
 /// request future dropped), it leaves the FIFO; a key handed to it in that
 /// instant goes to the next waiter or back to free.
@@ -284,12 +391,16 @@ impl WaitGuard<'_> {
     /// The wait is over: a key handed at the last moment, else what a
     /// lease gives now (unless other waiters of this process come first:
     /// then `no_free_key` with the watcher's last known deadline).
-    async fn give_up(&mut self) -> Result<KeyView, StoreError> {
+    async fn give_up(&mut self, ctx: &Ctx<'_>) -> Result<GaveUp, StoreError> {
         let next_free = {
             let mut state = lock(&self.inner.waiting);
             if !state.waiters.remove(self.pool, self.ticket) {
                 drop(state);
-                return self.rx.try_recv().map_err(|_| self.closed());
+                return self
+                    .rx
+                    .try_recv()
+                    .map(GaveUp::Handed)
+                    .map_err(|_| self.closed());
             }
             state.kick(self.pool);
             if !state.waiters.waiting(self.pool) {
@@ -299,7 +410,9 @@ impl WaitGuard<'_> {
             }
         };
         match next_free {
-            None => lease_detached(self.inner, self.pool).await,
+            None => lease_detached(self.inner, self.pool, ctx)
+                .await
+                .map(GaveUp::Leased),
             Some(at) => Err(StoreError::NoFreeKey {
                 retry_after: at.and_then(|at| {
                     let left = at.saturating_duration_since(Instant::now());
@@ -326,7 +439,7 @@ impl Drop for WaitGuard<'_> {
         };
         if let Err(view) = state.waiters.hand(self.pool, view) {
             drop(state);
-            give_back(self.inner, self.pool, view);
+            give_back(self.inner, self.pool, view, None);
         }
     }
 }
@@ -334,7 +447,7 @@ impl Drop for WaitGuard<'_> {
 /// Releases a key leased for a waiter that left, in a task (a drop cannot
 /// wait). Its lease id fences it: if the lease ended meanwhile, nothing
 /// happens. Without a runtime the lease simply runs out.
-fn give_back(inner: &Arc<Inner>, pool: &Name, view: KeyView) {
+fn give_back(inner: &Arc<Inner>, pool: &Name, view: KeyView, forget: Option<String>) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
@@ -342,20 +455,26 @@ fn give_back(inner: &Arc<Inner>, pool: &Name, view: KeyView) {
     let (inner, pool) = (Arc::clone(inner), pool.clone());
     runtime.spawn(async move {
         let _busy = busy;
-        if let Err(e) = release(&inner, &pool, view).await {
+        if let Err(e) = release(&inner, &pool, view, forget).await {
             tracing::warn!(pool = %pool, error = %ErrorChain(&e), "could not free a key a waiter left");
         }
     });
 }
 
 /// Ends the lease of `view` (outcome ok), with its lease id. One script.
-async fn release(inner: &Inner, pool: &Name, view: KeyView) -> Result<(), StoreError> {
+async fn release(
+    inner: &Inner,
+    pool: &Name,
+    view: KeyView,
+    forget: Option<String>,
+) -> Result<(), StoreError> {
     let args = scripts::ReportKey {
         key: view.key,
         lease_id: view.lease.map(|l| l.id),
         outcome: "ok",
         retry_after_ms: None,
         reason: None,
+        forget,
     };
     inner.key_op(pool, &args).await.map(drop)
 }
@@ -484,7 +603,7 @@ async fn serve(inner: &Arc<Inner>, pool: &Name, backoff: &mut Backoff) -> Option
                 let back = lock(&inner.waiting).waiters.hand(pool, view);
                 if let Err(view) = back {
                     // Every waiter left meanwhile.
-                    give_back(inner, pool, view);
+                    give_back(inner, pool, view, None);
                     return None;
                 }
             }

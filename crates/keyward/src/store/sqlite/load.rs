@@ -18,6 +18,7 @@ use crate::core::{
     KeyLength, KeyState, KeyView, Keyspace, KeyspaceSpec, Labels, Lease, MaxFailures, Name, Pool,
     PoolKey, PoolSettings, Reason, Recovery, Secret, Timestamp, TokenCodec, Ttl,
 };
+use crate::store::idempotency::{Digest, Entry, IdemKey, Recorded, Records, Scope};
 
 /// A pool as read so far: settings, lease-id high-water mark, keys, and
 /// the lease ids seen (each may be held by one key only).
@@ -419,7 +420,55 @@ pub(super) fn load(
     row_keys.reclaiming = conn
         .query_row("SELECT EXISTS (SELECT 1 FROM reclaim)", [], |r| r.get(0))
         .map_err(sql)?;
-    Ok((Loaded { pools, keyspaces }, row_keys, unused_label_sets))
+    let idem = load_idempotency(conn, path)?;
+    Ok((
+        Loaded {
+            pools,
+            keyspaces,
+            idem,
+        },
+        row_keys,
+        unused_label_sets,
+    ))
+}
+
+/// The idempotency records, expired ones included (the reaper removes
+/// them; a lookup never answers one). O(records).
+fn load_idempotency(conn: &Connection, path: &Path) -> Result<Records, OpenError> {
+    let sql = |source| OpenError::Sqlite {
+        path: path.to_owned(),
+        source,
+    };
+    let corrupt = |what: String| OpenError::Corrupt {
+        path: path.to_owned(),
+        what,
+    };
+    let mut records = Records::default();
+    let mut stmt = conn
+        .prepare("SELECT scope, key, digest, status, body, expires_at_ms FROM idempotency")
+        .map_err(sql)?;
+    let mut rows = stmt.query([]).map_err(sql)?;
+    while let Some(row) = rows.next().map_err(sql)? {
+        let scope: String = row.get(0).map_err(sql)?;
+        let key: String = row.get(1).map_err(sql)?;
+        let digest: String = row.get(2).map_err(sql)?;
+        let status: i64 = row.get(3).map_err(sql)?;
+        let body: Vec<u8> = row.get(4).map_err(sql)?;
+        let expires_at: i64 = row.get(5).map_err(sql)?;
+        let bad = || corrupt(format!("idempotency row of scope {scope:?}"));
+        let entry = Entry {
+            digest: Digest::from_hex(&digest).ok_or_else(bad)?,
+            recorded: Recorded {
+                status: u16::try_from(status).map_err(|_| bad())?,
+                body: body.into(),
+            },
+            expires_at: Timestamp::from_millis(u64::try_from(expires_at).map_err(|_| bad())?),
+        };
+        let scope = Scope::from_text(&scope).ok_or_else(bad)?;
+        let key = IdemKey::parse(key.as_bytes()).map_err(|_| bad())?;
+        records.insert(scope, key, entry);
+    }
+    Ok(records)
 }
 
 #[cfg(test)]

@@ -6,7 +6,10 @@
 -- the rest. Import: ARG.keys holds the caller's keys separated by single
 -- spaces (a key is visible ASCII, never a space); one that is a live key
 -- (or repeated) is left as it is and reported as existing. ARG.count:
--- how many keys ARG.keys holds. ARG.labels: the labels every new key
+-- how many keys ARG.keys holds; ARG.want: how many to generate (the
+-- caller sends spare candidates, so one call is enough even when some
+-- are taken: the call is then one atomic step, idempotency record
+-- included). ARG.labels: the labels every new key
 -- carries, as keyward encodes them ("" for none). Refused whole
 -- (KEY_LIMIT) if the pool would come to hold more than ARG.max_keys keys
 -- (an import counts only the keys not already live, each once).
@@ -15,7 +18,7 @@
 -- count, added key..., existing key...} or {KEY_LIMIT}.
 expire_some(LAZY_EXPIRY_BOUND)
 local count = tonumber(ARG.count)
-local fresh = count
+local fresh = tonumber(ARG.want)
 if ARG.mode ~= 'generate' then
   fresh = 0
   local seen = {}
@@ -52,6 +55,9 @@ end
 if ARG.mode == 'generate' then
   local len = setting('key_length')
   for i = 0, count - 1 do
+    if #added == fresh then
+      break
+    end
     local k = string.sub(ARG.keys, i * CANDIDATE_LEN + 1, i * CANDIDATE_LEN + len)
     if redis.call('EXISTS', khash(k)) == 0 then
       add(k)

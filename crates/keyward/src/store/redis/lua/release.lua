@@ -1,7 +1,9 @@
 -- report_key (and release_key, its `ok`): ends the lease with the
 -- holder's outcome. ARG.lease_id: the lease id, or "" for any;
 -- ARG.outcome: ok | rate_limited | failed; ARG.retry_after_ms: "" for the
--- pool's cooldown; ARG.reason: "" for none. The rules are the core's
+-- pool's cooldown; ARG.reason: "" for none; ARG.forget: the idempotency
+-- key whose record goes with this release ("" for none: see
+-- idempotency.lua). The rules are the core's
 -- `Pool::release_with`. O(log n). Wakes waiting leases (`wake`).
 -- Reply: key_reply + {due index score or ""}.
 local k = ARG.key
@@ -46,6 +48,9 @@ else
 end
 move(k, f, to, ends)
 write_health(k, f, old)
+if ARG.forget ~= '' then
+  idem_forget(ARG.forget)
+end
 -- Freed, or cooling or quarantined until a deadline a waiter must learn.
 wake()
 local reply = key_reply(k, f)

@@ -1,0 +1,378 @@
+//! Idempotency records: what a request carrying an `Idempotency-Key` did,
+//! kept so that its retry gets the same answer and changes nothing.
+//!
+//! A record is written by the store in the same atomic step as the change
+//! it describes (the same lock hold and journal batch on the local stores,
+//! the same script on Redis), so a change that happened always has its
+//! record and a record always has its change: a client that saw a timeout
+//! or a 503 ("outcome unknown") retries with the same key and gets exactly
+//! one effect. Only successes are recorded; a refused request changed
+//! nothing, so running it again is safe.
+//!
+//! Keys are scoped to the pool or keyspace the request names ([`Scope`]):
+//! that is where Redis keeps the record, in the same cluster slot as the
+//! data it changes. The request itself is compared by a SHA-256 [`Digest`]
+//! of its method, path and body, never stored whole.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+
+use bytes::Bytes;
+use sha2::{Digest as _, Sha256};
+
+use super::{Effect, StoreError};
+use crate::core::{Name, Timestamp, Ttl};
+
+/// Longest `Idempotency-Key`.
+pub const MAX_KEY_LEN: usize = 255;
+
+/// An `Idempotency-Key`: 1 to [`MAX_KEY_LEN`] visible ASCII characters.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IdemKey(String);
+
+/// Why a header value is not an [`IdemKey`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("Idempotency-Key must be 1 to 255 visible ASCII characters")]
+pub struct InvalidIdemKey;
+
+impl IdemKey {
+    /// `bytes` as a key, if it is 1 to 255 visible ASCII characters. O(len).
+    pub fn parse(bytes: &[u8]) -> Result<Self, InvalidIdemKey> {
+        let ok = (1..=MAX_KEY_LEN).contains(&bytes.len()) && bytes.iter().all(u8::is_ascii_graphic);
+        if !ok {
+            return Err(InvalidIdemKey);
+        }
+        std::str::from_utf8(bytes)
+            .map(|s| Self(s.to_owned()))
+            .map_err(|_| InvalidIdemKey)
+    }
+
+    /// The key as sent. O(1).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Clients may put anything in a key, so logs show only its length.
+impl fmt::Debug for IdemKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "IdemKey(<{} chars>)", self.0.len())
+    }
+}
+
+/// SHA-256 of a request's method, path (with query) and body: what a
+/// retry must match for its key to replay.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Digest([u8; 32]);
+
+impl Digest {
+    /// The digest of one request. Each part is length-prefixed, so no two
+    /// different requests share their input. O(body).
+    pub fn of(method: &str, target: &str, body: &[u8]) -> Self {
+        let mut h = Sha256::new();
+        for part in [method.as_bytes(), target.as_bytes(), body] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        Self(h.finalize().into())
+    }
+
+    /// The 64 lower-case hex digits (how SQLite and Redis keep it). O(1).
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The digest from its 64 hex digits, if they are. O(1).
+    pub fn from_hex(text: &str) -> Option<Self> {
+        if text.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(Self(out))
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({}…)", &self.to_hex()[..12])
+    }
+}
+
+/// A successful answer as it went out: its status and JSON body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recorded {
+    /// The HTTP status (2xx).
+    pub status: u16,
+    /// The body, shared by every replay (empty for 204).
+    pub body: Bytes,
+}
+
+/// Renders a change's effect into the answer a request gets: the HTTP
+/// layer's one renderer, handed down so a store can record the answer in
+/// the same step as the change.
+pub type Render = fn(&Effect) -> Recorded;
+
+/// What an idempotency key is scoped to: the pool or keyspace the request
+/// names.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    /// A pool and its keys.
+    Pool(Name),
+    /// A keyspace and its tokens.
+    Keyspace(Name),
+}
+
+impl Scope {
+    /// `p:NAME` or `ks:NAME`: the scope as one column value. O(1).
+    pub fn text(&self) -> String {
+        match self {
+            Self::Pool(n) => format!("p:{n}"),
+            Self::Keyspace(n) => format!("ks:{n}"),
+        }
+    }
+
+    /// The scope from [`Scope::text`]. O(1).
+    pub fn from_text(text: &str) -> Option<Self> {
+        if let Some(name) = text.strip_prefix("p:") {
+            return Name::parse(name).ok().map(Self::Pool);
+        }
+        let name = text.strip_prefix("ks:")?;
+        Name::parse(name).ok().map(Self::Keyspace)
+    }
+}
+
+/// An idempotent request as the store sees it: its key, the digest a
+/// retry must match, how long the record lives, and how to render the
+/// answer to record.
+#[derive(Clone, Debug)]
+pub struct Idem {
+    /// The `Idempotency-Key`.
+    pub key: IdemKey,
+    /// The request's digest.
+    pub digest: Digest,
+    /// How long the record is kept (`--idempotency-ttl`).
+    pub ttl: Ttl,
+    /// The answer for an effect.
+    pub render: Render,
+}
+
+/// One stored record.
+#[derive(Clone, Debug)]
+pub(crate) struct Entry {
+    pub(crate) digest: Digest,
+    pub(crate) recorded: Recorded,
+    pub(crate) expires_at: Timestamp,
+}
+
+/// The records of the local stores, with their expiry in an ordered
+/// index: lookups are O(1), writes and expiry O(log r) each for r
+/// records, and an expired record is never answered even before the
+/// reaper pops it.
+#[derive(Debug, Default)]
+pub(crate) struct Records {
+    map: HashMap<(Scope, IdemKey), Entry>,
+    due: BTreeSet<(Timestamp, Scope, IdemKey)>,
+    bytes: u64,
+}
+
+impl Records {
+    /// The recorded answer for `idem` in `scope`, if a live record has
+    /// that key: `Ok(Some)` when the request matches it, `Err` when the key
+    /// was used for another request. O(1).
+    pub(crate) fn lookup(
+        &self,
+        scope: &Scope,
+        idem: &Idem,
+        now: Timestamp,
+    ) -> Result<Option<Recorded>, StoreError> {
+        // Cloning the scope is cheaper than a second map keyed by borrow.
+        match self.map.get(&(scope.clone(), idem.key.clone())) {
+            Some(e) if e.expires_at > now => {
+                if e.digest == idem.digest {
+                    Ok(Some(e.recorded.clone()))
+                } else {
+                    Err(StoreError::IdempotencyKeyReused)
+                }
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Keeps `entry` under `key`, replacing an expired one. O(log r).
+    pub(crate) fn insert(&mut self, scope: Scope, key: IdemKey, entry: Entry) {
+        let at = entry.expires_at;
+        self.bytes += entry.recorded.body.len() as u64;
+        if let Some(old) = self.map.insert((scope.clone(), key.clone()), entry) {
+            self.bytes -= old.recorded.body.len() as u64;
+            self.due
+                .remove(&(old.expires_at, scope.clone(), key.clone()));
+        }
+        self.due.insert((at, scope, key));
+    }
+
+    /// Forgets a record (its change was undone). O(log r).
+    pub(crate) fn remove(&mut self, scope: &Scope, key: &IdemKey) -> bool {
+        match self.map.remove(&(scope.clone(), key.clone())) {
+            Some(old) => {
+                self.bytes -= old.recorded.body.len() as u64;
+                self.due
+                    .remove(&(old.expires_at, scope.clone(), key.clone()));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Takes out at most `max` records expired at `now`, oldest first.
+    /// O(m log r) for m records.
+    pub(crate) fn pop_expired(&mut self, now: Timestamp, max: usize) -> Vec<(Scope, IdemKey)> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            match self.due.first() {
+                Some((at, _, _)) if *at <= now => {}
+                _ => break,
+            }
+            let Some((_, scope, key)) = self.due.pop_first() else {
+                break;
+            };
+            if let Some(old) = self.map.remove(&(scope.clone(), key.clone())) {
+                self.bytes -= old.recorded.body.len() as u64;
+            }
+            out.push((scope, key));
+        }
+        out
+    }
+
+    /// How many records are kept. O(1).
+    pub(crate) fn len(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    /// Bytes of recorded bodies kept. O(1).
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(_: &Effect) -> Recorded {
+        Recorded {
+            status: 204,
+            body: Bytes::new(),
+        }
+    }
+
+    fn idem(key: &str, body: &[u8]) -> Idem {
+        Idem {
+            key: IdemKey::parse(key.as_bytes()).expect("a valid key"),
+            digest: Digest::of("POST", "/v1/pools/p/lease", body),
+            ttl: Ttl::from_millis(1000).expect("a valid ttl"),
+            render,
+        }
+    }
+
+    fn entry(idem: &Idem, body: &str, expires_at: u64) -> Entry {
+        Entry {
+            digest: idem.digest,
+            recorded: Recorded {
+                status: 200,
+                body: Bytes::from(body.to_owned()),
+            },
+            expires_at: Timestamp::from_millis(expires_at),
+        }
+    }
+
+    fn pool() -> Scope {
+        Scope::Pool(Name::parse("p").expect("a valid name"))
+    }
+
+    #[test]
+    fn keys_are_one_to_255_visible_ascii_characters() {
+        assert!(IdemKey::parse(b"a").is_ok());
+        assert!(IdemKey::parse(&[b'x'; 255]).is_ok());
+        for bad in [
+            &b""[..],
+            &[b'x'; 256],
+            b"a b",
+            b"tab\t",
+            "é".as_bytes(),
+            b"\x7f",
+        ] {
+            assert_eq!(IdemKey::parse(bad), Err(InvalidIdemKey), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_key_never_shows_in_debug_output() {
+        let key = IdemKey::parse(b"secret-ish").expect("a valid key");
+        assert!(!format!("{key:?}").contains("secret"));
+    }
+
+    #[test]
+    fn digests_differ_by_method_path_and_body_and_round_trip_as_hex() {
+        let a = Digest::of("POST", "/v1/x", b"{}");
+        assert_ne!(a, Digest::of("PUT", "/v1/x", b"{}"));
+        assert_ne!(a, Digest::of("POST", "/v1/y", b"{}"));
+        assert_ne!(a, Digest::of("POST", "/v1/x", b"{ }"));
+        // Length prefixes: moving a byte from the path to the body differs.
+        assert_ne!(
+            Digest::of("POST", "/v1/x", b"a"),
+            Digest::of("POST", "/v1/xa", b"")
+        );
+        assert_eq!(Digest::from_hex(&a.to_hex()), Some(a));
+        assert_eq!(Digest::from_hex("zz"), None);
+    }
+
+    #[test]
+    fn scopes_round_trip_as_text() {
+        let ks = Scope::Keyspace(Name::parse("codes").expect("a valid name"));
+        assert_eq!(Scope::from_text(&ks.text()), Some(ks));
+        assert_eq!(Scope::from_text(&pool().text()), Some(pool()));
+        assert_eq!(Scope::from_text("x:y"), None);
+    }
+
+    #[test]
+    fn a_record_replays_for_its_request_and_refuses_another() {
+        let mut records = Records::default();
+        let first = idem("k", b"{}");
+        records.insert(pool(), first.key.clone(), entry(&first, "body", 100));
+        let now = Timestamp::from_millis(50);
+        let replay = records.lookup(&pool(), &first, now).expect("same request");
+        assert_eq!(replay.map(|r| r.body), Some(Bytes::from("body")));
+        let other = idem("k", b"{\"wait_ms\":1}");
+        assert!(matches!(
+            records.lookup(&pool(), &other, now),
+            Err(StoreError::IdempotencyKeyReused)
+        ));
+        let elsewhere = Scope::Pool(Name::parse("q").expect("a valid name"));
+        assert!(matches!(records.lookup(&elsewhere, &other, now), Ok(None)));
+    }
+
+    #[test]
+    fn expired_records_are_never_answered_and_pop_in_deadline_order_in_bounded_steps() {
+        let mut records = Records::default();
+        for (i, at) in [30, 10, 20, 40].into_iter().enumerate() {
+            let r = idem(&format!("k{i}"), b"");
+            records.insert(pool(), r.key.clone(), entry(&r, "xy", at));
+        }
+        assert_eq!((records.len(), records.bytes()), (4, 8));
+        let late = Timestamp::from_millis(35);
+        assert!(matches!(
+            records.lookup(&pool(), &idem("k0", b""), late),
+            Ok(None)
+        ));
+        let popped = records.pop_expired(late, 2);
+        let keys: Vec<&str> = popped.iter().map(|(_, k)| k.as_str()).collect();
+        assert_eq!(keys, ["k1", "k2"]);
+        assert_eq!(records.pop_expired(late, 10).len(), 1);
+        assert_eq!((records.len(), records.bytes()), (1, 2));
+        assert!(records.remove(&pool(), &idem("k3", b"").key));
+        assert_eq!((records.len(), records.bytes()), (0, 0));
+    }
+}

@@ -1,0 +1,65 @@
+-- Idempotency records of this pool or keyspace, after its head. Every
+-- pool and keyspace script is wrapped (see `scripts.rs`): with
+-- ARG.idem_key set, a live record of that key answers in place of the
+-- body (or IDEM_REUSED when ARG.idem_digest differs), and a body that
+-- succeeds has its reply recorded in the same script, so the change and
+-- its record are one atomic step. Records live in the hash P:idem (key ->
+-- 64 hex digits of digest, then the reply encoded as `len:text` per
+-- element), their ends in the sorted set P:idem:at; at most IDEM_POP
+-- expired ones are removed per call, and both keys carry a TTL as long
+-- as their longest-lived record, so an idle scope's records go too.
+local IDEM = ARG.idem_key ~= '' and ARG.idem_key or nil
+local IDEM_H = ARG.prefix .. ':idem'
+local IDEM_AT = IDEM_H .. ':at'
+
+-- The recorded reply for ARG.idem_key as {REPLAYED, encoded reply},
+-- {IDEM_REUSED}, or nil (no key, or no live record). O(log r) plus the
+-- bounded removal of expired records.
+local function idem_replay()
+  if not IDEM then
+    return nil
+  end
+  local due = redis.call('ZRANGEBYSCORE', IDEM_AT, '-inf', clock(ARG.now), 'LIMIT', 0, IDEM_POP)
+  if #due > 0 then
+    redis.call('HDEL', IDEM_H, unpack(due))
+    redis.call('ZREM', IDEM_AT, unpack(due))
+  end
+  local rec = redis.call('HGET', IDEM_H, IDEM)
+  if not rec then
+    return nil
+  end
+  if string.sub(rec, 1, 64) ~= ARG.idem_digest then
+    return { IDEM_REUSED }
+  end
+  return { REPLAYED, string.sub(rec, 65) }
+end
+
+-- Records `reply` for ARG.idem_key if it is a success; returns it.
+-- O(len(reply) + log r).
+local function idem_record(reply)
+  local code = reply[1]
+  if not IDEM or (code ~= OK and code ~= CREATED and code ~= EXISTED) then
+    return reply
+  end
+  local parts = {}
+  for i, v in ipairs(reply) do
+    local s = type(v) == 'number' and string.format('%d', v) or tostring(v)
+    parts[i] = #s .. ':' .. s
+  end
+  local ttl = tonumber(ARG.idem_ttl_ms)
+  redis.call('HSET', IDEM_H, IDEM, ARG.idem_digest .. table.concat(parts))
+  redis.call('ZADD', IDEM_AT, clock(ARG.now) + ttl, IDEM)
+  for _, k in ipairs({ IDEM_H, IDEM_AT }) do
+    if redis.call('PTTL', k) < ttl then
+      redis.call('PEXPIRE', k, ttl)
+    end
+  end
+  return reply
+end
+
+-- Removes the record of `key` (its change was undone: a key leased for a
+-- waiter that left was given back). O(log r).
+local function idem_forget(key)
+  redis.call('HDEL', IDEM_H, key)
+  redis.call('ZREM', IDEM_AT, key)
+end
