@@ -8,6 +8,11 @@
 #   bench/ab.sh /path/to/keyward-before target/release/keyward
 #   ROUNDS=3 DURATION=2s STORES="memory redis" bench/ab.sh OLD NEW
 #
+# BASE_ARGS and NEW_ARGS add `keyward bench` flags to each side, so one
+# binary can be compared with itself, e.g. the cost of idempotency keys:
+#
+#   NEW_ARGS=--idempotency-keys bench/ab.sh target/release/keyward target/release/keyward
+#
 # Needs curl and python3; redis-server and redis-cli for the redis store.
 # Loopback only; private servers on free ports; only processes started
 # here are stopped, by PID.
@@ -18,6 +23,8 @@ ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-3s}
 CONNECTIONS=${CONNECTIONS:-64}
 STORES=${STORES:-"memory sqlite redis"}
+BASE_ARGS=${BASE_ARGS:-}
+NEW_ARGS=${NEW_ARGS:-}
 work=$(mktemp -d)
 results="$work/results.txt"
 : >"$results"
@@ -35,7 +42,8 @@ for round in $(seq 1 "$ROUNDS"); do
   for store in $STORES; do
     for side in base new; do
       bin=$BASE
-      [ "$side" = new ] && bin=$NEW
+      args=$BASE_ARGS
+      if [ "$side" = new ]; then bin=$NEW; args=$NEW_ARGS; fi
       port=$(free_port)
       case $store in
         memory) spec=memory: ;;
@@ -46,7 +54,7 @@ for round in $(seq 1 "$ROUNDS"); do
       server=$!
       for _ in $(seq 1 100); do curl -fs "127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
       rate=$("$NEW" bench --url "http://127.0.0.1:$port" --json --workload lease-release --pool ab \
-        --keys 1000 -c "$CONNECTIONS" -d "$DURATION" | python3 -c '
+        --keys 1000 -c "$CONNECTIONS" -d "$DURATION" $args | python3 -c '
 import json, sys
 d = json.load(sys.stdin)
 print(int(d["requests_per_sec"]) if d["status_errors"] == 0 and d["transport_errors"] == 0 else -1)')

@@ -567,3 +567,45 @@ async fn the_validator_refuses_the_document_with_a_repeated_operation_id() -> Re
         }
     }
 }
+
+#[tokio::test]
+async fn every_change_under_v1_documents_the_idempotency_key_and_its_answers() -> Result<()> {
+    let doc = served_document().await?;
+    let mut problems = Vec::new();
+    let mut changes = 0;
+    for (op, operation) in operations(&doc) {
+        let (method, path) = op.split_once(' ').expect("METHOD path");
+        let header = operation["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["name"] == "Idempotency-Key" && p["in"] == "header");
+        let change = path.starts_with("/v1/") && method != "GET";
+        match (change, header) {
+            (true, None) => problems.push(format!("{op}: no Idempotency-Key header")),
+            (true, Some(h)) => {
+                changes += 1;
+                if h["schema"]["maxLength"] != 255 || h["required"] == true {
+                    problems.push(format!("{op}: {h}"));
+                }
+                let responses = &operation["responses"];
+                for (status, code) in [
+                    ("400", "invalid_idempotency_key"),
+                    ("409", "idempotency_in_flight"),
+                    ("422", "idempotency_key_reused"),
+                ] {
+                    let said = responses[status]["description"].as_str().unwrap_or("");
+                    if !said.contains(code) {
+                        problems.push(format!("{op}: {status} does not name {code}"));
+                    }
+                }
+            }
+            (false, Some(_)) => problems.push(format!("{op}: not a /v1 change")),
+            (false, None) => {}
+        }
+    }
+    if changes < 13 {
+        problems.push(format!("only {changes} documented changes"));
+    }
+    none_of(problems)
+}

@@ -10,6 +10,8 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -61,6 +63,34 @@ pub(crate) struct Endpoint {
     addr: SocketAddr,
     host: HeaderValue,
     auth: Option<HeaderValue>,
+    idempotency: Option<Arc<IdemKeys>>,
+}
+
+/// Fresh `Idempotency-Key` values: a run prefix (the start time in
+/// nanoseconds and the process id) and a counter, so no two requests of
+/// any run share one.
+#[derive(Debug)]
+pub(crate) struct IdemKeys {
+    run: u64,
+    next: AtomicU64,
+}
+
+impl IdemKeys {
+    fn new() -> Self {
+        Self {
+            run: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+                ^ u64::from(std::process::id()).rotate_left(40),
+            next: AtomicU64::new(0),
+        }
+    }
+
+    fn next(&self) -> HeaderValue {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::from_str(&format!("bench-{:016x}-{n}", self.run))
+            .expect("hex digits and a number are a valid header value")
+    }
 }
 
 impl Endpoint {
@@ -69,6 +99,7 @@ impl Endpoint {
         target: &Target,
         addr: SocketAddr,
         admin_token: Option<&BearerToken>,
+        idempotency_keys: bool,
     ) -> Result<Self, hyper::header::InvalidHeaderValue> {
         let host = HeaderValue::from_str(target.authority())?;
         let auth = admin_token
@@ -78,7 +109,12 @@ impl Endpoint {
                 Ok(v)
             })
             .transpose()?;
-        Ok(Self { addr, host, auth })
+        Ok(Self {
+            addr,
+            host,
+            auth,
+            idempotency: idempotency_keys.then(|| Arc::new(IdemKeys::new())),
+        })
     }
 
     /// Opens one connection (TCP_NODELAY, HTTP/1 keep-alive).
@@ -104,9 +140,10 @@ impl Endpoint {
         })
     }
 
-    /// A request with the `Host` header, the bearer token if any, and
-    /// `Content-Type: application/json` when there is a body. `uri` is
-    /// origin-form (`/path`).
+    /// A request with the `Host` header, the bearer token if any,
+    /// `Content-Type: application/json` when there is a body, and (with
+    /// `--idempotency-keys`) a fresh `Idempotency-Key` on every `POST`,
+    /// `PUT` and `DELETE`. `uri` is origin-form (`/path`).
     pub(crate) fn request(&self, method: Method, uri: Uri, body: Bytes) -> Request<Full<Bytes>> {
         let has_body = !body.is_empty();
         let mut req = Request::new(Full::new(body));
@@ -119,6 +156,11 @@ impl Endpoint {
         }
         if has_body {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        if let Some(keys) = &self.idempotency
+            && req.method() != Method::GET
+        {
+            req.headers_mut().insert("idempotency-key", keys.next());
         }
         req
     }

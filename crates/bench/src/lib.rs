@@ -137,6 +137,11 @@ pub struct BenchArgs {
     )]
     pub admin_token: Option<String>,
 
+    /// Send a fresh Idempotency-Key with every POST, PUT and DELETE (to
+    /// measure what recording each answer costs)
+    #[arg(long)]
+    pub idempotency_keys: bool,
+
     /// Allow a --url that is not a loopback address
     #[arg(long)]
     pub allow_remote: bool,
@@ -225,6 +230,8 @@ pub struct BenchOptions {
     pub wait: Duration,
     /// Sent as `Authorization: Bearer …` when set.
     pub admin_token: Option<BearerToken>,
+    /// A fresh `Idempotency-Key` on every change request.
+    pub idempotency_keys: bool,
     /// Draw a progress bar and preparation notes on stderr.
     pub progress: bool,
 }
@@ -248,6 +255,7 @@ impl BenchOptions {
             hold: Duration::from_millis(1),
             wait: Duration::from_secs(5),
             admin_token: None,
+            idempotency_keys: false,
             progress: false,
         }
     }
@@ -320,6 +328,7 @@ impl BenchOptions {
             hold,
             wait,
             admin_token: args.admin_token.map(BearerToken),
+            idempotency_keys: args.idempotency_keys,
             progress: false,
         })
     }
@@ -506,7 +515,8 @@ pub async fn measure(opts: &BenchOptions) -> Result<Report, BenchError> {
 async fn connect(opts: &BenchOptions) -> Result<(Endpoint, Conn), BenchError> {
     let mut last = None;
     for addr in opts.target.resolve().await? {
-        let ep = Endpoint::new(&opts.target, addr, opts.admin_token.as_ref()).map_err(|_| {
+        let token = opts.admin_token.as_ref();
+        let ep = Endpoint::new(&opts.target, addr, token, opts.idempotency_keys).map_err(|_| {
             BenchError::Invalid("the admin token is not a valid HTTP header value".into())
         })?;
         match ep.open().await {

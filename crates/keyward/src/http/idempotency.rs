@@ -91,11 +91,12 @@ impl Drop for Running {
 /// The scope part of a `/v1` path, `pools/NAME` or `keyspaces/NAME`: what
 /// a key is scoped to. O(path).
 fn scope_of(path: &str) -> String {
-    path.trim_start_matches("/v1/")
-        .splitn(3, '/')
-        .take(2)
-        .collect::<Vec<_>>()
-        .join("/")
+    let rest = path.trim_start_matches("/v1/");
+    let end = rest
+        .match_indices('/')
+        .nth(1)
+        .map_or(rest.len(), |(i, _)| i);
+    rest[..end].to_owned()
 }
 
 /// Middleware on every route: for `POST`, `PUT` and `DELETE` under `/v1`
@@ -104,7 +105,11 @@ fn scope_of(path: &str) -> String {
 /// body is already buffered, within its limit), refuses a duplicate of a
 /// request still running here, and hands the handler an [`Idem`]. Counts
 /// the bytes of answers recorded.
-pub(crate) async fn gate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub(crate) async fn gate(
+    State(gate): State<Arc<Idempotency>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let mutating = matches!(*req.method(), Method::POST | Method::PUT | Method::DELETE);
     if !mutating || !req.uri().path().starts_with("/v1/") {
         return next.run(req).await;
@@ -128,7 +133,6 @@ pub(crate) async fn gate(State(state): State<AppState>, req: Request, next: Next
         .path_and_query()
         .map_or(parts.uri.path(), |p| p.as_str());
     let digest = Digest::of(parts.method.as_str(), target, &bytes);
-    let gate = &state.idempotency;
     let _running = match gate.start(scope_of(parts.uri.path()), key.clone(), digest) {
         Ok(running) => running,
         Err(e) => return e.into_response(),

@@ -112,7 +112,7 @@ pub fn router(state: AppState) -> Router {
         // would only disagree with it.
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(
-            state.clone(),
+            state.idempotency.clone(),
             idempotency::gate,
         ))
         .layer(middleware::from_fn(reject_oversized))
@@ -186,7 +186,15 @@ fn finish_doc(doc: &mut utoipa::openapi::OpenApi) {
         )
         .build()
         .into();
-    for item in doc.paths.paths.values_mut() {
+    for (path, item) in doc.paths.paths.iter_mut() {
+        if path.starts_with("/v1/") {
+            for operation in [&mut item.put, &mut item.post, &mut item.delete]
+                .into_iter()
+                .flatten()
+            {
+                document_idempotency(operation);
+            }
+        }
         let operations = [
             &mut item.get,
             &mut item.put,
@@ -208,6 +216,71 @@ fn finish_doc(doc: &mut utoipa::openapi::OpenApi) {
             }
         }
     }
+}
+
+/// The `Idempotency-Key` header of a `/v1` change, and its answers: 400
+/// `invalid_idempotency_key`, 409 `idempotency_in_flight`, 422
+/// `idempotency_key_reused`, and the replay header.
+fn document_idempotency(operation: &mut utoipa::openapi::path::Operation) {
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required, ResponseBuilder};
+
+    let key = ParameterBuilder::new()
+        .name("Idempotency-Key")
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some(
+            "Makes a retry safe: the first request with this key runs and, if it succeeds, its \
+             answer is recorded with the change for --idempotency-ttl (24 h by default); a \
+             retry with the same key, method, path and body in this pool or keyspace gets that \
+             answer again with `Idempotent-Replayed: true` and changes nothing",
+        ))
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(crate::store::idempotency::MAX_KEY_LEN))
+                .pattern(Some("^[\\x21-\\x7e]+$")),
+        ))
+        .build();
+    operation
+        .parameters
+        .get_or_insert_with(Vec::new)
+        .push(RefOr::T(key));
+    let error = |description: &str| -> RefOr<utoipa::openapi::Response> {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+            .into()
+    };
+    let responses = &mut operation.responses.responses;
+    for (status, code) in [
+        ("400", "invalid_idempotency_key"),
+        (
+            "409",
+            "idempotency_in_flight (a request with this Idempotency-Key is still running)",
+        ),
+    ] {
+        match responses.get_mut(status) {
+            Some(RefOr::T(response)) => {
+                response.description = format!("{}, {code}", response.description);
+            }
+            _ => {
+                responses.insert(status.to_owned(), error(code));
+            }
+        }
+    }
+    responses.insert(
+        "422".to_owned(),
+        error("idempotency_key_reused: the Idempotency-Key was used for another request in this pool or keyspace"),
+    );
 }
 
 /// An `Option<Body>` request body is rendered `oneOf: [Body, null]`, but

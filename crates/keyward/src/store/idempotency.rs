@@ -27,8 +27,9 @@ use crate::core::{Name, Timestamp, Ttl};
 pub const MAX_KEY_LEN: usize = 255;
 
 /// An `Idempotency-Key`: 1 to [`MAX_KEY_LEN`] visible ASCII characters.
+/// Cheap to clone: the map of records and its expiry index share it.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct IdemKey(String);
+pub struct IdemKey(std::sync::Arc<str>);
 
 /// Why a header value is not an [`IdemKey`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -43,12 +44,19 @@ impl IdemKey {
             return Err(InvalidIdemKey);
         }
         std::str::from_utf8(bytes)
-            .map(|s| Self(s.to_owned()))
+            .map(|s| Self(s.into()))
             .map_err(|_| InvalidIdemKey)
     }
 
     /// The key as sent. O(1).
     pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// So a map keyed by [`IdemKey`] is read with a `&str`.
+impl std::borrow::Borrow<str> for IdemKey {
+    fn borrow(&self) -> &str {
         &self.0
     }
 }
@@ -77,9 +85,25 @@ impl Digest {
         Self(h.finalize().into())
     }
 
-    /// The 64 lower-case hex digits (how SQLite and Redis keep it). O(1).
+    /// The 64 lower-case hex digits (how Redis keeps it). O(1).
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(64);
+        for b in self.0 {
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+        out
+    }
+
+    /// The 32 bytes (how SQLite keeps it). O(1).
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The digest from its 32 bytes, if they are 32. O(1).
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        bytes.try_into().ok().map(Self)
     }
 
     /// The digest from its 64 hex digits, if they are. O(1).
@@ -162,6 +186,9 @@ pub struct Idem {
 /// One stored record.
 #[derive(Clone, Debug)]
 pub(crate) struct Entry {
+    /// Its number, in the order records were made: its row id in SQLite,
+    /// so rows are appended at the end of the table and found by number.
+    pub(crate) id: u64,
     pub(crate) digest: Digest,
     pub(crate) recorded: Recorded,
     pub(crate) expires_at: Timestamp,
@@ -173,9 +200,13 @@ pub(crate) struct Entry {
 /// reaper pops it.
 #[derive(Debug, Default)]
 pub(crate) struct Records {
-    map: HashMap<(Scope, IdemKey), Entry>,
+    /// By scope, then key: a lookup borrows both, cloning nothing.
+    map: HashMap<Scope, HashMap<IdemKey, Entry>>,
     due: BTreeSet<(Timestamp, Scope, IdemKey)>,
+    count: u64,
     bytes: u64,
+    /// The number the next record gets.
+    next_id: u64,
 }
 
 impl Records {
@@ -188,8 +219,7 @@ impl Records {
         idem: &Idem,
         now: Timestamp,
     ) -> Result<Option<Recorded>, StoreError> {
-        // Cloning the scope is cheaper than a second map keyed by borrow.
-        match self.map.get(&(scope.clone(), idem.key.clone())) {
+        match self.map.get(scope).and_then(|m| m.get(idem.key.as_str())) {
             Some(e) if e.expires_at > now => {
                 if e.digest == idem.digest {
                     Ok(Some(e.recorded.clone()))
@@ -201,34 +231,57 @@ impl Records {
         }
     }
 
-    /// Keeps `entry` under `key`, replacing an expired one. O(log r).
-    pub(crate) fn insert(&mut self, scope: Scope, key: IdemKey, entry: Entry) {
+    /// A number for a new record: above every number given or loaded.
+    /// O(1).
+    pub(crate) fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Keeps `entry` under `key`, replacing an expired one (whose number
+    /// is returned, to delete its row). O(log r).
+    pub(crate) fn insert(&mut self, scope: Scope, key: IdemKey, entry: Entry) -> Option<u64> {
+        self.next_id = self.next_id.max(entry.id);
         let at = entry.expires_at;
         self.bytes += entry.recorded.body.len() as u64;
-        if let Some(old) = self.map.insert((scope.clone(), key.clone()), entry) {
+        self.count += 1;
+        let keys = self.map.entry(scope.clone()).or_default();
+        let replaced = keys.insert(key.clone(), entry).map(|old| {
+            self.count -= 1;
             self.bytes -= old.recorded.body.len() as u64;
             self.due
                 .remove(&(old.expires_at, scope.clone(), key.clone()));
-        }
+            old.id
+        });
         self.due.insert((at, scope, key));
+        replaced
     }
 
-    /// Forgets a record (its change was undone). O(log r).
-    pub(crate) fn remove(&mut self, scope: &Scope, key: &IdemKey) -> bool {
-        match self.map.remove(&(scope.clone(), key.clone())) {
-            Some(old) => {
-                self.bytes -= old.recorded.body.len() as u64;
-                self.due
-                    .remove(&(old.expires_at, scope.clone(), key.clone()));
-                true
-            }
-            None => false,
+    /// Forgets a record (its change was undone); returns its number.
+    /// O(log r).
+    pub(crate) fn remove(&mut self, scope: &Scope, key: &IdemKey) -> Option<u64> {
+        let old = self.take(scope, key)?;
+        self.due
+            .remove(&(old.expires_at, scope.clone(), key.clone()));
+        Some(old.id)
+    }
+
+    /// Takes a record out of the map (not the due index), dropping its
+    /// scope's map once empty. O(1).
+    fn take(&mut self, scope: &Scope, key: &IdemKey) -> Option<Entry> {
+        let keys = self.map.get_mut(scope)?;
+        let old = keys.remove(key.as_str())?;
+        if keys.is_empty() {
+            self.map.remove(scope);
         }
+        self.count -= 1;
+        self.bytes -= old.recorded.body.len() as u64;
+        Some(old)
     }
 
-    /// Takes out at most `max` records expired at `now`, oldest first.
-    /// O(m log r) for m records.
-    pub(crate) fn pop_expired(&mut self, now: Timestamp, max: usize) -> Vec<(Scope, IdemKey)> {
+    /// Takes out at most `max` records expired at `now`, oldest first;
+    /// returns their numbers. O(m log r) for m records.
+    pub(crate) fn pop_expired(&mut self, now: Timestamp, max: usize) -> Vec<u64> {
         let mut out = Vec::new();
         while out.len() < max {
             match self.due.first() {
@@ -238,17 +291,16 @@ impl Records {
             let Some((_, scope, key)) = self.due.pop_first() else {
                 break;
             };
-            if let Some(old) = self.map.remove(&(scope.clone(), key.clone())) {
-                self.bytes -= old.recorded.body.len() as u64;
+            if let Some(old) = self.take(&scope, &key) {
+                out.push(old.id);
             }
-            out.push((scope, key));
         }
         out
     }
 
     /// How many records are kept. O(1).
     pub(crate) fn len(&self) -> u64 {
-        self.map.len() as u64
+        self.count
     }
 
     /// Bytes of recorded bodies kept. O(1).
@@ -279,6 +331,7 @@ mod tests {
 
     fn entry(idem: &Idem, body: &str, expires_at: u64) -> Entry {
         Entry {
+            id: expires_at,
             digest: idem.digest,
             recorded: Recorded {
                 status: 200,
@@ -327,6 +380,10 @@ mod tests {
         );
         assert_eq!(Digest::from_hex(&a.to_hex()), Some(a));
         assert_eq!(Digest::from_hex("zz"), None);
+        assert_eq!(Digest::from_bytes(a.as_bytes()), Some(a));
+        assert_eq!(Digest::from_bytes(&[0; 31]), None);
+        let slow: String = a.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(a.to_hex(), slow);
     }
 
     #[test]
@@ -367,12 +424,12 @@ mod tests {
             records.lookup(&pool(), &idem("k0", b""), late),
             Ok(None)
         ));
-        let popped = records.pop_expired(late, 2);
-        let keys: Vec<&str> = popped.iter().map(|(_, k)| k.as_str()).collect();
-        assert_eq!(keys, ["k1", "k2"]);
-        assert_eq!(records.pop_expired(late, 10).len(), 1);
+        // The tests number each record by its expiry.
+        assert_eq!(records.pop_expired(late, 2), [10, 20]);
+        assert_eq!(records.pop_expired(late, 10), [30]);
         assert_eq!((records.len(), records.bytes()), (1, 2));
-        assert!(records.remove(&pool(), &idem("k3", b"").key));
+        assert_eq!(records.remove(&pool(), &idem("k3", b"").key), Some(40));
         assert_eq!((records.len(), records.bytes()), (0, 0));
+        assert_eq!(records.next_id(), 41, "numbers go on above every one seen");
     }
 }

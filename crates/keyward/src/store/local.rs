@@ -261,11 +261,10 @@ impl Engine {
 
     /// Forgets the record of `idem` (its change was undone). O(log r).
     fn forget(&mut self, scope: &Scope, idem: &Idem, records: &mut Vec<Record>) {
-        if self.idem.remove(scope, &idem.key) && self.journal.is_some() {
-            records.push(Record::IdemGone {
-                scope: scope.clone(),
-                key: idem.key.clone(),
-            });
+        if let Some(id) = self.idem.remove(scope, &idem.key)
+            && self.journal.is_some()
+        {
+            records.push(Record::IdemGone { id });
         }
     }
 
@@ -404,6 +403,7 @@ fn record(
 ) -> super::Recorded {
     let recorded = (idem.render)(effect);
     let entry = Entry {
+        id: records.next_id(),
         digest: idem.digest,
         recorded: recorded.clone(),
         expires_at: now.after(idem.ttl),
@@ -415,7 +415,10 @@ fn record(
             entry: entry.clone(),
         });
     }
-    records.insert(scope.clone(), idem.key.clone(), entry);
+    let replaced = records.insert(scope.clone(), idem.key.clone(), entry);
+    if let (Some(id), true) = (replaced, journaled) {
+        out.push(Record::IdemGone { id });
+    }
     recorded
 }
 
@@ -616,7 +619,9 @@ impl LocalStore {
             Some(journal),
             clock.clone(),
         );
-        let mut records = Vec::new();
+        let mut records: Vec<Record> = (loaded.idem_replaced.into_iter())
+            .map(|id| Record::IdemGone { id })
+            .collect();
 
         let default = Name::default_name();
         // The `default` pool and keyspace always exist, whatever the limits.
@@ -1235,10 +1240,7 @@ impl Store for LocalStore {
             let gone = engine.idem.pop_expired(now, REAP_STEP);
             let done = gone.len() < REAP_STEP;
             if engine.journal.is_some() {
-                let records = gone
-                    .into_iter()
-                    .map(|(scope, key)| Record::IdemGone { scope, key })
-                    .collect();
+                let records = gone.into_iter().map(|id| Record::IdemGone { id }).collect();
                 engine.commit(records);
             }
             if done {

@@ -203,17 +203,20 @@ const MIGRATIONS: &[&str] = &[
         LEFT JOIN leases l ON l.pool = k.pool AND l.key = k.key
         LEFT JOIN label_sets s ON s.id = k.labels_id;",
     // 5: idempotency records, the answer of a request with an
-    // `Idempotency-Key` (scope `p:POOL` or `ks:KEYSPACE`), kept until
-    // `expires_at_ms`.
+    // `Idempotency-Key` (scope `p:POOL` or `ks:KEYSPACE`; digest: the 32
+    // bytes of SHA-256) kept until `expires_at_ms`. Rows are numbered by
+    // the engine in the order it makes them, so each insert appends at
+    // the end of the table and no other index is kept up (RAM holds the
+    // lookup by key; a row is deleted by its number).
     "CREATE TABLE idempotency (
+        id INTEGER PRIMARY KEY,
         scope TEXT NOT NULL,
         key TEXT NOT NULL,
-        digest TEXT NOT NULL,
+        digest BLOB NOT NULL,
         status INTEGER NOT NULL,
         body BLOB NOT NULL,
-        expires_at_ms INTEGER NOT NULL,
-        PRIMARY KEY (scope, key)
-    ) WITHOUT ROWID;",
+        expires_at_ms INTEGER NOT NULL
+    );",
 ];
 
 /// One row-level change to write.
@@ -281,12 +284,10 @@ pub(crate) enum Record {
         /// Digest, answer and expiry.
         entry: Entry,
     },
-    /// An idempotency record expired or was undone.
+    /// An idempotency record expired, was replaced or was undone.
     IdemGone {
-        /// The pool or keyspace it is scoped to.
-        scope: Scope,
-        /// The `Idempotency-Key`.
-        key: IdemKey,
+        /// Its number.
+        id: u64,
     },
 }
 
@@ -694,6 +695,8 @@ pub(crate) struct Loaded {
     pub(crate) keyspaces: HashMap<Name, Keyspace>,
     /// Idempotency records.
     pub(crate) idem: Records,
+    /// Rows of idempotency records a later one of the same key replaced.
+    pub(crate) idem_replaced: Vec<u64>,
 }
 
 /// Locks the database at `path` for this process ([`OpenError::Locked`]
@@ -1244,22 +1247,23 @@ fn write_batch(
             }
             Record::Idem { scope, key, entry } => {
                 tx.prepare_cached(
-                    "INSERT OR REPLACE INTO idempotency
-                        (scope, key, digest, status, body, expires_at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT INTO idempotency
+                        (id, scope, key, digest, status, body, expires_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )?
                 .execute(params![
+                    entry.id as i64,
                     scope.text(),
                     key.as_str(),
-                    entry.digest.to_hex(),
+                    &entry.digest.as_bytes()[..],
                     entry.recorded.status,
                     &entry.recorded.body[..],
                     entry.expires_at.as_millis() as i64,
                 ])?;
             }
-            Record::IdemGone { scope, key } => {
-                tx.prepare_cached("DELETE FROM idempotency WHERE scope = ?1 AND key = ?2")?
-                    .execute(params![scope.text(), key.as_str()])?;
+            Record::IdemGone { id } => {
+                tx.prepare_cached("DELETE FROM idempotency WHERE id = ?1")?
+                    .execute([*id as i64])?;
             }
         }
     }

@@ -139,7 +139,7 @@ use crate::core::{
 use connection::{Connector, InitError};
 use reaper::Sweep;
 use reply::Reply;
-use scripts::{AddKeys, CANDIDATE_LEN, Call, Code, Scripts};
+use scripts::{AddKeys, CANDIDATE_LEN, Call, Code, Family, Scripts};
 
 /// The pool names, a sorted set of score 0 (ordered by name);
 /// `--max-pools` counts it, listings page it, the sweep walks it.
@@ -560,6 +560,10 @@ impl Inner {
         reply::added(&mut reply, labels)
     }
 }
+
+/// Suffix of a pool's or keyspace's idempotency record index
+/// (`idempotency.lua`): its ZCARD is the number of records.
+const IDEM_INDEX: &str = ":idem:at";
 
 /// Spare generate candidates per add call: 16 more than asked, so
 /// a call falls short only if 17 random keys of at least 8 characters are
@@ -1060,8 +1064,9 @@ impl Store for RedisStore {
     }
 
     /// `ZCARD` of both registries, one `ZRANGEBYLEX`, then one script
-    /// per named pool and keyspace: O(`SNAPSHOT_NAMED`) calls whatever the
-    /// number of pools. No key totals: they would take a call per pool.
+    /// and one `ZCARD` (its idempotency records) per named pool and
+    /// keyspace: O(`SNAPSHOT_NAMED`) calls whatever the number of pools.
+    /// No key totals: they would take a call per pool.
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {
         let inner = &self.inner;
         inner.ensure_ready().await?;
@@ -1083,6 +1088,16 @@ impl Store for RedisStore {
                 Err(StoreError::KeyspaceNotFound) => {}
                 Err(e) => return Err(e),
             }
+        }
+        // Idempotency records of the named pools and keyspaces: one ZCARD
+        // of each one's record index.
+        let pools = snapshot.pools.iter().map(|p| Family::Pool.prefix(&p.name));
+        let keyspaces = snapshot
+            .keyspaces
+            .iter()
+            .map(|k| Family::Keyspace.prefix(&k.name));
+        for prefix in pools.chain(keyspaces).collect::<Vec<_>>() {
+            snapshot.idempotency_records += inner.count(&format!("{prefix}{IDEM_INDEX}")).await?;
         }
         Ok(snapshot)
     }

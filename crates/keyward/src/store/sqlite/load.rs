@@ -420,12 +420,13 @@ pub(super) fn load(
     row_keys.reclaiming = conn
         .query_row("SELECT EXISTS (SELECT 1 FROM reclaim)", [], |r| r.get(0))
         .map_err(sql)?;
-    let idem = load_idempotency(conn, path)?;
+    let (idem, idem_replaced) = load_idempotency(conn, path)?;
     Ok((
         Loaded {
             pools,
             keyspaces,
             idem,
+            idem_replaced,
         },
         row_keys,
         unused_label_sets,
@@ -433,8 +434,9 @@ pub(super) fn load(
 }
 
 /// The idempotency records, expired ones included (the reaper removes
-/// them; a lookup never answers one). O(records).
-fn load_idempotency(conn: &Connection, path: &Path) -> Result<Records, OpenError> {
+/// them; a lookup never answers one), and the numbers of rows a later
+/// record of the same key replaced (to delete). O(records).
+fn load_idempotency(conn: &Connection, path: &Path) -> Result<(Records, Vec<u64>), OpenError> {
     let sql = |source| OpenError::Sqlite {
         path: path.to_owned(),
         source,
@@ -444,20 +446,26 @@ fn load_idempotency(conn: &Connection, path: &Path) -> Result<Records, OpenError
         what,
     };
     let mut records = Records::default();
+    let mut replaced = Vec::new();
     let mut stmt = conn
-        .prepare("SELECT scope, key, digest, status, body, expires_at_ms FROM idempotency")
+        .prepare(
+            "SELECT id, scope, key, digest, status, body, expires_at_ms FROM idempotency
+             ORDER BY id",
+        )
         .map_err(sql)?;
     let mut rows = stmt.query([]).map_err(sql)?;
     while let Some(row) = rows.next().map_err(sql)? {
-        let scope: String = row.get(0).map_err(sql)?;
-        let key: String = row.get(1).map_err(sql)?;
-        let digest: String = row.get(2).map_err(sql)?;
-        let status: i64 = row.get(3).map_err(sql)?;
-        let body: Vec<u8> = row.get(4).map_err(sql)?;
-        let expires_at: i64 = row.get(5).map_err(sql)?;
-        let bad = || corrupt(format!("idempotency row of scope {scope:?}"));
+        let id: i64 = row.get(0).map_err(sql)?;
+        let scope: String = row.get(1).map_err(sql)?;
+        let key: String = row.get(2).map_err(sql)?;
+        let digest: Vec<u8> = row.get(3).map_err(sql)?;
+        let status: i64 = row.get(4).map_err(sql)?;
+        let body: Vec<u8> = row.get(5).map_err(sql)?;
+        let expires_at: i64 = row.get(6).map_err(sql)?;
+        let bad = || corrupt(format!("idempotency row {id}"));
         let entry = Entry {
-            digest: Digest::from_hex(&digest).ok_or_else(bad)?,
+            id: u64::try_from(id).map_err(|_| bad())?,
+            digest: Digest::from_bytes(&digest).ok_or_else(bad)?,
             recorded: Recorded {
                 status: u16::try_from(status).map_err(|_| bad())?,
                 body: body.into(),
@@ -466,9 +474,11 @@ fn load_idempotency(conn: &Connection, path: &Path) -> Result<Records, OpenError
         };
         let scope = Scope::from_text(&scope).ok_or_else(bad)?;
         let key = IdemKey::parse(key.as_bytes()).map_err(|_| bad())?;
-        records.insert(scope, key, entry);
+        // Rows come in number order, so a later record of the same key
+        // (its older row not yet deleted) replaces the older.
+        replaced.extend(records.insert(scope, key, entry));
     }
-    Ok(records)
+    Ok((records, replaced))
 }
 
 #[cfg(test)]
