@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use axum::body::Body;
-use axum::extract::{FromRequestParts, Request, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
@@ -99,34 +99,27 @@ fn scope_of(path: &str) -> String {
     rest[..end].to_owned()
 }
 
-/// Middleware on every route: for `POST`, `PUT` and `DELETE` under `/v1`
-/// with an `Idempotency-Key`, checks the key (400
-/// `invalid_idempotency_key`), digests method, path, query and body (the
-/// body is already buffered, within its limit), refuses a duplicate of a
-/// request still running here, and hands the handler an [`Idem`]. Counts
-/// the bytes of answers recorded.
-pub(crate) async fn gate(
-    State(gate): State<Arc<Idempotency>>,
-    req: Request,
+/// Runs a request whose body `bytes` was read whole (by the body-limit
+/// middleware, so no layer of its own): for `POST`, `PUT` and `DELETE`
+/// under `/v1` with an `Idempotency-Key`, checks the key (400
+/// `invalid_idempotency_key`), digests method, path, query and body,
+/// refuses a duplicate of a request still running here, and hands the
+/// handler an [`Idem`]; counts the bytes of answers recorded. O(body).
+pub(crate) async fn run(
+    gate: &Arc<Idempotency>,
+    parts: Parts,
+    bytes: Bytes,
     next: Next,
 ) -> Response {
-    let mutating = matches!(*req.method(), Method::POST | Method::PUT | Method::DELETE);
-    if !mutating || !req.uri().path().starts_with("/v1/") {
-        return next.run(req).await;
-    }
-    let Some(value) = req.headers().get(HEADER) else {
-        return next.run(req).await;
+    let mutating = matches!(parts.method, Method::POST | Method::PUT | Method::DELETE);
+    let value = parts.headers.get(HEADER);
+    let (Some(value), true) = (value, mutating && parts.uri.path().starts_with("/v1/")) else {
+        return next
+            .run(Request::from_parts(parts, Body::from(bytes)))
+            .await;
     };
     let Ok(key) = IdemKey::parse(value.as_bytes()) else {
         return ApiError::InvalidIdempotencyKey.into_response();
-    };
-    let (parts, body) = req.into_parts();
-    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            return ApiError::InvalidBody(format!("the request body cannot be read: {e}"))
-                .into_response();
-        }
     };
     let target = parts
         .uri

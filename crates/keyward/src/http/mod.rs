@@ -113,9 +113,8 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(
             state.idempotency.clone(),
-            idempotency::gate,
+            reject_oversized,
         ))
-        .layer(middleware::from_fn(reject_oversized))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(middleware::from_fn_with_state(
             metrics.clone(),
@@ -475,8 +474,13 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
 /// Refuses any path segment over [`MAX_PATH_PART`] bytes and any body over
 /// its route's [`body_limit`], also on routes that ignore their body (it
 /// runs after routing, for every route and the fallbacks). The body is
-/// buffered here (bounded), so handlers see it whole.
-async fn reject_oversized(req: Request, next: Next) -> Response {
+/// buffered here (bounded), so handlers see it whole, and an
+/// `Idempotency-Key` is taken in with it ([`idempotency::run`]).
+async fn reject_oversized(
+    State(idempotency): State<Arc<idempotency::Idempotency>>,
+    req: Request,
+    next: Next,
+) -> Response {
     if req
         .uri()
         .path()
@@ -497,7 +501,7 @@ async fn reject_oversized(req: Request, next: Next) -> Response {
         return ApiError::PayloadTooLarge(limit).into_response();
     }
     match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => next.run(Request::from_parts(parts, bytes.into())).await,
+        Ok(bytes) => idempotency::run(&idempotency, parts, bytes, next).await,
         // A body trickled past the body deadline is the client's fault: 408.
         Err(e) => match listener::body_timed_out(&e) {
             Some(limit) => {

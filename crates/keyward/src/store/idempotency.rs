@@ -16,6 +16,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
@@ -183,6 +185,66 @@ pub struct Idem {
     pub render: Render,
 }
 
+/// A recorded answer, rendered at most once: by the request that made
+/// the change, after it let go of the store's lock (rendering is the
+/// costly part of a record, and need not hold up other requests), or by
+/// whoever needs it first (a replay, the journal writer).
+pub(crate) struct Answer {
+    recorded: OnceLock<Recorded>,
+    /// What to render it from, until it is rendered.
+    pending: Mutex<Option<(Effect, Render)>>,
+    /// Where the rendered size is counted (the records' byte total).
+    bytes: Option<Arc<AtomicU64>>,
+}
+
+impl Answer {
+    /// An answer already rendered (read back from the database).
+    pub(crate) fn ready(recorded: Recorded) -> Arc<Self> {
+        Arc::new(Self {
+            recorded: OnceLock::from(recorded),
+            pending: Mutex::new(None),
+            bytes: None,
+        })
+    }
+
+    /// The answer, rendered now if it was not yet. O(answer).
+    pub(crate) fn get(&self) -> &Recorded {
+        self.recorded.get_or_init(|| {
+            let pending = self
+                .pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            let recorded = match pending {
+                Some((effect, render)) => render(&effect),
+                // `get_or_init` runs this once; only a panic in `render`
+                // could leave nothing, and then an empty 500 is honest.
+                None => Recorded {
+                    status: 500,
+                    body: Bytes::new(),
+                },
+            };
+            if let Some(bytes) = &self.bytes {
+                bytes.fetch_add(recorded.body.len() as u64, Ordering::Relaxed);
+            }
+            recorded
+        })
+    }
+
+    /// The body's size once rendered, else 0. O(1).
+    fn size(&self) -> u64 {
+        self.recorded.get().map_or(0, |r| r.body.len() as u64)
+    }
+}
+
+impl fmt::Debug for Answer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Answer")
+            .field("rendered", &self.recorded.get().is_some())
+            .finish()
+    }
+}
+
 /// One stored record.
 #[derive(Clone, Debug)]
 pub(crate) struct Entry {
@@ -190,7 +252,7 @@ pub(crate) struct Entry {
     /// so rows are appended at the end of the table and found by number.
     pub(crate) id: u64,
     pub(crate) digest: Digest,
-    pub(crate) recorded: Recorded,
+    pub(crate) answer: Arc<Answer>,
     pub(crate) expires_at: Timestamp,
 }
 
@@ -204,7 +266,8 @@ pub(crate) struct Records {
     map: HashMap<Scope, HashMap<IdemKey, Entry>>,
     due: BTreeSet<(Timestamp, Scope, IdemKey)>,
     count: u64,
-    bytes: u64,
+    /// Bytes of the rendered answers kept (counted as each is rendered).
+    bytes: Arc<AtomicU64>,
     /// The number the next record gets.
     next_id: u64,
 }
@@ -212,7 +275,8 @@ pub(crate) struct Records {
 impl Records {
     /// The recorded answer for `idem` in `scope`, if a live record has
     /// that key: `Ok(Some)` when the request matches it, `Err` when the key
-    /// was used for another request. O(1).
+    /// was used for another request. O(1) (plus the rendering of an answer
+    /// its own request has not rendered yet).
     pub(crate) fn lookup(
         &self,
         scope: &Scope,
@@ -222,7 +286,7 @@ impl Records {
         match self.map.get(scope).and_then(|m| m.get(idem.key.as_str())) {
             Some(e) if e.expires_at > now => {
                 if e.digest == idem.digest {
-                    Ok(Some(e.recorded.clone()))
+                    Ok(Some(e.answer.get().clone()))
                 } else {
                     Err(StoreError::IdempotencyKeyReused)
                 }
@@ -238,17 +302,28 @@ impl Records {
         self.next_id
     }
 
+    /// An answer to render from `effect` when first needed, counted in
+    /// these records' bytes. O(1).
+    pub(crate) fn pending(&self, effect: Effect, render: Render) -> Arc<Answer> {
+        Arc::new(Answer {
+            recorded: OnceLock::new(),
+            pending: Mutex::new(Some((effect, render))),
+            bytes: Some(Arc::clone(&self.bytes)),
+        })
+    }
+
     /// Keeps `entry` under `key`, replacing an expired one (whose number
     /// is returned, to delete its row). O(log r).
     pub(crate) fn insert(&mut self, scope: Scope, key: IdemKey, entry: Entry) -> Option<u64> {
         self.next_id = self.next_id.max(entry.id);
         let at = entry.expires_at;
-        self.bytes += entry.recorded.body.len() as u64;
+        self.bytes.fetch_add(entry.answer.size(), Ordering::Relaxed);
         self.count += 1;
         let keys = self.map.entry(scope.clone()).or_default();
         let replaced = keys.insert(key.clone(), entry).map(|old| {
             self.count -= 1;
-            self.bytes -= old.recorded.body.len() as u64;
+            let size = old.answer.get().body.len() as u64;
+            self.bytes.fetch_sub(size, Ordering::Relaxed);
             self.due
                 .remove(&(old.expires_at, scope.clone(), key.clone()));
             old.id
@@ -275,7 +350,10 @@ impl Records {
             self.map.remove(scope);
         }
         self.count -= 1;
-        self.bytes -= old.recorded.body.len() as u64;
+        // Rendered now if it was not yet, so its size is counted in and
+        // out exactly once.
+        let size = old.answer.get().body.len() as u64;
+        self.bytes.fetch_sub(size, Ordering::Relaxed);
         Some(old)
     }
 
@@ -305,7 +383,7 @@ impl Records {
 
     /// Bytes of recorded bodies kept. O(1).
     pub(crate) fn bytes(&self) -> u64 {
-        self.bytes
+        self.bytes.load(Ordering::Relaxed)
     }
 }
 
@@ -333,10 +411,10 @@ mod tests {
         Entry {
             id: expires_at,
             digest: idem.digest,
-            recorded: Recorded {
+            answer: Answer::ready(Recorded {
                 status: 200,
                 body: Bytes::from(body.to_owned()),
-            },
+            }),
             expires_at: Timestamp::from_millis(expires_at),
         }
     }
@@ -431,5 +509,37 @@ mod tests {
         assert_eq!(records.remove(&pool(), &idem("k3", b"").key), Some(40));
         assert_eq!((records.len(), records.bytes()), (0, 0));
         assert_eq!(records.next_id(), 41, "numbers go on above every one seen");
+    }
+
+    #[test]
+    fn a_pending_answer_is_rendered_once_and_counted_when_it_is() {
+        use std::sync::atomic::AtomicUsize;
+        static RENDERS: AtomicUsize = AtomicUsize::new(0);
+        fn counting(_: &Effect) -> Recorded {
+            RENDERS.fetch_add(1, Ordering::Relaxed);
+            Recorded {
+                status: 204,
+                body: Bytes::from_static(b"abc"),
+            }
+        }
+        let mut records = Records::default();
+        let answer = records.pending(Effect::Deleted, counting);
+        let r = idem("k", b"");
+        let entry = Entry {
+            id: records.next_id(),
+            digest: r.digest,
+            answer: Arc::clone(&answer),
+            expires_at: Timestamp::from_millis(100),
+        };
+        records.insert(pool(), r.key.clone(), entry);
+        assert_eq!(records.bytes(), 0, "not rendered yet");
+        let now = Timestamp::from_millis(1);
+        let replay = records.lookup(&pool(), &r, now).expect("a match");
+        assert_eq!(replay.map(|r| r.status), Some(204));
+        assert_eq!(answer.get().body, Bytes::from_static(b"abc"));
+        assert_eq!(RENDERS.load(Ordering::Relaxed), 1, "rendered once");
+        assert_eq!(records.bytes(), 3);
+        assert!(records.remove(&pool(), &r.key).is_some());
+        assert_eq!(records.bytes(), 0);
     }
 }

@@ -29,7 +29,7 @@ use rand::rngs::StdRng;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::idempotency::{Entry, Records};
+use super::idempotency::{Answer, Entry, Records};
 use super::sqlite::{self, Durability, Journal, OpenError, Record};
 use super::waiters::{Ticket, Waiters};
 use super::{
@@ -218,22 +218,21 @@ impl Engine {
         scope: &Scope,
         idem: Option<&Idem>,
         now: Timestamp,
-    ) -> Result<Option<Applied>, StoreError> {
+    ) -> Result<Option<Answered>, StoreError> {
         let Some(idem) = idem else {
             return Ok(None);
         };
-        Ok(self
-            .idem
-            .lookup(scope, idem, now)?
-            .map(|recorded| Applied::Recorded {
+        Ok(self.idem.lookup(scope, idem, now)?.map(|recorded| {
+            Answered::Done(Applied::Recorded {
                 recorded,
                 replayed: true,
-            }))
+            })
+        }))
     }
 
-    /// The answer to a change that took `effect`: with `idem`, rendered
-    /// and recorded (and journaled in `records`, the change's own batch).
-    /// O(log r).
+    /// The answer to a change that took `effect`: with `idem`, recorded
+    /// (and journaled in `records`, the change's own batch), to be
+    /// rendered once the lock is let go. O(log r).
     fn answer(
         &mut self,
         scope: &Scope,
@@ -241,21 +240,18 @@ impl Engine {
         effect: Effect,
         now: Timestamp,
         records: &mut Vec<Record>,
-    ) -> Applied {
+    ) -> Answered {
         match idem {
-            None => Applied::Done(effect),
-            Some(idem) => Applied::Recorded {
-                recorded: record(
-                    &mut self.idem,
-                    self.journal.is_some(),
-                    records,
-                    scope,
-                    idem,
-                    &effect,
-                    now,
-                ),
-                replayed: false,
-            },
+            None => Answered::Done(Applied::Done(effect)),
+            Some(idem) => Answered::Record(record(
+                &mut self.idem,
+                self.journal.is_some(),
+                records,
+                scope,
+                idem,
+                effect,
+                now,
+            )),
         }
     }
 
@@ -379,7 +375,7 @@ fn serve_waiters(name: &Name, pool: &mut Pool, h: Handing<'_>, rng: &mut StdRng,
         match h.waiters.hand(name, view.clone()) {
             Ok(Some(idem)) => {
                 let effect = Effect::Key(view);
-                record(h.records, h.journaled, h.out, &scope, &idem, &effect, now);
+                record(h.records, h.journaled, h.out, &scope, &idem, effect, now);
             }
             Ok(None) => {}
             Err(view) => {
@@ -398,14 +394,14 @@ fn record(
     out: &mut Vec<Record>,
     scope: &Scope,
     idem: &Idem,
-    effect: &Effect,
+    effect: Effect,
     now: Timestamp,
-) -> super::Recorded {
-    let recorded = (idem.render)(effect);
+) -> Arc<Answer> {
+    let answer = records.pending(effect, idem.render);
     let entry = Entry {
         id: records.next_id(),
         digest: idem.digest,
-        recorded: recorded.clone(),
+        answer: Arc::clone(&answer),
         expires_at: now.after(idem.ttl),
     };
     if journaled {
@@ -419,7 +415,27 @@ fn record(
     if let (Some(id), true) = (replaced, journaled) {
         out.push(Record::IdemGone { id });
     }
-    recorded
+    answer
+}
+
+/// A change's answer as it leaves the lock: final, or recorded and still
+/// to be rendered (outside the lock, by [`Answered::applied`]).
+enum Answered {
+    Done(Applied),
+    Record(Arc<Answer>),
+}
+
+impl Answered {
+    /// The answer, rendering a recorded one. O(answer).
+    fn applied(self) -> Applied {
+        match self {
+            Self::Done(applied) => applied,
+            Self::Record(answer) => Applied::Recorded {
+                recorded: answer.get().clone(),
+                replayed: false,
+            },
+        }
+    }
 }
 
 /// Runs `f` on the existing pool `name` (which applies due expiry first)
@@ -763,6 +779,7 @@ impl LocalStore {
             Ok(engine.answer(scope, idem, effect, now, records))
         })
         .await
+        .map(Answered::applied)
     }
 
     /// The effect of every change but leases and adds, under the lock.
@@ -993,7 +1010,7 @@ impl LocalStore {
             })
             .await?;
         let (ticket, rx) = match first {
-            Ok(applied) => return Ok(applied),
+            Ok(answered) => return Ok(answered.applied()),
             Err(queued) => queued,
         };
         let mut guard = WaitGuard {

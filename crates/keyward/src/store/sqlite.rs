@@ -1256,8 +1256,9 @@ fn write_batch(
                     scope.text(),
                     key.as_str(),
                     &entry.digest.as_bytes()[..],
-                    entry.recorded.status,
-                    &entry.recorded.body[..],
+                    // Rendered here if its request has not yet.
+                    entry.answer.get().status,
+                    &entry.answer.get().body[..],
                     entry.expires_at.as_millis() as i64,
                 ])?;
             }

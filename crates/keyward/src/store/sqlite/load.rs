@@ -18,7 +18,7 @@ use crate::core::{
     KeyLength, KeyState, KeyView, Keyspace, KeyspaceSpec, Labels, Lease, MaxFailures, Name, Pool,
     PoolKey, PoolSettings, Reason, Recovery, Secret, Timestamp, TokenCodec, Ttl,
 };
-use crate::store::idempotency::{Digest, Entry, IdemKey, Recorded, Records, Scope};
+use crate::store::idempotency::{Answer, Digest, Entry, IdemKey, Recorded, Records, Scope};
 
 /// A pool as read so far: settings, lease-id high-water mark, keys, and
 /// the lease ids seen (each may be held by one key only).
@@ -466,10 +466,10 @@ fn load_idempotency(conn: &Connection, path: &Path) -> Result<(Records, Vec<u64>
         let entry = Entry {
             id: u64::try_from(id).map_err(|_| bad())?,
             digest: Digest::from_bytes(&digest).ok_or_else(bad)?,
-            recorded: Recorded {
+            answer: Answer::ready(Recorded {
                 status: u16::try_from(status).map_err(|_| bad())?,
                 body: body.into(),
-            },
+            }),
             expires_at: Timestamp::from_millis(u64::try_from(expires_at).map_err(|_| bad())?),
         };
         let scope = Scope::from_text(&scope).ok_or_else(bad)?;
