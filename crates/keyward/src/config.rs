@@ -599,6 +599,34 @@ mod tests {
     }
 
     #[test]
+    fn the_idempotency_ttl_defaults_to_24_hours_and_reads_the_file_and_the_flag() {
+        let day = Config::load(Overrides::default()).expect("defaults");
+        assert_eq!(day.idempotency_ttl.as_millis(), 24 * 3_600_000);
+        let dir = std::env::temp_dir().join(format!("keyward-idem-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("keyward.toml");
+        std::fs::write(&file, "idempotency_ttl = \"2h\"\n").expect("write config");
+        let from_file = Overrides {
+            config: Some(file.clone()),
+            ..Overrides::default()
+        };
+        let config = Config::load(from_file).expect("valid config");
+        assert_eq!(config.idempotency_ttl.as_millis(), 2 * 3_600_000);
+        let flag = Overrides {
+            idempotency_ttl: Some("90s".into()),
+            config: Some(file),
+            ..Overrides::default()
+        };
+        let config = Config::load(flag).expect("valid config");
+        assert_eq!(config.idempotency_ttl.as_millis(), 90_000);
+        let zero = Overrides {
+            idempotency_ttl: Some("0s".into()),
+            ..Overrides::default()
+        };
+        assert!(Config::load(zero).is_err(), "a zero TTL is refused");
+    }
+
+    #[test]
     fn redis_store_urls_parse_and_print_without_passwords() {
         let one = StoreUrl::parse("redis://127.0.0.1:6380/2").expect("valid");
         assert_eq!(one, StoreUrl::Redis("redis://127.0.0.1:6380/2".into()));
