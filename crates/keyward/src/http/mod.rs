@@ -158,7 +158,7 @@ const BEARER_SCHEME: &str = "bearer";
 /// than `null`.
 fn finish_doc(doc: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
-    use utoipa::openapi::{ComponentsBuilder, ContentBuilder, Ref, RefOr, ResponseBuilder};
+    use utoipa::openapi::{ComponentsBuilder, RefOr};
 
     let components = doc
         .components
@@ -175,16 +175,8 @@ fn finish_doc(doc: &mut utoipa::openapi::OpenApi) {
                 .build(),
         ),
     );
-    let unauthorized: RefOr<utoipa::openapi::Response> = ResponseBuilder::new()
-        .description("unauthorized: missing or wrong bearer token (only with --admin-token)")
-        .content(
-            "application/json",
-            ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name("ErrorBody")))
-                .build(),
-        )
-        .build()
-        .into();
+    let unauthorized =
+        error_response("unauthorized: missing or wrong bearer token (only with --admin-token)");
     for (path, item) in doc.paths.paths.iter_mut() {
         if path.starts_with("/v1/") {
             for operation in [&mut item.put, &mut item.post, &mut item.delete]
@@ -217,13 +209,28 @@ fn finish_doc(doc: &mut utoipa::openapi::OpenApi) {
     }
 }
 
+/// An error answer of the document: `description`, with the error body.
+fn error_response(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build()
+        .into()
+}
+
 /// The `Idempotency-Key` header of a `/v1` change, and its answers: 400
 /// `invalid_idempotency_key`, 409 `idempotency_in_flight`, 422
 /// `idempotency_key_reused`, and the replay header.
 fn document_idempotency(operation: &mut utoipa::openapi::path::Operation) {
     use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
     use utoipa::openapi::schema::{ObjectBuilder, Type};
-    use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required, ResponseBuilder};
+    use utoipa::openapi::{RefOr, Required};
 
     let key = ParameterBuilder::new()
         .name("Idempotency-Key")
@@ -247,18 +254,6 @@ fn document_idempotency(operation: &mut utoipa::openapi::path::Operation) {
         .parameters
         .get_or_insert_with(Vec::new)
         .push(RefOr::T(key));
-    let error = |description: &str| -> RefOr<utoipa::openapi::Response> {
-        ResponseBuilder::new()
-            .description(description)
-            .content(
-                "application/json",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("ErrorBody")))
-                    .build(),
-            )
-            .build()
-            .into()
-    };
     let responses = &mut operation.responses.responses;
     for (status, code) in [
         ("400", "invalid_idempotency_key"),
@@ -272,13 +267,13 @@ fn document_idempotency(operation: &mut utoipa::openapi::path::Operation) {
                 response.description = format!("{}, {code}", response.description);
             }
             _ => {
-                responses.insert(status.to_owned(), error(code));
+                responses.insert(status.to_owned(), error_response(code));
             }
         }
     }
     responses.insert(
         "422".to_owned(),
-        error("idempotency_key_reused: the Idempotency-Key was used for another request in this pool or keyspace"),
+        error_response("idempotency_key_reused: the Idempotency-Key was used for another request in this pool or keyspace"),
     );
 }
 

@@ -420,7 +420,7 @@ pub(super) fn load(
     row_keys.reclaiming = conn
         .query_row("SELECT EXISTS (SELECT 1 FROM reclaim)", [], |r| r.get(0))
         .map_err(sql)?;
-    let (idem, idem_replaced) = load_idempotency(conn, path)?;
+    let (idem, idem_replaced) = load_idempotency(conn, &sql, &corrupt)?;
     Ok((
         Loaded {
             pools,
@@ -436,15 +436,11 @@ pub(super) fn load(
 /// The idempotency records, expired ones included (the reaper removes
 /// them; a lookup never answers one), and the numbers of rows a later
 /// record of the same key replaced (to delete). O(records).
-fn load_idempotency(conn: &Connection, path: &Path) -> Result<(Records, Vec<u64>), OpenError> {
-    let sql = |source| OpenError::Sqlite {
-        path: path.to_owned(),
-        source,
-    };
-    let corrupt = |what: String| OpenError::Corrupt {
-        path: path.to_owned(),
-        what,
-    };
+fn load_idempotency(
+    conn: &Connection,
+    sql: &dyn Fn(rusqlite::Error) -> OpenError,
+    corrupt: &dyn Fn(String) -> OpenError,
+) -> Result<(Records, Vec<u64>), OpenError> {
     let mut records = Records::default();
     let mut replaced = Vec::new();
     let mut stmt = conn
