@@ -11,6 +11,8 @@
 //! - [`states`]: cooldowns and quarantines ended by the reaper, key
 //!   states shared by two processes, pools of an older keyward, keys
 //!   without keep-alive;
+//! - [`idempotency`]: where idempotency records live, their TTL and
+//!   their expiry in bounded steps;
 //! - [`waiting`]: waiting leases served first come first served, woken
 //!   through Redis by releases, deadlines, new and enabled keys, across
 //!   processes and on a cluster; dropped waiters hold no key.
@@ -22,6 +24,7 @@
 mod cluster;
 mod delete;
 mod faults;
+mod idempotency;
 mod multi;
 mod reaper;
 mod states;

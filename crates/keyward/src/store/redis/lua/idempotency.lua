@@ -11,6 +11,8 @@
 local IDEM = ARG.idem_key ~= '' and ARG.idem_key or nil
 local IDEM_H = ARG.prefix .. ':idem'
 local IDEM_AT = IDEM_H .. ':at'
+-- Now in ms, read once per call (only with a key).
+local IDEM_NOW = IDEM and clock(ARG.now)
 
 -- The recorded reply for ARG.idem_key as {REPLAYED, encoded reply},
 -- {IDEM_REUSED}, or nil (no key, or no live record). O(log r) plus the
@@ -19,7 +21,7 @@ local function idem_replay()
   if not IDEM then
     return nil
   end
-  local due = redis.call('ZRANGEBYSCORE', IDEM_AT, '-inf', clock(ARG.now), 'LIMIT', 0, IDEM_POP)
+  local due = redis.call('ZRANGEBYSCORE', IDEM_AT, '-inf', IDEM_NOW, 'LIMIT', 0, IDEM_POP)
   if #due > 0 then
     redis.call('HDEL', IDEM_H, unpack(due))
     redis.call('ZREM', IDEM_AT, unpack(due))
@@ -48,10 +50,13 @@ local function idem_record(reply)
   end
   local ttl = tonumber(ARG.idem_ttl_ms)
   redis.call('HSET', IDEM_H, IDEM, ARG.idem_digest .. table.concat(parts))
-  redis.call('ZADD', IDEM_AT, clock(ARG.now) + ttl, IDEM)
+  redis.call('ZADD', IDEM_AT, IDEM_NOW + ttl, IDEM)
+  -- Lengthen the keys' TTL to this record's (GT), or give them one (NX:
+  -- a key without a TTL counts as longer for GT): one call in the usual
+  -- case.
   for _, k in ipairs({ IDEM_H, IDEM_AT }) do
-    if redis.call('PTTL', k) < ttl then
-      redis.call('PEXPIRE', k, ttl)
+    if redis.call('PEXPIRE', k, ttl, 'GT') == 0 then
+      redis.call('PEXPIRE', k, ttl, 'NX')
     end
   end
   return reply
