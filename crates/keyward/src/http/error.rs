@@ -54,6 +54,10 @@ pub(crate) enum ApiError {
     /// 400: a token of the wrong length or with a character outside the alphabet.
     #[error("the token has the wrong length or a character outside the keyspace's alphabet")]
     InvalidToken,
+    /// 400 `invalid_token`: a readable code whose check character does not
+    /// match (a typo).
+    #[error("check character does not match")]
+    CheckMismatch,
     /// 400: the body is not JSON.
     #[error("{0}")]
     InvalidJson(String),
@@ -180,7 +184,7 @@ impl ApiError {
             InvalidCount(_) => (StatusCode::BAD_REQUEST, "invalid_count"),
             InvalidLeaseId(_) => (StatusCode::BAD_REQUEST, "invalid_lease_id"),
             InvalidKeyspace(_) => (StatusCode::BAD_REQUEST, "invalid_keyspace"),
-            InvalidToken => (StatusCode::BAD_REQUEST, "invalid_token"),
+            InvalidToken | CheckMismatch => (StatusCode::BAD_REQUEST, "invalid_token"),
             InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
             InvalidBody(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
             InvalidPath(_) => (StatusCode::BAD_REQUEST, "invalid_path"),
@@ -238,6 +242,7 @@ impl From<StoreError> for ApiError {
             StoreError::Keyspace(e) => match e {
                 KeyspaceError::InvalidKeyspace(why) => Self::InvalidKeyspace(why),
                 KeyspaceError::InvalidToken => Self::InvalidToken,
+                KeyspaceError::CheckMismatch => Self::CheckMismatch,
                 KeyspaceError::NotIssued => Self::TokenNotIssued,
                 KeyspaceError::AlreadyActivated => Self::AlreadyActivated,
                 KeyspaceError::Exhausted => Self::KeyspaceExhausted,

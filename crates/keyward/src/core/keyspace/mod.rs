@@ -11,6 +11,10 @@
 //! - `alphabet`: [`Alphabet`] and [`KeyspaceSpec`], parsed and validated;
 //! - `codec`: [`TokenCodec`], FF1 for large spaces, a keyed Feistel
 //!   network for small ones, and its [`Secret`];
+//! - `check`: [`CheckScheme`], the check character of readable codes
+//!   (Damm's algorithm where the alphabet's size allows, else Luhn mod N);
+//! - `format`: alphabet [`Preset`]s and a token's display and input forms
+//!   ([`Format`]: prefix, groups, check character);
 //! - this file: [`Keyspace`], the issue counter and the activations.
 //!
 //! Pure and synchronous: no I/O and no clock reads (activation takes `now`).
@@ -22,12 +26,16 @@ use std::collections::HashMap;
 use super::time::Timestamp;
 
 mod alphabet;
+mod check;
 mod codec;
+mod format;
 #[cfg(test)]
 mod tests;
 
 pub use alphabet::{Alphabet, KeyspaceSpec};
+pub use check::{CheckScheme, Guarantee};
 pub use codec::{Secret, TokenCodec};
+pub use format::{Format, Preset};
 
 /// Why a keyspace operation was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,6 +48,10 @@ pub enum KeyspaceError {
     /// the alphabet, so no keyspace of this shape could have issued it.
     #[error("the token has the wrong length or a character outside the alphabet")]
     InvalidToken,
+    /// A readable code's check character is not the one its characters
+    /// give: a typo, caught before any lookup.
+    #[error("check character does not match")]
+    CheckMismatch,
     /// The token is well formed but has not been issued (yet).
     #[error("the token has not been issued")]
     NotIssued,
