@@ -1365,3 +1365,60 @@ pub async fn deleting_frees_a_place_under_the_limits(store: &dyn Store, _clock: 
     store.delete_keyspace(&name("free-ks-2")).await.unwrap();
     store.put_keyspace(&over, spec).await.unwrap();
 }
+
+/// A keyspace of readable codes (P2.4 formats): tokens come out in the
+/// display form, are read back in any typed form, a wrong check character
+/// is refused before any lookup, and the format is part of what cannot
+/// change.
+pub async fn a_keyspace_of_readable_codes_shows_and_reads_its_format(
+    store: &dyn Store,
+    _clock: &ManualClock,
+) {
+    use keyward::core::keyspace::Format;
+    let ks = name("readable");
+    let plain = KeyspaceSpec::named("crockford", 6).unwrap();
+    let format = Format::new(plain.alphabet(), Some(3), None, Some("GIFT-"), true).unwrap();
+    let spec = plain.clone().with_format(format);
+    let (view, upsert) = store.put_keyspace(&ks, spec.clone()).await.unwrap();
+    assert_eq!((upsert, &view.spec), (Upsert::Created, &spec));
+    let issued = store.issue_token(&ks).await.unwrap();
+    let token = issued.token.clone();
+    // Seven characters (six and the check) in groups of three.
+    assert!(
+        token.starts_with("GIFT-") && token.len() == 5 + 7 + 2,
+        "{token}"
+    );
+    let typed = token
+        .trim_start_matches("GIFT-")
+        .replace('-', "")
+        .to_lowercase();
+    let status = store.token_status(&ks, &typed).await.unwrap();
+    assert_eq!(
+        (status.token.as_str(), status.activated_at),
+        (token.as_str(), None)
+    );
+    // A wrong check character: the last one changed.
+    let last = token.chars().last().unwrap();
+    let other = if last == '0' { '1' } else { '0' };
+    let typo = format!("{}{other}", &token[..token.len() - 1]);
+    assert_err!(
+        store.token_status(&ks, &typo).await,
+        StoreError::Keyspace(KeyspaceError::CheckMismatch)
+    );
+    let activated = store
+        .activate_token(&ks, &typed.to_uppercase())
+        .await
+        .unwrap();
+    assert_eq!(activated.token, token);
+    assert_err!(
+        store.activate_token(&ks, &token).await,
+        StoreError::Keyspace(KeyspaceError::AlreadyActivated)
+    );
+    let (again, upsert) = store.put_keyspace(&ks, spec.clone()).await.unwrap();
+    assert_eq!((upsert, again.spec), (Upsert::Existed, spec));
+    assert_err!(
+        store.put_keyspace(&ks, plain).await,
+        StoreError::KeyspaceImmutable
+    );
+    assert_eq!(store.keyspace_info(&ks).await.unwrap().info.activated, 1);
+}

@@ -102,6 +102,8 @@ macro_rules! backend {
                 two_identical_requests_at_once_take_effect_once,
                 a_waiting_lease_records_the_key_it_was_handed,
                 a_dropped_waiting_lease_leaves_no_record,
+                // Shop keyspaces (P2.4).
+                a_keyspace_of_readable_codes_shows_and_reads_its_format,
             ]
         );
     };

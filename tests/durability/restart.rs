@@ -577,3 +577,65 @@ async fn a_version_1_database_is_migrated_with_its_keys_and_leases() -> Result<(
     );
     server.terminate(STOP_WITHIN).await
 }
+
+#[tokio::test]
+async fn a_keyspace_of_readable_codes_keeps_its_format_and_activations_across_a_kill() -> Result<()>
+{
+    let dir = TempDir::new("readable")?;
+    let launch = crate::launch(&dir);
+    let server = launch.start().await?;
+    let def = json!({
+        "alphabet": "crockford",
+        "length": 8,
+        "format": {"group": 4, "prefix": "SHOP-", "check": true}
+    });
+    let path = "/v1/keyspaces/shop";
+    let created = server
+        .api
+        .request(Method::PUT, path, Some(def.clone()))
+        .await?
+        .expect(201)
+        .clone();
+    let token = str_field(server.api.issue_token("shop").await?.expect(201), "token");
+    ensure!(
+        token.starts_with("SHOP-") && token.len() == 5 + 4 + 1 + 4 + 1 + 1,
+        "{token}"
+    );
+    server.api.activate("shop", &token).await?.expect(200);
+    server.kill()?;
+
+    let server = launch.start().await?;
+    let again = server.api.get_keyspace("shop").await?.expect(200).clone();
+    ensure!(
+        again["format"] == created["format"] && again["preset"] == "crockford",
+        "{again}"
+    );
+    // Typed without prefix and separators, in lower case: the same token.
+    let typed = token
+        .trim_start_matches("SHOP-")
+        .replace('-', "")
+        .to_lowercase();
+    let status = server
+        .api
+        .token_status("shop", &typed)
+        .await?
+        .expect(200)
+        .clone();
+    ensure!(
+        status["token"] == token.as_str() && status["state"] == "activated",
+        "{status}"
+    );
+    // The same definition is accepted, another format is not.
+    server
+        .api
+        .request(Method::PUT, path, Some(def))
+        .await?
+        .expect(200);
+    let other = json!({"alphabet": "crockford", "length": 8});
+    server
+        .api
+        .request(Method::PUT, path, Some(other))
+        .await?
+        .expect_error(409, "keyspace_immutable");
+    server.terminate(Duration::from_secs(5)).await
+}

@@ -57,6 +57,8 @@ async fn default_keyspace_exists_from_the_start_with_the_documented_settings() -
             "activated": 0,
             "remaining": 7_311_616,
             "remaining_str": "7311616",
+            "preset": null,
+            "format": null,
         })
     );
     app.put_keyspace(
@@ -83,6 +85,8 @@ async fn put_keyspace_creates_with_201_and_identical_again_is_200() -> Result<()
         "activated": 0,
         "remaining": 27,
         "remaining_str": "27",
+        "preset": null,
+        "format": null,
     });
     assert_eq!(*created.expect(201), expected);
     assert_eq!(
@@ -401,5 +405,56 @@ async fn sixteen_concurrent_issuers_share_a_16_token_space_exactly() -> Result<(
     app.issue_token("tight")
         .await?
         .expect_error(409, "keyspace_exhausted");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_keyspace_of_readable_codes_shows_them_grouped_and_refuses_a_typo() -> Result<()> {
+    let app = spawn_app().await;
+    let def = json!({
+        "alphabet": "crockford",
+        "length": 8,
+        "format": {"group": 4, "prefix": "SHOP-", "check": true}
+    });
+    let created = app
+        .request(reqwest::Method::PUT, "/v1/keyspaces/shop", Some(def))
+        .await?;
+    let body = created.expect(201);
+    assert_eq!(body["alphabet"], "0123456789ABCDEFGHJKMNPQRSTVWXYZ");
+    assert_eq!(body["preset"], "crockford");
+    assert_eq!(
+        body["format"],
+        json!({"group": 4, "separator": "-", "prefix": "SHOP-", "check": true})
+    );
+    let token = app.issue_token("shop").await?.str("token");
+    assert_eq!(token.len(), "SHOP-XXXX-XXXX-C".len(), "{token}");
+    // Any typed form of it reads back as the token; look-alikes too.
+    let typed = token[5..].replace('-', "").to_lowercase().replace('1', "l");
+    let status = app.token_status("shop", &typed).await?;
+    assert_eq!(status.expect(200)["token"], token.as_str());
+    let last = token.chars().last().unwrap_or('0');
+    let typo = format!(
+        "{}{}",
+        &token[..token.len() - 1],
+        if last == '0' { '2' } else { '0' }
+    );
+    let refused = app.token_status("shop", &typo).await?;
+    refused.expect_error(400, "invalid_token");
+    assert_eq!(
+        refused.body["error"]["message"],
+        "check character does not match"
+    );
+    for bad in [
+        json!({"alphabet": "crockford", "length": 8, "format": {"separator": "A"}}),
+        json!({"alphabet": "crockford", "length": 8, "format": {"group": 0}}),
+        json!({"alphabet": "crockford", "length": 8, "format": {"colour": "red"}}),
+    ] {
+        app.request(reqwest::Method::PUT, "/v1/keyspaces/bad", Some(bad))
+            .await?
+            .expect_error(400, "invalid_keyspace");
+    }
+    app.get_keyspace("bad")
+        .await?
+        .expect_error(404, "keyspace_not_found");
     Ok(())
 }

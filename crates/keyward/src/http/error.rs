@@ -135,7 +135,7 @@ pub(crate) enum ApiError {
     #[error("the pool holds the most keys it can")]
     PoolFull,
     /// 409: a keyspace with another alphabet or length exists.
-    #[error("the keyspace exists with another alphabet or length; keyspaces cannot change")]
+    #[error("the keyspace exists with another alphabet, length or format; keyspaces cannot change")]
     KeyspaceImmutable,
     /// 409: the operation would cross a configured limit
     /// (`pool_limit_reached`, `keyspace_limit_reached`, `key_limit_reached`);

@@ -870,6 +870,32 @@ pub(crate) struct KeyspaceBody {
     /// `remaining` as an exact decimal string.
     #[schema(pattern = "^[0-9]+$")]
     remaining_str: String,
+    /// The preset the alphabet was named by (`digits`, `crockford`,
+    /// `unambiguous`), `null` for listed characters.
+    preset: Option<String>,
+    /// How tokens are shown and read; `null`: bare tokens.
+    format: Option<FormatBody>,
+}
+
+/// A token format: `prefix`, then the characters in groups of `group`
+/// joined by `separator`, and with `check` one more character, a check
+/// character (Damm's algorithm where the alphabet's size allows, else
+/// Luhn mod N) that refuses a mistyped code before any lookup.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FormatBody {
+    /// Characters per group, 1-16; absent or `null`: one group.
+    #[schema(minimum = 1, maximum = 16)]
+    group: Option<usize>,
+    /// Between groups, 1-16 characters of none of the alphabet's
+    /// (default `-`).
+    #[schema(min_length = 1, max_length = 16)]
+    separator: Option<String>,
+    /// Shown before the code, up to 16 characters; optional when typed.
+    #[schema(max_length = 16)]
+    prefix: Option<String>,
+    /// A check character at the end (default false).
+    check: Option<bool>,
 }
 
 impl From<KeyspaceView> for KeyspaceBody {
@@ -884,6 +910,16 @@ impl From<KeyspaceView> for KeyspaceBody {
             activated: k.info.activated,
             remaining: k.info.remaining,
             remaining_str: k.info.remaining.to_string(),
+            preset: k.spec.preset().map(|p| p.name().to_owned()),
+            format: k.spec.format().map(|f| {
+                let (group, separator, prefix) = f.parts();
+                FormatBody {
+                    group,
+                    separator: Some(separator.to_owned()),
+                    prefix: Some(prefix.to_owned()),
+                    check: Some(f.check()),
+                }
+            }),
         }
     }
 }
@@ -898,6 +934,10 @@ pub(crate) struct KeyspaceDefBody {
     alphabet: Option<String>,
     #[schema(required = true, nullable = false, minimum = 1)]
     length: Option<u32>,
+    /// How tokens are shown and read; absent: bare tokens. Like the
+    /// alphabet and length, it cannot change once the keyspace exists.
+    #[schema(nullable = false)]
+    format: Option<FormatBody>,
 }
 
 impl BodyError for KeyspaceDefBody {
@@ -929,8 +969,19 @@ async fn put_keyspace(
             "the body needs \"alphabet\" (a string) and \"length\" (an integer)".into(),
         ));
     };
-    let spec = KeyspaceSpec::new(&alphabet, length)
-        .map_err(|e| ApiError::from(crate::store::StoreError::from(e)))?;
+    let invalid = |e: crate::core::KeyspaceError| ApiError::from(crate::store::StoreError::from(e));
+    let mut spec = KeyspaceSpec::named(&alphabet, length).map_err(invalid)?;
+    if let Some(f) = body.format {
+        let format = crate::core::keyspace::Format::new(
+            spec.alphabet(),
+            f.group,
+            f.separator.as_deref(),
+            f.prefix.as_deref(),
+            f.check.unwrap_or(false),
+        )
+        .map_err(invalid)?;
+        spec = spec.with_format(format);
+    }
     apply(&state, idem, Change::PutKeyspace { keyspace: ks, spec }).await
 }
 

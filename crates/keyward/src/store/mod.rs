@@ -487,8 +487,8 @@ pub enum StoreError {
     /// The `default` pool or keyspace cannot be deleted.
     #[error("the default pool and keyspace cannot be deleted")]
     CannotDeleteDefault,
-    /// A keyspace exists with another alphabet or length.
-    #[error("the keyspace exists with another alphabet or length")]
+    /// A keyspace exists with another alphabet, length or format.
+    #[error("the keyspace exists with another alphabet, length or format")]
     KeyspaceImmutable,
     /// The operation would cross one of the [`Limits`]; nothing changed.
     #[error("the limit of {max} {limit} is reached")]

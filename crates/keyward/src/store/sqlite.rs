@@ -98,7 +98,7 @@ const COMMIT_RETRY_MAX: Duration = Duration::from_secs(2);
 /// `PRAGMA application_id` of a keyward database ("KWRD").
 const APPLICATION_ID: i32 = 0x4B57_5244;
 /// Schema version this build writes; older files are migrated forward.
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 /// Most rows of a deleted pool or keyspace removed per reclaim commit, so
 /// reclaiming 10^6 keys never holds the writer for long.
 const RECLAIM_STEP: i64 = 10_000;
@@ -217,6 +217,9 @@ const MIGRATIONS: &[&str] = &[
         body BLOB NOT NULL,
         expires_at_ms INTEGER NOT NULL
     );",
+    // 6: a keyspace's alphabet preset and token format, as one JSON object
+    // (NULL: bare tokens of listed characters, as before).
+    "ALTER TABLE keyspaces ADD COLUMN shape TEXT;",
 ];
 
 /// One row-level change to write.
@@ -1210,10 +1213,10 @@ fn write_batch(
             } => {
                 let rows_key = overlay.assign(&tx, KEYSPACE, name)?;
                 tx.prepare_cached(
-                    "INSERT INTO keyspaces (name, alphabet, length, secret, issued, rows_key)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                    "INSERT INTO keyspaces (name, alphabet, length, secret, issued, rows_key, shape)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                      ON CONFLICT (name) DO UPDATE SET alphabet = ?2, length = ?3,
-                        secret = ?4, issued = ?5",
+                        secret = ?4, issued = ?5, shape = ?7",
                 )?
                 .execute(params![
                     name.as_str(),
@@ -1222,6 +1225,7 @@ fn write_batch(
                     &secret.as_bytes()[..],
                     issued.to_string(),
                     rows_key,
+                    spec.shape_text(),
                 ])?;
             }
             Record::Issued { name, issued } => {

@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use super::format::{Format, Preset};
 use super::{KeyspaceError, invalid};
 
 /// The characters tokens are written with: 2 to 65 536 distinct Unicode
@@ -136,6 +137,12 @@ pub struct KeyspaceSpec {
     alphabet: Alphabet,
     length: u32,
     capacity: u128,
+    /// The preset the alphabet was named by, if any (it says how typed
+    /// characters are read).
+    preset: Option<Preset>,
+    /// How tokens are shown and read; `None`: as bare characters. Boxed:
+    /// most keyspaces have none.
+    format: Option<Box<Format>>,
 }
 
 impl KeyspaceSpec {
@@ -158,7 +165,111 @@ impl KeyspaceSpec {
             alphabet,
             length,
             capacity,
+            preset: None,
+            format: None,
         })
+    }
+
+    /// As [`KeyspaceSpec::new`], where `alphabet` may also name a
+    /// [`Preset`] (`digits`, `crockford`, `unambiguous`). O(n log n).
+    pub fn named(alphabet: &str, length: u32) -> Result<Self, KeyspaceError> {
+        match Preset::named(alphabet) {
+            Some(preset) => Ok(Self {
+                preset: Some(preset),
+                ..Self::new(preset.alphabet(), length)?
+            }),
+            None => Self::new(alphabet, length),
+        }
+    }
+
+    /// This spec with tokens shown and read in `format`. O(1).
+    pub fn with_format(self, format: Format) -> Self {
+        Self {
+            format: Some(Box::new(format)),
+            ..self
+        }
+    }
+
+    /// The preset the alphabet was named by. O(1).
+    pub fn preset(&self) -> Option<Preset> {
+        self.preset
+    }
+
+    /// How tokens are shown and read, if not bare. O(1).
+    pub fn format(&self) -> Option<&Format> {
+        self.format.as_deref()
+    }
+
+    /// The display form of a bare token. O(length).
+    pub fn display(&self, bare: String) -> String {
+        match &self.format {
+            Some(format) => format.display(&self.alphabet, &bare),
+            None => bare,
+        }
+    }
+
+    /// The bare token a person typed as `input` (see [`Format::parse`];
+    /// without a format, a preset's reading of look-alikes and case still
+    /// applies). O(length).
+    pub fn bare(&self, input: &str) -> Result<String, KeyspaceError> {
+        match (&self.format, self.preset) {
+            (Some(format), preset) => {
+                format.parse(&self.alphabet, preset, self.length as usize, input)
+            }
+            (None, Some(preset)) => {
+                Format::plain().parse(&self.alphabet, Some(preset), self.length as usize, input)
+            }
+            (None, None) => Ok(input.to_owned()),
+        }
+    }
+
+    /// The preset and format as one JSON object, for storage; `None` for a
+    /// spec with neither (as every keyspace before them). O(1).
+    pub fn shape_text(&self) -> Option<String> {
+        if self.preset.is_none() && self.format.is_none() {
+            return None;
+        }
+        let mut shape = serde_json::Map::new();
+        if let Some(p) = self.preset {
+            shape.insert("preset".into(), p.name().into());
+        }
+        if let Some(f) = &self.format {
+            let (group, separator, prefix) = f.parts();
+            shape.insert("group".into(), group.into());
+            shape.insert("separator".into(), separator.into());
+            shape.insert("prefix".into(), prefix.into());
+            shape.insert("check".into(), f.check().into());
+        }
+        Some(serde_json::Value::Object(shape).to_string())
+    }
+
+    /// `self` with the preset and format of [`KeyspaceSpec::shape_text`]'s
+    /// `text`. O(1).
+    pub fn with_shape_text(self, text: &str) -> Result<Self, KeyspaceError> {
+        let bad = || invalid(format!("stored keyspace shape {text:?}"));
+        let v: serde_json::Value = serde_json::from_str(text).map_err(|_| bad())?;
+        let preset = match v.get("preset") {
+            None => None,
+            Some(p) => Some(p.as_str().and_then(Preset::named).ok_or_else(bad)?),
+        };
+        let spec = Self { preset, ..self };
+        if v.get("check").is_none() {
+            return Ok(spec);
+        }
+        let group = match v.get("group") {
+            Some(serde_json::Value::Null) | None => None,
+            Some(g) => Some(g.as_u64().ok_or_else(bad)? as usize),
+        };
+        let format = Format::new(
+            &spec.alphabet,
+            group,
+            v.get("separator").and_then(|s| s.as_str()),
+            v.get("prefix").and_then(|s| s.as_str()),
+            v.get("check")
+                .and_then(serde_json::Value::as_bool)
+                .ok_or_else(bad)?,
+        )?;
+        Ok(spec.with_format(format))
     }
 
     /// The alphabet tokens are written with. O(1).

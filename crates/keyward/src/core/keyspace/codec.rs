@@ -198,7 +198,22 @@ impl TokenCodec {
         &self.secret
     }
 
-    /// The token issued as number `index`. O(length): one FF1 encryption, or
+    /// The display form of the token issued as number `index` (the bare
+    /// token when the keyspace has no format). O(length).
+    pub fn show(&self, index: u128) -> String {
+        self.spec.display(self.encode(index))
+    }
+
+    /// The index of the token a person typed as `input`, and its display
+    /// form. [`KeyspaceError::CheckMismatch`] for a wrong check character.
+    /// O(length).
+    pub fn read_input(&self, input: &str) -> Result<(u128, String), KeyspaceError> {
+        let bare = self.spec.bare(input)?;
+        let index = self.decode(&bare)?;
+        Ok((index, self.spec.display(bare)))
+    }
+
+    /// The bare token issued as number `index`. O(length): one FF1 encryption, or
     /// fewer than 4 Feistel passes on average; independent of how many tokens
     /// were issued.
     ///

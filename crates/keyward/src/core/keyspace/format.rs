@@ -43,6 +43,15 @@ impl Preset {
         }
     }
 
+    /// Its name. O(1).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Digits => "digits",
+            Self::Crockford => "crockford",
+            Self::Unambiguous => "unambiguous",
+        }
+    }
+
     /// What a typed character stands for: Crockford reads `I`/`L` as `1`
     /// and `O` as `0`. O(1).
     fn read(self, c: char) -> char {
@@ -115,6 +124,17 @@ impl Format {
             prefix: prefix.to_owned(),
             check,
         })
+    }
+
+    /// Tokens as bare characters, read with case folding: what a preset
+    /// without a format reads input with. O(1).
+    pub(super) fn plain() -> Self {
+        Self {
+            group: None,
+            separator: "-".to_owned(),
+            prefix: String::new(),
+            check: false,
+        }
     }
 
     /// Whether tokens carry a check character. O(1).

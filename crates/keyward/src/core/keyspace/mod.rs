@@ -139,7 +139,7 @@ impl Keyspace {
         }
         let mut restored = HashMap::new();
         for (token, at) in activations {
-            let index = match codec.decode(&token) {
+            let index = match codec.read_input(&token).map(|(index, _)| index) {
                 Ok(index) if index < issued => index,
                 Ok(_) => {
                     return Err(invalid(format!(
@@ -177,7 +177,7 @@ impl Keyspace {
             return Err(KeyspaceError::Exhausted);
         }
         let index = self.issued;
-        let token = self.codec.encode(index);
+        let token = self.codec.show(index);
         self.issued += 1;
         Ok(Issued {
             token,
@@ -191,9 +191,9 @@ impl Keyspace {
     /// Fails with [`KeyspaceError::InvalidToken`] for a malformed token and
     /// [`KeyspaceError::NotIssued`] for one not issued yet.
     pub fn status(&self, token: &str) -> Result<TokenStatus, KeyspaceError> {
-        let index = self.issued_index(token)?;
+        let (index, token) = self.issued_index(token)?;
         Ok(TokenStatus {
-            token: token.to_owned(),
+            token,
             activated_at: self.activations.get(&index).copied(),
         })
     }
@@ -203,13 +203,13 @@ impl Keyspace {
     /// Fails with [`KeyspaceError::InvalidToken`], [`KeyspaceError::NotIssued`]
     /// or, from the second time on, [`KeyspaceError::AlreadyActivated`].
     pub fn activate(&mut self, token: &str, now: Timestamp) -> Result<TokenStatus, KeyspaceError> {
-        let index = self.issued_index(token)?;
+        let (index, token) = self.issued_index(token)?;
         if self.activations.contains_key(&index) {
             return Err(KeyspaceError::AlreadyActivated);
         }
         self.activations.insert(index, now);
         Ok(TokenStatus {
-            token: token.to_owned(),
+            token,
             activated_at: Some(now),
         })
     }
@@ -225,10 +225,12 @@ impl Keyspace {
         }
     }
 
-    fn issued_index(&self, token: &str) -> Result<u128, KeyspaceError> {
-        let index = self.codec.decode(token)?;
+    /// The index of an issued token typed as `token`, and its display
+    /// form.
+    fn issued_index(&self, token: &str) -> Result<(u128, String), KeyspaceError> {
+        let (index, shown) = self.codec.read_input(token)?;
         if index < self.issued {
-            Ok(index)
+            Ok((index, shown))
         } else {
             Err(KeyspaceError::NotIssued)
         }

@@ -397,5 +397,6 @@ pub(super) fn put_keyspace_args(spec: &KeyspaceSpec, replace_if_unissued: bool) 
         length: spec.length(),
         secret: scripts::secret_hex(&Secret::generate()),
         replace_if_unissued,
+        shape: spec.shape_text(),
     }
 }

@@ -770,7 +770,7 @@ impl RedisStore {
                     let index = u128::from(reply.u64()?);
                     let capacity = codec.spec().capacity();
                     Ok(Issued {
-                        token: codec.encode(index),
+                        token: codec.show(index),
                         index,
                         remaining: capacity - index - 1,
                     })
@@ -791,15 +791,16 @@ impl RedisStore {
                 keyspace,
                 Some(ctx),
                 |codec| {
+                    let (index, token) = codec.read_input(token)?;
                     Ok(scripts::ActivateToken {
                         secret: scripts::secret_hex(codec.secret()),
-                        index: codec.decode(token)?,
-                        token: token.to_owned(),
+                        index,
+                        token,
                     })
                 },
-                |_, reply| {
+                |codec, reply| {
                     Ok(TokenStatus {
-                        token: token.to_owned(),
+                        token: codec.read_input(token)?.1,
                         activated_at: Some(Timestamp::from_millis(reply.u64()?)),
                     })
                 },
@@ -1026,20 +1027,21 @@ impl Store for RedisStore {
                 keyspace,
                 None,
                 |codec| {
+                    let (index, token) = codec.read_input(token)?;
                     Ok(scripts::ReadToken {
                         secret: scripts::secret_hex(codec.secret()),
-                        index: codec.decode(token)?,
-                        token: token.to_owned(),
+                        index,
+                        token,
                     })
                 },
-                |_, reply| {
+                |codec, reply| {
                     let activated_at = if reply.has_more() {
                         Some(Timestamp::from_millis(reply.u64()?))
                     } else {
                         None
                     };
                     Ok(TokenStatus {
-                        token: token.to_owned(),
+                        token: codec.read_input(token)?.1,
                         activated_at,
                     })
                 },

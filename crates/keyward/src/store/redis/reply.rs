@@ -190,8 +190,16 @@ impl Reply {
             .ok_or_else(|| unavailable("stored keyspace secret is not 64 hex digits"))?;
         let issued = u128::from(self.u64()?);
         let activated = u128::from(self.u64()?);
-        let spec = KeyspaceSpec::new(&alphabet, length)
-            .map_err(|e| unavailable(format!("stored keyspace definition: {e}")))?;
+        let shape = if self.has_more() {
+            self.text()?
+        } else {
+            String::new()
+        };
+        let stored = |e| unavailable(format!("stored keyspace definition: {e}"));
+        let mut spec = KeyspaceSpec::new(&alphabet, length).map_err(stored)?;
+        if !shape.is_empty() {
+            spec = spec.with_shape_text(&shape).map_err(stored)?;
+        }
         Ok((TokenCodec::new(spec, secret), issued, activated))
     }
 }

@@ -566,6 +566,9 @@ script_args! {
         /// Replace another definition while nothing is issued (the
         /// `default` keyspace at start-up).
         replace_if_unissued: bool,
+        /// The preset and format (`KeyspaceSpec::shape_text`), none for
+        /// bare tokens.
+        shape: Option<String>,
     }
 
     /// `keyspace_info`: definition and counts.

@@ -375,7 +375,7 @@ pub(super) fn load(
     let mut keyspaces = HashMap::new();
     let mut stmt = conn
         .prepare(
-            "SELECT name, alphabet, length, secret, issued, coalesce(rows_key, name)
+            "SELECT name, alphabet, length, secret, issued, coalesce(rows_key, name), shape
              FROM keyspaces",
         )
         .map_err(sql)?;
@@ -391,6 +391,13 @@ pub(super) fn load(
             .map_err(|_| corrupt(format!("{at}: length {length} is out of range")))?;
         let spec =
             KeyspaceSpec::new(&alphabet, length).map_err(|e| corrupt(format!("{at}: {e}")))?;
+        let shape: Option<String> = row.get(6).map_err(sql)?;
+        let spec = match shape {
+            Some(text) => spec
+                .with_shape_text(&text)
+                .map_err(|e| corrupt(format!("{at}: {e}")))?,
+            None => spec,
+        };
         let secret: Vec<u8> = row.get(3).map_err(sql)?;
         let secret: [u8; 32] = secret.try_into().map_err(|s: Vec<u8>| {
             corrupt(format!("{at}: secret of {} bytes (must be 32)", s.len()))

@@ -404,7 +404,7 @@ fn a_schema_3_database_is_migrated_with_its_rows_and_the_new_defaults() {
         query(&db, "SELECT max(version) || '' FROM schema_version"),
         SCHEMA_VERSION.to_string()
     );
-    assert_eq!(SCHEMA_VERSION, 5);
+    assert_eq!(SCHEMA_VERSION, 6);
 
     let mut p = loaded.pools.remove(&name("p")).expect("pool p");
     let defaults = Recovery::default();
