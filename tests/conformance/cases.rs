@@ -1422,3 +1422,42 @@ pub async fn a_keyspace_of_readable_codes_shows_and_reads_its_format(
     );
     assert_eq!(store.keyspace_info(&ks).await.unwrap().info.activated, 1);
 }
+
+/// A bulk issue (P2.4) takes contiguous counters, all or nothing: the
+/// tokens are distinct and issued, and a count over what is left issues
+/// nothing.
+pub async fn issue_tokens_issues_contiguous_counters_all_or_nothing(
+    store: &dyn Store,
+    _clock: &ManualClock,
+) {
+    let ks = name("bulk");
+    store
+        .put_keyspace(&ks, KeyspaceSpec::new("abcd", 3).unwrap())
+        .await
+        .unwrap();
+    let one = store.issue_token(&ks).await.unwrap();
+    let many = store.issue_tokens(&ks, 40).await.unwrap();
+    assert_eq!(
+        (many.first, many.tokens.len(), many.remaining),
+        (1, 40, 64 - 41)
+    );
+    let distinct: HashSet<&String> = many.tokens.iter().chain([&one.token]).collect();
+    assert_eq!(distinct.len(), 41);
+    for token in &many.tokens {
+        assert_eq!(
+            store.token_status(&ks, token).await.unwrap().activated_at,
+            None
+        );
+    }
+    assert_err!(
+        store.issue_tokens(&ks, 24).await,
+        StoreError::Keyspace(KeyspaceError::Exhausted)
+    );
+    assert_eq!(
+        store.keyspace_info(&ks).await.unwrap().info.issued,
+        41,
+        "nothing issued"
+    );
+    let rest = store.issue_tokens(&ks, 23).await.unwrap();
+    assert_eq!((rest.first, rest.remaining), (41, 0));
+}

@@ -104,6 +104,7 @@ macro_rules! backend {
                 a_dropped_waiting_lease_leaves_no_record,
                 // Shop keyspaces (P2.4).
                 a_keyspace_of_readable_codes_shows_and_reads_its_format,
+                issue_tokens_issues_contiguous_counters_all_or_nothing,
             ]
         );
     };

@@ -458,3 +458,59 @@ async fn a_keyspace_of_readable_codes_shows_them_grouped_and_refuses_a_typo() ->
         .expect_error(404, "keyspace_not_found");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_bulk_issue_gives_distinct_tokens_as_json_or_csv_and_all_or_nothing() -> Result<()> {
+    let app = spawn_app().await;
+    let def = json!({"alphabet": "digits", "length": 4, "format": {"check": true}});
+    app.request(reqwest::Method::PUT, "/v1/keyspaces/bulk", Some(def))
+        .await?
+        .expect(201);
+    let path = "/v1/keyspaces/bulk/tokens";
+    let reply = app
+        .request(reqwest::Method::POST, path, Some(json!({"count": 1000})))
+        .await?;
+    let body = reply.expect(201);
+    let tokens: Vec<String> = serde_json::from_value(body["tokens"].clone())?;
+    assert_eq!(tokens.len(), 1000);
+    assert_eq!(
+        tokens
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        1000
+    );
+    assert!(
+        tokens.iter().all(|t| t.len() == 5),
+        "four digits and a check"
+    );
+    assert_eq!(body["remaining"], 9000);
+    // The same as CSV: a header line and one token a line.
+    let csv = reqwest::Client::new()
+        .post(app.url(path))
+        .header("accept", "text/csv")
+        .header("content-type", "application/json")
+        .body(r#"{"count": 3}"#)
+        .send()
+        .await?;
+    assert_eq!(csv.status(), 201);
+    assert!(
+        csv.headers()["content-type"]
+            .to_str()?
+            .starts_with("text/csv")
+    );
+    let text = csv.text().await?;
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert_eq!(lines[0], "token");
+    for token in &lines[1..] {
+        app.token_status("bulk", token).await?.expect(200);
+    }
+    // More than are left: refused whole.
+    let issued = app.get_keyspace("bulk").await?.u64("issued");
+    app.request(reqwest::Method::POST, path, Some(json!({"count": 10_000})))
+        .await?
+        .expect_error(409, "keyspace_exhausted");
+    assert_eq!(app.get_keyspace("bulk").await?.u64("issued"), issued);
+    Ok(())
+}

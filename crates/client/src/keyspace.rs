@@ -2,9 +2,9 @@
 //! objects they answer with.
 //!
 //! Formats, batches, revocation and fingerprinted activations are the
-//! server's Part 2 keyspace features; on a server without them those
-//! calls answer with its error (a Part 1 server refuses the unknown body
-//! fields or routes).
+//! server's shop-keyspace features; a server without one of them answers
+//! those calls with its error (it refuses the unknown body fields or
+//! routes).
 
 use std::fmt;
 

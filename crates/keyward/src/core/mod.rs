@@ -24,8 +24,8 @@ pub mod time;
 
 pub use keygen::{KEY_ALPHABET, OsRandom, random_chars, random_key};
 pub use keyspace::{
-    Alphabet, Issued, Keyspace, KeyspaceError, KeyspaceInfo, KeyspaceSpec, Secret, TokenCodec,
-    TokenStatus,
+    Alphabet, Issued, IssuedMany, Keyspace, KeyspaceError, KeyspaceInfo, KeyspaceSpec, Secret,
+    TokenCodec, TokenStatus,
 };
 pub use names::{InvalidName, Name};
 pub use pool::{

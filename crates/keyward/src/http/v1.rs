@@ -92,6 +92,14 @@ pub(crate) fn render(effect: &Effect) -> Recorded {
                 remaining_str: remaining.to_string(),
             },
         ),
+        Effect::IssuedMany(issued) => json(
+            StatusCode::CREATED,
+            &IssuedManyBody {
+                tokens: issued.tokens.clone(),
+                remaining: issued.remaining,
+                remaining_str: issued.remaining.to_string(),
+            },
+        ),
         Effect::Token(status) => json(StatusCode::OK, &TokenBody::from(status.clone())),
     }
 }
@@ -1060,18 +1068,34 @@ pub(crate) struct IssuedBody {
     remaining_str: String,
 }
 
-/// Body of `POST /v1/keyspaces/{ks}/tokens`: empty or `{}`. A body that
-/// asks for more (say `{"count": 5}`) is refused rather than answered with
-/// one token, until bulk issue exists.
+/// Reply to a bulk issue: the tokens, in counter order, and how many are
+/// left.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct IssuedManyBody {
+    tokens: Vec<String>,
+    remaining: u128,
+    /// `remaining` as an exact decimal string (see the keyspace object).
+    #[schema(pattern = "^[0-9]+$")]
+    remaining_str: String,
+}
+
+/// Most tokens one bulk issue may ask for.
+pub const MAX_ISSUE: u32 = 10_000;
+
+/// Body of `POST /v1/keyspaces/{ks}/tokens`: empty or `{}` for one token
+/// (the single-token reply), or `{"count": n}` for n tokens at once.
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(max_properties = 0)]
-pub(crate) struct IssueBody {}
+pub(crate) struct IssueBody {
+    /// 1-10000 tokens, all or nothing.
+    #[schema(value_type = Option<u32>, nullable = false, minimum = 1, maximum = 10000)]
+    count: Option<serde_json::Value>,
+}
 
 impl BodyError for IssueBody {
     fn wrong_shape(message: String) -> ApiError {
         ApiError::InvalidBody(format!(
-            "this route issues one token and takes no body fields (bulk issue does not exist): {message}"
+            "this route takes an empty body, {{}}, or {{\"count\": n}}: {message}"
         ))
     }
 }
@@ -1080,21 +1104,48 @@ impl BodyError for IssueBody {
 #[utoipa::path(
     post, path = "/v1/keyspaces/{ks}/tokens", tag = "keyspaces",
     params(KeyspacePath),
-    request_body(content = Option<IssueBody>, description = "Empty or `{}`: one token per request"),
+    request_body(content = Option<IssueBody>, description = "Empty or `{}`: one token; `{\"count\": n}`: n tokens at once (with `Accept: text/csv`, a CSV body)"),
     responses(
-        (status = 201, description = "Issued", body = IssuedBody),
-        (status = 400, description = "invalid_name, invalid_body, invalid_json", body = ErrorBody),
+        (status = 201, description = "Issued: `IssuedBody` for one token, `IssuedManyBody` for a count; with `count` and `Accept: text/csv`, CSV (a `token` header line, one token per line)", body = IssuedBody),
+        (status = 400, description = "invalid_name, invalid_count, invalid_body, invalid_json", body = ErrorBody),
         (status = 404, description = "keyspace_not_found", body = ErrorBody),
-        (status = 409, description = "keyspace_exhausted", body = ErrorBody),
+        (status = 409, description = "keyspace_exhausted (nothing issued)", body = ErrorBody),
     )
 )]
 async fn issue_token(
     State(state): State<AppState>,
     idem: Idempotent,
+    headers: axum::http::HeaderMap,
     KeyspacePath { ks }: KeyspacePath,
-    JsonBody(IssueBody {}): JsonBody<IssueBody>,
+    JsonBody(body): JsonBody<IssueBody>,
 ) -> Result<Response, ApiError> {
-    apply(&state, idem, Change::Issue { keyspace: ks }).await
+    let Some(count) = body.count else {
+        return apply(&state, idem, Change::Issue { keyspace: ks }).await;
+    };
+    let count = count
+        .as_u64()
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|n| (1..=MAX_ISSUE).contains(n))
+        .ok_or_else(|| {
+            ApiError::InvalidCount(format!("count must be an integer from 1 to {MAX_ISSUE}"))
+        })?;
+    let response = apply(
+        &state,
+        idem,
+        Change::IssueMany {
+            keyspace: ks,
+            count,
+        },
+    )
+    .await?;
+    let csv = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/csv"));
+    if csv {
+        return Ok(super::idempotency::as_csv(response).await);
+    }
+    Ok(response)
 }
 
 /// Whether an issued token was activated.

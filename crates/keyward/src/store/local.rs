@@ -892,6 +892,22 @@ impl LocalStore {
                 });
                 Ok(Effect::Issued(issued))
             }
+            Change::IssueMany {
+                keyspace: name,
+                count,
+            } => {
+                let ks = engine
+                    .keyspaces
+                    .get_mut(&name)
+                    .ok_or(StoreError::KeyspaceNotFound)?;
+                let issued = ks.issue_many(u128::from(count))?;
+                let total = ks.info().issued;
+                records.push(Record::Issued {
+                    name,
+                    issued: total,
+                });
+                Ok(Effect::IssuedMany(issued))
+            }
             Change::Activate {
                 keyspace: name,
                 token,

@@ -29,9 +29,9 @@ use async_trait::async_trait;
 
 pub use self::idempotency::{Digest, Idem, IdemKey, Recorded, Render, Scope};
 use crate::core::{
-    Expired, Imported, Issued, KeyLength, KeyState, KeyView, KeyspaceError, KeyspaceInfo,
-    KeyspaceSpec, Labels, MaxFailures, Name, Outcome, PoolError, PoolKey, PoolSettings, PoolStats,
-    Reason, Recovery, TokenStatus, Ttl,
+    Expired, Imported, Issued, IssuedMany, KeyLength, KeyState, KeyView, KeyspaceError,
+    KeyspaceInfo, KeyspaceSpec, Labels, MaxFailures, Name, Outcome, PoolError, PoolKey,
+    PoolSettings, PoolStats, Reason, Recovery, TokenStatus, Ttl,
 };
 
 /// A change a client asks for: one for each `POST`, `PUT` and `DELETE`
@@ -80,6 +80,8 @@ pub enum Change {
     DeleteKeyspace { keyspace: Name },
     /// [`Store::issue_token`].
     Issue { keyspace: Name },
+    /// [`Store::issue_tokens`].
+    IssueMany { keyspace: Name, count: u32 },
     /// [`Store::activate_token`].
     Activate { keyspace: Name, token: String },
 }
@@ -101,6 +103,7 @@ impl Change {
             Self::PutKeyspace { keyspace, .. }
             | Self::DeleteKeyspace { keyspace }
             | Self::Issue { keyspace }
+            | Self::IssueMany { keyspace, .. }
             | Self::Activate { keyspace, .. } => Scope::Keyspace(keyspace.clone()),
         }
     }
@@ -121,6 +124,8 @@ pub enum Effect {
     Keyspace(KeyspaceView, Upsert),
     /// A token was issued.
     Issued(Issued),
+    /// Tokens were issued together.
+    IssuedMany(IssuedMany),
     /// A token after activation.
     Token(TokenStatus),
 }
@@ -706,6 +711,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         };
         match self.apply(change, None).await?.effect()? {
             Effect::Issued(issued) => Ok(issued),
+            _ => Err(unexpected()),
+        }
+    }
+    /// Issues the next `count` tokens (contiguous counters), all or
+    /// nothing: `Exhausted` with nothing issued when fewer are left.
+    /// O(count).
+    async fn issue_tokens(&self, keyspace: &Name, count: u32) -> Result<IssuedMany, StoreError> {
+        let change = Change::IssueMany {
+            keyspace: keyspace.clone(),
+            count,
+        };
+        match self.apply(change, None).await?.effect()? {
+            Effect::IssuedMany(issued) => Ok(issued),
             _ => Err(unexpected()),
         }
     }

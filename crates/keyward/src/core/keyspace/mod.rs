@@ -67,6 +67,17 @@ fn invalid(reason: impl Into<String>) -> KeyspaceError {
     KeyspaceError::InvalidKeyspace(reason.into())
 }
 
+/// Tokens issued together, with contiguous counters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssuedMany {
+    /// The tokens, in counter order, in their display form.
+    pub tokens: Vec<String>,
+    /// The counter of the first.
+    pub first: u128,
+    /// Tokens that can still be issued after these.
+    pub remaining: u128,
+}
+
 /// What is known about one issued token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenStatus {
@@ -211,6 +222,23 @@ impl Keyspace {
         Ok(TokenStatus {
             token,
             activated_at: Some(now),
+        })
+    }
+
+    /// Issues the next `count` tokens, whose counters are contiguous, all
+    /// or nothing: [`KeyspaceError::Exhausted`] with nothing issued when
+    /// fewer are left. O(count · length), however full the space is.
+    pub fn issue_many(&mut self, count: u128) -> Result<IssuedMany, KeyspaceError> {
+        let capacity = self.codec.spec().capacity();
+        if count == 0 || capacity - self.issued < count {
+            return Err(KeyspaceError::Exhausted);
+        }
+        let first = self.issued;
+        self.issued += count;
+        Ok(IssuedMany {
+            tokens: (first..self.issued).map(|i| self.codec.show(i)).collect(),
+            first,
+            remaining: capacity - self.issued,
         })
     }
 

@@ -132,8 +132,8 @@ use super::{
 };
 use crate::clock::Clock;
 use crate::core::{
-    Expired, Imported, Issued, KeyState, KeyView, KeyspaceInfo, KeyspaceSpec, Labels, Name,
-    OsRandom, Outcome, PoolKey, PoolSettings, Timestamp, TokenCodec, TokenStatus, Ttl,
+    Expired, Imported, Issued, IssuedMany, KeyState, KeyView, KeyspaceInfo, KeyspaceSpec, Labels,
+    Name, OsRandom, Outcome, PoolKey, PoolSettings, Timestamp, TokenCodec, TokenStatus, Ttl,
     random_chars,
 };
 use connection::{Connector, InitError};
@@ -764,6 +764,7 @@ impl RedisStore {
                     Ok(scripts::IssueToken {
                         secret: scripts::secret_hex(codec.secret()),
                         limit: codec.spec().capacity().min(MAX_ISSUED),
+                        count: 1,
                     })
                 },
                 |codec, reply| {
@@ -773,6 +774,38 @@ impl RedisStore {
                         token: codec.show(index),
                         index,
                         remaining: capacity - index - 1,
+                    })
+                },
+            )
+            .await
+    }
+
+    /// One script (`INCRBY` below the capacity): O(1), then `count` keyed
+    /// permutations here.
+    async fn issue_tokens(
+        &self,
+        keyspace: &Name,
+        count: u32,
+        ctx: &Ctx<'_>,
+    ) -> Result<IssuedMany, StoreError> {
+        self.inner
+            .token_op(
+                keyspace,
+                Some(ctx),
+                |codec| {
+                    Ok(scripts::IssueToken {
+                        secret: scripts::secret_hex(codec.secret()),
+                        limit: codec.spec().capacity().min(MAX_ISSUED),
+                        count,
+                    })
+                },
+                |codec, reply| {
+                    let first = u128::from(reply.u64()?);
+                    let end = first + u128::from(count);
+                    Ok(IssuedMany {
+                        tokens: (first..end).map(|i| codec.show(i)).collect(),
+                        first,
+                        remaining: codec.spec().capacity() - end,
                     })
                 },
             )
@@ -947,6 +980,9 @@ impl Store for RedisStore {
                 Effect::Deleted
             }
             Change::Issue { keyspace } => Effect::Issued(self.issue_token(&keyspace, &ctx).await?),
+            Change::IssueMany { keyspace, count } => {
+                Effect::IssuedMany(self.issue_tokens(&keyspace, count, &ctx).await?)
+            }
             Change::Activate { keyspace, token } => {
                 Effect::Token(self.activate_token(&keyspace, &token, &ctx).await?)
             }

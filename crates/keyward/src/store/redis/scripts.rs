@@ -583,6 +583,8 @@ script_args! {
         secret: String,
         /// Issue only below this: min(capacity, 2^53).
         limit: u128,
+        /// How many tokens, all or nothing.
+        count: u32,
     }
 
     /// `token_status`.
