@@ -5,24 +5,14 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use keyward::clock::ManualClock;
 use keyward::core::Name;
 use keyward::store::{Limits, PageLimit, PageRequest, Store};
 
+use crate::states::int_reply;
 use keyward_testkit::backends;
 use keyward_testkit::redis::{self, RedisServer};
-
-/// An integer reply (`:N`) of one command.
-fn int_reply(port: u16, cmd: &str) -> Result<i64> {
-    let reply = redis::command(port, cmd).with_context(|| format!("{cmd}: no reply"))?;
-    reply
-        .trim()
-        .strip_prefix(':')
-        .with_context(|| format!("{cmd}: {reply:?} is not an integer reply"))?
-        .parse()
-        .with_context(|| format!("{cmd}: {reply:?}"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_pool_is_reclaimed_in_bounded_steps_while_its_name_lives_on() -> Result<()> {

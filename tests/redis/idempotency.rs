@@ -14,6 +14,8 @@ use keyward::store::{Applied, Change, Digest, Effect, Idem, IdemKey, Limits, Rec
 use keyward_testkit::backends;
 use keyward_testkit::redis::{self, RedisServer};
 
+use crate::states::int_reply;
+
 fn render(effect: &Effect) -> Recorded {
     Recorded {
         status: 200,
@@ -28,16 +30,6 @@ fn idem(key: &str, ttl_ms: u64) -> Result<Idem> {
         ttl: Ttl::from_millis(ttl_ms).context("a valid TTL")?,
         render,
     })
-}
-
-fn int_reply(port: u16, cmd: &str) -> Result<i64> {
-    let reply = redis::command(port, cmd).with_context(|| format!("{cmd}: no reply"))?;
-    reply
-        .trim()
-        .strip_prefix(':')
-        .with_context(|| format!("{cmd}: {reply:?}"))?
-        .parse()
-        .with_context(|| format!("{cmd}: {reply:?}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,7 +20,7 @@ use keyward_testkit::backends;
 use keyward_testkit::redis::{self, RedisServer};
 
 /// An integer reply (`:N`) of one inline command.
-fn int_reply(port: u16, cmd: &str) -> Result<i64> {
+pub(crate) fn int_reply(port: u16, cmd: &str) -> Result<i64> {
     let reply = redis::command(port, cmd).with_context(|| format!("{cmd}: no reply"))?;
     reply
         .trim()

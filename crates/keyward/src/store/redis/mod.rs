@@ -752,32 +752,20 @@ impl RedisStore {
         Ok((view, upsert))
     }
 
-    /// One script (`INCR` below the capacity): O(1), then one keyed
-    /// permutation here. On Redis a keyspace issues at most 2^53 tokens,
-    /// where Lua's doubles stop counting exactly.
+    /// [`RedisStore::issue_tokens`] of one: one script, O(1), then one
+    /// keyed permutation here. On Redis a keyspace issues at most 2^53
+    /// tokens, where Lua's doubles stop counting exactly.
     async fn issue_token(&self, keyspace: &Name, ctx: &Ctx<'_>) -> Result<Issued, StoreError> {
-        self.inner
-            .token_op(
-                keyspace,
-                Some(ctx),
-                |codec| {
-                    Ok(scripts::IssueToken {
-                        secret: scripts::secret_hex(codec.secret()),
-                        limit: codec.spec().capacity().min(MAX_ISSUED),
-                        count: 1,
-                    })
-                },
-                |codec, reply| {
-                    let index = u128::from(reply.u64()?);
-                    let capacity = codec.spec().capacity();
-                    Ok(Issued {
-                        token: codec.show(index),
-                        index,
-                        remaining: capacity - index - 1,
-                    })
-                },
-            )
-            .await
+        let mut many = self.issue_tokens(keyspace, 1, ctx).await?;
+        let token = many
+            .tokens
+            .pop()
+            .ok_or_else(|| unavailable("an issue of one token answered none"))?;
+        Ok(Issued {
+            token,
+            index: many.first,
+            remaining: many.remaining,
+        })
     }
 
     /// One script (`INCRBY` below the capacity): O(1), then `count` keyed
