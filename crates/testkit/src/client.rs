@@ -296,23 +296,10 @@ impl Api {
         body: Option<Value>,
         key: &str,
     ) -> Result<Reply> {
-        let url = self.url(path);
-        let mut req = self
-            .client
-            .request(method.clone(), &url)
-            .header("idempotency-key", key);
-        if let Some(body) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(body.to_string());
-        }
-        let resp = req
-            .send()
+        let body = body.map(|b| b.to_string().into_bytes());
+        let json = Some("application/json");
+        self.send(method, path, body, json, REQUEST_TIMEOUT, Some(key))
             .await
-            .with_context(|| format!("{method} {url}"))?;
-        Reply::read(resp)
-            .await
-            .with_context(|| format!("body of {method} {url}"))
     }
 
     /// Sends `method path` with raw body bytes and an optional `Content-Type`.
@@ -338,8 +325,27 @@ impl Api {
         content_type: Option<&str>,
         timeout: Duration,
     ) -> Result<Reply> {
+        self.send(method, path, body, content_type, timeout, None)
+            .await
+    }
+
+    /// The one way a request is sent: `method path` with the body and its
+    /// `Content-Type`, within `timeout`, with `Idempotency-Key: key` if
+    /// given.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        content_type: Option<&str>,
+        timeout: Duration,
+        key: Option<&str>,
+    ) -> Result<Reply> {
         let url = self.url(path);
         let mut req = self.client.request(method.clone(), &url).timeout(timeout);
+        if let Some(key) = key {
+            req = req.header("idempotency-key", key);
+        }
         if let Some(body) = body {
             if let Some(ct) = content_type {
                 req = req.header("content-type", ct);

@@ -107,18 +107,6 @@ impl Digest {
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
         bytes.try_into().ok().map(Self)
     }
-
-    /// The digest from its 64 hex digits, if they are. O(1).
-    pub fn from_hex(text: &str) -> Option<Self> {
-        if text.len() != 64 {
-            return None;
-        }
-        let mut out = [0u8; 32];
-        for (i, b) in out.iter_mut().enumerate() {
-            *b = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-        }
-        Some(Self(out))
-    }
 }
 
 impl fmt::Debug for Digest {
@@ -456,8 +444,6 @@ mod tests {
             Digest::of("POST", "/v1/x", b"a"),
             Digest::of("POST", "/v1/xa", b"")
         );
-        assert_eq!(Digest::from_hex(&a.to_hex()), Some(a));
-        assert_eq!(Digest::from_hex("zz"), None);
         assert_eq!(Digest::from_bytes(a.as_bytes()), Some(a));
         assert_eq!(Digest::from_bytes(&[0; 31]), None);
         let slow: String = a.as_bytes().iter().map(|b| format!("{b:02x}")).collect();

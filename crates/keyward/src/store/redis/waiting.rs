@@ -48,7 +48,7 @@ use redis::{PushInfo, PushKind};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::scripts::{self, Family, POOL_WAITING, POOL_WAKE};
+use super::scripts::{self, Call, Family, POOL_WAITING, POOL_WAKE};
 use super::{Ctx, Inner, lock};
 use crate::core::{KeyView, Name};
 use crate::store::backoff::Backoff;
@@ -179,77 +179,68 @@ pub(super) async fn lease_waiting(
 }
 
 /// Records a key the watcher leased for a waiting request under the
-/// request's idempotency key, in a task of its own (as
-/// [`lease_detached`]): if an earlier request with that key was recorded
-/// meanwhile (another process), that answer is the one given and this key
-/// goes back; a request dropped meanwhile gives its key back with its
-/// record. One script. A crash between the watcher's lease and this claim
-/// leaves the key leased, unrecorded, until its lease ends.
+/// request's idempotency key, in a task of its own (see [`detached`]): if
+/// an earlier request with that key was recorded meanwhile (another
+/// process), that answer is the one given and this key goes back; a
+/// request dropped meanwhile gives its key back with its record. One
+/// script. A crash between the watcher's lease and this claim leaves the
+/// key leased, unrecorded, until its lease ends.
 async fn claim_detached(
     inner: &Arc<Inner>,
     pool: &Name,
     view: KeyView,
     ctx: &Ctx<'_>,
 ) -> Result<KeyView, StoreError> {
-    let (tx, rx) = oneshot::channel();
-    let busy = Busy::new(inner);
-    let (task_inner, task_pool, idem) = (Arc::clone(inner), pool.clone(), ctx.idem.cloned());
-    tokio::spawn(async move {
-        let _busy = busy;
-        let claim = Ctx {
-            idem: idem.as_ref(),
-            replayed: AtomicBool::new(false),
-        };
-        let args = scripts::ClaimKey {
-            key: view.key.clone(),
-            lease_id: view.lease.map_or(0, |l| l.id),
-        };
-        let got = task_inner.key_op_in(&task_pool, &args, Some(&claim)).await;
-        let replayed = claim.replayed.load(Ordering::Acquire);
+    let args = scripts::ClaimKey {
+        key: view.key.clone(),
+        lease_id: view.lease.map_or(0, |l| l.id),
+    };
+    detached(inner, pool, ctx, args, move |inner, pool, got, replayed| {
         if replayed || got.is_err() {
             // Ours is not the answer: free the key this process leased.
-            give_back(&task_inner, &task_pool, view, None);
+            give_back(inner, pool, view, None);
         }
-        let forget = (!replayed)
-            .then(|| idem.map(|i| i.key.as_str().to_owned()))
-            .flatten();
-        if let Err(Ok((view, _))) = tx.send(got.map(|v| (v, replayed)))
-            && forget.is_some()
-        {
-            give_back(&task_inner, &task_pool, view, forget);
-        }
-    });
-    detached_answer(inner, pool, rx, ctx).await
+    })
+    .await
 }
 
-/// Leases in a task of its own, so a request dropped while the script
-/// runs (its client went away) cannot leave the key leased: a key nobody
-/// takes goes to this process's next waiter of the pool, or back to free.
-/// One lease script.
+/// Leases in a task of its own (see [`detached`]). One lease script.
 async fn lease_detached(
     inner: &Arc<Inner>,
     pool: &Name,
     ctx: &Ctx<'_>,
+) -> Result<KeyView, StoreError> {
+    detached(inner, pool, ctx, scripts::LeaseKey {}, |_, _, _, _| {}).await
+}
+
+/// Runs the key script `args`, with the request's idempotency key, in a
+/// task of its own, so a request dropped while the script runs (its
+/// client went away) cannot leave a key leased to nobody: a key nobody
+/// takes goes to this process's next waiter of the pool, or back to free
+/// with its record. `answered` sees the answer in the task first, and
+/// whether it was replayed (a replay leased nothing now).
+async fn detached<A: Call + Send + Sync + 'static>(
+    inner: &Arc<Inner>,
+    pool: &Name,
+    ctx: &Ctx<'_>,
+    args: A,
+    answered: impl FnOnce(&Arc<Inner>, &Name, &Result<KeyView, StoreError>, bool) + Send + 'static,
 ) -> Result<KeyView, StoreError> {
     let (tx, rx) = oneshot::channel();
     let busy = Busy::new(inner);
     let (task_inner, task_pool, idem) = (Arc::clone(inner), pool.clone(), ctx.idem.cloned());
     tokio::spawn(async move {
         let _busy = busy;
-        let lease = Ctx {
+        let call = Ctx {
             idem: idem.as_ref(),
             replayed: AtomicBool::new(false),
         };
-        let got = task_inner
-            .key_op_in(&task_pool, &scripts::LeaseKey {}, Some(&lease))
-            .await;
-        let replayed = lease.replayed.load(Ordering::Acquire);
-        if let Err(Ok((view, replayed))) = tx.send(got.map(|v| (v, replayed))) {
-            // A replayed answer leased nothing now.
-            if !replayed {
-                let forget = idem.map(|i| i.key.as_str().to_owned());
-                unclaimed(&task_inner, &task_pool, view, forget);
-            }
+        let got = task_inner.key_op_in(&task_pool, &args, Some(&call)).await;
+        let replayed = call.replayed.load(Ordering::Acquire);
+        answered(&task_inner, &task_pool, &got, replayed);
+        if let Err(Ok((view, false))) = tx.send(got.map(|v| (v, replayed))) {
+            let forget = idem.map(|i| i.key.as_str().to_owned());
+            unclaimed(&task_inner, &task_pool, view, forget);
         }
     });
     detached_answer(inner, pool, rx, ctx).await
