@@ -2,7 +2,7 @@
 # Tests the Python client: a venv with pinned tools, mypy --strict on the
 # package and its tests, then pytest against a real keyward server started by the tests.
 #
-#   clients/python/run-tests.sh                 # every test the server supports today
+#   clients/python/run-tests.sh                 # every test
 #   clients/python/run-tests.sh tests/test_shop.py -x   # any pytest arguments instead
 #
 # Env: KEYWARD_PY_VENV (venv path, default target/py-client-venv),
@@ -14,8 +14,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 venv=${KEYWARD_PY_VENV:-$repo/target/py-client-venv}
 export KEYWARD_BIN=${KEYWARD_BIN:-$repo/target/release/keyward}
-# Bulk issue, batches, fingerprints and revocation: not in the server yet.
-skip=${KEYWARD_PY_SKIP-tests/test_shop.py}
+skip=${KEYWARD_PY_SKIP-}
 
 if [ ! -x "$KEYWARD_BIN" ]; then
   (cd "$repo" && cargo build --release --locked -p keyward-cli)

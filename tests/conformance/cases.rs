@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use keyward::clock::{Clock, ManualClock};
 use keyward::core::{
-    KeyLength, KeyView, KeyspaceError, KeyspaceInfo, KeyspaceSpec, Lease, Name, PoolError,
-    PoolSettings, PoolStats, Timestamp, Ttl,
+    KeyLength, KeyView, KeyspaceError, KeyspaceInfo, KeyspaceSpec, Lease, MaxActivations, Name,
+    PoolError, PoolSettings, PoolStats, Timestamp, Ttl,
 };
 use keyward::store::{Limit, PageLimit, PageRequest, PoolPatch, Store, StoreError, Upsert};
 
@@ -51,6 +51,10 @@ pub use waiting::*;
 // The idempotency cases (P2.3).
 mod idempotency;
 pub use idempotency::*;
+
+// The shop keyspace cases (P2.4): activation slots, revocation, batches.
+mod shop;
+pub use shop::*;
 
 /// A name of this run's own: `tag` plus a per-process suffix, so reruns
 /// against a persistent backend never meet old state.
@@ -633,7 +637,9 @@ pub async fn put_keyspace_creates_accepts_the_same_spec_and_refuses_another(
             capacity: 9,
             issued: 0,
             activated: 0,
-            remaining: 9
+            revoked: 0,
+            remaining: 9,
+            max_activations: MaxActivations::DEFAULT,
         }
     );
     store.issue_token(&ks).await.unwrap();
@@ -711,7 +717,9 @@ pub async fn issue_token_issues_every_token_of_a_small_space_once_then_is_exhaus
             capacity: 676,
             issued: 676,
             activated: 0,
-            remaining: 0
+            revoked: 0,
+            remaining: 0,
+            max_activations: MaxActivations::DEFAULT,
         }
     );
 }
@@ -732,7 +740,7 @@ pub async fn token_status_and_activate_token_follow_the_token_lifecycle(
     for token in &issued {
         let status = store.token_status(&ks, token).await.unwrap();
         assert_eq!(
-            (status.token.as_str(), status.activated_at),
+            (status.token.as_str(), status.activated_at()),
             (&**token, None)
         );
     }
@@ -769,7 +777,7 @@ pub async fn token_status_and_activate_token_follow_the_token_lifecycle(
     let first_at = clock.now();
     let activated = store.activate_token(&ks, &issued[0]).await.unwrap();
     assert_eq!(activated.token, issued[0]);
-    assert_eq!(activated.activated_at, Some(first_at));
+    assert_eq!(activated.activated_at(), Some(first_at));
     advance(clock, 1_000);
     assert_eq!(
         store.token_status(&ks, &issued[0]).await.unwrap(),
@@ -785,13 +793,13 @@ pub async fn token_status_and_activate_token_follow_the_token_lifecycle(
     );
 
     let second = store.activate_token(&ks, &issued[1]).await.unwrap();
-    assert_eq!(second.activated_at, Some(clock.now()));
+    assert_eq!(second.activated_at(), Some(clock.now()));
     assert_eq!(
         store
             .token_status(&ks, &issued[2])
             .await
             .unwrap()
-            .activated_at,
+            .activated_at(),
         None
     );
     assert_eq!(
@@ -800,7 +808,9 @@ pub async fn token_status_and_activate_token_follow_the_token_lifecycle(
             capacity: 27,
             issued: 5,
             activated: 2,
-            remaining: 22
+            revoked: 0,
+            remaining: 22,
+            max_activations: MaxActivations::DEFAULT,
         }
     );
 }
@@ -1383,9 +1393,9 @@ pub async fn a_keyspace_of_readable_codes_shows_and_reads_its_format(
     assert_eq!((upsert, &view.spec), (Upsert::Created, &spec));
     let issued = store.issue_token(&ks).await.unwrap();
     let token = issued.token.clone();
-    // Seven characters (six and the check) in groups of three.
+    // Six characters in groups of three, then the check character.
     assert!(
-        token.starts_with("GIFT-") && token.len() == 5 + 7 + 2,
+        token.starts_with("GIFT-") && token.len() == 5 + 6 + 1 + 1,
         "{token}"
     );
     let typed = token
@@ -1394,7 +1404,7 @@ pub async fn a_keyspace_of_readable_codes_shows_and_reads_its_format(
         .to_lowercase();
     let status = store.token_status(&ks, &typed).await.unwrap();
     assert_eq!(
-        (status.token.as_str(), status.activated_at),
+        (status.token.as_str(), status.activated_at()),
         (token.as_str(), None)
     );
     // A wrong check character: the last one changed.
@@ -1445,7 +1455,7 @@ pub async fn issue_tokens_issues_contiguous_counters_all_or_nothing(
     assert_eq!(distinct.len(), 41);
     for token in &many.tokens {
         assert_eq!(
-            store.token_status(&ks, token).await.unwrap().activated_at,
+            store.token_status(&ks, token).await.unwrap().activated_at(),
             None
         );
     }

@@ -105,6 +105,19 @@ macro_rules! backend {
                 // Shop keyspaces (P2.4).
                 a_keyspace_of_readable_codes_shows_and_reads_its_format,
                 issue_tokens_issues_contiguous_counters_all_or_nothing,
+                activation_slots_follow_fingerprints_up_to_max_activations,
+                deactivate_frees_the_slot_and_a_token_with_none_left_is_issued_again,
+                put_keyspace_raises_and_lowers_max_activations_keeping_the_slots_taken,
+                revoke_needs_an_issued_token_and_then_refuses_activation_for_good,
+                batches_count_their_tokens_issued_one_by_one_or_in_bulk,
+                a_refused_issue_under_a_batch_files_nothing,
+                concurrent_activations_with_distinct_fingerprints_take_exactly_max_activations,
+                concurrent_activations_with_one_fingerprint_take_one_slot,
+                concurrent_issues_under_two_batches_file_every_token_under_its_own,
+                every_shop_change_retried_with_its_key_takes_effect_once,
+                a_deleted_keyspace_comes_back_without_its_batches_and_marks,
+                listings_show_max_activations_and_revoked_as_keyspace_info_does,
+                concurrent_activations_and_a_revocation_agree_on_the_outcome,
             ]
         );
     };

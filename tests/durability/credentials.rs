@@ -392,8 +392,8 @@ async fn a_schema_3_file_starts_with_its_keys_and_the_new_defaults_and_takes_the
     );
     if let Some(version) = crate::sqlite3(&dir.db(), "SELECT max(version) FROM schema_version")? {
         ensure!(
-            version == "6",
-            "migrated to the latest schema (6), found {version}"
+            version == "7",
+            "migrated to the latest schema (7), found {version}"
         );
     }
 

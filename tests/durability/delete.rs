@@ -82,14 +82,15 @@ async fn rows_left_to_reclaim_at_a_restart_are_ignored_then_reclaimed() -> Resul
 
     // As if a server was stopped in the middle of reclaiming a deleted
     // pool `gone` (its keys and a lease still there, its pools row gone)
-    // and a deleted keyspace's activations.
+    // and a deleted keyspace's marks and batches.
     let db = dir.db();
     let filed = "BEGIN;
         INSERT INTO keys (pool, key, created_at_ms, alive_until_ms)
             VALUES ('gone', 'AAAAAAAAAAAA', 1, 2), ('gone', 'BBBBBBBBBBBB', 1, 2);
         INSERT INTO leases (pool, key, lease_id, leased_until_ms)
             VALUES ('gone', 'AAAAAAAAAAAA', 7, 2);
-        INSERT INTO activations (keyspace, token, activated_at_ms) VALUES ('old', 'abc', 1);
+        INSERT INTO marks (keyspace, token, activations) VALUES ('old', 'abc', '[[null, 1]]');
+        INSERT INTO batches (keyspace, first, end, name) VALUES ('old', '0', '1', 'b');
         INSERT INTO reclaim (kind, rows_key) VALUES ('pool', 'gone'), ('keyspace', 'old');
         COMMIT;";
     if sqlite3(&db, filed)?.is_none() {
@@ -109,7 +110,8 @@ async fn rows_left_to_reclaim_at_a_restart_are_ignored_then_reclaimed() -> Resul
             &db,
             "SELECT (SELECT count(*) FROM keys WHERE pool = 'gone')
                   + (SELECT count(*) FROM leases WHERE pool = 'gone')
-                  + (SELECT count(*) FROM activations WHERE keyspace = 'old')
+                  + (SELECT count(*) FROM marks WHERE keyspace = 'old')
+                  + (SELECT count(*) FROM batches WHERE keyspace = 'old')
                   + (SELECT count(*) FROM reclaim)",
         )?
         .context("sqlite3 ran before")?;

@@ -488,7 +488,7 @@ async fn the_database_reads_back_with_the_sqlite3_shell_after_a_kill() -> Result
         Some("abcdef 6 2".to_owned())
     );
     assert_eq!(
-        query("SELECT token FROM activations WHERE keyspace = 'ks'")?,
+        query("SELECT token FROM marks WHERE keyspace = 'ks'")?,
         Some(token)
     );
     assert_eq!(
@@ -598,7 +598,7 @@ async fn a_keyspace_of_readable_codes_keeps_its_format_and_activations_across_a_
         .clone();
     let token = str_field(server.api.issue_token("shop").await?.expect(201), "token");
     ensure!(
-        token.starts_with("SHOP-") && token.len() == 5 + 4 + 1 + 4 + 1 + 1,
+        token.starts_with("SHOP-") && token.len() == 5 + 4 + 1 + 4 + 1,
         "{token}"
     );
     server.api.activate("shop", &token).await?.expect(200);
@@ -637,5 +637,72 @@ async fn a_keyspace_of_readable_codes_keeps_its_format_and_activations_across_a_
         .request(Method::PUT, path, Some(other))
         .await?
         .expect_error(409, "keyspace_immutable");
+    server.terminate(Duration::from_secs(5)).await
+}
+
+#[tokio::test]
+async fn batches_slots_and_revocations_survive_a_kill() -> Result<()> {
+    let dir = TempDir::new("shop-marks")?;
+    let launch = crate::launch(&dir);
+    let server = launch.start().await?;
+    let api = &server.api;
+    let def = json!({"alphabet": "digits", "length": 9, "max_activations": 2});
+    api.request(Method::PUT, "/v1/keyspaces/shop", Some(def))
+        .await?
+        .expect(201);
+    let issue = json!({"count": 5, "batch": "march"});
+    let issued = api
+        .request(Method::POST, "/v1/keyspaces/shop/tokens", Some(issue))
+        .await?
+        .expect(201)
+        .clone();
+    let token = |i: usize| issued["tokens"][i].as_str().unwrap_or_default().to_owned();
+    for (i, fingerprint) in [(0, "laptop"), (0, "desktop"), (1, "phone")] {
+        let path = format!("/v1/keyspaces/shop/tokens/{}/activate", token(i));
+        let body = json!({ "fingerprint": fingerprint });
+        api.request(Method::POST, &path, Some(body))
+            .await?
+            .expect(200);
+    }
+    let path = format!("/v1/keyspaces/shop/tokens/{}/revoke", token(1));
+    let revoked = api
+        .request(Method::POST, &path, Some(json!({"reason": "refunded"})))
+        .await?
+        .expect(200)
+        .clone();
+    let before = api
+        .token_status("shop", &token(0))
+        .await?
+        .expect(200)
+        .clone();
+    server.kill()?;
+
+    let server = launch.start().await?;
+    let api = &server.api;
+    ensure!(*api.token_status("shop", &token(0)).await?.expect(200) == before);
+    ensure!(*api.token_status("shop", &token(1)).await?.expect(200) == revoked);
+    let batch = api
+        .request(Method::GET, "/v1/keyspaces/shop/batches/march", None)
+        .await?
+        .expect(200)
+        .clone();
+    ensure!(
+        batch == json!({"name": "march", "issued": 5, "activated": 2, "revoked": 1}),
+        "{batch}"
+    );
+    let info = api.get_keyspace("shop").await?.expect(200).clone();
+    ensure!(
+        (
+            info["max_activations"].clone(),
+            info["activated"].clone(),
+            info["revoked"].clone()
+        ) == (json!(2), json!(2), json!(1)),
+        "{info}"
+    );
+    // Both slots of token 0 are still taken: a third machine is refused.
+    let path = format!("/v1/keyspaces/shop/tokens/{}/activate", token(0));
+    api.request(Method::POST, &path, Some(json!({"fingerprint": "tablet"})))
+        .await?
+        .expect_error(409, "already_activated");
     server.terminate(Duration::from_secs(5)).await
 }

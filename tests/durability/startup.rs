@@ -231,7 +231,7 @@ async fn a_corrupt_database_is_refused_at_start() -> Result<()> {
         ),
         (
             "foreign-activation",
-            "INSERT INTO activations (keyspace, token, activated_at_ms) VALUES ('default', '!!', 0)",
+            "INSERT INTO marks (keyspace, token, activations) VALUES ('default', '!!', '[]')",
         ),
     ] {
         let dir = TempDir::new(tag)?;
@@ -442,8 +442,9 @@ async fn hand_edited_rows_that_make_no_sense_are_refused_at_start_naming_the_row
         ),
         (
             "activation-of-unknown-keyspace",
-            "INSERT INTO activations VALUES ('nope', 'abcd', 0)".to_owned(),
-            "activations row (keyspace \"nope\", token \"abcd\")",
+            "INSERT INTO marks (keyspace, token, activations) VALUES ('nope', 'abcd', '[]')"
+                .to_owned(),
+            "marks row (keyspace \"nope\", token \"abcd\")",
             "no keyspaces row \"nope\"",
         ),
     ];

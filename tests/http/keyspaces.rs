@@ -55,8 +55,10 @@ async fn default_keyspace_exists_from_the_start_with_the_documented_settings() -
             "capacity_str": "7311616",
             "issued": 0,
             "activated": 0,
+            "revoked": 0,
             "remaining": 7_311_616,
             "remaining_str": "7311616",
+            "max_activations": 1,
             "preset": null,
             "format": null,
         })
@@ -83,8 +85,10 @@ async fn put_keyspace_creates_with_201_and_identical_again_is_200() -> Result<()
         "capacity_str": "27",
         "issued": 0,
         "activated": 0,
+        "revoked": 0,
         "remaining": 27,
         "remaining_str": "27",
+        "max_activations": 1,
         "preset": null,
         "format": null,
     });
@@ -250,15 +254,22 @@ async fn activation_flow_issued_then_activated_once_then_409_already_activated()
     let token = app.issue_token("act").await?.str("token");
     assert_eq!(
         *app.token_status("act", &token).await?.expect(200),
-        json!({"token": token, "state": "issued", "activated_at": null})
+        json!({
+            "token": token, "state": "issued", "activated_at": null, "activations": [],
+            "batch": null, "reason": null, "revoked_at": null,
+        })
     );
     app.advance_ms(1234);
     let activated = app.activate("act", &token).await?;
     let body = activated.expect(200).clone();
-    assert_eq!(body.as_object().map(|o| o.len()), Some(3), "{body}");
+    assert_eq!(body.as_object().map(|o| o.len()), Some(7), "{body}");
     assert_eq!(body["token"], token.as_str());
     assert_eq!(body["state"], "activated");
     assert_eq!(time_of(&body, "activated_at"), T0_MS + 1234);
+    assert_eq!(
+        body["activations"],
+        json!([{"fingerprint": null, "activated_at": body["activated_at"]}])
+    );
     app.advance_ms(1000);
     assert_eq!(*app.token_status("act", &token).await?.expect(200), body);
     app.activate("act", &token)
@@ -427,7 +438,7 @@ async fn a_keyspace_of_readable_codes_shows_them_grouped_and_refuses_a_typo() ->
         json!({"group": 4, "separator": "-", "prefix": "SHOP-", "check": true})
     );
     let token = app.issue_token("shop").await?.str("token");
-    assert_eq!(token.len(), "SHOP-XXXX-XXXX-C".len(), "{token}");
+    assert_eq!(token.len(), "SHOP-XXXX-XXXXC".len(), "{token}");
     // Any typed form of it reads back as the token; look-alikes too.
     let typed = token[5..].replace('-', "").to_lowercase().replace('1', "l");
     let status = app.token_status("shop", &typed).await?;

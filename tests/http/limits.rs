@@ -282,7 +282,7 @@ async fn wrong_methods_are_405_json() -> Result<()> {
 }
 
 #[tokio::test]
-async fn path_parts_over_768_bytes_are_400_json() -> Result<()> {
+async fn path_parts_over_the_limit_are_400_json() -> Result<()> {
     let app = spawn_app().await;
     let long = "k".repeat(keyward::http::MAX_PATH_PART + 1);
     for (method, path) in [
@@ -307,12 +307,18 @@ async fn path_parts_over_768_bytes_are_400_json() -> Result<()> {
         reply.expect_error_shape(400);
     }
     // A key of 256 characters, every one percent-encoded, is allowed
-    // through to the route (an unknown key here).
-    let limit = "%7B".repeat(256);
-    assert_eq!(limit.len(), keyward::http::MAX_PATH_PART);
-    app.get_key("default", &limit)
+    // through to the route (an unknown key here), and so is a fingerprint
+    // of 256 four-byte characters, every byte percent-encoded: the limit.
+    app.get_key("default", &"%7B".repeat(256))
         .await?
         .expect_error(404, "key_not_found");
+    let limit = "%F0%9F%98%80".repeat(256);
+    assert_eq!(limit.len(), keyward::http::MAX_PATH_PART);
+    let token = app.issue_token("default").await?.str("token");
+    let path = format!("/v1/keyspaces/default/tokens/{token}/activations/{limit}");
+    app.request(Method::DELETE, &path, None)
+        .await?
+        .expect_error(404, "activation_not_found");
     Ok(())
 }
 

@@ -45,6 +45,7 @@ mod openapi;
 mod ops;
 mod pools;
 mod process;
+mod shop;
 mod slowloris;
 mod strict;
 mod waiting;

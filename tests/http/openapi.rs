@@ -327,7 +327,10 @@ async fn states_are_enums_and_counts_that_can_pass_2_pow_53_have_exact_string_tw
         ["cooling", "disabled", "free", "leased", "quarantined"]
     );
     assert_eq!(state_values("KeyBody")?, key_states);
-    assert_eq!(state_values("TokenBody")?, ["activated", "issued"]);
+    assert_eq!(
+        state_values("TokenBody")?,
+        ["activated", "issued", "revoked"]
+    );
     for (object, fields) in [
         ("KeyspaceBody", &["capacity_str", "remaining_str"][..]),
         ("IssuedBody", &["remaining_str"][..]),

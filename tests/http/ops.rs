@@ -41,6 +41,12 @@ const API_ROUTES: &[(&str, &str)] = &[
     ("/v1/keyspaces/{ks}/tokens", "post"),
     ("/v1/keyspaces/{ks}/tokens/{token}", "get"),
     ("/v1/keyspaces/{ks}/tokens/{token}/activate", "post"),
+    ("/v1/keyspaces/{ks}/tokens/{token}/revoke", "post"),
+    (
+        "/v1/keyspaces/{ks}/tokens/{token}/activations/{fingerprint}",
+        "delete",
+    ),
+    ("/v1/keyspaces/{ks}/batches/{batch}", "get"),
     ("/api/get_token", "post"),
     ("/api/activate_token/{token}", "put"),
     ("/api/get_token_status/{token}", "get"),

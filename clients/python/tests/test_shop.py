@@ -1,8 +1,4 @@
-"""Keyspaces for shops: batches, fingerprints, deactivation, revocation, formats.
-
-These need the server's batch and activation-limit routes (bulk issue,
-batches, revoke, fingerprints); run them once the server has them.
-"""
+"""Keyspaces for shops: batches, fingerprints, deactivation, revocation, formats."""
 
 from __future__ import annotations
 

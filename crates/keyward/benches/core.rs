@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use keyward::config::{DEFAULT_TOKEN_ALPHABET, DEFAULT_TOKEN_LENGTH};
 use keyward::core::{
-    KeyLength, Keyspace, KeyspaceSpec, OsRandom, Outcome, Pool, PoolSettings, Recovery, Secret,
-    Timestamp, TokenCodec, Ttl, random_key,
+    KeyLength, Keyspace, KeyspaceSpec, MaxActivations, OsRandom, Outcome, Pool, PoolSettings,
+    Recovery, Secret, Timestamp, TokenCodec, Ttl, random_key,
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -88,13 +88,27 @@ fn issue(c: &mut Criterion) {
     for (label, alphabet, length) in spaces {
         let capacity = codec(alphabet, length).spec().capacity();
         for (phase, start) in [("first 10%", 0), ("last 10%", capacity / 10 * 9)] {
-            let mut ks = Keyspace::restore(codec(alphabet, length), start, []).unwrap();
+            let mut ks = Keyspace::restore(
+                codec(alphabet, length),
+                start,
+                MaxActivations::DEFAULT,
+                [],
+                [],
+            )
+            .unwrap();
             let mut issued = 0u128;
             group.bench_function(BenchmarkId::new(label, phase), |b| {
                 b.iter(|| {
                     // Stay inside the phase: start over before leaving it.
                     if issued == capacity / 10 {
-                        ks = Keyspace::restore(codec(alphabet, length), start, []).unwrap();
+                        ks = Keyspace::restore(
+                            codec(alphabet, length),
+                            start,
+                            MaxActivations::DEFAULT,
+                            [],
+                            [],
+                        )
+                        .unwrap();
                         issued = 0;
                     }
                     issued += 1;
@@ -117,7 +131,7 @@ fn status(c: &mut Criterion) {
         let mut ks = Keyspace::new(codec(alphabet, length));
         let tokens: Vec<String> = (0..1_000).map(|_| ks.issue().unwrap().token).collect();
         for token in tokens.iter().step_by(2) {
-            ks.activate(token, at(T0)).unwrap();
+            ks.activate(token, None, at(T0)).unwrap();
         }
         let mut i = 0;
         group.bench_function(label, |b| {

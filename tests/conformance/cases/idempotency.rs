@@ -180,10 +180,12 @@ pub async fn every_keyspace_change_retried_with_its_key_takes_effect_once(
     let put = Change::PutKeyspace {
         keyspace: ks.clone(),
         spec,
+        max_activations: None,
     };
     twice(store, put, &idem("put", "put")).await;
     let issue = Change::Issue {
         keyspace: ks.clone(),
+        batch: None,
     };
     let first = twice(store, issue.clone(), &idem("issue", "issue")).await;
     let (second, _) = answer(
@@ -199,10 +201,11 @@ pub async fn every_keyspace_change_retried_with_its_key_takes_effect_once(
     let activate = Change::Activate {
         keyspace: ks.clone(),
         token: token.clone(),
+        fingerprint: None,
     };
     twice(store, activate, &idem("act", "act")).await;
     let status = store.token_status(&ks, &token).await.unwrap();
-    assert!(status.activated_at.is_some());
+    assert!(status.activated_at().is_some());
 
     let drop = Change::DeleteKeyspace {
         keyspace: ks.clone(),
@@ -282,6 +285,7 @@ pub async fn idempotency_keys_are_scoped_to_their_pool_or_keyspace(
     }
     let issue = Change::Issue {
         keyspace: Name::default_name(),
+        batch: None,
     };
     let (_, replayed) = answer(store.apply(issue, Some(&idem("k", "lease"))).await.unwrap());
     assert!(!replayed, "and in a keyspace");

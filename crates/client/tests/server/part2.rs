@@ -1,7 +1,5 @@
-//! Idempotent replay through a proxy that loses answers, and the calls
-//! that need the server's shop keyspaces (formats, batches, fingerprints,
-//! revocation): those are ignored until the server has them (run with
-//! `cargo test -p keyward-client -- --ignored`).
+//! Idempotent replay through a proxy that loses answers, and the calls of
+//! shop keyspaces (batches, fingerprints, revocation).
 
 use std::collections::BTreeSet;
 
@@ -35,7 +33,6 @@ async fn a_change_whose_answer_was_lost_is_retried_with_one_effect() -> Result<(
 }
 
 #[tokio::test]
-#[ignore = "needs the server's Part 2 keyspaces"]
 async fn issue_many_issues_distinct_tokens_counted_in_their_batch() -> Result<()> {
     let s = serve().await?;
     let ks = s.client.keyspace("shop");
@@ -56,7 +53,6 @@ async fn issue_many_issues_distinct_tokens_counted_in_their_batch() -> Result<()
 }
 
 #[tokio::test]
-#[ignore = "needs the server's Part 2 keyspaces"]
 async fn the_same_fingerprint_is_the_same_slot_and_deactivate_frees_it() -> Result<()> {
     let s = serve().await?;
     let ks = s.client.keyspace("shop");
@@ -81,7 +77,6 @@ async fn the_same_fingerprint_is_the_same_slot_and_deactivate_frees_it() -> Resu
 }
 
 #[tokio::test]
-#[ignore = "needs the server's Part 2 keyspaces"]
 async fn a_revoked_token_cannot_be_activated() -> Result<()> {
     let s = serve().await?;
     let ks = s.client.keyspace("shop");

@@ -24,8 +24,9 @@ pub mod time;
 
 pub use keygen::{KEY_ALPHABET, OsRandom, random_chars, random_key};
 pub use keyspace::{
-    Alphabet, Issued, IssuedMany, Keyspace, KeyspaceError, KeyspaceInfo, KeyspaceSpec, Secret,
-    TokenCodec, TokenStatus,
+    Activation, Alphabet, BatchInfo, BatchRange, Fingerprint, InvalidFingerprint, Issued,
+    IssuedMany, Keyspace, KeyspaceError, KeyspaceInfo, KeyspaceSpec, Marks, MaxActivations,
+    Revocation, Secret, TokenCodec, TokenState, TokenStatus,
 };
 pub use names::{InvalidName, Name};
 pub use pool::{

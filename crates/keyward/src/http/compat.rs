@@ -110,7 +110,9 @@ async fn activate_token(
         .await
     {
         Ok(status) => Ok(keystatus(format!("Вы активировали ключ {}", status.token))),
-        Err(StoreError::Keyspace(KeyspaceError::AlreadyActivated)) => {
+        // The seed has no revocation: a revoked token is refused as one
+        // that cannot be activated again.
+        Err(StoreError::Keyspace(KeyspaceError::AlreadyActivated | KeyspaceError::Revoked)) => {
             Ok(keystatus(ALREADY_ACTIVATED))
         }
         Err(StoreError::Keyspace(KeyspaceError::NotIssued | KeyspaceError::InvalidToken)) => {
@@ -135,7 +137,7 @@ async fn get_token_status(
         .token_status(&Name::default_name(), &token)
         .await
     {
-        Ok(status) if status.activated_at.is_some() => Ok(keystatus(ISSUED_AND_ACTIVATED)),
+        Ok(status) if status.activated_at().is_some() => Ok(keystatus(ISSUED_AND_ACTIVATED)),
         Ok(_) => Ok(keystatus(ISSUED_NOT_ACTIVATED)),
         Err(StoreError::Keyspace(KeyspaceError::NotIssued | KeyspaceError::InvalidToken)) => {
             Ok(keystatus(NOT_ISSUED))

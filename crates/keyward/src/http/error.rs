@@ -153,9 +153,22 @@ pub(crate) enum ApiError {
     /// 409: every token of the keyspace is issued.
     #[error("every token of this keyspace has been issued")]
     KeyspaceExhausted,
-    /// 409: the token was activated before.
-    #[error("this token is already activated")]
+    /// 409: every activation slot of the token is taken.
+    #[error("this token is already activated: every activation slot is taken")]
     AlreadyActivated,
+    /// 409: the token was revoked.
+    #[error("this token was revoked and cannot be activated")]
+    TokenRevoked,
+    /// 404: the token holds no activation with that fingerprint.
+    #[error("this token has no activation with this fingerprint")]
+    ActivationNotFound,
+    /// 404: no token was issued under that batch name.
+    #[error("no token of this keyspace was issued under this batch name")]
+    BatchNotFound,
+    /// 400: a fingerprint that is empty, too long or holds a control
+    /// character.
+    #[error("{0}")]
+    InvalidFingerprint(String),
     /// 408: the body did not arrive within the body deadline (a client
     /// sending too slowly); the connection closes after this answer.
     #[error("the request body did not arrive within {0:?}")]
@@ -219,6 +232,10 @@ impl ApiError {
             ),
             KeyspaceExhausted => (StatusCode::CONFLICT, "keyspace_exhausted"),
             AlreadyActivated => (StatusCode::CONFLICT, "already_activated"),
+            TokenRevoked => (StatusCode::CONFLICT, "token_revoked"),
+            ActivationNotFound => (StatusCode::NOT_FOUND, "activation_not_found"),
+            BatchNotFound => (StatusCode::NOT_FOUND, "batch_not_found"),
+            InvalidFingerprint(_) => (StatusCode::BAD_REQUEST, "invalid_fingerprint"),
             CannotDeleteDefault => (StatusCode::CONFLICT, "cannot_delete_default"),
             RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
@@ -246,6 +263,9 @@ impl From<StoreError> for ApiError {
                 KeyspaceError::NotIssued => Self::TokenNotIssued,
                 KeyspaceError::AlreadyActivated => Self::AlreadyActivated,
                 KeyspaceError::Exhausted => Self::KeyspaceExhausted,
+                KeyspaceError::Revoked => Self::TokenRevoked,
+                KeyspaceError::ActivationNotFound => Self::ActivationNotFound,
+                KeyspaceError::BatchNotFound => Self::BatchNotFound,
             },
             StoreError::NoFreeKey { retry_after } => Self::NoFreeKey(retry_after),
             StoreError::ShuttingDown => Self::ShuttingDown,

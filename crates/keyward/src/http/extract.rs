@@ -1,5 +1,6 @@
 //! What handlers take from a request: path parameters parsed into domain
-//! types ([`PoolPath`], [`KeyPath`], [`KeyspacePath`], [`TokenPath`]) and
+//! types ([`PoolPath`], [`KeyPath`], [`KeyspacePath`], [`TokenPath`],
+//! [`BatchPath`], [`ActivationPath`]) and
 //! JSON bodies ([`JsonBody`]), every rejection an [`ApiError`] with the
 //! JSON error shape.
 //!
@@ -14,7 +15,7 @@ use serde::de::DeserializeOwned;
 use utoipa::IntoParams;
 
 use super::ApiError;
-use crate::core::Name;
+use crate::core::{Fingerprint, Name};
 
 /// Path parameters, with rejections (e.g. `%FF`) turned into 400
 /// `invalid_path`.
@@ -84,6 +85,61 @@ pub(crate) struct TokenPath {
     pub ks: Name,
     /// A token of the keyspace
     pub token: String,
+}
+
+/// `/v1/keyspaces/{ks}/batches/{batch}`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct BatchPath {
+    /// Keyspace name: 1-64 of [A-Za-z0-9._-]
+    #[param(value_type = String)]
+    pub ks: Name,
+    /// Batch name: 1-64 of [A-Za-z0-9._-]
+    #[param(value_type = String)]
+    pub batch: Name,
+}
+
+/// `/v1/keyspaces/{ks}/tokens/{token}/activations/{fingerprint}`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct ActivationPath {
+    /// Keyspace name: 1-64 of [A-Za-z0-9._-]
+    #[param(value_type = String)]
+    pub ks: Name,
+    /// A token of the keyspace
+    pub token: String,
+    /// The fingerprint the activation was taken with (percent-encoded):
+    /// 1-256 characters, no control characters
+    #[param(value_type = String)]
+    pub fingerprint: Fingerprint,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for BatchPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let PathParts((ks, batch)) =
+            PathParts::<(String, String)>::from_request_parts(parts, state).await?;
+        Ok(Self {
+            ks: name(&ks)?,
+            batch: name(&batch)?,
+        })
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ActivationPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let PathParts((ks, token, fingerprint)) =
+            PathParts::<(String, String, String)>::from_request_parts(parts, state).await?;
+        Ok(Self {
+            ks: name(&ks)?,
+            token,
+            fingerprint: Fingerprint::parse(&fingerprint)
+                .map_err(|e| ApiError::InvalidFingerprint(e.to_string()))?,
+        })
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for PoolPath {

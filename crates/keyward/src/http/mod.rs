@@ -53,9 +53,10 @@ pub const MAX_KEYSPACE_BODY_BYTES: usize = 1024 * 1024;
 /// (`\"`, `\\`: 515 bytes a key with its quotes and comma), with room for
 /// labels.
 pub const MAX_IMPORT_BODY_BYTES: usize = 6 * 1024 * 1024;
-/// Longest accepted path segment, in bytes as sent: an imported key of
-/// 256 characters, every one percent-encoded (`%7B` for `{`).
-pub const MAX_PATH_PART: usize = 768;
+/// Longest accepted path segment, in bytes as sent: a fingerprint of 256
+/// characters of four UTF-8 bytes each, every byte percent-encoded (an
+/// imported key, 256 ASCII characters, needs at most 768).
+pub const MAX_PATH_PART: usize = 3072;
 /// A request still running after this answers 503 `timeout`, so a stuck
 /// request cannot hold a client or block shutdown.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

@@ -12,14 +12,16 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::ErrorBody;
-use super::extract::{BodyError, JsonBody, KeyPath, KeyspacePath, PoolPath, TokenPath};
+use super::extract::{
+    ActivationPath, BatchPath, BodyError, JsonBody, KeyPath, KeyspacePath, PoolPath, TokenPath,
+};
 use super::idempotency::{Idempotent, apply};
 use super::metrics::Metrics;
 use super::page::{KeyPageQuery, PageQuery, encode_cursor};
 use super::{ApiError, AppState};
 use crate::core::{
-    Issued, KeyLength, KeyView, KeyspaceSpec, Labels, MaxFailures, Outcome, PoolKey, Reason,
-    TokenStatus, Ttl,
+    Fingerprint, Issued, KeyLength, KeyView, KeyspaceSpec, Labels, MaxActivations, MaxFailures,
+    Name, Outcome, PoolKey, Reason, TokenState, TokenStatus, Ttl,
 };
 use crate::store::{Change, Effect, KeyspaceView, NewKeys, PoolInfo, PoolPatch, Recorded, Upsert};
 
@@ -43,6 +45,9 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(issue_token))
         .routes(routes!(token_status))
         .routes(routes!(activate_token))
+        .routes(routes!(revoke_token))
+        .routes(routes!(deactivate_token))
+        .routes(routes!(get_batch))
 }
 
 fn status_for(upsert: Upsert) -> StatusCode {
@@ -873,11 +878,17 @@ pub(crate) struct KeyspaceBody {
     #[schema(pattern = "^[0-9]+$")]
     capacity_str: String,
     issued: u128,
+    /// Issued tokens holding at least one activation.
     activated: u128,
+    /// Issued tokens revoked.
+    revoked: u128,
     remaining: u128,
     /// `remaining` as an exact decimal string.
     #[schema(pattern = "^[0-9]+$")]
     remaining_str: String,
+    /// Activation slots per token, 1-1000.
+    #[schema(minimum = 1, maximum = 1000)]
+    max_activations: u16,
     /// The preset the alphabet was named by (`digits`, `crockford`,
     /// `unambiguous`), `null` for listed characters.
     preset: Option<String>,
@@ -916,8 +927,10 @@ impl From<KeyspaceView> for KeyspaceBody {
             capacity_str: k.info.capacity.to_string(),
             issued: k.info.issued,
             activated: k.info.activated,
+            revoked: k.info.revoked,
             remaining: k.info.remaining,
             remaining_str: k.info.remaining.to_string(),
+            max_activations: k.info.max_activations.get(),
             preset: k.spec.preset().map(|p| p.name().to_owned()),
             format: k.spec.format().map(|f| {
                 let (group, separator, prefix) = f.parts();
@@ -946,6 +959,11 @@ pub(crate) struct KeyspaceDefBody {
     /// alphabet and length, it cannot change once the keyspace exists.
     #[schema(nullable = false)]
     format: Option<FormatBody>,
+    /// Activation slots per token, 1-1000: the one field a later `PUT`
+    /// may change. Absent: 1 for a new keyspace, unchanged for one that
+    /// exists.
+    #[schema(value_type = Option<u16>, nullable = false, minimum = 1, maximum = 1000)]
+    max_activations: Option<serde_json::Value>,
 }
 
 impl BodyError for KeyspaceDefBody {
@@ -954,14 +972,15 @@ impl BodyError for KeyspaceDefBody {
     }
 }
 
-/// Create a keyspace (200 if an identical one exists).
+/// Create a keyspace (200 if one with the same alphabet, length and format
+/// exists; its `max_activations` is then set if given).
 #[utoipa::path(
     put, path = "/v1/keyspaces/{ks}", tag = "keyspaces",
     params(KeyspacePath),
     request_body(content = KeyspaceDefBody, description = "Alphabet and length"),
     responses(
         (status = 201, description = "Created", body = KeyspaceBody),
-        (status = 200, description = "An identical keyspace exists", body = KeyspaceBody),
+        (status = 200, description = "A keyspace with this alphabet, length and format exists (`max_activations` set if given)", body = KeyspaceBody),
         (status = 400, description = "invalid_name, invalid_keyspace, invalid_json", body = ErrorBody),
         (status = 409, description = "keyspace_immutable, keyspace_limit_reached (--max-keyspaces)", body = ErrorBody),
     )
@@ -990,7 +1009,23 @@ async fn put_keyspace(
         .map_err(invalid)?;
         spec = spec.with_format(format);
     }
-    apply(&state, idem, Change::PutKeyspace { keyspace: ks, spec }).await
+    let max_activations = body
+        .max_activations
+        .map(|v| {
+            v.as_u64().and_then(MaxActivations::new).ok_or_else(|| {
+                ApiError::InvalidKeyspace(format!(
+                    "max_activations must be an integer from 1 to {}",
+                    MaxActivations::MAX
+                ))
+            })
+        })
+        .transpose()?;
+    let change = Change::PutKeyspace {
+        keyspace: ks,
+        spec,
+        max_activations,
+    };
+    apply(&state, idem, change).await
 }
 
 /// A keyspace's definition and counts.
@@ -1083,28 +1118,32 @@ pub(crate) struct IssuedManyBody {
 pub const MAX_ISSUE: u32 = 10_000;
 
 /// Body of `POST /v1/keyspaces/{ks}/tokens`: empty or `{}` for one token
-/// (the single-token reply), or `{"count": n}` for n tokens at once.
+/// (the single-token reply), or `{"count": n}` for n tokens at once; either
+/// under a `batch` name.
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct IssueBody {
     /// 1-10000 tokens, all or nothing.
     #[schema(value_type = Option<u32>, nullable = false, minimum = 1, maximum = 10000)]
     count: Option<serde_json::Value>,
+    /// The batch the tokens belong to: 1-64 of [A-Za-z0-9._-].
+    #[schema(nullable = false)]
+    batch: Option<String>,
 }
 
 impl BodyError for IssueBody {
     fn wrong_shape(message: String) -> ApiError {
         ApiError::InvalidBody(format!(
-            "this route takes an empty body, {{}}, or {{\"count\": n}}: {message}"
+            "this route takes an empty body, {{}}, or {{\"count\": n, \"batch\": name}} (both optional): {message}"
         ))
     }
 }
 
-/// Issue one token.
+/// Issue one token, or `count` tokens at once, optionally under a batch.
 #[utoipa::path(
     post, path = "/v1/keyspaces/{ks}/tokens", tag = "keyspaces",
     params(KeyspacePath),
-    request_body(content = Option<IssueBody>, description = "Empty or `{}`: one token; `{\"count\": n}`: n tokens at once (with `Accept: text/csv`, a CSV body)"),
+    request_body(content = Option<IssueBody>, description = "Empty or `{}`: one token; `{\"count\": n}`: n tokens at once (with `Accept: text/csv`, a CSV body); `batch`: the batch they are counted in"),
     responses(
         (status = 201, description = "Issued: `IssuedBody` for one token, `IssuedManyBody` for a count; with `count` and `Accept: text/csv`, CSV (a `token` header line, one token per line)", body = IssuedBody),
         (status = 400, description = "invalid_name, invalid_count, invalid_body, invalid_json", body = ErrorBody),
@@ -1119,8 +1158,22 @@ async fn issue_token(
     KeyspacePath { ks }: KeyspacePath,
     JsonBody(body): JsonBody<IssueBody>,
 ) -> Result<Response, ApiError> {
+    let batch = body
+        .batch
+        .map(|b| {
+            Name::parse(&b).map_err(|e| ApiError::InvalidName(format!("batch: {e}; got {b:?}")))
+        })
+        .transpose()?;
     let Some(count) = body.count else {
-        return apply(&state, idem, Change::Issue { keyspace: ks }).await;
+        return apply(
+            &state,
+            idem,
+            Change::Issue {
+                keyspace: ks,
+                batch,
+            },
+        )
+        .await;
     };
     let count = count
         .as_u64()
@@ -1135,6 +1188,7 @@ async fn issue_token(
         Change::IssueMany {
             keyspace: ks,
             count,
+            batch,
         },
     )
     .await?;
@@ -1148,33 +1202,67 @@ async fn issue_token(
     Ok(response)
 }
 
-/// Whether an issued token was activated.
+/// A token's state.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub(crate) enum TokenState {
-    /// Issued, not activated: `activated_at` is `null`.
+pub(crate) enum TokenStateBody {
+    /// Issued, no activation slot taken: `activated_at` is `null`.
     Issued,
-    /// Activated at `activated_at`.
+    /// At least one slot taken; `activated_at` is the first still held.
     Activated,
+    /// Revoked for good (its activations are still listed).
+    Revoked,
 }
 
-/// The token object.
+/// One taken activation slot.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ActivationBody {
+    /// Who took it; `null`: a slot of its own.
+    fingerprint: Option<String>,
+    activated_at: String,
+}
+
+/// The token object. `token` is always the display form.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct TokenBody {
     token: String,
-    state: TokenState,
+    state: TokenStateBody,
+    /// The first activation still held; `null` when none is.
     activated_at: Option<String>,
+    /// Slots taken, oldest first.
+    activations: Vec<ActivationBody>,
+    /// The batch it was issued under; `null` for none.
+    batch: Option<String>,
+    /// Why it was revoked, if it was and a reason was given.
+    reason: Option<String>,
+    /// When it was revoked; `null` unless revoked.
+    revoked_at: Option<String>,
 }
 
 impl From<TokenStatus> for TokenBody {
     fn from(t: TokenStatus) -> Self {
+        let revoked = t.marks.revoked.as_ref();
         Self {
-            state: if t.activated_at.is_some() {
-                TokenState::Activated
-            } else {
-                TokenState::Issued
+            state: match t.marks.state() {
+                TokenState::Issued => TokenStateBody::Issued,
+                TokenState::Activated => TokenStateBody::Activated,
+                TokenState::Revoked => TokenStateBody::Revoked,
             },
-            activated_at: t.activated_at.map(|at| at.to_string()),
+            activated_at: t.activated_at().map(|at| at.to_string()),
+            activations: t
+                .marks
+                .activations
+                .iter()
+                .map(|a| ActivationBody {
+                    fingerprint: a.fingerprint.as_ref().map(|f| f.as_str().to_owned()),
+                    activated_at: a.at.to_string(),
+                })
+                .collect(),
+            batch: t.batch.as_ref().map(|b| b.to_string()),
+            reason: revoked
+                .and_then(|r| r.reason.as_ref())
+                .map(|r| r.as_str().to_owned()),
+            revoked_at: revoked.map(|r| r.at.to_string()),
             token: t.token,
         }
     }
@@ -1197,29 +1285,157 @@ async fn token_status(
     Ok(Json(state.store.token_status(&ks, &token).await?.into()))
 }
 
-/// Activate a token, once.
+/// Body of activate.
+#[derive(Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ActivateBody {
+    /// Who activates (a machine id): the same fingerprint again is the
+    /// same slot. 1-256 characters, no control characters. Absent: a slot
+    /// of its own.
+    #[schema(nullable = false, min_length = 1, max_length = 256)]
+    fingerprint: Option<String>,
+}
+
+impl BodyError for ActivateBody {
+    fn wrong_shape(message: String) -> ApiError {
+        ApiError::InvalidFingerprint(message)
+    }
+}
+
+/// Take an activation slot of a token.
 #[utoipa::path(
     post, path = "/v1/keyspaces/{ks}/tokens/{token}/activate", tag = "keyspaces",
     params(TokenPath),
+    request_body(content = Option<ActivateBody>, description = "Optional fingerprint; may be empty"),
     responses(
-        (status = 200, description = "Activated", body = TokenBody),
-        (status = 400, description = "invalid_name, invalid_token", body = ErrorBody),
+        (status = 200, description = "Activated (or, for a fingerprint that holds a slot, unchanged)", body = TokenBody),
+        (status = 400, description = "invalid_name, invalid_token, invalid_fingerprint", body = ErrorBody),
         (status = 404, description = "keyspace_not_found, token_not_issued", body = ErrorBody),
-        (status = 409, description = "already_activated", body = ErrorBody),
+        (status = 409, description = "already_activated (every slot taken), token_revoked", body = ErrorBody),
     )
 )]
 async fn activate_token(
     State(state): State<AppState>,
     idem: Idempotent,
     TokenPath { ks, token }: TokenPath,
+    JsonBody(body): JsonBody<ActivateBody>,
 ) -> Result<Response, ApiError> {
-    apply(
-        &state,
-        idem,
-        Change::Activate {
-            keyspace: ks,
-            token,
-        },
+    let fingerprint = body
+        .fingerprint
+        .map(|f| Fingerprint::parse(&f).map_err(|e| ApiError::InvalidFingerprint(e.to_string())))
+        .transpose()?;
+    let change = Change::Activate {
+        keyspace: ks,
+        token,
+        fingerprint,
+    };
+    apply(&state, idem, change).await
+}
+
+/// Free the activation slot a fingerprint holds.
+#[utoipa::path(
+    delete, path = "/v1/keyspaces/{ks}/tokens/{token}/activations/{fingerprint}", tag = "keyspaces",
+    params(ActivationPath),
+    responses(
+        (status = 204, description = "Freed; a token left with no activation is `issued` again"),
+        (status = 400, description = "invalid_name, invalid_token, invalid_fingerprint", body = ErrorBody),
+        (status = 404, description = "keyspace_not_found, token_not_issued, activation_not_found", body = ErrorBody),
     )
-    .await
+)]
+async fn deactivate_token(
+    State(state): State<AppState>,
+    idem: Idempotent,
+    ActivationPath {
+        ks,
+        token,
+        fingerprint,
+    }: ActivationPath,
+) -> Result<Response, ApiError> {
+    let change = Change::Deactivate {
+        keyspace: ks,
+        token,
+        fingerprint,
+    };
+    apply(&state, idem, change).await
+}
+
+/// Body of revoke.
+#[derive(Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RevokeBody {
+    /// Why: 1-256 characters, no control characters.
+    #[schema(nullable = false, min_length = 1, max_length = 256)]
+    reason: Option<String>,
+}
+
+impl BodyError for RevokeBody {
+    fn wrong_shape(message: String) -> ApiError {
+        ApiError::InvalidReason(message)
+    }
+}
+
+/// Revoke a token for good: it can never be activated again (its
+/// activations stay listed). Revoking again changes nothing.
+#[utoipa::path(
+    post, path = "/v1/keyspaces/{ks}/tokens/{token}/revoke", tag = "keyspaces",
+    params(TokenPath),
+    request_body(content = Option<RevokeBody>, description = "Optional reason; may be empty"),
+    responses(
+        (status = 200, description = "Revoked", body = TokenBody),
+        (status = 400, description = "invalid_name, invalid_token, invalid_reason", body = ErrorBody),
+        (status = 404, description = "keyspace_not_found, token_not_issued", body = ErrorBody),
+    )
+)]
+async fn revoke_token(
+    State(state): State<AppState>,
+    idem: Idempotent,
+    TokenPath { ks, token }: TokenPath,
+    JsonBody(body): JsonBody<RevokeBody>,
+) -> Result<Response, ApiError> {
+    let reason = body
+        .reason
+        .map(|r| Reason::parse(&r).map_err(|e| ApiError::InvalidReason(e.to_string())))
+        .transpose()?;
+    let change = Change::Revoke {
+        keyspace: ks,
+        token,
+        reason,
+    };
+    apply(&state, idem, change).await
+}
+
+/// A batch's counts.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct BatchBody {
+    name: String,
+    /// Tokens issued under it.
+    issued: u128,
+    /// Of those, tokens holding at least one activation.
+    activated: u128,
+    /// Of those, tokens revoked.
+    revoked: u128,
+}
+
+/// How many tokens a batch issued, and how many of them are activated or
+/// revoked.
+#[utoipa::path(
+    get, path = "/v1/keyspaces/{ks}/batches/{batch}", tag = "keyspaces",
+    params(BatchPath),
+    responses(
+        (status = 200, description = "The batch", body = BatchBody),
+        (status = 400, description = "invalid_name", body = ErrorBody),
+        (status = 404, description = "keyspace_not_found, batch_not_found", body = ErrorBody),
+    )
+)]
+async fn get_batch(
+    State(state): State<AppState>,
+    BatchPath { ks, batch }: BatchPath,
+) -> Result<Json<BatchBody>, ApiError> {
+    let info = state.store.batch_info(&ks, &batch).await?;
+    Ok(Json(BatchBody {
+        name: info.name.to_string(),
+        issued: info.issued,
+        activated: info.activated,
+        revoked: info.revoked,
+    }))
 }

@@ -39,8 +39,9 @@ use super::{
 };
 use crate::clock::Clock;
 use crate::core::{
-    Expired, Imported, KeyCursor, KeyState, KeyView, Keyspace, KeyspaceSpec, Labels, Name, Pool,
-    PoolError, PoolKey, PoolSettings, PoolStats, Secret, Timestamp, TokenCodec, TokenStatus, Ttl,
+    BatchInfo, Expired, Imported, KeyCursor, KeyState, KeyView, Keyspace, KeyspaceSpec, Labels,
+    Name, Pool, PoolError, PoolKey, PoolSettings, PoolStats, Secret, Timestamp, TokenCodec,
+    TokenStatus, Ttl,
 };
 
 /// What the local engine starts with.
@@ -420,6 +421,10 @@ fn record(
 
 /// A change's answer as it leaves the lock: final, or recorded and still
 /// to be rendered (outside the lock, by [`Answered::applied`]).
+#[allow(
+    clippy::large_enum_variant,
+    reason = "moved once per request; boxing would allocate on every lease"
+)]
 enum Answered {
     Done(Applied),
     Record(Arc<Answer>),
@@ -497,7 +502,41 @@ fn keyspace_record(name: &Name, ks: &Keyspace) -> Record {
         spec: ks.codec().spec().clone(),
         secret: ks.codec().secret().clone(),
         issued: ks.info().issued,
+        max_activations: ks.max_activations(),
     }
+}
+
+fn keyspace_mut<'e>(engine: &'e mut Engine, name: &Name) -> Result<&'e mut Keyspace, StoreError> {
+    engine
+        .keyspaces
+        .get_mut(name)
+        .ok_or(StoreError::KeyspaceNotFound)
+}
+
+/// Rows after an issue whose first counter is `first`: the counter, and
+/// the batch range it extended or opened. O(log b).
+fn issue_records(name: &Name, ks: &Keyspace, first: u128, batch: bool, out: &mut Vec<Record>) {
+    out.push(Record::Issued {
+        name: name.clone(),
+        issued: ks.info().issued,
+    });
+    if let Some(range) = batch.then(|| ks.range_of(first)).flatten() {
+        out.push(Record::Batch {
+            keyspace: name.clone(),
+            range,
+        });
+    }
+}
+
+/// A token's row after a change (its marks as they now stand), and the
+/// token as the answer.
+fn token_effect(name: Name, status: TokenStatus, out: &mut Vec<Record>) -> Effect {
+    out.push(Record::Marks {
+        keyspace: name,
+        token: status.token.clone(),
+        marks: status.marks.clone(),
+    });
+    Effect::Token(status)
 }
 
 /// A queued lease. Dropped before it took its key (timed out, or its
@@ -848,21 +887,26 @@ impl LocalStore {
             Change::PutKeyspace {
                 keyspace: name,
                 spec,
+                max_activations,
             } => {
-                if let Some(ks) = engine.keyspaces.get(&name) {
-                    return if *ks.codec().spec() == spec {
-                        Ok(Effect::Keyspace(
-                            Self::keyspace_view(&name, ks),
-                            Upsert::Existed,
-                        ))
-                    } else {
-                        Err(StoreError::KeyspaceImmutable)
-                    };
+                if let Some(ks) = engine.keyspaces.get_mut(&name) {
+                    if *ks.codec().spec() != spec {
+                        return Err(StoreError::KeyspaceImmutable);
+                    }
+                    if let Some(max) = max_activations.filter(|m| *m != ks.max_activations()) {
+                        ks.set_max_activations(max);
+                        records.push(keyspace_record(&name, ks));
+                    }
+                    return Ok(Effect::Keyspace(
+                        Self::keyspace_view(&name, ks),
+                        Upsert::Existed,
+                    ));
                 }
                 if engine.keyspaces.len() as u64 >= self.limits.max_keyspaces {
                     return Err(self.limits.reached(Limit::Keyspaces));
                 }
-                let ks = Keyspace::new(TokenCodec::new(spec, Secret::generate()));
+                let mut ks = Keyspace::new(TokenCodec::new(spec, Secret::generate()));
+                ks.set_max_activations(max_activations.unwrap_or_default());
                 records.push(keyspace_record(&name, &ks));
                 let view = Self::keyspace_view(&name, &ks);
                 engine.keyspaces.insert(name.clone(), ks);
@@ -879,50 +923,52 @@ impl LocalStore {
                 drop_off_path(ks);
                 Ok(Effect::Deleted)
             }
-            Change::Issue { keyspace: name } => {
-                let ks = engine
-                    .keyspaces
-                    .get_mut(&name)
-                    .ok_or(StoreError::KeyspaceNotFound)?;
-                let issued = ks.issue()?;
-                let count = ks.info().issued;
-                records.push(Record::Issued {
-                    name,
-                    issued: count,
-                });
+            Change::Issue {
+                keyspace: name,
+                batch,
+            } => {
+                let ks = keyspace_mut(engine, &name)?;
+                let issued = ks.issue_in(batch.as_ref())?;
+                issue_records(&name, ks, issued.index, batch.is_some(), records);
                 Ok(Effect::Issued(issued))
             }
             Change::IssueMany {
                 keyspace: name,
                 count,
+                batch,
             } => {
-                let ks = engine
-                    .keyspaces
-                    .get_mut(&name)
-                    .ok_or(StoreError::KeyspaceNotFound)?;
-                let issued = ks.issue_many(u128::from(count))?;
-                let total = ks.info().issued;
-                records.push(Record::Issued {
-                    name,
-                    issued: total,
-                });
+                let ks = keyspace_mut(engine, &name)?;
+                let issued = ks.issue_many_in(u128::from(count), batch.as_ref())?;
+                issue_records(&name, ks, issued.first, batch.is_some(), records);
                 Ok(Effect::IssuedMany(issued))
             }
             Change::Activate {
                 keyspace: name,
                 token,
+                fingerprint,
             } => {
-                let ks = engine
-                    .keyspaces
-                    .get_mut(&name)
-                    .ok_or(StoreError::KeyspaceNotFound)?;
-                let status = ks.activate(&token, now)?;
-                records.push(Record::Activation {
-                    keyspace: name,
-                    token: status.token.clone(),
-                    at: now,
-                });
-                Ok(Effect::Token(status))
+                let ks = keyspace_mut(engine, &name)?;
+                let status = ks.activate(&token, fingerprint.as_ref(), now)?;
+                Ok(token_effect(name, status, records))
+            }
+            Change::Deactivate {
+                keyspace: name,
+                token,
+                fingerprint,
+            } => {
+                let ks = keyspace_mut(engine, &name)?;
+                let status = ks.deactivate(&token, &fingerprint)?;
+                token_effect(name, status, records);
+                Ok(Effect::Deleted)
+            }
+            Change::Revoke {
+                keyspace: name,
+                token,
+                reason,
+            } => {
+                let ks = keyspace_mut(engine, &name)?;
+                let status = ks.revoke(&token, reason, now)?;
+                Ok(token_effect(name, status, records))
             }
             Change::Lease { .. } | Change::AddKeys { .. } => {
                 unreachable!("leases and adds have their own path in apply")
@@ -1197,7 +1243,7 @@ impl Store for LocalStore {
         .await
     }
 
-    /// O(1).
+    /// O(log b + m) under the lock (see [`Keyspace::status`]).
     async fn token_status(&self, name: &Name, token: &str) -> Result<TokenStatus, StoreError> {
         self.run(|engine, _| {
             let ks = engine
@@ -1205,6 +1251,18 @@ impl Store for LocalStore {
                 .get(name)
                 .ok_or(StoreError::KeyspaceNotFound)?;
             Ok(ks.status(token)?)
+        })
+        .await
+    }
+
+    /// O(1) under the lock.
+    async fn batch_info(&self, name: &Name, batch: &Name) -> Result<BatchInfo, StoreError> {
+        self.run(|engine, _| {
+            let ks = engine
+                .keyspaces
+                .get(name)
+                .ok_or(StoreError::KeyspaceNotFound)?;
+            Ok(ks.batch(batch)?)
         })
         .await
     }

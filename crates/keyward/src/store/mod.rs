@@ -29,9 +29,9 @@ use async_trait::async_trait;
 
 pub use self::idempotency::{Digest, Idem, IdemKey, Recorded, Render, Scope};
 use crate::core::{
-    Expired, Imported, Issued, IssuedMany, KeyLength, KeyState, KeyView, KeyspaceError,
-    KeyspaceInfo, KeyspaceSpec, Labels, MaxFailures, Name, Outcome, PoolError, PoolKey,
-    PoolSettings, PoolStats, Reason, Recovery, TokenStatus, Ttl,
+    BatchInfo, Expired, Fingerprint, Imported, Issued, IssuedMany, KeyLength, KeyState, KeyView,
+    KeyspaceError, KeyspaceInfo, KeyspaceSpec, Labels, MaxActivations, MaxFailures, Name, Outcome,
+    PoolError, PoolKey, PoolSettings, PoolStats, Reason, Recovery, TokenStatus, Ttl,
 };
 
 /// A change a client asks for: one for each `POST`, `PUT` and `DELETE`
@@ -74,16 +74,41 @@ pub enum Change {
     },
     /// [`Store::delete_key`].
     DeleteKey { pool: Name, key: String },
-    /// [`Store::put_keyspace`].
-    PutKeyspace { keyspace: Name, spec: KeyspaceSpec },
+    /// [`Store::put_keyspace`]; `max_activations` `None` keeps an
+    /// existing keyspace's (a new one gets 1).
+    PutKeyspace {
+        keyspace: Name,
+        spec: KeyspaceSpec,
+        max_activations: Option<MaxActivations>,
+    },
     /// [`Store::delete_keyspace`].
     DeleteKeyspace { keyspace: Name },
     /// [`Store::issue_token`].
-    Issue { keyspace: Name },
+    Issue { keyspace: Name, batch: Option<Name> },
     /// [`Store::issue_tokens`].
-    IssueMany { keyspace: Name, count: u32 },
+    IssueMany {
+        keyspace: Name,
+        count: u32,
+        batch: Option<Name>,
+    },
     /// [`Store::activate_token`].
-    Activate { keyspace: Name, token: String },
+    Activate {
+        keyspace: Name,
+        token: String,
+        fingerprint: Option<Fingerprint>,
+    },
+    /// [`Store::deactivate_token`].
+    Deactivate {
+        keyspace: Name,
+        token: String,
+        fingerprint: Fingerprint,
+    },
+    /// [`Store::revoke_token`].
+    Revoke {
+        keyspace: Name,
+        token: String,
+        reason: Option<Reason>,
+    },
 }
 
 impl Change {
@@ -102,9 +127,11 @@ impl Change {
             | Self::DeleteKey { pool, .. } => Scope::Pool(pool.clone()),
             Self::PutKeyspace { keyspace, .. }
             | Self::DeleteKeyspace { keyspace }
-            | Self::Issue { keyspace }
+            | Self::Issue { keyspace, .. }
             | Self::IssueMany { keyspace, .. }
-            | Self::Activate { keyspace, .. } => Scope::Keyspace(keyspace.clone()),
+            | Self::Activate { keyspace, .. }
+            | Self::Deactivate { keyspace, .. }
+            | Self::Revoke { keyspace, .. } => Scope::Keyspace(keyspace.clone()),
         }
     }
 }
@@ -126,7 +153,7 @@ pub enum Effect {
     Issued(Issued),
     /// Tokens were issued together.
     IssuedMany(IssuedMany),
-    /// A token after activation.
+    /// A token after activation or revocation.
     Token(TokenStatus),
 }
 
@@ -696,6 +723,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         let change = Change::PutKeyspace {
             keyspace: keyspace.clone(),
             spec,
+            max_activations: None,
         };
         match self.apply(change, None).await?.effect()? {
             Effect::Keyspace(view, upsert) => Ok((view, upsert)),
@@ -708,6 +736,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn issue_token(&self, keyspace: &Name) -> Result<Issued, StoreError> {
         let change = Change::Issue {
             keyspace: keyspace.clone(),
+            batch: None,
         };
         match self.apply(change, None).await?.effect()? {
             Effect::Issued(issued) => Ok(issued),
@@ -721,15 +750,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         let change = Change::IssueMany {
             keyspace: keyspace.clone(),
             count,
+            batch: None,
         };
         match self.apply(change, None).await?.effect()? {
             Effect::IssuedMany(issued) => Ok(issued),
             _ => Err(unexpected()),
         }
     }
-    /// Whether a token was issued and activated.
+    /// Whether a token was issued, its activations, revocation and batch.
+    /// O(log b + m) besides the lookup, for b batch ranges and the
+    /// token's m ≤ 1000 activations.
     async fn token_status(&self, keyspace: &Name, token: &str) -> Result<TokenStatus, StoreError>;
-    /// Activates an issued token, once.
+    /// Takes an activation slot of an issued token (no fingerprint: a slot
+    /// of its own).
     async fn activate_token(
         &self,
         keyspace: &Name,
@@ -738,12 +771,27 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         let change = Change::Activate {
             keyspace: keyspace.clone(),
             token: token.to_owned(),
+            fingerprint: None,
         };
-        match self.apply(change, None).await?.effect()? {
-            Effect::Token(status) => Ok(status),
-            _ => Err(unexpected()),
-        }
+        token_of(self.apply(change, None).await?)
     }
+    /// Revokes an issued token for good (again: no change).
+    async fn revoke_token(
+        &self,
+        keyspace: &Name,
+        token: &str,
+        reason: Option<Reason>,
+    ) -> Result<TokenStatus, StoreError> {
+        let change = Change::Revoke {
+            keyspace: keyspace.clone(),
+            token: token.to_owned(),
+            reason,
+        };
+        token_of(self.apply(change, None).await?)
+    }
+    /// A batch's counts: `BatchNotFound` when no token was issued under
+    /// it. O(1) (a hash lookup).
+    async fn batch_info(&self, keyspace: &Name, batch: &Name) -> Result<BatchInfo, StoreError>;
     /// A page of pools ordered by name, each as [`Store::pool_info`] gives
     /// it. O(limit · log n) (on Redis: one call per pool of the page).
     async fn list_pools(&self, page: &PageRequest) -> Result<Page<PoolInfo>, StoreError>;
@@ -789,6 +837,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 fn key_of(applied: Applied) -> Result<KeyView, StoreError> {
     match applied.effect()? {
         Effect::Key(view) => Ok(view),
+        _ => Err(unexpected()),
+    }
+}
+
+fn token_of(applied: Applied) -> Result<TokenStatus, StoreError> {
+    match applied.effect()? {
+        Effect::Token(status) => Ok(status),
         _ => Err(unexpected()),
     }
 }

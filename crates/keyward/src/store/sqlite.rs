@@ -25,7 +25,7 @@
 //!
 //! Deleting a pool or keyspace must answer at once whatever its size, and
 //! its name must be free for a new, empty one at once. So a pool's rows
-//! in `keys` and `leases` (a keyspace's in `activations`) are filed under
+//! in `keys` and `leases` (a keyspace's in `marks` and `batches`) are filed under
 //! its `rows_key`: its name, or `NAME/N` for one created while an older
 //! pool of that name is still being reclaimed (`/` cannot occur in a
 //! name). The deletion removes the `pools` (`keyspaces`) row and files the
@@ -58,9 +58,18 @@
 //! when they expire; they are not filed under a pool's `rows_key`, so a
 //! deletion's record outlives the pool it deleted.
 //!
+//! A keyspace's row holds its definition, issue counter and
+//! `max_activations`. Issued tokens have no rows: `batches` holds the
+//! counter ranges issued under a batch name (`first`, `end` as decimal
+//! text), and `marks` one row per token that was ever activated or revoked
+//! (its display form; `activations` a JSON array of `[fingerprint or null,
+//! at_ms]`, oldest first; `revoked_at_ms` and `reason`), rewritten whole
+//! on each change to the token (at most 1000 activations) and deleted when
+//! its last activation goes and it is not revoked.
+//!
 //! Tables (readable with the `sqlite3` shell): `pools`, `keys`, `leases`,
-//! `label_sets`, `keyspaces`, `activations`, `reclaim`, `idempotency`,
-//! `schema_version`; view `key_states`.
+//! `label_sets`, `keyspaces`, `batches`, `marks`, `reclaim`,
+//! `idempotency`, `schema_version`; view `key_states`.
 
 mod files;
 mod load;
@@ -82,8 +91,8 @@ use super::StoreError;
 use super::backoff::Backoff;
 use super::idempotency::{Entry, IdemKey, Records, Scope};
 use crate::core::{
-    KeyChange, KeyState, Keyspace, KeyspaceSpec, Labels, Name, Pool, PoolSettings, Secret,
-    Timestamp,
+    BatchRange, KeyChange, KeyState, Keyspace, KeyspaceSpec, Labels, Marks, MaxActivations, Name,
+    Pool, PoolSettings, Secret,
 };
 use files::{DbLock, Vanished, Watch};
 
@@ -98,7 +107,7 @@ const COMMIT_RETRY_MAX: Duration = Duration::from_secs(2);
 /// `PRAGMA application_id` of a keyward database ("KWRD").
 const APPLICATION_ID: i32 = 0x4B57_5244;
 /// Schema version this build writes; older files are migrated forward.
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 /// Most rows of a deleted pool or keyspace removed per reclaim commit, so
 /// reclaiming 10^6 keys never holds the writer for long.
 const RECLAIM_STEP: i64 = 10_000;
@@ -220,6 +229,30 @@ const MIGRATIONS: &[&str] = &[
     // 6: a keyspace's alphabet preset and token format, as one JSON object
     // (NULL: bare tokens of listed characters, as before).
     "ALTER TABLE keyspaces ADD COLUMN shape TEXT;",
+    // 7: shop keyspaces. `max_activations` per keyspace; batches as counter
+    // ranges; a token's activations (now several, with fingerprints) and
+    // revocation in one `marks` row. Each old activation becomes one slot
+    // without a fingerprint.
+    "ALTER TABLE keyspaces ADD COLUMN max_activations INTEGER NOT NULL DEFAULT 1;
+    CREATE TABLE batches (
+        keyspace TEXT NOT NULL,
+        first TEXT NOT NULL,
+        end TEXT NOT NULL,
+        name TEXT NOT NULL,
+        PRIMARY KEY (keyspace, first)
+    ) WITHOUT ROWID;
+    CREATE TABLE marks (
+        keyspace TEXT NOT NULL,
+        token TEXT NOT NULL,
+        activations TEXT NOT NULL,
+        revoked_at_ms INTEGER,
+        reason TEXT,
+        PRIMARY KEY (keyspace, token)
+    ) WITHOUT ROWID;
+    INSERT INTO marks (keyspace, token, activations)
+        SELECT keyspace, token, json_array(json_array(NULL, activated_at_ms))
+        FROM activations;
+    DROP TABLE activations;",
 ];
 
 /// One row-level change to write.
@@ -251,6 +284,8 @@ pub(crate) enum Record {
         secret: Secret,
         /// Tokens issued so far.
         issued: u128,
+        /// Activation slots per token.
+        max_activations: MaxActivations,
     },
     /// A keyspace's counter moved.
     Issued {
@@ -259,21 +294,28 @@ pub(crate) enum Record {
         /// Tokens issued so far.
         issued: u128,
     },
-    /// A token was activated.
-    Activation {
+    /// A batch range was opened or extended.
+    Batch {
         /// The keyspace.
         keyspace: Name,
-        /// The token.
+        /// The range as it now stands.
+        range: BatchRange,
+    },
+    /// A token's activations or revocation changed.
+    Marks {
+        /// The keyspace.
+        keyspace: Name,
+        /// The token, in its display form.
         token: String,
-        /// When.
-        at: Timestamp,
+        /// Its marks as they now stand (empty: the row goes).
+        marks: Marks,
     },
     /// A pool was deleted: its row goes, its keys are reclaimed later.
     DropPool {
         /// The pool.
         name: Name,
     },
-    /// A keyspace was deleted: its row goes, its activations later.
+    /// A keyspace was deleted: its row goes, its batches and marks later.
     DropKeyspace {
         /// The keyspace.
         name: Name,
@@ -971,7 +1013,8 @@ fn lost(
 }
 
 /// One bounded step of reclaiming: removes up to `RECLAIM_STEP` rows of
-/// the oldest deleted row set (leases first, then keys; or activations),
+/// the oldest deleted row set (leases first, then keys; or marks, then
+/// batches),
 /// and its `reclaim` entry once none are left. Returns whether any entry
 /// remains. O(RECLAIM_STEP · log n).
 fn reclaim_step(conn: &mut Connection) -> rusqlite::Result<bool> {
@@ -1005,11 +1048,17 @@ fn reclaim_step(conn: &mut Connection) -> rusqlite::Result<bool> {
                 params![rows, RECLAIM_STEP],
             )?
     } else {
-        tx.execute(
-            "DELETE FROM activations WHERE keyspace = ?1
-             AND token IN (SELECT token FROM activations WHERE keyspace = ?1 LIMIT ?2)",
+        let marks = tx.execute(
+            "DELETE FROM marks WHERE keyspace = ?1
+             AND token IN (SELECT token FROM marks WHERE keyspace = ?1 LIMIT ?2)",
             params![rows, RECLAIM_STEP],
-        )?
+        )?;
+        marks
+            + tx.execute(
+                "DELETE FROM batches WHERE keyspace = ?1
+                 AND first IN (SELECT first FROM batches WHERE keyspace = ?1 LIMIT ?2)",
+                params![rows, RECLAIM_STEP],
+            )?
     };
     if removed == 0 {
         tx.execute("DELETE FROM reclaim WHERE id = ?1", [id])?;
@@ -1210,13 +1259,15 @@ fn write_batch(
                 spec,
                 secret,
                 issued,
+                max_activations,
             } => {
                 let rows_key = overlay.assign(&tx, KEYSPACE, name)?;
                 tx.prepare_cached(
-                    "INSERT INTO keyspaces (name, alphabet, length, secret, issued, rows_key, shape)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                    "INSERT INTO keyspaces
+                        (name, alphabet, length, secret, issued, rows_key, shape, max_activations)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                      ON CONFLICT (name) DO UPDATE SET alphabet = ?2, length = ?3,
-                        secret = ?4, issued = ?5, shape = ?7",
+                        secret = ?4, issued = ?5, shape = ?7, max_activations = ?8",
                 )?
                 .execute(params![
                     name.as_str(),
@@ -1226,23 +1277,50 @@ fn write_batch(
                     issued.to_string(),
                     rows_key,
                     spec.shape_text(),
+                    max_activations.get(),
                 ])?;
             }
             Record::Issued { name, issued } => {
                 tx.prepare_cached("UPDATE keyspaces SET issued = ?2 WHERE name = ?1")?
                     .execute(params![name.as_str(), issued.to_string()])?;
             }
-            Record::Activation {
-                keyspace,
-                token,
-                at,
-            } => {
+            Record::Batch { keyspace, range } => {
                 let rows_key = overlay.assign(&tx, KEYSPACE, keyspace)?;
                 tx.prepare_cached(
-                    "INSERT OR REPLACE INTO activations (keyspace, token, activated_at_ms)
-                     VALUES (?1, ?2, ?3)",
+                    "INSERT OR REPLACE INTO batches (keyspace, first, end, name)
+                     VALUES (?1, ?2, ?3, ?4)",
                 )?
-                .execute(params![rows_key, token, at.as_millis() as i64])?;
+                .execute(params![
+                    rows_key,
+                    range.first.to_string(),
+                    range.end.to_string(),
+                    range.name.as_str()
+                ])?;
+            }
+            Record::Marks {
+                keyspace,
+                token,
+                marks,
+            } => {
+                let rows_key = overlay.assign(&tx, KEYSPACE, keyspace)?;
+                if marks.is_empty() {
+                    tx.prepare_cached("DELETE FROM marks WHERE keyspace = ?1 AND token = ?2")?
+                        .execute(params![rows_key, token])?;
+                } else {
+                    let revoked = marks.revoked.as_ref();
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO marks
+                            (keyspace, token, activations, revoked_at_ms, reason)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![
+                        rows_key,
+                        token,
+                        load::activations_json(&marks.activations),
+                        revoked.map(|r| r.at.as_millis() as i64),
+                        revoked.and_then(|r| r.reason.as_ref()).map(|r| r.as_str()),
+                    ])?;
+                }
             }
             Record::DropKeyspace { name } => {
                 tx.prepare_cached("DELETE FROM keyspaces WHERE name = ?1")?

@@ -148,31 +148,30 @@ impl Format {
     }
 
     /// The display form of the bare token `bare` (characters of
-    /// `alphabet`): prefix, groups, check character last (in the last
-    /// group). O(len).
+    /// `alphabet`): the prefix, the characters in groups joined by the
+    /// separator, then the check character at the very end (appended to
+    /// the last group, so the groups stay those of the code). O(len).
     pub fn display(&self, alphabet: &Alphabet, bare: &str) -> String {
-        let mut chars: Vec<char> = bare.chars().collect();
-        if let Some(scheme) = self
-            .check
-            .then(|| CheckScheme::new(alphabet.len()))
-            .flatten()
-        {
-            let digits: Vec<u32> = chars
-                .iter()
-                .filter_map(|&c| alphabet.digit_of(c).map(u32::from))
-                .collect();
-            let check = scheme.check(&digits);
-            chars.push(alphabet.char_of(check as u16));
-        }
         let mut out = self.prefix.clone();
-        for (i, c) in chars.iter().enumerate() {
+        for (i, c) in bare.chars().enumerate() {
             if let Some(g) = self.group
                 && i > 0
                 && i % g == 0
             {
                 out.push_str(&self.separator);
             }
-            out.push(*c);
+            out.push(c);
+        }
+        if let Some(scheme) = self
+            .check
+            .then(|| CheckScheme::new(alphabet.len()))
+            .flatten()
+        {
+            let digits: Vec<u32> = bare
+                .chars()
+                .filter_map(|c| alphabet.digit_of(c).map(u32::from))
+                .collect();
+            out.push(alphabet.char_of(scheme.check(&digits) as u16));
         }
         out
     }
@@ -272,8 +271,8 @@ mod tests {
         let a = alphabet(Preset::Crockford);
         let f = Format::new(&a, Some(4), None, Some("SHOP-"), true).expect("valid");
         let shown = f.display(&a, "ABCD1234");
-        assert!(shown.starts_with("SHOP-ABCD-1234-"), "{shown}");
-        assert_eq!(shown.chars().count(), "SHOP-ABCD-1234-".len() + 1);
+        assert!(shown.starts_with("SHOP-ABCD-1234"), "{shown}");
+        assert_eq!(shown.chars().count(), "SHOP-ABCD-1234".len() + 1);
         let p = Some(Preset::Crockford);
         for typed in [
             shown.clone(),

@@ -5,8 +5,9 @@
 //! keyspace's alphabet ([`TokenCodec`]), so tokens are unique by
 //! construction: issuing never retries, and costs the same when the space is
 //! 99.99 % used as when it is empty. "Is this token issued?" is
-//! `decode(token) < issued`, so the only per-token state kept is the
-//! activation time of activated tokens ([`Keyspace`]).
+//! `decode(token) < issued`, and a token's batch is the range its counter
+//! falls in, so the only per-token state kept is the activations and
+//! revocation of tokens that have them ([`Keyspace`]).
 //!
 //! - `alphabet`: [`Alphabet`] and [`KeyspaceSpec`], parsed and validated;
 //! - `codec`: [`TokenCodec`], FF1 for large spaces, a keyed Feistel
@@ -15,7 +16,9 @@
 //!   (Damm's algorithm where the alphabet's size allows, else Luhn mod N);
 //! - `format`: alphabet [`Preset`]s and a token's display and input forms
 //!   ([`Format`]: prefix, groups, check character);
-//! - this file: [`Keyspace`], the issue counter and the activations.
+//! - `batches`: names of counter ranges, with their counts;
+//! - `marks`: a token's activations and revocation, and their rules' types;
+//! - this file: [`Keyspace`], the issue counter, batches and marks.
 //!
 //! Pure and synchronous: no I/O and no clock reads (activation takes `now`).
 //! Persisting the issue counter and the activations is left to the stores; a
@@ -23,19 +26,29 @@
 
 use std::collections::HashMap;
 
+use super::names::Name;
+use super::pool::Reason;
 use super::time::Timestamp;
 
 mod alphabet;
+mod batches;
 mod check;
 mod codec;
 mod format;
+mod marks;
 #[cfg(test)]
 mod tests;
 
 pub use alphabet::{Alphabet, KeyspaceSpec};
+pub use batches::{BatchInfo, BatchRange};
+use batches::{Batches, step};
 pub use check::{CheckScheme, Guarantee};
 pub use codec::{Secret, TokenCodec};
 pub use format::{Format, Preset};
+pub use marks::{
+    Activation, Fingerprint, InvalidFingerprint, MAX_FINGERPRINT, Marks, MaxActivations,
+    Revocation, TokenState,
+};
 
 /// Why a keyspace operation was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,9 +68,18 @@ pub enum KeyspaceError {
     /// The token is well formed but has not been issued (yet).
     #[error("the token has not been issued")]
     NotIssued,
-    /// The token was activated before; activation happens once.
-    #[error("the token is already activated")]
+    /// Every activation slot of the token is taken.
+    #[error("the token is already activated: every activation slot is taken")]
     AlreadyActivated,
+    /// The token was revoked: it cannot be activated.
+    #[error("the token was revoked")]
+    Revoked,
+    /// The token holds no activation with that fingerprint.
+    #[error("the token has no activation with that fingerprint")]
+    ActivationNotFound,
+    /// No token was issued under that batch name.
+    #[error("no such batch")]
+    BatchNotFound,
     /// Every token of the keyspace has been issued.
     #[error("every token of the keyspace has been issued")]
     Exhausted,
@@ -81,10 +103,28 @@ pub struct IssuedMany {
 /// What is known about one issued token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenStatus {
-    /// The token, as issued.
+    /// The token, in its display form.
     pub token: String,
-    /// When it was activated; `None` while it is only issued.
-    pub activated_at: Option<Timestamp>,
+    /// Its activations and revocation.
+    pub marks: Marks,
+    /// The batch it was issued under.
+    pub batch: Option<Name>,
+}
+
+impl TokenStatus {
+    /// A token with nothing stored. O(1).
+    pub fn issued(token: String, batch: Option<Name>) -> Self {
+        Self {
+            token,
+            marks: Marks::default(),
+            batch,
+        }
+    }
+
+    /// The first activation still held. O(1).
+    pub fn activated_at(&self) -> Option<Timestamp> {
+        self.marks.activated_at()
+    }
 }
 
 /// A freshly issued token.
@@ -105,42 +145,61 @@ pub struct KeyspaceInfo {
     pub capacity: u128,
     /// Tokens issued so far.
     pub issued: u128,
-    /// Issued tokens that were activated.
+    /// Issued tokens holding at least one activation.
     pub activated: u128,
+    /// Issued tokens revoked.
+    pub revoked: u128,
     /// Tokens that can still be issued: `capacity - issued`.
     pub remaining: u128,
+    /// Activation slots per token.
+    pub max_activations: MaxActivations,
 }
 
-/// The state of one keyspace: how many tokens were issued, and when each
-/// activated token was activated. Issued tokens are not stored: token `i` is
-/// issued iff `i < issued`.
+/// The state of one keyspace: how many tokens were issued, the batches
+/// they were issued under, and the marks of tokens activated or revoked.
+/// Issued tokens are not stored: token `i` is issued iff `i < issued`.
 #[derive(Clone, Debug)]
 pub struct Keyspace {
     codec: TokenCodec,
     issued: u128,
-    activations: HashMap<u128, Timestamp>,
+    max_activations: MaxActivations,
+    /// Counter → marks, for tokens that have any.
+    marks: HashMap<u128, Marks>,
+    /// Tokens in `marks` holding an activation.
+    activated: u128,
+    /// Tokens in `marks` revoked.
+    revoked: u128,
+    batches: Batches,
 }
 
 impl Keyspace {
-    /// A keyspace with nothing issued. O(1).
+    /// A keyspace with nothing issued and one activation per token. O(1).
     pub fn new(codec: TokenCodec) -> Self {
         Self {
             codec,
             issued: 0,
-            activations: HashMap::new(),
+            max_activations: MaxActivations::DEFAULT,
+            marks: HashMap::new(),
+            activated: 0,
+            revoked: 0,
+            batches: Batches::default(),
         }
     }
 
-    /// Rebuilds a keyspace from its stored counter and activations.
-    /// O(a · length) for `a` activations.
+    /// Rebuilds a keyspace from its stored counter, batch ranges (in
+    /// counter order) and marks. O(b log b + a · length) for b ranges and
+    /// a marked tokens.
     ///
-    /// Fails with [`KeyspaceError::InvalidKeyspace`] when `issued` exceeds the
-    /// capacity, or an activation names a token that is malformed, not issued
-    /// or listed twice: the stored state does not belong to this codec.
+    /// Fails with [`KeyspaceError::InvalidKeyspace`] when `issued` exceeds
+    /// the capacity, a range overlaps another or was not issued, or a mark
+    /// names a token that is malformed, not issued or listed twice: the
+    /// stored state does not belong to this codec.
     pub fn restore(
         codec: TokenCodec,
         issued: u128,
-        activations: impl IntoIterator<Item = (String, Timestamp)>,
+        max_activations: MaxActivations,
+        ranges: impl IntoIterator<Item = BatchRange>,
+        marks: impl IntoIterator<Item = (String, Marks)>,
     ) -> Result<Self, KeyspaceError> {
         let capacity = codec.spec().capacity();
         if issued > capacity {
@@ -148,30 +207,38 @@ impl Keyspace {
                 "{issued} tokens issued from a keyspace of {capacity}"
             )));
         }
-        let mut restored = HashMap::new();
-        for (token, at) in activations {
-            let index = match codec.read_input(&token).map(|(index, _)| index) {
+        let mut ks = Self::new(codec);
+        ks.issued = issued;
+        ks.max_activations = max_activations;
+        let mut next = 0;
+        for range in ranges {
+            if range.first < next || range.end <= range.first || range.end > issued {
+                return Err(invalid(format!(
+                    "batch {} range {}..{} overlaps another or was not issued",
+                    range.name, range.first, range.end
+                )));
+            }
+            next = range.end;
+            ks.batches.file(range.first, range.end, &range.name);
+        }
+        for (token, mark) in marks {
+            let index = match ks.codec.read_input(&token).map(|(index, _)| index) {
                 Ok(index) if index < issued => index,
                 Ok(_) => {
-                    return Err(invalid(format!(
-                        "activated token {token:?} was never issued"
-                    )));
+                    return Err(invalid(format!("marked token {token:?} was never issued")));
                 }
                 Err(_) => {
                     return Err(invalid(format!(
-                        "activated token {token:?} does not fit the alphabet and length"
+                        "marked token {token:?} does not fit the alphabet and length"
                     )));
                 }
             };
-            if restored.insert(index, at).is_some() {
-                return Err(invalid(format!("token {token:?} is activated twice")));
+            if ks.marks.contains_key(&index) {
+                return Err(invalid(format!("token {token:?} is stored twice")));
             }
+            ks.put_marks(index, mark);
         }
-        Ok(Self {
-            codec,
-            issued,
-            activations: restored,
-        })
+        Ok(ks)
     }
 
     /// The codec that writes this keyspace's tokens. O(1).
@@ -179,10 +246,26 @@ impl Keyspace {
         &self.codec
     }
 
+    /// Activation slots per token. O(1).
+    pub fn max_activations(&self) -> MaxActivations {
+        self.max_activations
+    }
+
+    /// Changes the slots per token. Tokens holding more keep them; they
+    /// take no new one until they are below the limit. O(1).
+    pub fn set_max_activations(&mut self, max: MaxActivations) {
+        self.max_activations = max;
+    }
+
     /// Issues the next token. O(length), however full the space is: no
     /// retries. Fails with [`KeyspaceError::Exhausted`] once every token is
     /// issued.
     pub fn issue(&mut self) -> Result<Issued, KeyspaceError> {
+        self.issue_in(None)
+    }
+
+    /// [`Keyspace::issue`] under a batch. O(length + log b).
+    pub fn issue_in(&mut self, batch: Option<&Name>) -> Result<Issued, KeyspaceError> {
         let capacity = self.codec.spec().capacity();
         if self.issued == capacity {
             return Err(KeyspaceError::Exhausted);
@@ -190,6 +273,9 @@ impl Keyspace {
         let index = self.issued;
         let token = self.codec.show(index);
         self.issued += 1;
+        if let Some(name) = batch {
+            self.batches.file(index, self.issued, name);
+        }
         Ok(Issued {
             token,
             index,
@@ -197,44 +283,28 @@ impl Keyspace {
         })
     }
 
-    /// The status of an issued token. O(length).
-    ///
-    /// Fails with [`KeyspaceError::InvalidToken`] for a malformed token and
-    /// [`KeyspaceError::NotIssued`] for one not issued yet.
-    pub fn status(&self, token: &str) -> Result<TokenStatus, KeyspaceError> {
-        let (index, token) = self.issued_index(token)?;
-        Ok(TokenStatus {
-            token,
-            activated_at: self.activations.get(&index).copied(),
-        })
-    }
-
-    /// Activates an issued token at `now`, once. O(length).
-    ///
-    /// Fails with [`KeyspaceError::InvalidToken`], [`KeyspaceError::NotIssued`]
-    /// or, from the second time on, [`KeyspaceError::AlreadyActivated`].
-    pub fn activate(&mut self, token: &str, now: Timestamp) -> Result<TokenStatus, KeyspaceError> {
-        let (index, token) = self.issued_index(token)?;
-        if self.activations.contains_key(&index) {
-            return Err(KeyspaceError::AlreadyActivated);
-        }
-        self.activations.insert(index, now);
-        Ok(TokenStatus {
-            token,
-            activated_at: Some(now),
-        })
-    }
-
     /// Issues the next `count` tokens, whose counters are contiguous, all
     /// or nothing: [`KeyspaceError::Exhausted`] with nothing issued when
     /// fewer are left. O(count · length), however full the space is.
     pub fn issue_many(&mut self, count: u128) -> Result<IssuedMany, KeyspaceError> {
+        self.issue_many_in(count, None)
+    }
+
+    /// [`Keyspace::issue_many`] under a batch. O(count · length + log b).
+    pub fn issue_many_in(
+        &mut self,
+        count: u128,
+        batch: Option<&Name>,
+    ) -> Result<IssuedMany, KeyspaceError> {
         let capacity = self.codec.spec().capacity();
         if count == 0 || capacity - self.issued < count {
             return Err(KeyspaceError::Exhausted);
         }
         let first = self.issued;
         self.issued += count;
+        if let Some(name) = batch {
+            self.batches.file(first, self.issued, name);
+        }
         Ok(IssuedMany {
             tokens: (first..self.issued).map(|i| self.codec.show(i)).collect(),
             first,
@@ -242,14 +312,112 @@ impl Keyspace {
         })
     }
 
-    /// Capacity, issued, activated and remaining counts. O(1).
+    /// The batch range counter `index` lies in, as it now stands: what a
+    /// store writes after an issue under a batch. O(log b).
+    pub fn range_of(&self, index: u128) -> Option<BatchRange> {
+        self.batches.range_of(index)
+    }
+
+    /// The status of an issued token. O(length + log b + m) for its m
+    /// activations.
+    ///
+    /// Fails with [`KeyspaceError::InvalidToken`] or
+    /// [`KeyspaceError::CheckMismatch`] for a malformed token and
+    /// [`KeyspaceError::NotIssued`] for one not issued yet.
+    pub fn status(&self, token: &str) -> Result<TokenStatus, KeyspaceError> {
+        let (index, token) = self.issued_index(token)?;
+        Ok(self.status_of(index, token))
+    }
+
+    /// Takes an activation slot of an issued token at `now`. The same
+    /// `fingerprint` again is the slot it holds (unchanged); no fingerprint
+    /// always takes a new slot. O(length + log b + m), m ≤ 1000.
+    ///
+    /// Fails with [`KeyspaceError::Revoked`] for a revoked token and
+    /// [`KeyspaceError::AlreadyActivated`] when every slot is taken, besides
+    /// the errors of [`Keyspace::status`].
+    pub fn activate(
+        &mut self,
+        token: &str,
+        fingerprint: Option<&Fingerprint>,
+        now: Timestamp,
+    ) -> Result<TokenStatus, KeyspaceError> {
+        let (index, token) = self.issued_index(token)?;
+        let mut marks = self.marks.get(&index).cloned().unwrap_or_default();
+        if marks.revoked.is_some() {
+            return Err(KeyspaceError::Revoked);
+        }
+        if fingerprint.is_some_and(|f| marks.slot_of(f).is_some()) {
+            return Ok(self.status_of(index, token));
+        }
+        if marks.activations.len() >= usize::from(self.max_activations.get()) {
+            return Err(KeyspaceError::AlreadyActivated);
+        }
+        marks.activations.push(Activation {
+            fingerprint: fingerprint.cloned(),
+            at: now,
+        });
+        self.put_marks(index, marks);
+        Ok(self.status_of(index, token))
+    }
+
+    /// Frees the slot `fingerprint` holds; a token left with none is
+    /// issued again. O(length + log b + m).
+    ///
+    /// Fails with [`KeyspaceError::ActivationNotFound`] when no slot has
+    /// that fingerprint, besides the errors of [`Keyspace::status`].
+    pub fn deactivate(
+        &mut self,
+        token: &str,
+        fingerprint: &Fingerprint,
+    ) -> Result<TokenStatus, KeyspaceError> {
+        let (index, token) = self.issued_index(token)?;
+        let mut marks = self.marks.get(&index).cloned().unwrap_or_default();
+        let slot = marks
+            .slot_of(fingerprint)
+            .ok_or(KeyspaceError::ActivationNotFound)?;
+        marks.activations.remove(slot);
+        self.put_marks(index, marks);
+        Ok(self.status_of(index, token))
+    }
+
+    /// Revokes an issued token for good at `now`, keeping its
+    /// activations; a revoked token stays as it was (first reason kept).
+    /// O(length + log b + m).
+    pub fn revoke(
+        &mut self,
+        token: &str,
+        reason: Option<Reason>,
+        now: Timestamp,
+    ) -> Result<TokenStatus, KeyspaceError> {
+        let (index, token) = self.issued_index(token)?;
+        let mut marks = self.marks.get(&index).cloned().unwrap_or_default();
+        if marks.revoked.is_none() {
+            marks.revoked = Some(Revocation { at: now, reason });
+            self.put_marks(index, marks);
+        }
+        Ok(self.status_of(index, token))
+    }
+
+    /// A batch's counts. O(1); [`KeyspaceError::BatchNotFound`] when no
+    /// token was issued under it.
+    pub fn batch(&self, name: &Name) -> Result<BatchInfo, KeyspaceError> {
+        self.batches
+            .info(name)
+            .cloned()
+            .ok_or(KeyspaceError::BatchNotFound)
+    }
+
+    /// Capacity, issued, activated, revoked and remaining counts. O(1).
     pub fn info(&self) -> KeyspaceInfo {
         let capacity = self.codec.spec().capacity();
         KeyspaceInfo {
             capacity,
             issued: self.issued,
-            activated: u128::try_from(self.activations.len()).expect("a usize count fits in u128"),
+            activated: self.activated,
+            revoked: self.revoked,
             remaining: capacity - self.issued,
+            max_activations: self.max_activations,
         }
     }
 
@@ -261,6 +429,33 @@ impl Keyspace {
             Ok((index, shown))
         } else {
             Err(KeyspaceError::NotIssued)
+        }
+    }
+
+    fn status_of(&self, index: u128, token: String) -> TokenStatus {
+        TokenStatus {
+            token,
+            marks: self.marks.get(&index).cloned().unwrap_or_default(),
+            batch: self.batches.of(index).cloned(),
+        }
+    }
+
+    /// Replaces a token's marks, moving the keyspace's and its batch's
+    /// counts. O(log b).
+    fn put_marks(&mut self, index: u128, marks: Marks) {
+        let old = if marks.is_empty() {
+            self.marks.remove(&index)
+        } else {
+            self.marks.insert(index, marks.clone())
+        }
+        .unwrap_or_default();
+        let activated =
+            i8::from(!marks.activations.is_empty()) - i8::from(!old.activations.is_empty());
+        let revoked = i8::from(marks.revoked.is_some()) - i8::from(old.revoked.is_some());
+        self.activated = step(self.activated, activated);
+        self.revoked = step(self.revoked, revoked);
+        if activated != 0 || revoked != 0 {
+            self.batches.count(index, activated, revoked);
         }
     }
 }

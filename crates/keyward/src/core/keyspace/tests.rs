@@ -74,10 +74,7 @@ fn issue_whole_space(alphabet: &str, length: u32) -> Vec<String> {
     for (index, token) in tokens.iter().enumerate() {
         assert_eq!(
             keyspace.status(token),
-            Ok(TokenStatus {
-                token: token.clone(),
-                activated_at: None
-            })
+            Ok(TokenStatus::issued(token.clone(), None))
         );
         assert_eq!(keyspace.codec().decode(token), Ok(index as u128));
     }
@@ -87,7 +84,9 @@ fn issue_whole_space(alphabet: &str, length: u32) -> Vec<String> {
             capacity,
             issued: capacity,
             activated: 0,
-            remaining: 0
+            revoked: 0,
+            remaining: 0,
+            max_activations: MaxActivations::DEFAULT,
         }
     );
     tokens
@@ -226,23 +225,28 @@ fn restored_ff1_keyspace_continues_issuing_without_repeats() {
     let codec = codec_for(DEFAULT_ALPHABET, 4);
     let mut original = Keyspace::new(codec.clone());
     let first: Vec<String> = (0..1000).map(|_| original.issue().unwrap().token).collect();
-    original.activate(&first[3], at(10)).unwrap();
-    original.activate(&first[999], at(20)).unwrap();
+    original.activate(&first[3], None, at(10)).unwrap();
+    original.activate(&first[999], None, at(20)).unwrap();
 
     let mut restored = Keyspace::restore(
         codec,
         1000,
-        [(first[3].clone(), at(10)), (first[999].clone(), at(20))],
+        MaxActivations::DEFAULT,
+        [],
+        [
+            (first[3].clone(), slot(None, 10)),
+            (first[999].clone(), slot(None, 20)),
+        ],
     )
     .unwrap();
     assert_eq!(restored.info(), original.info());
     assert_eq!(
-        restored.status(&first[3]).unwrap().activated_at,
+        restored.status(&first[3]).unwrap().activated_at(),
         Some(at(10))
     );
-    assert_eq!(restored.status(&first[4]).unwrap().activated_at, None);
+    assert_eq!(restored.status(&first[4]).unwrap().activated_at(), None);
     assert_eq!(
-        restored.activate(&first[999], at(30)),
+        restored.activate(&first[999], None, at(30)),
         Err(KeyspaceError::AlreadyActivated)
     );
 
@@ -258,7 +262,8 @@ fn restored_ff1_keyspace_continues_issuing_without_repeats() {
 fn a_space_that_is_99_99_percent_used_issues_its_last_tokens_directly() {
     let codec = codec_for(DEFAULT_ALPHABET, 4);
     let capacity = codec.spec().capacity();
-    let mut keyspace = Keyspace::restore(codec, capacity - 10, []).unwrap();
+    let mut keyspace =
+        Keyspace::restore(codec, capacity - 10, MaxActivations::DEFAULT, [], []).unwrap();
     for index in capacity - 10..capacity {
         let issued = keyspace.issue().unwrap();
         assert_eq!(issued.index, index);
@@ -289,14 +294,15 @@ fn a_space_just_below_2_pow_128_works_to_its_last_token() {
     let codec = codec_for(HEX, 31);
     let capacity = codec.spec().capacity();
     assert_eq!(capacity, 1 << 124);
-    let mut keyspace = Keyspace::restore(codec, capacity - 2, []).unwrap();
+    let mut keyspace =
+        Keyspace::restore(codec, capacity - 2, MaxActivations::DEFAULT, [], []).unwrap();
     let last_but_one = keyspace.issue().unwrap();
     let last = keyspace.issue().unwrap();
     assert_eq!((last_but_one.remaining, last.remaining), (1, 0));
     assert_ne!(last_but_one.token, last.token);
     assert_eq!(keyspace.codec().decode(&last.token), Ok(capacity - 1));
     assert_eq!(keyspace.issue(), Err(KeyspaceError::Exhausted));
-    keyspace.activate(&last.token, at(1)).unwrap();
+    keyspace.activate(&last.token, None, at(1)).unwrap();
     assert_eq!(keyspace.info().activated, 1);
 
     let binary = codec_with("01", 127, secret(9));
@@ -375,7 +381,7 @@ fn activation_happens_once_and_only_for_issued_tokens() {
 
     assert_eq!(keyspace.status(&unissued), Err(KeyspaceError::NotIssued));
     assert_eq!(
-        keyspace.activate(&unissued, at(1)),
+        keyspace.activate(&unissued, None, at(1)),
         Err(KeyspaceError::NotIssued)
     );
     for bad in ["", "ab", "abcd", "ab1", "abC", "ab/"] {
@@ -385,7 +391,7 @@ fn activation_happens_once_and_only_for_issued_tokens() {
             "{bad}"
         );
         assert_eq!(
-            keyspace.activate(bad, at(1)),
+            keyspace.activate(bad, None, at(1)),
             Err(KeyspaceError::InvalidToken),
             "{bad}"
         );
@@ -393,22 +399,28 @@ fn activation_happens_once_and_only_for_issued_tokens() {
 
     let activated = TokenStatus {
         token: first.clone(),
-        activated_at: Some(at(5)),
+        marks: slot(None, 5),
+        batch: None,
     };
-    assert_eq!(keyspace.activate(&first, at(5)), Ok(activated.clone()));
     assert_eq!(
-        keyspace.activate(&first, at(6)),
+        keyspace.activate(&first, None, at(5)),
+        Ok(activated.clone())
+    );
+    assert_eq!(
+        keyspace.activate(&first, None, at(6)),
         Err(KeyspaceError::AlreadyActivated)
     );
     assert_eq!(keyspace.status(&first), Ok(activated));
-    assert_eq!(keyspace.status(&second).unwrap().activated_at, None);
+    assert_eq!(keyspace.status(&second).unwrap().activated_at(), None);
     assert_eq!(
         keyspace.info(),
         KeyspaceInfo {
             capacity: 17_576,
             issued: 2,
             activated: 1,
-            remaining: 17_574
+            revoked: 0,
+            remaining: 17_574,
+            max_activations: MaxActivations::DEFAULT,
         }
     );
 }
@@ -418,20 +430,35 @@ fn restore_rejects_state_that_does_not_fit_the_codec() {
     let codec = codec_for("abcdefghijklmnopqrstuvwxyz", 3);
     let issued = codec.encode(0);
     let unissued = codec.encode(1);
-    let cases: [(u128, Vec<(String, Timestamp)>); 4] = [
+    let cases: [(u128, Vec<(String, Marks)>); 4] = [
         (17_577, vec![]),
-        (1, vec![(unissued, at(1))]),
-        (1, vec![("ab".to_owned(), at(1))]),
-        (1, vec![(issued.clone(), at(1)), (issued, at(2))]),
+        (1, vec![(unissued, slot(None, 1))]),
+        (1, vec![("ab".to_owned(), slot(None, 1))]),
+        (
+            1,
+            vec![(issued.clone(), slot(None, 1)), (issued, slot(None, 2))],
+        ),
     ];
-    for (count, activations) in cases {
+    let max = MaxActivations::DEFAULT;
+    for (count, marks) in cases {
         assert!(matches!(
-            Keyspace::restore(codec.clone(), count, activations),
+            Keyspace::restore(codec.clone(), count, max, [], marks),
+            Err(KeyspaceError::InvalidKeyspace(_))
+        ));
+    }
+    let b = |first, end| BatchRange {
+        first,
+        end,
+        name: Name::parse("b").unwrap(),
+    };
+    for ranges in [vec![b(0, 3)], vec![b(0, 1), b(0, 1)], vec![b(1, 1)]] {
+        assert!(matches!(
+            Keyspace::restore(codec.clone(), 2, max, ranges, []),
             Err(KeyspaceError::InvalidKeyspace(_))
         ));
     }
     assert_eq!(
-        Keyspace::restore(codec, 17_576, [])
+        Keyspace::restore(codec, 17_576, max, [], [])
             .unwrap()
             .info()
             .remaining,
@@ -520,29 +547,60 @@ enum Pick {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Issue,
+    Issue(Option<u8>),
+    IssueMany(u8, Option<u8>),
     Status(Pick),
-    Activate(Pick, u64),
+    Activate(Pick, Option<u8>, u64),
+    Deactivate(Pick, u8),
+    Revoke(Pick, u64),
+    SetMax(u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
     let pick = prop_oneof![
-        any::<Index>().prop_map(Pick::Issued),
-        "[abc]{2}".prop_map(Pick::Text),
-        "[abcd/]{0,3}".prop_map(Pick::Text),
+        4 => any::<Index>().prop_map(Pick::Issued),
+        1 => "[abc]{2}".prop_map(Pick::Text),
+        1 => "[abcd/]{0,3}".prop_map(Pick::Text),
     ];
+    let batch = prop::option::of(0..2u8);
+    let fingerprint = prop::option::of(0..3u8);
     prop_oneof![
-        3 => Just(Op::Issue),
+        3 => batch.clone().prop_map(Op::Issue),
+        1 => (1..4u8, batch).prop_map(|(n, b)| Op::IssueMany(n, b)),
         1 => pick.clone().prop_map(Op::Status),
-        2 => (pick, 0..1_000u64).prop_map(|(p, t)| Op::Activate(p, t)),
+        4 => (pick.clone(), fingerprint, 0..1_000u64).prop_map(|(p, f, t)| Op::Activate(p, f, t)),
+        2 => (pick.clone(), 0..3u8).prop_map(|(p, f)| Op::Deactivate(p, f)),
+        1 => (pick, 0..1_000u64).prop_map(|(p, t)| Op::Revoke(p, t)),
+        1 => (1..4u64).prop_map(Op::SetMax),
     ]
 }
 
-/// The obvious implementation: remember every issued token.
+fn fingerprint(n: u8) -> Fingerprint {
+    Fingerprint::parse(&format!("machine {n}")).unwrap()
+}
+
+fn batch_name(n: u8) -> Name {
+    Name::parse(&format!("batch-{n}")).unwrap()
+}
+
+/// Marks of one activation at `ms`.
+fn slot(fingerprint: Option<Fingerprint>, ms: u64) -> Marks {
+    Marks {
+        activations: vec![Activation {
+            fingerprint,
+            at: at(ms),
+        }],
+        revoked: None,
+    }
+}
+
+/// The obvious implementation: remember every issued token, its batch and
+/// its marks, and count by looking at all of them.
 #[derive(Default)]
 struct Model {
-    issued: Vec<String>,
-    activations: HashMap<String, Timestamp>,
+    issued: Vec<(String, Option<Name>)>,
+    marks: HashMap<String, Marks>,
+    max: u16,
 }
 
 impl Model {
@@ -550,7 +608,7 @@ impl Model {
 
     fn token(&self, pick: &Pick) -> String {
         match pick {
-            Pick::Issued(i) if !self.issued.is_empty() => i.get(&self.issued).clone(),
+            Pick::Issued(i) if !self.issued.is_empty() => i.get(&self.issued).0.clone(),
             Pick::Issued(_) => "aa".to_owned(),
             Pick::Text(t) => t.clone(),
         }
@@ -558,15 +616,53 @@ impl Model {
 
     fn status(&self, token: &str) -> Result<TokenStatus, KeyspaceError> {
         if token.chars().count() != 2 || !token.chars().all(|c| "abc".contains(c)) {
-            Err(KeyspaceError::InvalidToken)
-        } else if !self.issued.iter().any(|t| t == token) {
-            Err(KeyspaceError::NotIssued)
-        } else {
-            Ok(TokenStatus {
-                token: token.to_owned(),
-                activated_at: self.activations.get(token).copied(),
-            })
+            return Err(KeyspaceError::InvalidToken);
         }
+        let (_, batch) = self
+            .issued
+            .iter()
+            .find(|(t, _)| t == token)
+            .ok_or(KeyspaceError::NotIssued)?;
+        Ok(TokenStatus {
+            token: token.to_owned(),
+            marks: self.marks.get(token).cloned().unwrap_or_default(),
+            batch: batch.clone(),
+        })
+    }
+
+    /// Applies `change` to the marks of an issued token, as the rules say.
+    fn change(
+        &mut self,
+        token: &str,
+        change: impl FnOnce(&mut Marks, u16) -> Result<(), KeyspaceError>,
+    ) -> Result<TokenStatus, KeyspaceError> {
+        let mut marks = self.status(token)?.marks;
+        change(&mut marks, self.max)?;
+        if marks.is_empty() {
+            self.marks.remove(token);
+        } else {
+            self.marks.insert(token.to_owned(), marks);
+        }
+        self.status(token)
+    }
+
+    fn batch(&self, name: &Name) -> Option<BatchInfo> {
+        let tokens: Vec<&String> = self
+            .issued
+            .iter()
+            .filter(|(_, b)| b.as_ref() == Some(name))
+            .map(|(t, _)| t)
+            .collect();
+        let marks = |t: &&String| self.marks.get(*t).cloned().unwrap_or_default();
+        (!tokens.is_empty()).then(|| BatchInfo {
+            name: name.clone(),
+            issued: tokens.len() as u128,
+            activated: tokens
+                .iter()
+                .filter(|t| !marks(t).activations.is_empty())
+                .count() as u128,
+            revoked: tokens.iter().filter(|t| marks(t).revoked.is_some()).count() as u128,
+        })
     }
 
     fn info(&self) -> KeyspaceInfo {
@@ -574,58 +670,121 @@ impl Model {
         KeyspaceInfo {
             capacity: Self::CAPACITY,
             issued,
-            activated: self.activations.len() as u128,
+            activated: self
+                .marks
+                .values()
+                .filter(|m| !m.activations.is_empty())
+                .count() as u128,
+            revoked: self.marks.values().filter(|m| m.revoked.is_some()).count() as u128,
             remaining: Self::CAPACITY - issued,
+            max_activations: MaxActivations::new(u64::from(self.max)).unwrap(),
         }
     }
 }
 
 proptest! {
     #[test]
-    fn keyspace_behaves_like_a_set_of_issued_tokens(ops in prop::collection::vec(op(), 0..40)) {
+    fn keyspace_behaves_like_a_list_of_issued_tokens_with_their_marks(
+        ops in prop::collection::vec(op(), 0..60)
+    ) {
         let codec = codec_for("abc", 2);
         let mut keyspace = Keyspace::new(codec.clone());
-        let mut model = Model::default();
+        let mut model = Model { max: 1, ..Model::default() };
+        let mut ranges: Vec<BatchRange> = Vec::new();
         for op in ops {
             match op {
-                Op::Issue => match keyspace.issue() {
-                    Ok(issued) => {
-                        prop_assert_eq!(issued.index, model.issued.len() as u128);
-                        prop_assert!(model.status(&issued.token) == Err(KeyspaceError::NotIssued));
-                        model.issued.push(issued.token);
-                        prop_assert_eq!(issued.remaining, model.info().remaining);
+                Op::Issue(b) | Op::IssueMany(_, b) => {
+                    let count = match op {
+                        Op::IssueMany(n, _) => u128::from(n),
+                        _ => 1,
+                    };
+                    let batch = b.map(batch_name);
+                    let result = match op {
+                        Op::Issue(_) => keyspace.issue_in(batch.as_ref()).map(|i| (i.index, vec![i.token])),
+                        _ => keyspace.issue_many_in(count, batch.as_ref()).map(|i| (i.first, i.tokens)),
+                    };
+                    match result {
+                        Ok((first, tokens)) => {
+                            prop_assert_eq!(first, model.issued.len() as u128);
+                            for token in tokens {
+                                prop_assert!(model.status(&token) == Err(KeyspaceError::NotIssued));
+                                model.issued.push((token, batch.clone()));
+                            }
+                            if let Some(range) = keyspace.range_of(first) {
+                                ranges.retain(|r| r.first != range.first);
+                                ranges.push(range);
+                            }
+                        }
+                        Err(e) => {
+                            prop_assert_eq!(e, KeyspaceError::Exhausted);
+                            prop_assert!(model.info().remaining < count);
+                        }
                     }
-                    Err(e) => {
-                        prop_assert_eq!(e, KeyspaceError::Exhausted);
-                        prop_assert_eq!(model.info().remaining, 0);
-                    }
-                },
+                }
                 Op::Status(pick) => {
                     let token = model.token(&pick);
                     prop_assert_eq!(keyspace.status(&token), model.status(&token));
                 }
-                Op::Activate(pick, ms) => {
+                Op::Activate(pick, f, ms) => {
                     let token = model.token(&pick);
-                    let expected = match model.status(&token) {
-                        Ok(TokenStatus { activated_at: Some(_), .. }) => {
-                            Err(KeyspaceError::AlreadyActivated)
+                    let f = f.map(fingerprint);
+                    let expected = model.change(&token, |m, max| {
+                        if m.revoked.is_some() {
+                            return Err(KeyspaceError::Revoked);
                         }
-                        Ok(_) => {
-                            model.activations.insert(token.clone(), at(ms));
-                            model.status(&token)
+                        if f.is_some() && m.activations.iter().any(|a| a.fingerprint == f) {
+                            return Ok(());
                         }
-                        Err(e) => Err(e),
-                    };
-                    prop_assert_eq!(keyspace.activate(&token, at(ms)), expected);
+                        if m.activations.len() >= usize::from(max) {
+                            return Err(KeyspaceError::AlreadyActivated);
+                        }
+                        m.activations.push(Activation { fingerprint: f.clone(), at: at(ms) });
+                        Ok(())
+                    });
+                    prop_assert_eq!(keyspace.activate(&token, f.as_ref(), at(ms)), expected);
+                }
+                Op::Deactivate(pick, f) => {
+                    let token = model.token(&pick);
+                    let f = fingerprint(f);
+                    let expected = model.change(&token, |m, _| {
+                        let before = m.activations.len();
+                        m.activations.retain(|a| a.fingerprint.as_ref() != Some(&f));
+                        if m.activations.len() == before {
+                            return Err(KeyspaceError::ActivationNotFound);
+                        }
+                        Ok(())
+                    });
+                    prop_assert_eq!(keyspace.deactivate(&token, &f), expected);
+                }
+                Op::Revoke(pick, ms) => {
+                    let token = model.token(&pick);
+                    let reason = Reason::parse("refunded").unwrap();
+                    let expected = model.change(&token, |m, _| {
+                        m.revoked.get_or_insert(Revocation { at: at(ms), reason: Some(reason.clone()) });
+                        Ok(())
+                    });
+                    prop_assert_eq!(keyspace.revoke(&token, Some(reason), at(ms)), expected);
+                }
+                Op::SetMax(n) => {
+                    model.max = n as u16;
+                    keyspace.set_max_activations(MaxActivations::new(n).unwrap());
                 }
             }
             prop_assert_eq!(keyspace.info(), model.info());
+            for b in 0..2 {
+                prop_assert_eq!(keyspace.batch(&batch_name(b)).ok(), model.batch(&batch_name(b)));
+            }
         }
 
+        // What a store keeps (the counter, the ranges as last written,
+        // the marks) restores the same keyspace.
+        ranges.sort_by_key(|r| r.first);
         let restored = Keyspace::restore(
             codec,
             model.issued.len() as u128,
-            model.activations.clone(),
+            keyspace.max_activations(),
+            ranges,
+            model.marks.clone(),
         )
         .unwrap();
         prop_assert_eq!(restored.info(), model.info());
@@ -633,5 +792,96 @@ proptest! {
             let token = counting_token("abc", 2, index);
             prop_assert_eq!(restored.status(&token), model.status(&token));
         }
+        for b in 0..2 {
+            prop_assert_eq!(restored.batch(&batch_name(b)).ok(), model.batch(&batch_name(b)));
+        }
     }
+}
+
+#[test]
+fn a_fingerprint_keeps_its_slot_and_freeing_the_last_makes_the_token_issued_again() {
+    let mut keyspace = Keyspace::new(codec_for("0123456789", 6));
+    keyspace.set_max_activations(MaxActivations::new(2).unwrap());
+    let token = keyspace.issue().unwrap().token;
+    let (laptop, desktop, phone) = (fingerprint(0), fingerprint(1), fingerprint(2));
+    keyspace.activate(&token, Some(&laptop), at(1)).unwrap();
+    let again = keyspace.activate(&token, Some(&laptop), at(2)).unwrap();
+    assert_eq!(
+        again.marks,
+        slot(Some(laptop.clone()), 1),
+        "the same slot, unchanged"
+    );
+    keyspace.activate(&token, Some(&desktop), at(3)).unwrap();
+    assert_eq!(
+        keyspace.activate(&token, Some(&phone), at(4)),
+        Err(KeyspaceError::AlreadyActivated)
+    );
+    // Lowering the limit keeps both slots but takes no new one.
+    keyspace.set_max_activations(MaxActivations::DEFAULT);
+    keyspace.deactivate(&token, &laptop).unwrap();
+    assert_eq!(
+        keyspace.activate(&token, Some(&phone), at(5)),
+        Err(KeyspaceError::AlreadyActivated)
+    );
+    assert_eq!(keyspace.status(&token).unwrap().activated_at(), Some(at(3)));
+    assert_eq!(
+        keyspace.deactivate(&token, &laptop),
+        Err(KeyspaceError::ActivationNotFound)
+    );
+    let freed = keyspace.deactivate(&token, &desktop).unwrap();
+    assert_eq!(freed.marks.state(), TokenState::Issued);
+    assert_eq!(freed.activated_at(), None);
+    assert_eq!(keyspace.info().activated, 0);
+}
+
+#[test]
+fn a_revoked_token_keeps_its_activations_and_takes_no_new_one() {
+    let mut keyspace = Keyspace::new(codec_for("0123456789", 6));
+    let batch = batch_name(0);
+    let token = keyspace.issue_in(Some(&batch)).unwrap().token;
+    keyspace.activate(&token, None, at(1)).unwrap();
+    let why = Reason::parse("chargeback").unwrap();
+    let revoked = keyspace.revoke(&token, Some(why.clone()), at(2)).unwrap();
+    assert_eq!(revoked.marks.state(), TokenState::Revoked);
+    assert_eq!(revoked.marks.activations.len(), 1);
+    let again = keyspace.revoke(&token, None, at(3)).unwrap();
+    assert_eq!(
+        again.marks.revoked,
+        Some(Revocation {
+            at: at(2),
+            reason: Some(why)
+        })
+    );
+    assert_eq!(
+        keyspace.activate(&token, Some(&fingerprint(0)), at(4)),
+        Err(KeyspaceError::Revoked)
+    );
+    let info = keyspace.batch(&batch).unwrap();
+    assert_eq!((info.issued, info.activated, info.revoked), (1, 1, 1));
+    assert_eq!((keyspace.info().activated, keyspace.info().revoked), (1, 1));
+}
+
+#[test]
+fn batch_ranges_join_while_one_batch_issues_in_a_row() {
+    let mut keyspace = Keyspace::new(codec_for("0123456789", 6));
+    let (a, b) = (batch_name(0), batch_name(1));
+    keyspace.issue_many_in(3, Some(&a)).unwrap();
+    keyspace.issue_in(Some(&a)).unwrap();
+    let range = |ks: &Keyspace, i| ks.range_of(i).map(|r| (r.first, r.end, r.name));
+    assert_eq!(range(&keyspace, 3), Some((0, 4, a.clone())));
+    keyspace.issue().unwrap();
+    keyspace.issue_in(Some(&a)).unwrap();
+    keyspace.issue_many_in(2, Some(&b)).unwrap();
+    assert_eq!(range(&keyspace, 4), None, "issued without a batch");
+    assert_eq!(
+        range(&keyspace, 5),
+        Some((5, 6, a.clone())),
+        "a gap opens a range"
+    );
+    assert_eq!(range(&keyspace, 7), Some((6, 8, b.clone())));
+    assert_eq!(keyspace.batch(&a).unwrap().issued, 5);
+    assert_eq!(
+        keyspace.batch(&batch_name(9)),
+        Err(KeyspaceError::BatchNotFound)
+    );
 }

@@ -338,8 +338,8 @@ impl Inner {
         let reply = (|| {
             let mut reply = Reply::new(value)?;
             let code = reply.code()?;
-            let (codec, issued, _) = reply.keyspace_def()?;
-            Ok::<_, StoreError>((code, codec, issued))
+            let (codec, info) = reply.keyspace_def()?;
+            Ok::<_, StoreError>((code, codec, info.issued))
         })();
         let (code, codec, issued) = reply.map_err(|e| InitError::Reply(e.to_string()))?;
         if code == Code::Differs && first {
@@ -398,5 +398,6 @@ pub(super) fn put_keyspace_args(spec: &KeyspaceSpec, replace_if_unissued: bool) 
         secret: scripts::secret_hex(&Secret::generate()),
         replace_if_unissued,
         shape: spec.shape_text(),
+        max_activations: None,
     }
 }

@@ -132,9 +132,9 @@ use super::{
 };
 use crate::clock::Clock;
 use crate::core::{
-    Expired, Imported, Issued, IssuedMany, KeyState, KeyView, KeyspaceInfo, KeyspaceSpec, Labels,
-    Name, OsRandom, Outcome, PoolKey, PoolSettings, Timestamp, TokenCodec, TokenStatus, Ttl,
-    random_chars,
+    BatchInfo, Expired, Fingerprint, Imported, Issued, IssuedMany, KeyState, KeyView, KeyspaceInfo,
+    KeyspaceSpec, Labels, MaxActivations, Name, OsRandom, Outcome, PoolKey, PoolSettings, Reason,
+    TokenCodec, TokenStatus, Ttl, random_chars,
 };
 use connection::{Connector, InitError};
 use reaper::Sweep;
@@ -302,18 +302,26 @@ fn parse_cursor(text: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-fn keyspace_view(name: &Name, codec: &TokenCodec, issued: u128, activated: u128) -> KeyspaceView {
-    let capacity = codec.spec().capacity();
+fn keyspace_view(name: &Name, codec: &TokenCodec, info: KeyspaceInfo) -> KeyspaceView {
     KeyspaceView {
         name: name.clone(),
         spec: codec.spec().clone(),
-        info: KeyspaceInfo {
-            capacity,
-            issued,
-            activated,
-            remaining: capacity.saturating_sub(issued),
-        },
+        info,
     }
+}
+
+/// A token script's reply as the token's status.
+fn token_status_of(
+    codec: &TokenCodec,
+    token: &str,
+    reply: &mut Reply,
+) -> Result<TokenStatus, StoreError> {
+    let (marks, batch) = reply.token_marks()?;
+    Ok(TokenStatus {
+        token: codec.read_input(token)?.1,
+        marks,
+        batch,
+    })
 }
 
 impl RedisStore {
@@ -470,11 +478,14 @@ impl Inner {
     }
 
     /// The definition and counts of `keyspace`, refreshing the cache.
-    async fn keyspace_info(&self, keyspace: &Name) -> Result<(TokenCodec, u128, u128), StoreError> {
+    async fn keyspace_info(
+        &self,
+        keyspace: &Name,
+    ) -> Result<(TokenCodec, KeyspaceInfo), StoreError> {
         let (_, mut reply) = self.call(keyspace, &scripts::ReadKeyspace {}).await?;
-        let (codec, issued, activated) = reply.keyspace_def()?;
+        let (codec, info) = reply.keyspace_def()?;
         lock(&self.codecs).insert(keyspace.clone(), codec.clone());
-        Ok((codec, issued, activated))
+        Ok((codec, info))
     }
 
     /// Runs a token script with the cached codec's secret; on `STALE` (or
@@ -728,6 +739,7 @@ impl RedisStore {
         &self,
         keyspace: &Name,
         spec: KeyspaceSpec,
+        max_activations: Option<MaxActivations>,
         ctx: &Ctx<'_>,
     ) -> Result<(KeyspaceView, Upsert), StoreError> {
         let inner = &self.inner;
@@ -737,17 +749,18 @@ impl RedisStore {
             Some(replay) => replay,
             None => {
                 inner.register_keyspace(keyspace).await?;
-                let args = connection::put_keyspace_args(&spec, false);
+                let mut args = connection::put_keyspace_args(&spec, false);
+                args.max_activations = max_activations.map(|m| u64::from(m.get()));
                 inner.call_in(keyspace, &args, Some(ctx)).await?
             }
         };
-        let (codec, issued, activated) = reply.keyspace_def()?;
+        let (codec, info) = reply.keyspace_def()?;
         let upsert = match code {
             Code::Created => Upsert::Created,
             Code::Existed => Upsert::Existed,
             _ => return Err(StoreError::KeyspaceImmutable),
         };
-        let view = keyspace_view(keyspace, &codec, issued, activated);
+        let view = keyspace_view(keyspace, &codec, info);
         lock(&inner.codecs).insert(keyspace.clone(), codec);
         Ok((view, upsert))
     }
@@ -755,8 +768,13 @@ impl RedisStore {
     /// [`RedisStore::issue_tokens`] of one: one script, O(1), then one
     /// keyed permutation here. On Redis a keyspace issues at most 2^53
     /// tokens, where Lua's doubles stop counting exactly.
-    async fn issue_token(&self, keyspace: &Name, ctx: &Ctx<'_>) -> Result<Issued, StoreError> {
-        let mut many = self.issue_tokens(keyspace, 1, ctx).await?;
+    async fn issue_token(
+        &self,
+        keyspace: &Name,
+        batch: Option<&Name>,
+        ctx: &Ctx<'_>,
+    ) -> Result<Issued, StoreError> {
+        let mut many = self.issue_tokens(keyspace, 1, batch, ctx).await?;
         let token = many
             .tokens
             .pop()
@@ -768,12 +786,13 @@ impl RedisStore {
         })
     }
 
-    /// One script (`INCRBY` below the capacity): O(1), then `count` keyed
-    /// permutations here.
+    /// One script (`INCRBY` below the capacity, and under a batch one
+    /// range and count, O(log b)), then `count` keyed permutations here.
     async fn issue_tokens(
         &self,
         keyspace: &Name,
         count: u32,
+        batch: Option<&Name>,
         ctx: &Ctx<'_>,
     ) -> Result<IssuedMany, StoreError> {
         self.inner
@@ -785,6 +804,7 @@ impl RedisStore {
                         secret: scripts::secret_hex(codec.secret()),
                         limit: codec.spec().capacity().min(MAX_ISSUED),
                         count,
+                        batch: batch.map(Name::to_string),
                     })
                 },
                 |codec, reply| {
@@ -800,11 +820,14 @@ impl RedisStore {
             .await
     }
 
-    /// One script (`HSETNX`): O(1) after decoding the token here.
+    /// One script after decoding the token here: O(log b + m) for b
+    /// batch ranges and the token's m ≤ 1000 slots (its marks are one
+    /// JSON field).
     async fn activate_token(
         &self,
         keyspace: &Name,
         token: &str,
+        fingerprint: Option<&Fingerprint>,
         ctx: &Ctx<'_>,
     ) -> Result<TokenStatus, StoreError> {
         self.inner
@@ -817,14 +840,62 @@ impl RedisStore {
                         secret: scripts::secret_hex(codec.secret()),
                         index,
                         token,
+                        fingerprint: fingerprint.map(|f| f.as_str().to_owned()),
                     })
                 },
-                |codec, reply| {
-                    Ok(TokenStatus {
-                        token: codec.read_input(token)?.1,
-                        activated_at: Some(Timestamp::from_millis(reply.u64()?)),
+                |codec, reply| token_status_of(codec, token, reply),
+            )
+            .await
+    }
+
+    /// One script, as [`RedisStore::activate_token`].
+    async fn deactivate_token(
+        &self,
+        keyspace: &Name,
+        token: &str,
+        fingerprint: &Fingerprint,
+        ctx: &Ctx<'_>,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .token_op(
+                keyspace,
+                Some(ctx),
+                |codec| {
+                    let (index, token) = codec.read_input(token)?;
+                    Ok(scripts::DeactivateToken {
+                        secret: scripts::secret_hex(codec.secret()),
+                        index,
+                        token,
+                        fingerprint: fingerprint.as_str().to_owned(),
                     })
                 },
+                |_, _| Ok(()),
+            )
+            .await
+    }
+
+    /// One script, as [`RedisStore::activate_token`].
+    async fn revoke_token(
+        &self,
+        keyspace: &Name,
+        token: &str,
+        reason: Option<&Reason>,
+        ctx: &Ctx<'_>,
+    ) -> Result<TokenStatus, StoreError> {
+        self.inner
+            .token_op(
+                keyspace,
+                Some(ctx),
+                |codec| {
+                    let (index, token) = codec.read_input(token)?;
+                    Ok(scripts::RevokeToken {
+                        secret: scripts::secret_hex(codec.secret()),
+                        index,
+                        token,
+                        reason: reason.map(|r| r.as_str().to_owned()),
+                    })
+                },
+                |codec, reply| token_status_of(codec, token, reply),
             )
             .await
     }
@@ -959,21 +1030,56 @@ impl Store for RedisStore {
                 self.inner.call_in(&pool, &args, Some(&ctx)).await?;
                 Effect::Deleted
             }
-            Change::PutKeyspace { keyspace, spec } => {
-                let (view, upsert) = self.put_keyspace(&keyspace, spec, &ctx).await?;
+            Change::PutKeyspace {
+                keyspace,
+                spec,
+                max_activations,
+            } => {
+                let (view, upsert) = self
+                    .put_keyspace(&keyspace, spec, max_activations, &ctx)
+                    .await?;
                 Effect::Keyspace(view, upsert)
             }
             Change::DeleteKeyspace { keyspace } => {
                 self.delete_keyspace(&keyspace, &ctx).await?;
                 Effect::Deleted
             }
-            Change::Issue { keyspace } => Effect::Issued(self.issue_token(&keyspace, &ctx).await?),
-            Change::IssueMany { keyspace, count } => {
-                Effect::IssuedMany(self.issue_tokens(&keyspace, count, &ctx).await?)
+            Change::Issue { keyspace, batch } => {
+                Effect::Issued(self.issue_token(&keyspace, batch.as_ref(), &ctx).await?)
             }
-            Change::Activate { keyspace, token } => {
-                Effect::Token(self.activate_token(&keyspace, &token, &ctx).await?)
+            Change::IssueMany {
+                keyspace,
+                count,
+                batch,
+            } => Effect::IssuedMany(
+                self.issue_tokens(&keyspace, count, batch.as_ref(), &ctx)
+                    .await?,
+            ),
+            Change::Activate {
+                keyspace,
+                token,
+                fingerprint,
+            } => Effect::Token(
+                self.activate_token(&keyspace, &token, fingerprint.as_ref(), &ctx)
+                    .await?,
+            ),
+            Change::Deactivate {
+                keyspace,
+                token,
+                fingerprint,
+            } => {
+                self.deactivate_token(&keyspace, &token, &fingerprint, &ctx)
+                    .await?;
+                Effect::Deleted
             }
+            Change::Revoke {
+                keyspace,
+                token,
+                reason,
+            } => Effect::Token(
+                self.revoke_token(&keyspace, &token, reason.as_ref(), &ctx)
+                    .await?,
+            ),
         };
         Ok(match idem {
             Some(idem) if ctx.replayed.load(Ordering::Acquire) => Applied::Recorded {
@@ -1038,13 +1144,28 @@ impl Store for RedisStore {
         self.inner.key_op(pool, &args).await
     }
 
-    /// One script: O(1) (`GET`, `HLEN`).
+    /// One script: O(1) (`GET`, `HLEN`, `HMGET`).
     async fn keyspace_info(&self, keyspace: &Name) -> Result<KeyspaceView, StoreError> {
-        let (codec, issued, activated) = self.inner.keyspace_info(keyspace).await?;
-        Ok(keyspace_view(keyspace, &codec, issued, activated))
+        let (codec, info) = self.inner.keyspace_info(keyspace).await?;
+        Ok(keyspace_view(keyspace, &codec, info))
     }
 
-    /// One script: O(1) after decoding the token here.
+    /// One script: O(1) (`HMGET` of the batch counts).
+    async fn batch_info(&self, keyspace: &Name, batch: &Name) -> Result<BatchInfo, StoreError> {
+        let args = scripts::ReadBatch {
+            batch: batch.to_string(),
+        };
+        let (_, mut reply) = self.inner.call(keyspace, &args).await?;
+        Ok(BatchInfo {
+            name: batch.clone(),
+            issued: u128::from(reply.u64()?),
+            activated: u128::from(reply.u64()?),
+            revoked: u128::from(reply.u64()?),
+        })
+    }
+
+    /// One script after decoding the token here: O(log b + m), as
+    /// activation.
     async fn token_status(&self, keyspace: &Name, token: &str) -> Result<TokenStatus, StoreError> {
         self.inner
             .token_op(
@@ -1058,17 +1179,7 @@ impl Store for RedisStore {
                         token,
                     })
                 },
-                |codec, reply| {
-                    let activated_at = if reply.has_more() {
-                        Some(Timestamp::from_millis(reply.u64()?))
-                    } else {
-                        None
-                    };
-                    Ok(TokenStatus {
-                        token: codec.read_input(token)?.1,
-                        activated_at,
-                    })
-                },
+                |codec, reply| token_status_of(codec, token, reply),
             )
             .await
     }

@@ -7,8 +7,9 @@ use redis::Value;
 use super::scripts::{Code, code_of};
 use super::unavailable;
 use crate::core::{
-    Expired, Imported, KeyLength, KeyState, KeyView, KeyspaceSpec, Labels, Lease, MaxFailures,
-    Name, PoolSettings, PoolStats, Reason, Recovery, Secret, Timestamp, TokenCodec, Ttl,
+    Activation, Expired, Fingerprint, Imported, KeyLength, KeyState, KeyView, KeyspaceInfo,
+    KeyspaceSpec, Labels, Lease, Marks, MaxActivations, MaxFailures, Name, PoolSettings, PoolStats,
+    Reason, Recovery, Revocation, Secret, Timestamp, TokenCodec, Ttl,
 };
 use crate::store::StoreError;
 
@@ -178,9 +179,9 @@ impl Reply {
         })
     }
 
-    /// `{alphabet, length, secret, issued, activated}` as a codec and
-    /// counts.
-    pub(super) fn keyspace_def(&mut self) -> Result<(TokenCodec, u128, u128), StoreError> {
+    /// `{alphabet, length, secret, issued, activated, shape,
+    /// max_activations, revoked}` as a codec and counts.
+    pub(super) fn keyspace_def(&mut self) -> Result<(TokenCodec, KeyspaceInfo), StoreError> {
         let alphabet = self.text()?;
         let length: u32 = self
             .text()?
@@ -190,18 +191,90 @@ impl Reply {
             .ok_or_else(|| unavailable("stored keyspace secret is not 64 hex digits"))?;
         let issued = u128::from(self.u64()?);
         let activated = u128::from(self.u64()?);
-        let shape = if self.has_more() {
-            self.text()?
-        } else {
-            String::new()
-        };
+        let shape = self.text()?;
+        let max_activations = MaxActivations::new(self.u64()?)
+            .ok_or_else(|| unavailable("stored max_activations is out of range"))?;
+        let revoked = u128::from(self.u64()?);
         let stored = |e| unavailable(format!("stored keyspace definition: {e}"));
         let mut spec = KeyspaceSpec::new(&alphabet, length).map_err(stored)?;
         if !shape.is_empty() {
             spec = spec.with_shape_text(&shape).map_err(stored)?;
         }
-        Ok((TokenCodec::new(spec, secret), issued, activated))
+        let capacity = spec.capacity();
+        let info = KeyspaceInfo {
+            capacity,
+            issued,
+            activated,
+            revoked,
+            remaining: capacity.saturating_sub(issued),
+            max_activations,
+        };
+        Ok((TokenCodec::new(spec, secret), info))
     }
+
+    /// A token script's `{marks JSON or "", batch or ""}`.
+    pub(super) fn token_marks(&mut self) -> Result<(Marks, Option<Name>), StoreError> {
+        let text = self.text()?;
+        let marks = if text.is_empty() {
+            Marks::default()
+        } else {
+            parse_marks(&text).ok_or_else(|| unavailable("stored token marks are not valid"))?
+        };
+        let batch = self.text()?;
+        let batch = if batch.is_empty() {
+            None
+        } else {
+            Some(Name::parse(&batch).map_err(|_| unavailable("stored batch name is not valid"))?)
+        };
+        Ok((marks, batch))
+    }
+}
+
+/// The marks JSON the keyspace scripts keep: `{"a": [[at_ms],
+/// [at_ms, fingerprint]], "r": [at_ms, reason?]}`, times as decimal text.
+fn parse_marks(text: &str) -> Option<Marks> {
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        #[serde(default)]
+        a: serde_json::Value,
+        #[serde(default)]
+        r: Option<Vec<String>>,
+    }
+    let stored: Stored = serde_json::from_str(text).ok()?;
+    // cjson writes an empty list as `{}`: no activations either way.
+    let slots: Vec<Vec<String>> = match stored.a {
+        serde_json::Value::Array(_) => serde_json::from_value(stored.a).ok()?,
+        serde_json::Value::Null => Vec::new(),
+        serde_json::Value::Object(o) if o.is_empty() => Vec::new(),
+        _ => return None,
+    };
+    let at = |s: &String| s.parse().ok().map(Timestamp::from_millis);
+    let activations = slots
+        .iter()
+        .map(|slot| {
+            Some(Activation {
+                at: at(slot.first()?)?,
+                fingerprint: match slot.get(1) {
+                    Some(f) => Some(Fingerprint::parse(f).ok()?),
+                    None => None,
+                },
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    let revoked = match stored.r {
+        Some(r) => Some(Revocation {
+            at: at(r.first()?)?,
+            reason: match r.get(1) {
+                Some(reason) => Some(Reason::parse(reason).ok()?),
+                None => None,
+            },
+        }),
+        None => None,
+    };
+    Some(Marks {
+        activations,
+        revoked,
+    })
 }
 
 /// Labels as the scripts store them: a JSON object, "" for none.

@@ -146,10 +146,16 @@ pub(super) enum Code {
     IdemReused = 17,
     /// No record of the idempotency key (a peek).
     NoRecord = 18,
+    /// The token was revoked.
+    Revoked = 19,
+    /// The token holds no activation with that fingerprint.
+    ActivationNotFound = 20,
+    /// No token was issued under that batch.
+    BatchNotFound = 21,
 }
 
 impl Code {
-    const ALL: [Self; 19] = [
+    const ALL: [Self; 22] = [
         Self::Ok,
         Self::KeyNotFound,
         Self::NotLeased,
@@ -169,6 +175,9 @@ impl Code {
         Self::Replayed,
         Self::IdemReused,
         Self::NoRecord,
+        Self::Revoked,
+        Self::ActivationNotFound,
+        Self::BatchNotFound,
     ];
 
     /// The code sent as `n`, if any.
@@ -198,6 +207,9 @@ impl Code {
             Self::Replayed => "REPLAYED",
             Self::IdemReused => "IDEM_REUSED",
             Self::NoRecord => "NO_RECORD",
+            Self::Revoked => "REVOKED",
+            Self::ActivationNotFound => "ACTIVATION_NOT_FOUND",
+            Self::BatchNotFound => "BATCH_NOT_FOUND",
         }
     }
 
@@ -215,6 +227,9 @@ impl Code {
             Self::Exhausted => KeyspaceError::Exhausted.into(),
             Self::NotIssued => KeyspaceError::NotIssued.into(),
             Self::AlreadyActivated => KeyspaceError::AlreadyActivated.into(),
+            Self::Revoked => KeyspaceError::Revoked.into(),
+            Self::ActivationNotFound => KeyspaceError::ActivationNotFound.into(),
+            Self::BatchNotFound => KeyspaceError::BatchNotFound.into(),
             Self::IdemReused => StoreError::IdempotencyKeyReused,
             Self::Ok
             | Self::Stale
@@ -569,6 +584,8 @@ script_args! {
         /// The preset and format (`KeyspaceSpec::shape_text`), none for
         /// bare tokens.
         shape: Option<String>,
+        /// Slots per token; none keeps an existing keyspace's.
+        max_activations: Option<u64>,
     }
 
     /// `keyspace_info`: definition and counts.
@@ -585,6 +602,8 @@ script_args! {
         limit: u128,
         /// How many tokens, all or nothing.
         count: u32,
+        /// The batch they are filed under, if any.
+        batch: Option<String>,
     }
 
     /// `token_status`.
@@ -605,6 +624,38 @@ script_args! {
         index: u128,
         /// The token.
         token: String,
+        /// Who activates; none: a slot of its own.
+        fingerprint: Option<String>,
+    }
+
+    /// `deactivate_token`.
+    DeactivateToken => deactivate (Keyspace, answers [Ok, Stale]) {
+        /// The caller's secret (hex).
+        secret: String,
+        /// The token's index.
+        index: u128,
+        /// The token.
+        token: String,
+        /// The slot to free.
+        fingerprint: String,
+    }
+
+    /// `revoke_token`.
+    RevokeToken => revoke (Keyspace, answers [Ok, Stale]) {
+        /// The caller's secret (hex).
+        secret: String,
+        /// The token's index.
+        index: u128,
+        /// The token.
+        token: String,
+        /// Why, if given.
+        reason: Option<String>,
+    }
+
+    /// `batch_info`.
+    ReadBatch => batch_info (Keyspace, answers [Ok]) {
+        /// The batch.
+        batch: String,
     }
 
     /// Adds a name to a name set (`KEYS[1]`) unless it is full.
@@ -792,6 +843,9 @@ mod tests {
             include_str!("lua/issue.lua"),
             include_str!("lua/token_status.lua"),
             include_str!("lua/activate.lua"),
+            include_str!("lua/deactivate.lua"),
+            include_str!("lua/revoke.lua"),
+            include_str!("lua/batch_info.lua"),
             include_str!("lua/reserve.lua"),
             include_str!("lua/due.lua"),
         ] {

@@ -15,8 +15,9 @@ use rusqlite::{Connection, OptionalExtension};
 
 use super::{Loaded, OpenError, RowKeys};
 use crate::core::{
-    KeyLength, KeyState, KeyView, Keyspace, KeyspaceSpec, Labels, Lease, MaxFailures, Name, Pool,
-    PoolKey, PoolSettings, Reason, Recovery, Secret, Timestamp, TokenCodec, Ttl,
+    Activation, BatchRange, Fingerprint, KeyLength, KeyState, KeyView, Keyspace, KeyspaceSpec,
+    Labels, Lease, Marks, MaxActivations, MaxFailures, Name, Pool, PoolKey, PoolSettings, Reason,
+    Recovery, Revocation, Secret, Timestamp, TokenCodec, Ttl,
 };
 use crate::store::idempotency::{Answer, Digest, Entry, IdemKey, Recorded, Records, Scope};
 
@@ -350,10 +351,10 @@ pub(super) fn load(
         })
         .collect();
 
-    let mut activations: HashMap<String, Vec<(String, Timestamp)>> = HashMap::new();
+    let mut marks: HashMap<String, Vec<(String, Marks)>> = HashMap::new();
     let mut stmt = conn
         .prepare(
-            "SELECT keyspace, token, activated_at_ms FROM activations
+            "SELECT keyspace, token, activations, revoked_at_ms, reason FROM marks
              WHERE keyspace NOT IN (SELECT rows_key FROM reclaim WHERE kind = 'keyspace')",
         )
         .map_err(sql)?;
@@ -361,21 +362,67 @@ pub(super) fn load(
     while let Some(row) = rows.next().map_err(sql)? {
         let ks: String = row.get(0).map_err(sql)?;
         let token: String = row.get(1).map_err(sql)?;
-        let at: i64 = row.get(2).map_err(sql)?;
-        let at = instant(at).ok_or_else(|| {
-            corrupt(format!(
-                "activations row (keyspace {ks:?}, token {token:?}): activated_at_ms {at} is negative"
-            ))
-        })?;
-        activations.entry(ks).or_default().push((token, at));
+        let at = format!("marks row (keyspace {ks:?}, token {token:?})");
+        let activations: String = row.get(2).map_err(sql)?;
+        let activations = parse_activations(&activations)
+            .ok_or_else(|| corrupt(format!("{at}: activations {activations:?} are not valid")))?;
+        let revoked_at: Option<i64> = row.get(3).map_err(sql)?;
+        let reason: Option<String> = row.get(4).map_err(sql)?;
+        let reason = reason
+            .map(|r| Reason::parse(&r))
+            .transpose()
+            .map_err(|_| corrupt(format!("{at}: reason is not valid")))?;
+        let revoked = revoked_at
+            .map(|ms| {
+                instant(ms).ok_or_else(|| corrupt(format!("{at}: revoked_at_ms {ms} is negative")))
+            })
+            .transpose()?
+            .map(|at| Revocation { at, reason });
+        marks.entry(ks).or_default().push((
+            token,
+            Marks {
+                activations,
+                revoked,
+            },
+        ));
     }
     drop(rows);
     drop(stmt);
 
+    let mut batches: HashMap<String, Vec<BatchRange>> = HashMap::new();
+    let mut stmt = conn
+        .prepare(
+            "SELECT keyspace, first, end, name FROM batches
+             WHERE keyspace NOT IN (SELECT rows_key FROM reclaim WHERE kind = 'keyspace')",
+        )
+        .map_err(sql)?;
+    let mut rows = stmt.query([]).map_err(sql)?;
+    while let Some(row) = rows.next().map_err(sql)? {
+        let ks: String = row.get(0).map_err(sql)?;
+        let first: String = row.get(1).map_err(sql)?;
+        let end: String = row.get(2).map_err(sql)?;
+        let name: String = row.get(3).map_err(sql)?;
+        let range = match (first.parse(), end.parse(), Name::parse(&name)) {
+            (Ok(first), Ok(end), Ok(name)) => BatchRange { first, end, name },
+            _ => {
+                return Err(corrupt(format!(
+                    "batches row (keyspace {ks:?}, first {first:?}): not a valid range"
+                )));
+            }
+        };
+        batches.entry(ks).or_default().push(range);
+    }
+    drop(rows);
+    drop(stmt);
+    for ranges in batches.values_mut() {
+        ranges.sort_unstable_by_key(|r| r.first);
+    }
+
     let mut keyspaces = HashMap::new();
     let mut stmt = conn
         .prepare(
-            "SELECT name, alphabet, length, secret, issued, coalesce(rows_key, name), shape
+            "SELECT name, alphabet, length, secret, issued, coalesce(rows_key, name), shape,
+                max_activations
              FROM keyspaces",
         )
         .map_err(sql)?;
@@ -408,20 +455,32 @@ pub(super) fn load(
             .map_err(|_| corrupt(format!("{at}: issued {issued:?} is not a counter")))?;
         let codec = TokenCodec::new(spec, Secret::from_bytes(secret));
         let rows_key: String = row.get(5).map_err(sql)?;
+        let max: i64 = row.get(7).map_err(sql)?;
+        let max = u64::try_from(max)
+            .ok()
+            .and_then(MaxActivations::new)
+            .ok_or_else(|| corrupt(format!("{at}: max_activations {max} is out of range")))?;
         let restored = Keyspace::restore(
             codec,
             issued,
-            activations.remove(&rows_key).unwrap_or_default(),
+            max,
+            batches.remove(&rows_key).unwrap_or_default(),
+            marks.remove(&rows_key).unwrap_or_default(),
         )
         .map_err(|e| corrupt(format!("{at}: {e}")))?;
         row_keys.keyspaces.insert(ks.clone(), rows_key);
         keyspaces.insert(ks, restored);
     }
-    // Activations left over belong to no keyspace.
-    if let Some((ks, tokens)) = activations.into_iter().next() {
+    // Marks and batches left over belong to no keyspace.
+    if let Some((ks, tokens)) = marks.into_iter().next() {
         let token = tokens.first().map(|t| t.0.as_str()).unwrap_or_default();
         return Err(corrupt(format!(
-            "activations row (keyspace {ks:?}, token {token:?}): no keyspaces row {ks:?}"
+            "marks row (keyspace {ks:?}, token {token:?}): no keyspaces row {ks:?}"
+        )));
+    }
+    if let Some(ks) = batches.into_keys().next() {
+        return Err(corrupt(format!(
+            "batches row (keyspace {ks:?}): no keyspaces row {ks:?}"
         )));
     }
     row_keys.reclaiming = conn
@@ -482,6 +541,37 @@ fn load_idempotency(
         replaced.extend(records.insert(scope, key, entry));
     }
     Ok((records, replaced))
+}
+
+/// A token's activations as `marks.activations` holds them: a JSON array
+/// of `[fingerprint or null, at_ms]`, oldest first. O(m).
+pub(super) fn activations_json(activations: &[Activation]) -> String {
+    let rows: Vec<(Option<&str>, u64)> = activations
+        .iter()
+        .map(|a| {
+            (
+                a.fingerprint.as_ref().map(Fingerprint::as_str),
+                a.at.as_millis(),
+            )
+        })
+        .collect();
+    serde_json::to_string(&rows).expect("strings and numbers serialize")
+}
+
+/// Reads [`activations_json`] back; `None` unless every entry is valid.
+fn parse_activations(text: &str) -> Option<Vec<Activation>> {
+    let rows: Vec<(Option<String>, u64)> = serde_json::from_str(text).ok()?;
+    rows.into_iter()
+        .map(|(fingerprint, at)| {
+            Some(Activation {
+                fingerprint: fingerprint
+                    .map(|f| Fingerprint::parse(&f))
+                    .transpose()
+                    .ok()?,
+                at: Timestamp::from_millis(at),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

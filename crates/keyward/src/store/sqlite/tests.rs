@@ -8,8 +8,9 @@ use rusqlite::Connection;
 
 use super::{APPLICATION_ID, Loaded, Record, SCHEMA_VERSION, open, start_writer};
 use crate::core::{
-    KeyCursor, KeyLength, KeyState, KeyView, Labels, Lease, MaxFailures, Name, Outcome, Pool,
-    PoolKey, PoolSettings, Reason, Recovery, Timestamp, Ttl,
+    Activation, Fingerprint, KeyCursor, KeyLength, KeyState, KeyView, KeyspaceSpec, Labels, Lease,
+    MaxActivations, MaxFailures, Name, Outcome, Pool, PoolKey, PoolSettings, Reason, Recovery,
+    Secret, Timestamp, TokenCodec, Ttl,
 };
 
 /// Start of every scenario: far from 0, so a deadline read back as 0
@@ -77,6 +78,14 @@ fn settings(no_keepalive: bool) -> PoolSettings {
 
 /// What `LocalStore` journals for a pool after an operation: its row,
 /// then its key changes in order.
+/// The codec of the schema-3 rows' keyspace `ks`.
+fn v3_codec() -> TokenCodec {
+    TokenCodec::new(
+        KeyspaceSpec::new("abc", 4).expect("a spec"),
+        Secret::from_bytes([0; 32]),
+    )
+}
+
 fn records(pool_name: &str, pool: &mut Pool, out: &mut Vec<Record>) {
     out.push(Record::Pool {
         name: name(pool_name),
@@ -398,13 +407,18 @@ fn a_schema_3_database_is_migrated_with_its_rows_and_the_new_defaults() {
             .expect("application_id");
         conn.execute_batch(V3_SCHEMA).expect("schema 3");
         conn.execute_batch(V3_ROWS).expect("rows");
+        conn.execute(
+            "INSERT INTO activations VALUES ('ks', ?1, 1800000000005)",
+            [v3_codec().show(1)],
+        )
+        .expect("an activation");
     }
     let mut loaded = reopen(&db);
     assert_eq!(
         query(&db, "SELECT max(version) || '' FROM schema_version"),
         SCHEMA_VERSION.to_string()
     );
-    assert_eq!(SCHEMA_VERSION, 6);
+    assert_eq!(SCHEMA_VERSION, 7);
 
     let mut p = loaded.pools.remove(&name("p")).expect("pool p");
     let defaults = Recovery::default();
@@ -447,11 +461,62 @@ fn a_schema_3_database_is_migrated_with_its_rows_and_the_new_defaults() {
         ["CCCCCCCCCCCC"],
         "rows filed under the new row key only"
     );
+    let ks = loaded.keyspaces.get_mut(&name("ks")).expect("keyspace ks");
     assert_eq!(
-        loaded.keyspaces[&name("ks")].info().issued,
-        3,
-        "keyspaces are untouched"
+        (ks.info().issued, ks.info().activated, ks.max_activations()),
+        (3, 1, MaxActivations::DEFAULT),
+        "a keyspace keeps its counter and one slot per token"
     );
+    let token = v3_codec().show(1);
+    assert_eq!(
+        ks.status(&token).expect("issued").marks.activations,
+        [Activation {
+            fingerprint: None,
+            at: Timestamp::from_millis(T0 + 5)
+        }],
+        "an old activation is one slot without a fingerprint"
+    );
+
+    // The migrated file takes the shop fields: more slots, a batch, marks.
+    ks.set_max_activations(MaxActivations::new(3).expect("3 slots"));
+    let batch = name("spring");
+    let first = ks.issue_many_in(2, Some(&batch)).expect("issue").first;
+    let laptop = Fingerprint::parse("laptop 1").expect("a fingerprint");
+    let activated = ks
+        .activate(&token, Some(&laptop), Timestamp::from_millis(T0 + 6))
+        .expect("activate");
+    let reason = Reason::parse("refunded").expect("a reason");
+    let revoked = ks
+        .revoke(&token, Some(reason), Timestamp::from_millis(T0 + 7))
+        .expect("revoke");
+    assert_eq!(activated.marks.activations.len(), 2);
+    let spec = ks.codec().spec().clone();
+    write(
+        &db,
+        vec![
+            Record::Keyspace {
+                name: name("ks"),
+                spec,
+                secret: ks.codec().secret().clone(),
+                issued: ks.info().issued,
+                max_activations: ks.max_activations(),
+            },
+            Record::Batch {
+                keyspace: name("ks"),
+                range: ks.range_of(first).expect("a range"),
+            },
+            Record::Marks {
+                keyspace: name("ks"),
+                token: token.clone(),
+                marks: revoked.marks.clone(),
+            },
+        ],
+    );
+    let mut again = reopen(&db);
+    let restored = again.keyspaces.remove(&name("ks")).expect("keyspace ks");
+    assert_eq!(restored.info(), ks.info());
+    assert_eq!(restored.status(&token), Ok(revoked));
+    assert_eq!(restored.batch(&batch), ks.batch(&batch));
     assert_eq!(
         query(
             &db,

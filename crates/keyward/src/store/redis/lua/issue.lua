@@ -1,6 +1,7 @@
 -- issue_token (and issue_tokens): the next ARG.count indexes, all or
 -- nothing, if they stay below ARG.limit = min(capacity, 2^53) (Lua
--- numbers are doubles: counting stays exact below 2^53).
+-- numbers are doubles: counting stays exact below 2^53), filed under
+-- batch ARG.batch unless it is "".
 -- Reply: {OK, first index} or {code}.
 local c = check_secret(ARG.secret)
 if c ~= OK then
@@ -10,4 +11,9 @@ local count = tonumber(ARG.count)
 if issued() + count > tonumber(ARG.limit) then
   return { EXHAUSTED }
 end
-return { OK, redis.call('INCRBY', ISSUED, count) - count }
+local first = redis.call('INCRBY', ISSUED, count) - count
+if ARG.batch ~= '' then
+  file_batch(first, first + count - 1, ARG.batch)
+  redis.call('HINCRBY', BATCH, 'i:' .. ARG.batch, count)
+end
+return { OK, first }

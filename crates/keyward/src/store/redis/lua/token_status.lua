@@ -1,11 +1,13 @@
 -- token_status. ARG.index: the token's index (decimal).
--- Reply: {OK} or {OK, activated_at}, or {code}.
+-- Reply: token_reply or {code}.
 local c = check_issued(ARG.secret, ARG.index)
 if c ~= OK then
   return { c }
 end
-local at = redis.call('HGET', ACT, ARG.token)
-if at then
-  return { OK, tonumber(at) }
+local index = tonumber(ARG.index)
+local text = redis.call('HGET', TOK, ARG.token)
+if not text then
+  local marks = read_marks(ARG.token)
+  text = #marks.a > 0 and cjson.encode(marks) or ''
 end
-return { OK }
+return token_reply(text, index)

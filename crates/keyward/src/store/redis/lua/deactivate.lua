@@ -1,0 +1,20 @@
+-- deactivate_token: free the slot ARG.fingerprint holds; a token left
+-- with none is issued again. O(log b + m).
+-- Reply: token_reply or {code}.
+local c = check_issued(ARG.secret, ARG.index)
+if c ~= OK then
+  return { c }
+end
+local index = tonumber(ARG.index)
+local marks = read_marks(ARG.token)
+for i, a in ipairs(marks.a) do
+  if a[2] == ARG.fingerprint then
+    table.remove(marks.a, i)
+    if #marks.a == 0 then
+      redis.call('HDEL', ACT, ARG.token)
+      count_batch(index, 'a', -1)
+    end
+    return token_reply(write_marks(ARG.token, marks), index)
+  end
+end
+return { ACTIVATION_NOT_FOUND }
