@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use keyward::config::{DEFAULT_TOKEN_ALPHABET, DEFAULT_TOKEN_LENGTH};
+use keyward::core::keyspace::Format;
 use keyward::core::{
-    KeyLength, Keyspace, KeyspaceSpec, MaxActivations, OsRandom, Outcome, Pool, PoolSettings,
+    KeyLength, Keyspace, KeyspaceSpec, MaxActivations, Name, OsRandom, Outcome, Pool, PoolSettings,
     Recovery, Secret, Timestamp, TokenCodec, Ttl, random_key,
 };
 use rand::SeedableRng;
@@ -250,6 +251,45 @@ fn generate(c: &mut Criterion) {
     group.finish();
 }
 
+/// Status of a readable code against a bare token of the same space
+/// (crockford^12, FF1): the format adds grouping, a check character to
+/// verify and input folding. Tokens are issued in 100 batches, half of
+/// them hold a slot.
+fn status_formatted(c: &mut Criterion) {
+    let mut group = c.benchmark_group("status_formatted");
+    group.throughput(Throughput::Elements(1));
+    let bare = KeyspaceSpec::named("crockford", 12).unwrap();
+    let format = Format::new(bare.alphabet(), Some(4), None, Some("LIC-"), true).unwrap();
+    let formatted = bare.clone().with_format(format);
+    let typed = |t: &String| t.trim_start_matches("LIC-").replace('-', "").to_lowercase();
+    for (label, spec, retype) in [
+        ("bare", bare, false),
+        ("formatted, shown form", formatted.clone(), false),
+        ("formatted, typed lower case bare", formatted, true),
+    ] {
+        let mut ks = Keyspace::new(TokenCodec::new(spec, Secret::from_bytes([7; 32])));
+        let mut tokens = Vec::new();
+        for b in 0..100 {
+            let batch = Name::parse(&format!("batch-{b}")).unwrap();
+            tokens.extend(ks.issue_many_in(10, Some(&batch)).unwrap().tokens);
+        }
+        for token in tokens.iter().step_by(2) {
+            ks.activate(token, None, at(T0)).unwrap();
+        }
+        if retype {
+            tokens = tokens.iter().map(typed).collect();
+        }
+        let mut i = 0;
+        group.bench_function(label, |b| {
+            b.iter(|| {
+                i = (i + 1) % tokens.len();
+                black_box(ks.status(&tokens[i]).unwrap())
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     lease_release,
@@ -257,6 +297,7 @@ criterion_group!(
     quarantine,
     issue,
     status,
+    status_formatted,
     expiry,
     generate
 );

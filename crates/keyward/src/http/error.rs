@@ -10,7 +10,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use crate::core::{KeyspaceError, PoolError, Ttl};
+use crate::core::{InvalidFingerprint, InvalidReason, KeyspaceError, PoolError, Ttl};
 use crate::store::{ErrorChain, Limit, StoreError};
 
 /// The shape of every error body, for the OpenAPI document.
@@ -243,6 +243,18 @@ impl ApiError {
             Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
         }
+    }
+}
+
+impl From<InvalidFingerprint> for ApiError {
+    fn from(e: InvalidFingerprint) -> Self {
+        Self::InvalidFingerprint(e.to_string())
+    }
+}
+
+impl From<InvalidReason> for ApiError {
+    fn from(e: InvalidReason) -> Self {
+        Self::InvalidReason(e.to_string())
     }
 }
 

@@ -136,8 +136,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ActivationPath {
         Ok(Self {
             ks: name(&ks)?,
             token,
-            fingerprint: Fingerprint::parse(&fingerprint)
-                .map_err(|e| ApiError::InvalidFingerprint(e.to_string()))?,
+            fingerprint: Fingerprint::parse(&fingerprint)?,
         })
     }
 }

@@ -773,10 +773,7 @@ async fn disable_key(
     KeyPath { pool, key }: KeyPath,
     JsonBody(body): JsonBody<DisableBody>,
 ) -> Result<Response, ApiError> {
-    let reason = body
-        .reason
-        .map(|r| Reason::parse(&r).map_err(|e| ApiError::InvalidReason(e.to_string())))
-        .transpose()?;
+    let reason = body.reason.map(|r| Reason::parse(&r)).transpose()?;
     apply(&state, idem, Change::Disable { pool, key, reason }).await
 }
 
@@ -1322,7 +1319,7 @@ async fn activate_token(
 ) -> Result<Response, ApiError> {
     let fingerprint = body
         .fingerprint
-        .map(|f| Fingerprint::parse(&f).map_err(|e| ApiError::InvalidFingerprint(e.to_string())))
+        .map(|f| Fingerprint::parse(&f))
         .transpose()?;
     let change = Change::Activate {
         keyspace: ks,
@@ -1392,10 +1389,7 @@ async fn revoke_token(
     TokenPath { ks, token }: TokenPath,
     JsonBody(body): JsonBody<RevokeBody>,
 ) -> Result<Response, ApiError> {
-    let reason = body
-        .reason
-        .map(|r| Reason::parse(&r).map_err(|e| ApiError::InvalidReason(e.to_string())))
-        .transpose()?;
+    let reason = body.reason.map(|r| Reason::parse(&r)).transpose()?;
     let change = Change::Revoke {
         keyspace: ks,
         token,
