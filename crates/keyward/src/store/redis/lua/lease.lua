@@ -8,11 +8,12 @@
 -- Reply: key_reply + {due index score or ""}, or {NO_FREE_KEY, ms until
 -- the earliest lease, cooldown or quarantine end} ({NO_FREE_KEY} when
 -- none will end by itself, or there is no pool).
-local ttl = settings('lease_ttl_ms')[1]
+local s = settings('lease_ttl_ms', DUE_AT)
+local ttl = s[1]
 if not ttl then
   return { NO_FREE_KEY }
 end
-expire_some(LAZY_EXPIRY_BOUND)
+expire_lazily(s[2])
 while true do
   local k = redis.call('ZRANDMEMBER', IN('free'))
   if not k then
@@ -49,5 +50,9 @@ while true do
     else
       redis.call('ZREM', LEASES, k)
     end
+    -- A deadline restored from the hash may be earlier than `due_at`:
+    -- lazy expiry runs on every call again until the reaper resets it.
+    redis.call('HSET', META, DUE_AT, '0')
+    INDEXED = '0'
   end
 end
