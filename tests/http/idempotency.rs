@@ -18,7 +18,13 @@ use keyward_testkit::client::{Api, Reply};
 
 /// Sends `method path body` with `key`, expecting a first run with
 /// `status`, then again, expecting the same answer replayed.
-async fn twice(api: &Api, method: Method, path: &str, body: Option<Value>, key: &str) -> Reply {
+pub(crate) async fn twice(
+    api: &Api,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    key: &str,
+) -> Reply {
     let first = api
         .request_with_key(method.clone(), path, body.clone(), key)
         .await

@@ -13,6 +13,8 @@ use serde_json::{Value, json};
 use keyward_testkit::app::{TestApp, spawn_app};
 use keyward_testkit::client::{Api, Reply, key_segment};
 
+use crate::idempotency::twice;
+
 /// The time `ms` (under a minute) after the test clock's start, as the API
 /// writes it.
 fn at(ms: u64) -> String {
@@ -615,28 +617,6 @@ async fn batches_count_the_tokens_issued_under_them_one_by_one_or_in_bulk() -> R
         .expect_error(404, "keyspace_not_found");
     assert_eq!(counts(&app, "small").await?, [0, 0, 0]);
     app.stop().await
-}
-
-/// Sends `method path body` with `key`, expecting a first run, then again,
-/// expecting the same answer replayed.
-async fn twice(api: &Api, method: Method, path: &str, body: Option<Value>, key: &str) -> Reply {
-    let first = api
-        .request_with_key(method.clone(), path, body.clone(), key)
-        .await
-        .expect("the server answers");
-    assert!(
-        (200..300).contains(&first.status),
-        "{method} {path}: {first:?}"
-    );
-    assert_eq!(first.header("idempotent-replayed"), None, "{first:?}");
-    let again = api
-        .request_with_key(method.clone(), path, body, key)
-        .await
-        .expect("the server answers");
-    assert_eq!(again.status, first.status, "{method} {path}");
-    assert_eq!(again.text, first.text, "{method} {path}: the same body");
-    assert_eq!(again.header("idempotent-replayed"), Some("true"));
-    first
 }
 
 #[tokio::test]

@@ -134,13 +134,7 @@ fn status(c: &mut Criterion) {
         for token in tokens.iter().step_by(2) {
             ks.activate(token, None, at(T0)).unwrap();
         }
-        let mut i = 0;
-        group.bench_function(label, |b| {
-            b.iter(|| {
-                i = (i + 1) % tokens.len();
-                black_box(ks.status(&tokens[i]).unwrap())
-            })
-        });
+        status_of(&mut group, label, &ks, &tokens);
     }
     group.finish();
 }
@@ -251,6 +245,22 @@ fn generate(c: &mut Criterion) {
     group.finish();
 }
 
+/// Status of `tokens`, round robin.
+fn status_of(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    label: &str,
+    ks: &Keyspace,
+    tokens: &[String],
+) {
+    let mut i = 0;
+    group.bench_function(label, |b| {
+        b.iter(|| {
+            i = (i + 1) % tokens.len();
+            black_box(ks.status(&tokens[i]).unwrap())
+        })
+    });
+}
+
 /// Status of a readable code against a bare token of the same space
 /// (crockford^12, FF1): the format adds grouping, a check character to
 /// verify and input folding. Tokens are issued in 100 batches, half of
@@ -279,13 +289,7 @@ fn status_formatted(c: &mut Criterion) {
         if retype {
             tokens = tokens.iter().map(typed).collect();
         }
-        let mut i = 0;
-        group.bench_function(label, |b| {
-            b.iter(|| {
-                i = (i + 1) % tokens.len();
-                black_box(ks.status(&tokens[i]).unwrap())
-            })
-        });
+        status_of(&mut group, label, &ks, &tokens);
     }
     group.finish();
 }

@@ -1,9 +1,16 @@
-//! Names of pools and keyspaces: 1–64 of `[A-Za-z0-9._-]`.
+//! Names of pools and keyspaces: 1–64 of `[A-Za-z0-9._-]`; and the rule of
+//! the free texts clients attach (reasons, fingerprints).
 //!
 //! Parsed once at the edge; a [`Name`] cannot hold anything else.
 
 use std::fmt;
 use std::sync::Arc;
+
+/// Whether `s` is a free text clients may attach: 1 to `max` characters,
+/// none a control character (so it cannot break a log line). O(len).
+pub(crate) fn is_short_text(s: &str, max: usize) -> bool {
+    (1..=max).contains(&s.chars().count()) && !s.chars().any(char::is_control)
+}
 
 /// A validated pool or keyspace name. Cheap to clone.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -1,6 +1,7 @@
 //! What is stored per token: its activations and its revocation. Only
 //! tokens that were activated or revoked have any.
 
+use crate::core::names::is_short_text;
 use crate::core::pool::Reason;
 use crate::core::time::Timestamp;
 
@@ -20,8 +21,7 @@ pub struct InvalidFingerprint;
 impl Fingerprint {
     /// Validates `s`. O(len).
     pub fn parse(s: &str) -> Result<Self, InvalidFingerprint> {
-        let n = s.chars().count();
-        if (1..=MAX_FINGERPRINT).contains(&n) && !s.chars().any(char::is_control) {
+        if is_short_text(s, MAX_FINGERPRINT) {
             Ok(Self(s.into()))
         } else {
             Err(InvalidFingerprint)

@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use crate::core::names::is_short_text;
 use crate::core::time::{Timestamp, Ttl};
 
 /// Where a key stands. Only `Free` keys are leased.
@@ -88,8 +89,7 @@ pub struct InvalidReason;
 impl Reason {
     /// Validates `s`. O(len).
     pub fn parse(s: &str) -> Result<Self, InvalidReason> {
-        let n = s.chars().count();
-        if (1..=MAX_REASON).contains(&n) && !s.chars().any(char::is_control) {
+        if is_short_text(s, MAX_REASON) {
             Ok(Self(s.into()))
         } else {
             Err(InvalidReason)

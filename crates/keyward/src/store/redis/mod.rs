@@ -820,9 +820,32 @@ impl RedisStore {
             .await
     }
 
-    /// One script after decoding the token here: O(log b + m) for b
-    /// batch ranges and the token's m ≤ 1000 slots (its marks are one
-    /// JSON field).
+    /// One token script, after decoding the token here: `args` builds the
+    /// call from the stored secret (hex), the token's index and its shown
+    /// form; the reply is the token as it now stands. O(log b + m) for b
+    /// batch ranges and the token's m ≤ 1000 slots (its marks are one JSON
+    /// field).
+    async fn token_script<A: Call>(
+        &self,
+        keyspace: &Name,
+        token: &str,
+        ctx: Option<&Ctx<'_>>,
+        args: impl Fn(String, u128, String) -> A,
+    ) -> Result<TokenStatus, StoreError> {
+        self.inner
+            .token_op(
+                keyspace,
+                ctx,
+                |codec| {
+                    let (index, shown) = codec.read_input(token)?;
+                    Ok(args(scripts::secret_hex(codec.secret()), index, shown))
+                },
+                |codec, reply| token_status_of(codec, token, reply),
+            )
+            .await
+    }
+
+    /// One token script.
     async fn activate_token(
         &self,
         keyspace: &Name,
@@ -830,51 +853,38 @@ impl RedisStore {
         fingerprint: Option<&Fingerprint>,
         ctx: &Ctx<'_>,
     ) -> Result<TokenStatus, StoreError> {
-        self.inner
-            .token_op(
-                keyspace,
-                Some(ctx),
-                |codec| {
-                    let (index, token) = codec.read_input(token)?;
-                    Ok(scripts::ActivateToken {
-                        secret: scripts::secret_hex(codec.secret()),
-                        index,
-                        token,
-                        fingerprint: fingerprint.map(|f| f.as_str().to_owned()),
-                    })
-                },
-                |codec, reply| token_status_of(codec, token, reply),
-            )
-            .await
+        let fingerprint = fingerprint.map(|f| f.as_str().to_owned());
+        self.token_script(keyspace, token, Some(ctx), |secret, index, token| {
+            scripts::ActivateToken {
+                secret,
+                index,
+                token,
+                fingerprint: fingerprint.clone(),
+            }
+        })
+        .await
     }
 
-    /// One script, as [`RedisStore::activate_token`].
+    /// One token script.
     async fn deactivate_token(
         &self,
         keyspace: &Name,
         token: &str,
         fingerprint: &Fingerprint,
         ctx: &Ctx<'_>,
-    ) -> Result<(), StoreError> {
-        self.inner
-            .token_op(
-                keyspace,
-                Some(ctx),
-                |codec| {
-                    let (index, token) = codec.read_input(token)?;
-                    Ok(scripts::DeactivateToken {
-                        secret: scripts::secret_hex(codec.secret()),
-                        index,
-                        token,
-                        fingerprint: fingerprint.as_str().to_owned(),
-                    })
-                },
-                |_, _| Ok(()),
-            )
-            .await
+    ) -> Result<TokenStatus, StoreError> {
+        self.token_script(keyspace, token, Some(ctx), |secret, index, token| {
+            scripts::DeactivateToken {
+                secret,
+                index,
+                token,
+                fingerprint: fingerprint.as_str().to_owned(),
+            }
+        })
+        .await
     }
 
-    /// One script, as [`RedisStore::activate_token`].
+    /// One token script.
     async fn revoke_token(
         &self,
         keyspace: &Name,
@@ -882,22 +892,16 @@ impl RedisStore {
         reason: Option<&Reason>,
         ctx: &Ctx<'_>,
     ) -> Result<TokenStatus, StoreError> {
-        self.inner
-            .token_op(
-                keyspace,
-                Some(ctx),
-                |codec| {
-                    let (index, token) = codec.read_input(token)?;
-                    Ok(scripts::RevokeToken {
-                        secret: scripts::secret_hex(codec.secret()),
-                        index,
-                        token,
-                        reason: reason.map(|r| r.as_str().to_owned()),
-                    })
-                },
-                |codec, reply| token_status_of(codec, token, reply),
-            )
-            .await
+        let reason = reason.map(|r| r.as_str().to_owned());
+        self.token_script(keyspace, token, Some(ctx), |secret, index, token| {
+            scripts::RevokeToken {
+                secret,
+                index,
+                token,
+                reason: reason.clone(),
+            }
+        })
+        .await
     }
 
     /// O(log pools) and O(1) commands: the name leaves the registry and
@@ -1164,24 +1168,16 @@ impl Store for RedisStore {
         })
     }
 
-    /// One script after decoding the token here: O(log b + m), as
-    /// activation.
+    /// One token script.
     async fn token_status(&self, keyspace: &Name, token: &str) -> Result<TokenStatus, StoreError> {
-        self.inner
-            .token_op(
-                keyspace,
-                None,
-                |codec| {
-                    let (index, token) = codec.read_input(token)?;
-                    Ok(scripts::ReadToken {
-                        secret: scripts::secret_hex(codec.secret()),
-                        index,
-                        token,
-                    })
-                },
-                |codec, reply| token_status_of(codec, token, reply),
-            )
-            .await
+        self.token_script(keyspace, token, None, |secret, index, token| {
+            scripts::ReadToken {
+                secret,
+                index,
+                token,
+            }
+        })
+        .await
     }
 
     /// For each pool the due index says is due (at most 1000 per call) and

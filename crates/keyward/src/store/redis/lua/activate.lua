@@ -1,12 +1,10 @@
 -- activate_token: take a slot. ARG.index, ARG.token (display form),
 -- ARG.fingerprint ("" for none: a slot of its own). O(log b + m).
 -- Reply: token_reply or {code}.
-local c = check_issued(ARG.secret, ARG.index)
+local c, index, marks = token_marks()
 if c ~= OK then
   return { c }
 end
-local index = tonumber(ARG.index)
-local marks = read_marks(ARG.token)
 if marks.r then
   return { REVOKED }
 end

@@ -1,12 +1,10 @@
 -- deactivate_token: free the slot ARG.fingerprint holds; a token left
 -- with none is issued again. O(log b + m).
 -- Reply: token_reply or {code}.
-local c = check_issued(ARG.secret, ARG.index)
+local c, index, marks = token_marks()
 if c ~= OK then
   return { c }
 end
-local index = tonumber(ARG.index)
-local marks = read_marks(ARG.token)
 for i, a in ipairs(marks.a) do
   if a[2] == ARG.fingerprint then
     table.remove(marks.a, i)

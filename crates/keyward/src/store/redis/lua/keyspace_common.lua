@@ -128,6 +128,17 @@ local function write_marks(token, marks)
   return text
 end
 
+-- What the scripts that change one token start with: OK, the token's index
+-- (a number) and its marks when ARG.secret is the stored one and token
+-- ARG.index (ARG.token shown) was issued, else the code saying why.
+local function token_marks()
+  local c = check_issued(ARG.secret, ARG.index)
+  if c ~= OK then
+    return c
+  end
+  return OK, tonumber(ARG.index), read_marks(ARG.token)
+end
+
 -- The reply of every token script: {OK, marks JSON or "", batch or ""}.
 local function token_reply(text, index)
   return { OK, text, batch_of(index) or '' }

@@ -1,12 +1,10 @@
 -- revoke_token: for good; a revoked token stays as it is. ARG.reason:
 -- "" for none. O(log b + m).
 -- Reply: token_reply or {code}.
-local c = check_issued(ARG.secret, ARG.index)
+local c, index, marks = token_marks()
 if c ~= OK then
   return { c }
 end
-local index = tonumber(ARG.index)
-local marks = read_marks(ARG.token)
 if not marks.r then
   marks.r = { string.format('%d', clock(ARG.now)) }
   if ARG.reason ~= '' then
