@@ -760,3 +760,20 @@ async fn the_longest_fingerprints_can_be_activated_and_freed_by_their_path() -> 
     }
     app.stop().await
 }
+
+#[tokio::test]
+async fn metrics_count_activated_and_revoked_tokens_per_keyspace() -> Result<()> {
+    let app = spawn_app().await;
+    new_ks(&app, "shop", 2).await?;
+    let (a, b) = (token(&app, "shop").await?, token(&app, "shop").await?);
+    activate(&app, "shop", &a, Some("laptop"))
+        .await?
+        .expect(200);
+    revoke(&app, "shop", &b, None).await?.expect(200);
+    let text = app.metrics().await?.text;
+    for (state, n) in [("issued", 2), ("activated", 1), ("revoked", 1)] {
+        let line = format!("keyward_keyspace_tokens{{keyspace=\"shop\",state=\"{state}\"}} {n}");
+        assert!(text.lines().any(|l| l == line), "{line} in {text}");
+    }
+    app.stop().await
+}

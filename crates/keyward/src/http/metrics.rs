@@ -353,13 +353,14 @@ fn render_snapshot(out: &mut String, s: &Snapshot) {
         let _ = writeln!(out, "{name} {bytes}");
     }
     let name = "keyward_keyspace_tokens";
-    let help = "Tokens per keyspace: capacity, issued, activated, remaining.";
+    let help = "Tokens per keyspace: capacity, issued, activated, revoked, remaining.";
     family(out, name, "gauge", help);
     for k in &s.keyspaces {
         let states = [
             ("capacity", k.info.capacity),
             ("issued", k.info.issued),
             ("activated", k.info.activated),
+            ("revoked", k.info.revoked),
             ("remaining", k.info.remaining),
         ];
         by_state(out, name, &format!("keyspace=\"{}\",", k.name), &states);
