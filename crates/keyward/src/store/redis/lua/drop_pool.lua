@@ -14,8 +14,8 @@ if settings('layout')[1] ~= LAYOUT then
   list, other = ALIVE, ALL
 end
 if redis.call('ZCARD', list) > 0 then
-  redis.call('RENAME', list, P .. POOL_GONE .. GEN)
-  redis.call('SADD', P .. POOL_GONES, GEN)
+  redis.call('RENAME', list, P .. POOL_GONE .. gen())
+  redis.call('SADD', P .. POOL_GONES, gen())
 end
 redis.call('UNLINK', META, OLD_FREE, LEASES, SEQ, KSEQ, other, IN('free'), IN('leased'), IN('cooling'),
   IN('quarantined'), IN('disabled'))

@@ -25,6 +25,10 @@ if layout ~= LAYOUT then
     redis.call('HSET', META, 'adopted', at + #keys)
   end
 end
+-- A pool made before META kept its generation learns it here.
+if not redis.call('HGET', META, 'gen') then
+  redis.call('HSET', META, 'gen', gen())
+end
 local keys, leases, recovered = expire_some(REAP_STEP)
 if leases + recovered > 0 then
   wake()

@@ -8,11 +8,12 @@
 -- Reply: key_reply + {due index score or ""}, or {NO_FREE_KEY, ms until
 -- the earliest lease, cooldown or quarantine end} ({NO_FREE_KEY} when
 -- none will end by itself, or there is no pool).
-local s = settings('lease_ttl_ms', DUE_AT)
+local s = settings('lease_ttl_ms', DUE_AT, 'gen')
 local ttl = s[1]
 if not ttl then
   return { NO_FREE_KEY }
 end
+learn_gen(s[3])
 expire_lazily(s[2])
 while true do
   local k = redis.call('ZRANDMEMBER', IN('free'))

@@ -36,7 +36,24 @@ end
 -- name, else how many times it was. A key's hash carries it, so the
 -- hashes of a deleted pool, reclaimed later, are never read as a new
 -- pool's.
-local GEN = redis.call('GET', P .. POOL_GEN) or '0'
+-- Read once per call, and only when needed: META keeps it as 'gen' (from
+-- when the pool was made), which the hot scripts read with their
+-- settings; a pool an older keyward made has it only in POOL_GEN.
+local GEN = nil
+
+local function gen()
+  if not GEN then
+    GEN = redis.call('GET', P .. POOL_GEN) or '0'
+  end
+  return GEN
+end
+
+-- Takes `gen` as read from META ('gen'; false when absent).
+local function learn_gen(stored)
+  if stored then
+    GEN = stored
+  end
+end
 
 local function khash_of(gen, k)
   if gen == '0' then
@@ -46,7 +63,7 @@ local function khash_of(gen, k)
 end
 
 local function khash(k)
-  return khash_of(GEN, k)
+  return khash_of(gen(), k)
 end
 
 -- The fields `touch` reads, in HMGET order. Absent ones (a key written by
@@ -280,10 +297,11 @@ end
 -- For the scripts that act on one key: the lazy expiry, then `touch(k)`;
 -- nil if the pool or the key is gone.
 local function live_key(k)
-  local m = redis.call('HMGET', META, 'lease_ttl_ms', DUE_AT)
+  local m = redis.call('HMGET', META, 'lease_ttl_ms', DUE_AT, 'gen')
   if not m[1] then
     return nil
   end
+  learn_gen(m[3])
   expire_lazily(m[2])
   return touch(k)
 end
@@ -374,7 +392,7 @@ local function ensure_pool()
   redis.call('HSET', META, 'lease_ttl_ms', ARG.default_lease_ttl_ms, 'keepalive_ttl_ms',
     ARG.default_keepalive_ttl_ms, 'key_length', ARG.default_key_length, 'cooldown_ms', ARG.default_cooldown_ms,
     'max_failures', ARG.default_max_failures, 'quarantine_ms', ARG.default_quarantine_ms, 'no_keepalive',
-    ARG.default_no_keepalive, 'layout', LAYOUT)
+    ARG.default_no_keepalive, 'layout', LAYOUT, 'gen', gen())
   return CREATED
 end
 
