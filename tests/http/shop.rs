@@ -45,6 +45,15 @@ async fn issue(api: &Api, ks: &str, body: Option<Value>) -> Result<Reply> {
         .await
 }
 
+/// Keyspace `small`: `abc`^2, so a token not issued yet is easy to name.
+async fn small(api: &Api, max: u64) -> Result<()> {
+    let def = json!({"alphabet": "abc", "length": 2, "max_activations": max});
+    api.request(Method::PUT, "/v1/keyspaces/small", Some(def))
+        .await?
+        .expect(201);
+    Ok(())
+}
+
 /// One token, issued without a body.
 async fn token(api: &Api, ks: &str) -> Result<String> {
     let reply = issue(api, ks, None).await?;
@@ -369,13 +378,7 @@ async fn deactivate_frees_the_slot_named_by_its_percent_encoded_fingerprint() ->
 #[tokio::test]
 async fn deactivate_refusals_are_404_or_400_and_change_nothing() -> Result<()> {
     let app = spawn_app().await;
-    app.request(
-        Method::PUT,
-        "/v1/keyspaces/small",
-        Some(json!({"alphabet": "abc", "length": 2, "max_activations": 2})),
-    )
-    .await?
-    .expect(201);
+    small(&app, 2).await?;
     let t = token(&app, "small").await?;
     activate(&app, "small", &t, Some("host")).await?.expect(200);
     let before = status(&app, "small", &t).await?;
@@ -406,13 +409,7 @@ async fn deactivate_refusals_are_404_or_400_and_change_nothing() -> Result<()> {
 #[tokio::test]
 async fn revoke_answers_the_token_object_and_activation_is_409_token_revoked() -> Result<()> {
     let app = spawn_app().await;
-    app.request(
-        Method::PUT,
-        "/v1/keyspaces/small",
-        Some(json!({"alphabet": "abc", "length": 2, "max_activations": 2})),
-    )
-    .await?
-    .expect(201);
+    small(&app, 2).await?;
     let kept = token(&app, "small").await?;
     let plain = token(&app, "small").await?;
     activate(&app, "small", &kept, Some("a")).await?.expect(200);
