@@ -347,3 +347,10 @@ impl ClientBuilder {
         })
     }
 }
+
+/// `["v1", root, name, rest…]`: the path of a pool's or keyspace's route.
+pub(crate) fn scoped_path<'a>(root: &'a str, name: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut path = vec!["v1", root, name];
+    path.extend_from_slice(rest);
+    path
+}

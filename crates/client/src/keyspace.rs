@@ -276,9 +276,7 @@ impl Keyspace {
 
     /// `["v1", "keyspaces", name, rest…]`.
     fn path<'a>(&'a self, rest: &[&'a str]) -> Vec<&'a str> {
-        let mut path = vec!["v1", "keyspaces", self.name.as_str()];
-        path.extend_from_slice(rest);
-        path
+        crate::client::scoped_path("keyspaces", &self.name, rest)
     }
 
     /// Creates the keyspace (an identical one is fine; one that differs

@@ -355,9 +355,7 @@ impl Pool {
 
     /// `["v1", "pools", name, rest…]`.
     fn path<'a>(&'a self, rest: &[&'a str]) -> Vec<&'a str> {
-        let mut path = vec!["v1", "pools", self.name.as_str()];
-        path.extend_from_slice(rest);
-        path
+        crate::client::scoped_path("pools", &self.name, rest)
     }
 
     /// Leases a uniformly random free key; with `wait`, waits up to that

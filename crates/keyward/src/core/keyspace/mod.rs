@@ -443,15 +443,15 @@ impl Keyspace {
     /// Replaces a token's marks, moving the keyspace's and its batch's
     /// counts. O(log b).
     fn put_marks(&mut self, index: u128, marks: Marks) {
+        let (held, revoked) = (!marks.activations.is_empty(), marks.revoked.is_some());
         let old = if marks.is_empty() {
             self.marks.remove(&index)
         } else {
-            self.marks.insert(index, marks.clone())
+            self.marks.insert(index, marks)
         }
         .unwrap_or_default();
-        let activated =
-            i8::from(!marks.activations.is_empty()) - i8::from(!old.activations.is_empty());
-        let revoked = i8::from(marks.revoked.is_some()) - i8::from(old.revoked.is_some());
+        let activated = i8::from(held) - i8::from(!old.activations.is_empty());
+        let revoked = i8::from(revoked) - i8::from(old.revoked.is_some());
         self.activated = step(self.activated, activated);
         self.revoked = step(self.revoked, revoked);
         if activated != 0 || revoked != 0 {
