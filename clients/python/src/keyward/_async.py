@@ -17,7 +17,7 @@ import httpx
 
 from . import _core
 from ._core import Call, Retry, body, ms, seg
-from ._errors import KeywardError, Unavailable
+from ._errors import KeywardError
 from ._models import Batch, Imported, Issued, Key, KeyspaceInfo, PoolInfo, Token
 
 log = logging.getLogger("keyward")
@@ -81,14 +81,10 @@ class AsyncClient:
             except httpx.TransportError as exc:
                 failure: KeywardError = _core.connection_error(exc)
             else:
-                status, parsed = _core.parse(response)
-                if not _core.retryable_status(status, parsed):
-                    return _core.check(status, parsed)
-                try:
-                    _core.check(status, parsed)
-                    failure = Unavailable("unavailable", "retryable answer", status)
-                except KeywardError as exc:
-                    failure = exc
+                retry, value = _core.answer(response)
+                if retry is None:
+                    return value
+                failure = retry
             attempt += 1
             pause = policy.delay(attempt - 1)
             if attempt >= policy.attempts or time.monotonic() + pause >= deadline:

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import httpx
 
-from ._errors import KeywardError, error_from_response
+from ._errors import KeywardError, Unavailable, error_from_response
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 OUTCOMES = ("ok", "rate_limited", "failed")
@@ -123,6 +123,19 @@ def check(status: int, parsed: Any) -> Any:
     if 200 <= status < 300:
         return parsed
     raise error_from_response(status, parsed)
+
+
+def answer(response: httpx.Response) -> Tuple[Optional[KeywardError], Any]:
+    """`(None, parsed JSON)` for a final answer, `(error, None)` for one worth
+    retrying; raises the error of a final refusal."""
+    status, parsed = parse(response)
+    if not retryable_status(status, parsed):
+        return None, check(status, parsed)
+    try:
+        check(status, parsed)
+    except KeywardError as exc:
+        return exc, None
+    return Unavailable("unavailable", "retryable answer", status), None
 
 
 def connection_error(exc: Exception) -> KeywardError:
