@@ -5,7 +5,10 @@
 //! advancing the clock.
 
 use std::collections::HashSet;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
 use std::sync::OnceLock;
+use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use keyward::clock::{Clock, ManualClock};
@@ -93,6 +96,34 @@ fn stats(total: u64, free: u64, leased: u64) -> PoolStats {
 fn lease_of(view: &KeyView) -> Lease {
     view.lease
         .unwrap_or_else(|| panic!("{} should be leased", view.key))
+}
+
+/// Polls every future until all are done, so they run at once (the cases
+/// borrow the store, so they cannot be spawned); their outputs in order.
+async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(&mut outputs) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => *output = Some(value),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|o| o.expect("every future is done"))
+        .collect()
 }
 
 /// Creates pool `pool` with the given TTLs and `count` keys in it.

@@ -29,6 +29,7 @@ macro_rules! backend {
                 generate_keys_creates_a_missing_pool_with_the_defaults,
                 lease_key_on_an_empty_or_unknown_pool_is_no_free_key,
                 lease_key_hands_out_each_free_key_once_with_growing_lease_ids,
+                concurrent_leases_and_releases_each_take_effect_once,
                 release_key_frees_the_key_with_or_without_its_lease_id,
                 release_key_refuses_unknown_keys_free_keys_and_other_leases,
                 keepalive_key_extends_the_life_and_with_the_lease_id_the_lease,

@@ -409,3 +409,100 @@ pub async fn a_dropped_waiting_lease_leaves_no_record(store: &dyn Store, _clock:
     assert!(!replayed, "no record was left: {body}");
     assert_eq!(counts(store, &pool).await.leased, 1);
 }
+
+/// Leases and releases of one pool at once (on Redis they share a batch
+/// script): each key is leased once, under a lease id of its own; every
+/// outcome applies; a lease sent three times at once with one idempotency
+/// key leases one key, answered to all three. Only the order among calls
+/// in flight together is the store's to choose.
+pub async fn concurrent_leases_and_releases_each_take_effect_once(
+    store: &dyn Store,
+    _clock: &ManualClock,
+) {
+    type Call<'a> = Pin<Box<dyn Future<Output = Result<KeyView, StoreError>> + 'a>>;
+    let pool = name("race-lease");
+    pool_with(store, &pool, 60_000, 600_000, 12).await;
+    let leases: Vec<Call<'_>> = (0..14)
+        .map(|_| Box::pin(store.lease_key(&pool)) as Call<'_>)
+        .collect();
+    let mut views = Vec::new();
+    for result in join_all(leases).await {
+        match result {
+            Ok(view) => views.push(view),
+            Err(StoreError::NoFreeKey { .. }) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(views.len(), 12, "every key, and no more");
+    let keys: HashSet<&str> = views.iter().map(|v| v.key.as_str()).collect();
+    let ids: HashSet<u64> = views.iter().map(|v| lease_of(v).id).collect();
+    assert_eq!((keys.len(), ids.len()), (12, 12), "distinct keys and ids");
+    assert_eq!(counts(store, &pool).await, stats(12, 0, 12));
+
+    // Half released fine, a quarter rate limited, a quarter failed, while
+    // four more leases run: those that run after a release get its key.
+    let mut calls: Vec<Call<'_>> = Vec::new();
+    for (i, view) in views.iter().enumerate() {
+        let outcome = match i % 4 {
+            0 | 1 => Outcome::Ok,
+            2 => Outcome::RateLimited {
+                retry_after: Some(ttl(5_000)),
+            },
+            _ => Outcome::Failed,
+        };
+        let id = Some(lease_of(view).id);
+        calls.push(Box::pin(
+            store.report_key(&pool, &view.key, id, outcome, None),
+        ));
+    }
+    for _ in 0..4 {
+        calls.push(Box::pin(store.lease_key(&pool)));
+    }
+    let mut results = join_all(calls).await;
+    let leased = results.split_off(12);
+    let mut freed = HashSet::new();
+    for (i, result) in results.into_iter().enumerate() {
+        let view = result.unwrap();
+        assert_eq!(view.key, views[i].key);
+        let want = if i % 4 == 2 {
+            KeyState::Cooling
+        } else {
+            freed.insert(view.key.clone());
+            KeyState::Free
+        };
+        assert_eq!(view.state, want, "{i}");
+    }
+    let mut again = HashSet::new();
+    for result in leased {
+        match result {
+            Ok(view) => {
+                assert!(freed.contains(&view.key), "{} was not freed", view.key);
+                assert!(again.insert(view.key), "leased twice");
+            }
+            Err(StoreError::NoFreeKey { .. }) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    let n = again.len() as u64;
+    let after = counts(store, &pool).await;
+    assert_eq!((after.free, after.leased, after.cooling), (9 - n, n, 3));
+
+    let lease = Change::Lease {
+        pool: pool.clone(),
+        wait: Duration::ZERO,
+    };
+    let key = idem("race", "lease");
+    let answers = join_all(
+        (0..3)
+            .map(|_| store.apply(lease.clone(), Some(&key)))
+            .collect(),
+    )
+    .await;
+    let answers: Vec<(String, bool)> = answers.into_iter().map(|a| answer(a.unwrap())).collect();
+    assert_eq!(answers.iter().filter(|(_, replayed)| !replayed).count(), 1);
+    assert!(
+        answers.iter().all(|(body, _)| *body == answers[0].0),
+        "{answers:?}"
+    );
+    assert_eq!(counts(store, &pool).await.leased, n + 1);
+}

@@ -3,10 +3,6 @@
 //! good, batches and their counts, and the same rules holding when many
 //! requests race on one token or one keyspace.
 
-use std::future::{Future, poll_fn};
-use std::pin::Pin;
-use std::task::Poll;
-
 use keyward::core::{
     Activation, BatchInfo, Fingerprint, Issued, IssuedMany, MaxActivations, Reason, Revocation,
     TokenState, TokenStatus,
@@ -164,34 +160,6 @@ fn batch(name: &Name, issued: u128, activated: u128, revoked: u128) -> BatchInfo
 async fn ks_counts(store: &dyn Store, ks: &Name) -> (u128, u128, u128) {
     let info = store.keyspace_info(ks).await.unwrap().info;
     (info.issued, info.activated, info.revoked)
-}
-
-/// Polls every future until all are done, so they run at once (the cases
-/// borrow the store, so they cannot be spawned); their outputs in order.
-async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    poll_fn(|cx| {
-        let mut pending = false;
-        for (future, output) in futures.iter_mut().zip(&mut outputs) {
-            if output.is_none() {
-                match future.as_mut().poll(cx) {
-                    Poll::Ready(value) => *output = Some(value),
-                    Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
-    })
-    .await;
-    outputs
-        .into_iter()
-        .map(|o| o.expect("every future is done"))
-        .collect()
 }
 
 /// A fingerprint takes one slot however often it activates; new

@@ -250,8 +250,9 @@ impl Inner {
     }
 
     /// Runs the script of `args` with `KEYS[1] = key`, on `prefix` (pool
-    /// and keyspace scripts), with `idem`'s record. No readiness check, no
-    /// error mapping.
+    /// and keyspace scripts), with `idem`'s record; leases and releases in
+    /// their pool's next batch (`batch.rs`). No readiness check, no error
+    /// mapping.
     pub(super) async fn invoke<A: Call>(
         &self,
         key: &str,
@@ -259,6 +260,22 @@ impl Inner {
         args: &A,
         idem: Option<&Idem>,
     ) -> Result<Value, RedisError> {
+        if A::BATCH.is_some() {
+            let mut argv = Vec::with_capacity(scripts::BATCH_OP_WIDTH);
+            scripts::batch_argv(args, idem, &mut argv);
+            let handle = self.handle().await?;
+            return self
+                .batches
+                .run(
+                    handle,
+                    &self.scripts.batch,
+                    key,
+                    prefix,
+                    self.now_arg(),
+                    argv,
+                )
+                .await;
+        }
         let mut invocation = A::script(&self.scripts).key(key);
         for arg in scripts::argv(args, prefix, self.now_arg(), idem) {
             invocation.arg(arg);

@@ -110,6 +110,7 @@
 //!
 //! [`Pool::LAZY_STEP`]: crate::core::Pool::LAZY_STEP
 
+mod batch;
 mod connection;
 mod reaper;
 mod registry;
@@ -241,6 +242,8 @@ struct Inner {
     waiting: Mutex<waiting::WaitState>,
     /// Leases for waiters and give-backs still running (`flush` waits).
     inflight: waiting::Inflight,
+    /// Leases and releases waiting for their pool's next batch.
+    batches: Arc<batch::Batches>,
 }
 
 /// The Redis store. All operations are one script call, O(1) or O(log n)
@@ -349,6 +352,7 @@ impl RedisStore {
             retrying: AtomicBool::new(false),
             waiting: Mutex::new(waiting::WaitState::default()),
             inflight: waiting::Inflight::default(),
+            batches: Arc::default(),
         });
         let retry = match inner.ensure_ready_typed().await {
             Ok(()) => None,

@@ -21,6 +21,7 @@
 //! struct per script, one field per argument, in ARGV order.
 
 use std::fmt::Write;
+use std::sync::Arc;
 
 use redis::Script;
 
@@ -354,6 +355,9 @@ pub(super) trait Call {
     const OPERATION: &'static str;
     /// The codes besides refusals the caller reads on.
     const ANSWERS: &'static [Code];
+    /// The operation's name in the batch script, if it runs there (see
+    /// `batch.rs`) instead of in a script of its own.
+    const BATCH: Option<&'static str> = None;
     /// The compiled script.
     fn script(scripts: &Scripts) -> &Script;
     /// Appends the arguments to `argv`, in [`Call::NAMES`] order.
@@ -392,9 +396,11 @@ macro_rules! script_args {
             }
         )*
 
-        /// The compiled scripts, one per operation.
+        /// The compiled scripts, one per operation, and the batch script
+        /// of leases and releases.
         pub(super) struct Scripts {
             $( $field: Script, )*
+            pub(super) batch: Arc<Script>,
         }
 
         impl Scripts {
@@ -406,6 +412,7 @@ macro_rules! script_args {
                         &prelude,
                         include_str!(concat!("lua/", stringify!($field), ".lua")),
                     ), )*
+                    batch: Arc::new(Script::new(&batch_source(&prelude))),
                 }
             }
         }
@@ -496,25 +503,6 @@ script_args! {
         /// The labels of the new keys as [`super::reply::labels_text`]
         /// writes them, "" for none.
         labels: String,
-    }
-
-    /// `lease_key`: a uniformly random free key.
-    LeaseKey => lease (Pool, answers [Ok]) {}
-
-    /// `report_key` (and `release_key`).
-    ReportKey => release (Pool, answers [Ok]) {
-        /// The key.
-        key: String,
-        /// The lease to end, none for any.
-        lease_id: Option<u64>,
-        /// `ok`, `rate_limited` or `failed`.
-        outcome: &'static str,
-        /// How long a rate-limited key cools, none for the pool's cooldown.
-        retry_after_ms: Option<Ttl>,
-        /// Why, none for no reason.
-        reason: Option<String>,
-        /// The idempotency key whose record this release undoes, if any.
-        forget: Option<String>,
     }
 
     /// `disable_key`.
@@ -676,6 +664,121 @@ script_args! {
     }
 }
 
+/// Declares the argument struct and [`Call`] impl of an operation of the
+/// batch script: its body is `lua/$field.lua`, one branch of that script.
+macro_rules! batched_args {
+    ($(
+        $(#[$doc:meta])*
+        $name:ident => $field:ident {
+            $( $(#[$fdoc:meta])* $arg:ident : $ty:ty ),* $(,)?
+        }
+    )*) => {
+        $(
+            $(#[$doc])*
+            pub(super) struct $name {
+                $( $(#[$fdoc])* pub(super) $arg: $ty, )*
+            }
+
+            impl Call for $name {
+                const FAMILY: Family = Family::Pool;
+                const NAMES: &'static [&'static str] = &[$(stringify!($arg)),*];
+                const OPERATION: &'static str = stringify!($field);
+                const ANSWERS: &'static [Code] = &[Code::Ok];
+                const BATCH: Option<&'static str> = Some(stringify!($field));
+
+                fn script(scripts: &Scripts) -> &Script {
+                    &scripts.batch
+                }
+
+                #[allow(unused_variables, reason = "a script may take no arguments of its own")]
+                fn push_args(&self, argv: &mut Vec<String>) {
+                    $( argv.push(Arg::arg(&self.$arg)); )*
+                }
+            }
+        )*
+
+        /// The operations of the batch script: name and body.
+        const BATCHED: &[(&str, &str)] = &[
+            $( (stringify!($field), include_str!(concat!("lua/", stringify!($field), ".lua"))), )*
+        ];
+    };
+}
+
+batched_args! {
+    /// `lease_key`: a uniformly random free key.
+    LeaseKey => lease {}
+
+    /// `report_key` (and `release_key`).
+    ReportKey => release {
+        /// The key.
+        key: String,
+        /// The lease to end, none for any.
+        lease_id: Option<u64>,
+        /// `ok`, `rate_limited` or `failed`.
+        outcome: &'static str,
+        /// How long a rate-limited key cools, none for the pool's cooldown.
+        retry_after_ms: Option<Ttl>,
+        /// Why, none for no reason.
+        reason: Option<String>,
+        /// The idempotency key whose record this release undoes, if any.
+        forget: Option<String>,
+    }
+}
+
+/// The arguments of one operation in a batch, after the batch's `prefix`
+/// and `now`: its name, the idempotency key, digest and TTL, then its own
+/// arguments, padded with "" to the widest operation's.
+const BATCH_OP_HEAD: [&str; 4] = ["op", "idem_key", "idem_digest", "idem_ttl_ms"];
+
+/// The widest batched operation's own arguments.
+const BATCH_OWN: &[&str] = ReportKey::NAMES;
+
+/// How many ARGV entries one batched operation takes.
+pub(super) const BATCH_OP_WIDTH: usize = BATCH_OP_HEAD.len() + BATCH_OWN.len();
+
+/// The ARGV entries of `args` as one operation of a batch.
+pub(super) fn batch_argv<A: Call>(args: &A, idem: Option<&Idem>, argv: &mut Vec<String>) {
+    let start = argv.len();
+    argv.push(A::BATCH.unwrap_or_default().to_owned());
+    push_idem(idem, argv);
+    args.push_args(argv);
+    argv.resize(start + BATCH_OP_WIDTH, String::new());
+}
+
+/// The batch script: the pool head and the idempotency helpers once, each
+/// batched body as a function, then `lua/batch.lua`, which runs the
+/// operations in ARGV order. `read_op(o)` (generated) sets `ARG` to the
+/// operation at ARGV position `o`.
+fn batch_source(prelude: &str) -> String {
+    let mut lua = format!(
+        "{prelude}local ARG = {{ prefix = ARGV[1], now = ARGV[2], idem_key = '' }}\n{}{}",
+        include_str!("lua/pool_common.lua"),
+        include_str!("lua/idempotency.lua"),
+    );
+    for (name, body) in BATCHED {
+        write!(lua, "local function {name}_op()\n{body}\nend\n")
+            .expect("writing to a String cannot fail");
+    }
+    let names: Vec<&str> = BATCH_OP_HEAD.iter().chain(BATCH_OWN).copied().collect();
+    let fields: Vec<String> = names.iter().map(|n| format!("ARG.{n}")).collect();
+    let values: Vec<String> = (0..names.len()).map(|i| format!("ARGV[o + {i}]")).collect();
+    writeln!(
+        lua,
+        "local OP_FIRST = 3\nlocal OP_WIDTH = {BATCH_OP_WIDTH}\nlocal OPS = {{ {} }}\n\
+         local function read_op(o)\n  {} = {}\nend",
+        BATCHED
+            .iter()
+            .map(|(name, _)| format!("{name} = {name}_op"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        fields.join(", "),
+        values.join(", "),
+    )
+    .expect("writing to a String cannot fail");
+    lua.push_str(include_str!("lua/batch.lua"));
+    lua
+}
+
 /// The generated constants and codes, then the clock head.
 fn prelude() -> String {
     let mut lua = String::from("-- Generated by keyward from its Rust constants.\n");
@@ -739,17 +842,22 @@ pub(super) fn argv<A: Call>(
     if A::FAMILY != Family::Bare {
         argv.push(prefix);
         argv.push(now);
-        match idem {
-            Some(idem) => {
-                argv.push(idem.key.as_str().to_owned());
-                argv.push(idem.digest.to_hex());
-                argv.push(idem.ttl.as_millis().to_string());
-            }
-            None => argv.extend([String::new(), String::new(), String::new()]),
-        }
+        push_idem(idem, &mut argv);
     }
     args.push_args(&mut argv);
     argv
+}
+
+/// The idempotency key, digest and TTL of `idem`, or three "".
+fn push_idem(idem: Option<&Idem>, argv: &mut Vec<String>) {
+    match idem {
+        Some(idem) => {
+            argv.push(idem.key.as_str().to_owned());
+            argv.push(idem.digest.to_hex());
+            argv.push(idem.ttl.as_millis().to_string());
+        }
+        None => argv.extend([String::new(), String::new(), String::new()]),
+    }
 }
 
 /// A secret as the 64 hex digits the keyspace scripts store.
@@ -831,6 +939,7 @@ mod tests {
             include_str!("lua/list.lua"),
             include_str!("lua/lease.lua"),
             include_str!("lua/release.lua"),
+            include_str!("lua/batch.lua"),
             include_str!("lua/keepalive.lua"),
             include_str!("lua/get.lua"),
             include_str!("lua/delete.lua"),

@@ -8,17 +8,14 @@
 -- Reply: key_reply + {due index score or ""}, or {NO_FREE_KEY, ms until
 -- the earliest lease, cooldown or quarantine end} ({NO_FREE_KEY} when
 -- none will end by itself, or there is no pool).
-local s = settings('lease_ttl_ms', DUE_AT, 'gen')
-local ttl = s[1]
+local ttl = live_pool()
 if not ttl then
   return { NO_FREE_KEY }
 end
-learn_gen(s[3])
-expire_lazily(s[2])
 while true do
-  local k = redis.call('ZRANDMEMBER', IN('free'))
+  local k = pick_free()
   if not k then
-    local due = redis.call('ZRANGEBYSCORE', LEASES, '-inf', NOW, 'LIMIT', 0, 1)
+    local due = redis.call('ZRANGEBYSCORE', fresh(LEASES), '-inf', NOW, 'LIMIT', 0, 1)
     if #due == 0 then
       local e = redis.call('ZRANGE', LEASES, 0, 0, 'WITHSCORES')
       if e[2] then
@@ -30,7 +27,7 @@ while true do
   end
   local f = touch(k)
   if f and f.state == 'free' then
-    local id = redis.call('INCR', SEQ)
+    local id = next_lease_id()
     local leased_until = NOW + tonumber(ttl)
     move(k, f, 'leased', leased_until, id)
     local reply = key_reply(k, f)
@@ -42,14 +39,14 @@ while true do
   if not f then
     purge(k, 'free')
   else
-    redis.call('ZREM', IN('free'), k)
-    redis.call('ZADD', IN(f.state), f.n, k)
+    zrem(IN('free'), k)
+    zadd(IN(f.state), f.n, k)
     if f.state == 'leased' then
-      redis.call('ZADD', LEASES, int(f.lu), k)
+      zadd(LEASES, int(f.lu), k)
     elseif f.avail then
-      redis.call('ZADD', LEASES, int(f.avail), k)
+      zadd(LEASES, int(f.avail), k)
     else
-      redis.call('ZREM', LEASES, k)
+      zrem(LEASES, k)
     end
     -- A deadline restored from the hash may be earlier than `due_at`:
     -- lazy expiry runs on every call again until the reaper resets it.

@@ -32,6 +32,116 @@ local function IN(state)
   return P .. ':in:' .. state
 end
 
+-- Writes to the sorted sets, and the lease counter, either go to Redis at
+-- once or, in a batch (DEFER, set by `batch.lua`), are kept here and sent
+-- by `flush`: one ZREM and one ZADD per set for the whole batch instead of
+-- a few per call. The last write of a member wins, as it would in Redis.
+-- Every read of a sorted set flushes first (`fresh`), so nothing reads a
+-- stale index; hashes are always written at once.
+local DEFER = false
+local PENDING = {}
+local DIRTY = false
+-- The lease counter as the batch has advanced it (nil: not read yet).
+local SEQ_AT = nil
+
+local function zadd(set, score, member)
+  if not DEFER then
+    redis.call('ZADD', set, score, member)
+    return
+  end
+  local p = PENDING[set]
+  if not p then
+    p = {}
+    PENDING[set] = p
+  end
+  p[member] = score
+  DIRTY = true
+end
+
+local function zrem(set, member)
+  if not DEFER then
+    redis.call('ZREM', set, member)
+    return
+  end
+  local p = PENDING[set]
+  if not p then
+    p = {}
+    PENDING[set] = p
+  end
+  p[member] = false
+  DIRTY = true
+end
+
+-- Sends the kept writes. O(m log n) for the m members written.
+local function flush()
+  if SEQ_AT then
+    redis.call('SET', SEQ, string.format('%d', SEQ_AT))
+    SEQ_AT = nil
+  end
+  if not DIRTY then
+    return
+  end
+  for set, p in pairs(PENDING) do
+    local adds, rems = {}, {}
+    for member, score in pairs(p) do
+      if score then
+        adds[#adds + 1] = score
+        adds[#adds + 1] = member
+      else
+        rems[#rems + 1] = member
+      end
+    end
+    if #rems > 0 then
+      redis.call('ZREM', set, unpack(rems))
+    end
+    if #adds > 0 then
+      redis.call('ZADD', set, unpack(adds))
+    end
+  end
+  PENDING = {}
+  DIRTY = false
+end
+
+-- `set`, after the kept writes are sent: for every sorted set read.
+local function fresh(set)
+  if DIRTY then
+    flush()
+  end
+  return set
+end
+
+-- The next lease id: INCR, or in a batch one GET and one SET for all.
+local function next_lease_id()
+  if not DEFER then
+    return redis.call('INCR', SEQ)
+  end
+  SEQ_AT = (SEQ_AT or tonumber(redis.call('GET', SEQ) or '0')) + 1
+  return SEQ_AT
+end
+
+-- Free keys drawn ahead for the leases of a batch, and how many of its
+-- leases have yet to pick (set by `batch.lua`; 1 outside a batch).
+local PICKS = {}
+local PICKS_WANTED = 1
+
+-- A uniformly random free key, or false if none. In a batch, one
+-- ZRANDMEMBER draws distinct keys for all leases still to come; the keys
+-- stay free until picked (leases take only picks, releases never touch a
+-- free key), and a pick expired meanwhile is found dead by `touch`. O(m)
+-- per draw of m keys (ZRANDMEMBER copies a set smaller than 3m).
+local function pick_free()
+  if #PICKS == 0 then
+    if PICKS_WANTED <= 1 then
+      return redis.call('ZRANDMEMBER', fresh(P .. ':in:free'))
+    end
+    PICKS = redis.call('ZRANDMEMBER', fresh(P .. ':in:free'), PICKS_WANTED)
+    if #PICKS == 0 then
+      return false
+    end
+  end
+  return table.remove(PICKS)
+end
+
 -- The pool's generation: 0 (absent) for a pool never deleted under this
 -- name, else how many times it was. A key's hash carries it, so the
 -- hashes of a deleted pool, reclaimed later, are never read as a new
@@ -91,10 +201,10 @@ local function purge(k, state)
     state = state_of(tonumber(f[1] or '0'), f[2])
   end
   redis.call('DEL', h)
-  redis.call('ZREM', ALIVE, k)
-  redis.call('ZREM', LEASES, k)
-  redis.call('ZREM', ALL, k)
-  redis.call('ZREM', IN(state), k)
+  zrem(ALIVE, k)
+  zrem(LEASES, k)
+  zrem(ALL, k)
+  zrem(IN(state), k)
 end
 
 -- Moves key `k` (fields `f`, as `touch` returns them) to state `to`,
@@ -104,8 +214,8 @@ end
 local function move(k, f, to, ends, id)
   local from = f.state
   if from ~= to then
-    redis.call('ZREM', IN(from), k)
-    redis.call('ZADD', IN(to), f.n, k)
+    zrem(IN(from), k)
+    zadd(IN(to), f.n, k)
   end
   local h = khash(k)
   if to == 'leased' then
@@ -126,9 +236,9 @@ local function move(k, f, to, ends, id)
     f.lid, f.lu, f.lid_text, f.avail, f.stored_state = 0, 0, '0', ends, to
   end
   if to == 'leased' or to == 'cooling' or to == 'quarantined' then
-    redis.call('ZADD', LEASES, int(ends), k)
+    zadd(LEASES, int(ends), k)
   elseif from == 'leased' or from == 'cooling' or from == 'quarantined' then
-    redis.call('ZREM', LEASES, k)
+    zrem(LEASES, k)
   end
   f.state = to
 end
@@ -173,8 +283,8 @@ end
 local function adopt(k, f)
   local n = redis.call('INCR', KSEQ)
   redis.call('HSET', khash(k), 'n', int(n))
-  redis.call('ZADD', ALL, n, k)
-  redis.call('ZADD', IN(f.state), n, k)
+  zadd(ALL, n, k)
+  zadd(IN(f.state), n, k)
   f.n = n
 end
 
@@ -225,14 +335,14 @@ end
 -- deadline equal to now is due.
 local function expire_some(limit)
   local keys, leases, recovered = 0, 0, 0
-  local due = redis.call('ZRANGEBYSCORE', ALIVE, '-inf', NOW, 'LIMIT', 0, limit)
+  local due = redis.call('ZRANGEBYSCORE', fresh(ALIVE), '-inf', NOW, 'LIMIT', 0, limit)
   for _, k in ipairs(due) do
     purge(k)
     keys = keys + 1
   end
   local left = limit - keys
   if left > 0 then
-    due = redis.call('ZRANGEBYSCORE', LEASES, '-inf', NOW, 'LIMIT', 0, left)
+    due = redis.call('ZRANGEBYSCORE', fresh(LEASES), '-inf', NOW, 'LIMIT', 0, left)
     for _, k in ipairs(due) do
       local f = read_key(k)
       local _, p, l, r
@@ -242,7 +352,7 @@ local function expire_some(limit)
       end
       if not f or p + l + r == 0 then
         -- The index disagrees with the hash (edited by hand): drop the entry.
-        redis.call('ZREM', LEASES, k)
+        zrem(LEASES, k)
       end
     end
   end
@@ -266,8 +376,15 @@ end
 -- Wakes the keyward processes with waiting leases for this pool: a key
 -- may be free now, or the pool's first deadline moved. One EXISTS while
 -- nobody waits; one PUBLISH (plain, so a cluster broadcasts it to every
--- node) while some process keeps the pool's waiting marker set.
+-- node) while some process keeps the pool's waiting marker set. Once per
+-- call: subscribers hear it after the whole call, batch included.
+local WOKEN = false
+
 local function wake()
+  if WOKEN then
+    return
+  end
+  WOKEN = true
   if redis.call('EXISTS', P .. POOL_WAITING) == 1 then
     redis.call('PUBLISH', P .. POOL_WAKE, '')
   end
@@ -283,26 +400,49 @@ end
 -- read: `reindex` compares with it instead of reading it again.
 local INDEXED = nil
 
--- The lazy expiry of every call, given `due_at` as read from META: up to
--- LAZY_EXPIRY_BOUND due entries expire, unless `due_at` (never later than
--- any deadline of the pool) is still ahead, when nothing can be due and
--- the two index reads are skipped. O(1) then, else O(m log n).
-local function expire_lazily(due_at)
-  INDEXED = due_at
-  if not due_at or tonumber(due_at) <= NOW then
+-- The lazy expiry of every key script, once `due_at` is read (INDEXED):
+-- up to LAZY_EXPIRY_BOUND due entries expire, unless `due_at` (never
+-- later than any deadline of the pool) is still ahead, when nothing can be
+-- due and the two index reads are skipped. O(1) then, else O(m log n).
+local function expire_lazily()
+  if not INDEXED or tonumber(INDEXED) <= NOW then
     expire_some(LAZY_EXPIRY_BOUND)
   end
+end
+
+-- The settings the key scripts read, from one HMGET per call (a batch
+-- included: no lease or release changes them): lease TTL (nil: no pool),
+-- cooldown, failures before quarantine, first quarantine, each as text.
+-- The first read also learns the generation and `due_at`; after it,
+-- INDEXED follows every change of `due_at`.
+local HOT = nil
+
+local function hot_settings()
+  if not HOT then
+    local m = redis.call('HMGET', META, 'lease_ttl_ms', DUE_AT, 'gen', 'cooldown_ms', 'max_failures',
+      'quarantine_ms')
+    learn_gen(m[3])
+    INDEXED = m[2]
+    HOT = { m[1] or nil, m[4] or DEFAULT_COOLDOWN_MS, m[5] or DEFAULT_MAX_FAILURES, m[6] or DEFAULT_QUARANTINE_MS }
+  end
+  return HOT
+end
+
+-- The pool's lease TTL after the lazy expiry, or nil if there is no pool.
+local function live_pool()
+  local ttl = hot_settings()[1]
+  if ttl then
+    expire_lazily()
+  end
+  return ttl
 end
 
 -- For the scripts that act on one key: the lazy expiry, then `touch(k)`;
 -- nil if the pool or the key is gone.
 local function live_key(k)
-  local m = redis.call('HMGET', META, 'lease_ttl_ms', DUE_AT, 'gen')
-  if not m[1] then
+  if not live_pool() then
     return nil
   end
-  learn_gen(m[3])
-  expire_lazily(m[2])
   return touch(k)
 end
 

@@ -24,18 +24,18 @@ if ARG.outcome == 'ok' then
 elseif ARG.outcome == 'rate_limited' then
   local ms = ARG.retry_after_ms
   if ms == '' then
-    ms = settings('cooldown_ms')[1] or DEFAULT_COOLDOWN_MS
+    ms = hot_settings()[2]
   end
   to, ends = 'cooling', NOW + tonumber(ms)
 else
-  local s = settings('max_failures', 'quarantine_ms')
+  local s = hot_settings()
   f.failures = f.failures + 1
-  if f.failures >= tonumber(s[1] or DEFAULT_MAX_FAILURES) then
+  if f.failures >= tonumber(s[3]) then
     f.quarantines = f.quarantines + 1
     redis.call('HINCRBY', META, 'quarantines', 1)
     -- quarantine × 2^(n−1), at most MAX_QUARANTINE_MS unless the base is
     -- longer (doubles: exact while below the cap, which is below 2^53).
-    local base = tonumber(s[2] or DEFAULT_QUARANTINE_MS)
+    local base = tonumber(s[4])
     to, ends = 'quarantined', NOW + math.min(base * 2 ^ (f.quarantines - 1), math.max(MAX_QUARANTINE_MS, base))
   end
 end

@@ -1,0 +1,33 @@
+-- The batch: leases and releases of one pool that were waiting for the
+-- pool's previous batch, run in ARGV order in one call (see `batch.rs`).
+-- None of them was answered yet, so any order is one they could have run
+-- in. The head ran once: one clock, one read of the settings, the
+-- generation and `due_at`; index writes are kept and sent once at the end
+-- (DEFER), and the leases draw their free keys together (`pick_free`).
+-- Each operation is wrapped as a script of its own is: its idempotency
+-- record answers in its place, and a success is recorded. Reply: one
+-- reply per operation, in order.
+DEFER = true
+PICKS_WANTED = 0
+for o = OP_FIRST, #ARGV, OP_WIDTH do
+  read_op(o)
+  if ARG.op == 'lease' then
+    PICKS_WANTED = PICKS_WANTED + 1
+  end
+end
+local replies = {}
+for o = OP_FIRST, #ARGV, OP_WIDTH do
+  read_op(o)
+  IDEM = ARG.idem_key ~= '' and ARG.idem_key or nil
+  IDEM_NOW = NOW
+  local reply = idem_replay()
+  if not reply then
+    reply = idem_record(OPS[ARG.op]())
+  end
+  if ARG.op == 'lease' then
+    PICKS_WANTED = PICKS_WANTED - 1
+  end
+  replies[#replies + 1] = reply
+end
+flush()
+return replies
