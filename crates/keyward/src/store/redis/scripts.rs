@@ -917,6 +917,35 @@ mod tests {
     }
 
     #[test]
+    fn a_batched_call_takes_its_name_the_idempotency_triple_and_its_own_padded_arguments() {
+        let mut argv = Vec::new();
+        batch_argv(&LeaseKey {}, None, &mut argv);
+        let release = ReportKey {
+            key: "k".into(),
+            lease_id: Some(7),
+            outcome: "ok",
+            retry_after_ms: None,
+            reason: None,
+            forget: None,
+        };
+        batch_argv(&release, None, &mut argv);
+        assert_eq!(argv.len(), 2 * BATCH_OP_WIDTH);
+        assert_eq!(argv[0], "lease");
+        assert!(argv[1..BATCH_OP_WIDTH].iter().all(String::is_empty));
+        assert_eq!(
+            argv[BATCH_OP_WIDTH..],
+            ["release", "", "", "", "k", "7", "ok", "", "", ""]
+        );
+        let lua = batch_source("");
+        assert!(lua.contains(
+            "ARG.op, ARG.idem_key, ARG.idem_digest, ARG.idem_ttl_ms, ARG.key, ARG.lease_id, \
+             ARG.outcome, ARG.retry_after_ms, ARG.reason, ARG.forget = ARGV[o + 0]"
+        ));
+        assert!(lua.contains("local OPS = { lease = lease_op, release = release_op }"));
+        assert!(lua.contains("local OP_WIDTH = 10\n"));
+    }
+
+    #[test]
     fn the_prelude_hands_the_rust_constants_and_codes_to_lua() {
         let lua = prelude();
         assert!(lua.contains(&format!("local LAZY_EXPIRY_BOUND = {}\n", Pool::LAZY_STEP)));
