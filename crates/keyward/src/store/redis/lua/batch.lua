@@ -5,9 +5,11 @@
 -- generation and `due_at`; index writes are kept and sent once at the end
 -- (DEFER), and the leases draw their free keys together (`pick_free`).
 -- Each operation is wrapped as a script of its own is: its idempotency
--- record answers in its place, and a success is recorded. Reply: one
+-- record answers in its place, and a success is recorded (expired records
+-- are swept once, new ones written together at the end). Reply: one
 -- reply per operation, in order.
 DEFER = true
+IDEM_DEFER = true
 PICKS_WANTED = 0
 for o = OP_FIRST, #ARGV, OP_WIDTH do
   read_op(o)
@@ -30,4 +32,5 @@ for o = OP_FIRST, #ARGV, OP_WIDTH do
   replies[#replies + 1] = reply
 end
 flush()
+idem_flush()
 return replies

@@ -13,6 +13,15 @@ local IDEM_H = ARG.prefix .. ':idem'
 local IDEM_AT = IDEM_H .. ':at'
 -- Now in ms, read once per call (only with a key).
 local IDEM_NOW = IDEM and clock(ARG.now)
+-- Expired records were removed by this call already.
+local IDEM_SWEPT = false
+-- In a batch (IDEM_DEFER, set by `batch.lua`), new records are kept here
+-- and written by `idem_flush` at its end: one HSET, one ZADD and one TTL
+-- update for the batch. A lookup reads the kept ones first.
+local IDEM_DEFER = false
+local IDEM_KEPT = {}
+local IDEM_KEPT_AT = {}
+local IDEM_KEPT_TTL = 0
 
 -- The recorded reply for ARG.idem_key as {REPLAYED, encoded reply},
 -- {IDEM_REUSED}, or nil (no key, or no live record). O(log r) plus the
@@ -21,12 +30,15 @@ local function idem_replay()
   if not IDEM then
     return nil
   end
-  local due = redis.call('ZRANGEBYSCORE', IDEM_AT, '-inf', IDEM_NOW, 'LIMIT', 0, IDEM_POP)
-  if #due > 0 then
-    redis.call('HDEL', IDEM_H, unpack(due))
-    redis.call('ZREM', IDEM_AT, unpack(due))
+  if not IDEM_SWEPT then
+    IDEM_SWEPT = true
+    local due = redis.call('ZRANGEBYSCORE', IDEM_AT, '-inf', IDEM_NOW, 'LIMIT', 0, IDEM_POP)
+    if #due > 0 then
+      redis.call('HDEL', IDEM_H, unpack(due))
+      redis.call('ZREM', IDEM_AT, unpack(due))
+    end
   end
-  local rec = redis.call('HGET', IDEM_H, IDEM)
+  local rec = IDEM_KEPT[IDEM] or redis.call('HGET', IDEM_H, IDEM)
   if not rec then
     return nil
   end
@@ -34,6 +46,21 @@ local function idem_replay()
     return { IDEM_REUSED }
   end
   return { REPLAYED, string.sub(rec, 65) }
+end
+
+-- Writes records (`fields`: key, record, …) and their ends (`ends`: end,
+-- key, …), and makes both keys live at least `ttl` ms more: the longest
+-- record's life. O(m log r).
+local function idem_write(fields, ends, ttl)
+  redis.call('HSET', IDEM_H, unpack(fields))
+  redis.call('ZADD', IDEM_AT, unpack(ends))
+  -- Lengthen the keys' TTL (GT), or give them one (NX: a key without a
+  -- TTL counts as longer for GT): one call in the usual case.
+  for _, k in ipairs({ IDEM_H, IDEM_AT }) do
+    if redis.call('PEXPIRE', k, ttl, 'GT') == 0 then
+      redis.call('PEXPIRE', k, ttl, 'NX')
+    end
+  end
 end
 
 -- Records `reply` for ARG.idem_key if it is a success; returns it.
@@ -49,22 +76,39 @@ local function idem_record(reply)
     parts[i] = #s .. ':' .. s
   end
   local ttl = tonumber(ARG.idem_ttl_ms)
-  redis.call('HSET', IDEM_H, IDEM, ARG.idem_digest .. table.concat(parts))
-  redis.call('ZADD', IDEM_AT, IDEM_NOW + ttl, IDEM)
-  -- Lengthen the keys' TTL to this record's (GT), or give them one (NX:
-  -- a key without a TTL counts as longer for GT): one call in the usual
-  -- case.
-  for _, k in ipairs({ IDEM_H, IDEM_AT }) do
-    if redis.call('PEXPIRE', k, ttl, 'GT') == 0 then
-      redis.call('PEXPIRE', k, ttl, 'NX')
-    end
+  local rec = ARG.idem_digest .. table.concat(parts)
+  if IDEM_DEFER then
+    IDEM_KEPT[IDEM] = rec
+    IDEM_KEPT_AT[#IDEM_KEPT_AT + 1] = IDEM_NOW + ttl
+    IDEM_KEPT_AT[#IDEM_KEPT_AT + 1] = IDEM
+    IDEM_KEPT_TTL = math.max(IDEM_KEPT_TTL, ttl)
+  else
+    idem_write({ IDEM, rec }, { IDEM_NOW + ttl, IDEM }, ttl)
   end
   return reply
+end
+
+-- Writes the kept records of a batch. O(m log r) for its m records.
+local function idem_flush()
+  local fields, ends = {}, {}
+  for i = 1, #IDEM_KEPT_AT, 2 do
+    local key = IDEM_KEPT_AT[i + 1]
+    if IDEM_KEPT[key] then
+      fields[#fields + 1] = key
+      fields[#fields + 1] = IDEM_KEPT[key]
+      ends[#ends + 1] = IDEM_KEPT_AT[i]
+      ends[#ends + 1] = key
+    end
+  end
+  if #fields > 0 then
+    idem_write(fields, ends, IDEM_KEPT_TTL)
+  end
 end
 
 -- Removes the record of `key` (its change was undone: a key leased for a
 -- waiter that left was given back). O(log r).
 local function idem_forget(key)
+  IDEM_KEPT[key] = nil
   redis.call('HDEL', IDEM_H, key)
   redis.call('ZREM', IDEM_AT, key)
 end
