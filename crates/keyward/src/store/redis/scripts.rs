@@ -357,11 +357,45 @@ pub(super) trait Call {
     const ANSWERS: &'static [Code];
     /// The operation's name in the batch script, if it runs there (see
     /// `batch.rs`) instead of in a script of its own.
-    const BATCH: Option<&'static str> = None;
+    const BATCH: Option<&'static str>;
     /// The compiled script.
     fn script(scripts: &Scripts) -> &Script;
     /// Appends the arguments to `argv`, in [`Call::NAMES`] order.
     fn push_args(&self, argv: &mut Vec<String>);
+}
+
+/// One argument struct and its [`Call`] impl, for the two macros below:
+/// the field list is both the ARGV order and the names the Lua body reads;
+/// `$script` is the field of [`Scripts`] the call runs.
+macro_rules! call_struct {
+    (
+        $(#[$doc:meta])*
+        $name:ident => $field:ident ($family:ident, [$($answer:ident),*], $batch:expr, $script:ident) {
+            $( $(#[$fdoc:meta])* $arg:ident : $ty:ty ),*
+        }
+    ) => {
+        $(#[$doc])*
+        pub(super) struct $name {
+            $( $(#[$fdoc])* pub(super) $arg: $ty, )*
+        }
+
+        impl Call for $name {
+            const FAMILY: Family = Family::$family;
+            const NAMES: &'static [&'static str] = &[$(stringify!($arg)),*];
+            const OPERATION: &'static str = stringify!($field);
+            const ANSWERS: &'static [Code] = &[$(Code::$answer),*];
+            const BATCH: Option<&'static str> = $batch;
+
+            fn script(scripts: &Scripts) -> &Script {
+                &scripts.$script
+            }
+
+            #[allow(unused_variables, reason = "a script may take no arguments of its own")]
+            fn push_args(&self, argv: &mut Vec<String>) {
+                $( argv.push(Arg::arg(&self.$arg)); )*
+            }
+        }
+    };
 }
 
 /// Declares one script's argument struct and its [`Call`] impl: the field
@@ -374,24 +408,10 @@ macro_rules! script_args {
         }
     )*) => {
         $(
-            $(#[$doc])*
-            pub(super) struct $name {
-                $( $(#[$fdoc])* pub(super) $arg: $ty, )*
-            }
-
-            impl Call for $name {
-                const FAMILY: Family = Family::$family;
-                const NAMES: &'static [&'static str] = &[$(stringify!($arg)),*];
-                const OPERATION: &'static str = stringify!($field);
-                const ANSWERS: &'static [Code] = &[$(Code::$answer),*];
-
-                fn script(scripts: &Scripts) -> &Script {
-                    &scripts.$field
-                }
-
-                #[allow(unused_variables, reason = "a script may take no arguments of its own")]
-                fn push_args(&self, argv: &mut Vec<String>) {
-                    $( argv.push(Arg::arg(&self.$arg)); )*
+            call_struct! {
+                $(#[$doc])*
+                $name => $field ($family, [$($answer),*], None, $field) {
+                    $( $(#[$fdoc])* $arg: $ty ),*
                 }
             }
         )*
@@ -674,25 +694,10 @@ macro_rules! batched_args {
         }
     )*) => {
         $(
-            $(#[$doc])*
-            pub(super) struct $name {
-                $( $(#[$fdoc])* pub(super) $arg: $ty, )*
-            }
-
-            impl Call for $name {
-                const FAMILY: Family = Family::Pool;
-                const NAMES: &'static [&'static str] = &[$(stringify!($arg)),*];
-                const OPERATION: &'static str = stringify!($field);
-                const ANSWERS: &'static [Code] = &[Code::Ok];
-                const BATCH: Option<&'static str> = Some(stringify!($field));
-
-                fn script(scripts: &Scripts) -> &Script {
-                    &scripts.batch
-                }
-
-                #[allow(unused_variables, reason = "a script may take no arguments of its own")]
-                fn push_args(&self, argv: &mut Vec<String>) {
-                    $( argv.push(Arg::arg(&self.$arg)); )*
+            call_struct! {
+                $(#[$doc])*
+                $name => $field (Pool, [Ok], Some(stringify!($field)), batch) {
+                    $( $(#[$fdoc])* $arg: $ty ),*
                 }
             }
         )*

@@ -44,9 +44,15 @@ local DIRTY = false
 -- The lease counter as the batch has advanced it (nil: not read yet).
 local SEQ_AT = nil
 
-local function zadd(set, score, member)
+-- Writes `score` (false: removal) of `member` to the sorted set `set`,
+-- now or, in a batch, at the flush.
+local function zwrite(set, member, score)
   if not DEFER then
-    redis.call('ZADD', set, score, member)
+    if score then
+      redis.call('ZADD', set, score, member)
+    else
+      redis.call('ZREM', set, member)
+    end
     return
   end
   local p = PENDING[set]
@@ -58,18 +64,12 @@ local function zadd(set, score, member)
   DIRTY = true
 end
 
+local function zadd(set, score, member)
+  zwrite(set, member, score)
+end
+
 local function zrem(set, member)
-  if not DEFER then
-    redis.call('ZREM', set, member)
-    return
-  end
-  local p = PENDING[set]
-  if not p then
-    p = {}
-    PENDING[set] = p
-  end
-  p[member] = false
-  DIRTY = true
+  zwrite(set, member, false)
 end
 
 -- Sends the kept writes. O(m log n) for the m members written.
