@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
-# Issue 6 benchmark suite, one run: for each store (memory, sqlite, redis),
-# one release keyward; `keyward bench` measures GET /healthz (the ceiling),
+# Benchmark suite, one run: for each store (memory, sqlite, redis), one
+# release keyward; `keyward bench` measures GET /healthz (the ceiling),
 # lease+release at pool sizes 10^3, 10^5, 10^6 (and 10^7 on memory), issue
 # and status, and issuance in the first and the last 10 % of a 10^6
-# keyspace, in ROUNDS interleaved rounds (medians reported); on memory also
-# lease+release at 32 connections (p99 target), the same two loads with wrk
-# (the neutral reference), and resident bytes per pool key at 10^6 and
-# 10^7 keys. Prints one table with ratios and writes it, with the machine,
-# to $OUT.
+# keyspace, in ROUNDS interleaved rounds (medians reported); at 32
+# connections on every store, healthz and lease+release on a pool with
+# the Part 2 features on (labels, 100 of 1,000 keys cooling), without and
+# with an Idempotency-Key on every request (on Redis with `INFO
+# commandstats` around it), and the same two loads with wrk; on memory
+# also lease+release at 32 connections (p99 target), the two loads with
+# wrk at $CONNECTIONS, and resident bytes per pool key at 10^6 and 10^7
+# keys. Prints one table with ratios and writes it, with the machine, to
+# $OUT.
 #
 # Needs wrk, curl, python3; redis-server and redis-cli for the redis store
 # (skipped if missing). Loopback only; private servers on free ports (never
 # 6379); every run is bounded; only processes started here are stopped, by
-# PID. About 10 minutes with the defaults. RSS=0 skips the memory-per-key
+# PID. About 13 minutes with the defaults. RSS=0 skips the memory-per-key
 # step; RSS_SIZES sets its pool sizes.
 #
 #   bench/run.sh                          # everything, writes BENCHMARKS.md
@@ -57,7 +61,7 @@ record() {
 # record_wrk STORE LABEL WRK-ARGS...: one wrk run, tagged.
 record_wrk() {
   local store=$1 label=$2; shift 2
-  wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency "$@" >"$work/wrk.txt"
+  wrk -t2 -c"${WRK_CONNECTIONS:-$CONNECTIONS}" -d"$DURATION" --latency "$@" >"$work/wrk.txt"
   python3 - "$store" "$label" "$work/wrk.txt" >>"$results" <<'PY'
 import json, re, sys
 store, label, path = sys.argv[1:]
@@ -93,6 +97,34 @@ fill_keyspace() {
   echo "could not fill keyspace $1" >&2; exit 1
 }
 
+# part2_pool: the pool `part2` with the Part 2 features on: 1,000 keys
+# in two label sets (500 each), of which 100 are cooling for an hour
+# (leased, then reported rate limited), so leases pick among 900.
+part2_pool() {
+  local base="127.0.0.1:$PORT/v1/pools/part2" key
+  curl -sf -XPUT "$base" -d '{"cooldown_ms": 60000}' >/dev/null
+  curl -sf -XPOST "$base/keys" -d '{"count": 500, "labels": {"provider": "example", "tier": "paid"}}' >/dev/null
+  curl -sf -XPOST "$base/keys" -d '{"count": 500, "labels": {"provider": "example", "tier": "free"}}' >/dev/null
+  for _ in $(seq 100); do
+    key=$(curl -sf -XPOST "$base/lease" | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+    curl -sf -XPOST "$base/keys/$key/release" -d '{"outcome": "rate_limited", "retry_after_ms": 3600000}' >/dev/null
+  done
+}
+
+# commandstats LABEL REQUESTS: Redis's `evalsha` calls and time since the
+# last `CONFIG RESETSTAT`, for REQUESTS HTTP requests, tagged.
+commandstats() {
+  redis-cli -p "$RPORT" info commandstats >"$work/commandstats.txt"
+  python3 - "$1" "$2" "$work/commandstats.txt" >>"$results" <<'PY'
+import json, re, sys
+label, requests, path = sys.argv[1], int(float(sys.argv[2])), sys.argv[3]
+m = re.search(r"cmdstat_evalsha:calls=(\d+),usec=(\d+)", open(path).read())
+calls, usec = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+print(json.dumps({"store": "redis", "label": label, "tool": "commandstats", "calls": calls, "usec": usec,
+                  "requests": requests, "requests_per_sec": usec / max(requests, 1)}))
+PY
+}
+
 for store in $STORES; do
   case $store in
     memory) url=memory:; sizes=$MEMORY_SIZES ;;
@@ -118,6 +150,7 @@ for store in $STORES; do
     curl -sf -XPUT "127.0.0.1:$PORT/v1/keyspaces/$ks" -d '{"alphabet":"0123456789","length":6}' >/dev/null
   done
   fill_keyspace full 900000
+  part2_pool
   # Rounds: each figure is measured once per round, in the same order, and
   # the report takes the median, so a drift of the machine's load (other
   # services share it) moves every figure alike instead of one.
@@ -133,8 +166,17 @@ for store in $STORES; do
     # first and the last 10 % of the 10^6 tokens.
     record "$store" "issue first 10%" --workload issue --keyspace fresh -c "$CONNECTIONS" -d 400ms
     record "$store" "issue last 10%" --workload issue --keyspace full -c "$CONNECTIONS" -d 400ms
+    # At 32 connections on every store: the ceiling, lease+release on the
+    # Part 2 pool (on Redis with `INFO commandstats` around it), and the
+    # same with an Idempotency-Key on every request.
+    record "$store" "healthz c32" --workload healthz -c 32 -d "$DURATION"
+    [ "$store" = redis ] && redis-cli -p "$RPORT" config resetstat >/dev/null
+    record "$store" "lease-release part2 c32" --workload lease-release --pool part2 --keys 1000 -c 32 -d "$DURATION"
+    if [ "$store" = redis ]; then
+      commandstats "evalsha part2 c32" "$(tail -1 "$results" | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests"])')"
+    fi
+    record "$store" "lease-release part2 c32 idem" --workload lease-release --pool part2 --keys 1000 -c 32 -d "$DURATION" --idempotency-keys
     if [ "$store" = memory ]; then
-      record "$store" "healthz c32" --workload healthz -c 32 -d "$DURATION"
       record "$store" "lease-release $first c32" --workload lease-release --pool "p$first" --keys "$first" -c 32 -d "$DURATION"
     fi
   done
@@ -142,6 +184,9 @@ for store in $STORES; do
     record_wrk "$store" "healthz" "http://127.0.0.1:$PORT/healthz"
     record_wrk "$store" "lease-release $first" -s bench/lease_release.lua "http://127.0.0.1:$PORT" -- "p$first"
   fi
+  # The neutral client on the Part 2 pool at 32 connections, every store.
+  WRK_CONNECTIONS=32 record_wrk "$store" "healthz c32" "http://127.0.0.1:$PORT/healthz"
+  WRK_CONNECTIONS=32 record_wrk "$store" "lease-release part2 c32" -s bench/lease_release.lua "http://127.0.0.1:$PORT" -- part2
   kill "$PID"; wait "$PID" 2>/dev/null || true
 done
 
@@ -217,7 +262,8 @@ p("")
 p("| store | load | tool | req/s | range | op/s | x healthz | p50 ms | p99 ms | p99.9 ms | errors |")
 p("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 rss_rows = [r for r in rows if r["tool"] == "VmRSS"]
-rows = [r for r in rows if r["tool"] != "VmRSS"]
+stat_rows = [r for r in rows if r["tool"] == "commandstats"]
+rows = [r for r in rows if r["tool"] not in ("VmRSS", "commandstats")]
 for r in rows:
     c = ceiling(r["store"])
     l = r["latency_us"]
@@ -267,6 +313,54 @@ if big_rss:
 r32 = get("memory", f"lease-release {first} c32")
 if r32:
     target("memory: p99 <= 2 ms at 32 connections (lease+release)", r32["latency_us"]["p99"] / 1000, lambda v: v <= 2.0, "{:.3f} ms")
+p("")
+p("## Part 2 in place, 32 connections (issue 18)")
+p("")
+p("Lease+release on the pool `part2`: 1,000 keys in two label sets, 100 of them cooling throughout. "
+  "`x healthz`: against the same server's healthz at 32 connections by the same tool; `x memory`: against "
+  "the memory store's figure by the same tool; `idem cost`: 1 - (with an `Idempotency-Key` on every request) / (without).")
+p("")
+p("| store | tool | healthz c32 | lease+release | x healthz | x memory | with Idempotency-Key | idem cost |")
+p("|---|---|---:|---:|---:|---:|---:|---:|")
+fig = {}
+for tool in ("keyward bench", "wrk"):
+    for s in stores:
+        h, lr, idem = get(s, "healthz c32", tool), get(s, "lease-release part2 c32", tool), get(s, "lease-release part2 c32 idem", tool)
+        m = get("memory", "lease-release part2 c32", tool)
+        if not (h and lr):
+            continue
+        x_h = lr["requests_per_sec"] / h["requests_per_sec"]
+        x_m = lr["requests_per_sec"] / m["requests_per_sec"] if m else None
+        cost = 1 - idem["requests_per_sec"] / lr["requests_per_sec"] if idem else None
+        fig[(s, tool)] = (x_h, x_m, cost)
+        p(f"| {s} | {tool} | {h['requests_per_sec']:,.0f} | {lr['requests_per_sec']:,.0f} | {x_h:.2f} | "
+          + (f"{x_m:.2f}" if x_m is not None else "") + " | "
+          + (f"{idem['requests_per_sec']:,.0f} | {cost:.0%}" if idem else " | ") + " |")
+ev = sorted(stat_rows, key=lambda r: r["usec"] / max(r["requests"], 1))
+if ev:
+    r = ev[len(ev) // 2]
+    p("")
+    p(f"Redis `INFO commandstats` over a lease+release run on `part2` (the median of {len(ev)} rounds): "
+      f"{r['calls']:,} `evalsha` calls for {r['requests']:,} requests ({r['requests'] / max(r['calls'], 1):.1f} per call, "
+      f"leases and releases are batched), {r['usec'] / max(r['calls'], 1):.1f} µs per call, "
+      f"{r['usec'] / max(r['requests'], 1):.1f} µs per request.")
+p("")
+p("| target (issue 18, wrk where measured) | measured | holds |")
+p("|---|---|---|")
+def fig_of(s, i):
+    v = fig.get((s, "wrk")) or fig.get((s, "keyward bench"))
+    return v[i] if v else None
+target("redis: lease+release >= 0.6 x memory (32 connections)", fig_of("redis", 1), lambda v: v >= 0.6)
+target("sqlite: lease+release >= 0.7 x memory (32 connections)", fig_of("sqlite", 1), lambda v: v >= 0.7)
+sq, me = get("sqlite", f"lease-release {first}"), get("memory", f"lease-release {first}")
+target(f"sqlite: lease+release >= 0.7 x memory ({conns} connections, keyward bench)",
+       sq["requests_per_sec"] / me["requests_per_sec"] if sq and me else None, lambda v: v >= 0.7)
+target("memory: lease+release >= 0.85 x healthz (32 connections)", fig_of("memory", 0), lambda v: v >= 0.85)
+for s in stores:
+    v = fig.get((s, "keyward bench"))
+    target(f"{s}: an Idempotency-Key on every request costs <= 15 %", v[2] if v else None, lambda v: v <= 0.15, "{:.0%}")
+if ev:
+    target("redis: <= 8 µs per evalsha call", ev[len(ev) // 2]["usec"] / max(ev[len(ev) // 2]["calls"], 1), lambda v: v <= 8, "{:.1f} µs")
 wh, kh = get("memory", "healthz", "wrk"), get("memory", "healthz")
 if wh and kh:
     p("")
