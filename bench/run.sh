@@ -208,9 +208,17 @@ fi
 
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 python3 - "$results" "$OUT" "$CONNECTIONS" "$DURATION" "$first" "$load_start" "$load_end" <<'PY'
-import json, platform, subprocess, sys, datetime
+import json, os, platform, re, subprocess, sys, datetime
 path, out, conns, duration, first, load_start, load_end = sys.argv[1:]
 rows = [json.loads(l) for l in open(path)]
+# The previous run's req/s per (store, load, tool), from the file this run
+# replaces: the `before` column.
+before = {}
+if os.path.exists(out):
+    for line in open(out):
+        m = re.match(r"\| (\w+) \| ([^|]+?) \| ([^|]+?) \| ([\d,]+) \|", line)
+        if m:
+            before[(m.group(1), m.group(2), m.group(3))] = int(m.group(4).replace(",", ""))
 # One row per figure: the round with the median throughput.
 def median_rows(rows):
     groups, order = {}, []
@@ -258,9 +266,10 @@ p("- rounds: every figure of a store is measured once per round, the rounds inte
   "with the median req/s, and `range` gives the lowest and highest round.")
 p("- ceiling: the same server's `GET /healthz` under the same load (its median); `x healthz` = requests/s / ceiling. "
   "A lease+release is two requests.")
+p("- before: the req/s of the same figure in the file this run replaced (another run, another load: compare ratios).")
 p("")
-p("| store | load | tool | req/s | range | op/s | x healthz | p50 ms | p99 ms | p99.9 ms | errors |")
-p("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+p("| store | load | tool | req/s | before | range | op/s | x healthz | p50 ms | p99 ms | p99.9 ms | errors |")
+p("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 rss_rows = [r for r in rows if r["tool"] == "VmRSS"]
 stat_rows = [r for r in rows if r["tool"] == "commandstats"]
 rows = [r for r in rows if r["tool"] not in ("VmRSS", "commandstats")]
@@ -273,7 +282,9 @@ for r in rows:
     errors = r["status_errors"] + r["transport_errors"] + r["bad_responses"]
     lo, hi = r["spread"]
     spread = f"{lo / 1000:,.1f}k–{hi / 1000:,.1f}k" if r["rounds"] > 1 else ""
-    p(f"| {r['store']} | {r['label']} | {r['tool']} | {r['requests_per_sec']:,.0f} | {spread} | {ops} | {ratio} | "
+    b = before.get((r["store"], r["label"], r["tool"]))
+    b = f"{b:,}" if b else ""
+    p(f"| {r['store']} | {r['label']} | {r['tool']} | {r['requests_per_sec']:,.0f} | {b} | {spread} | {ops} | {ratio} | "
       f"{ms('p50')} | {ms('p99')} | {ms('p99.9')} | {errors} |")
 if rss_rows:
     p("")
@@ -340,7 +351,7 @@ ev = sorted(stat_rows, key=lambda r: r["usec"] / max(r["requests"], 1))
 if ev:
     r = ev[len(ev) // 2]
     p("")
-    p(f"Redis `INFO commandstats` over a lease+release run on `part2` (the median of {len(ev)} rounds): "
+    p(f"Redis `INFO commandstats` over a lease+release run on `part2` (the round with the median µs per request): "
       f"{r['calls']:,} `evalsha` calls for {r['requests']:,} requests ({r['requests'] / max(r['calls'], 1):.1f} per call, "
       f"leases and releases are batched), {r['usec'] / max(r['calls'], 1):.1f} µs per call, "
       f"{r['usec'] / max(r['requests'], 1):.1f} µs per request.")
