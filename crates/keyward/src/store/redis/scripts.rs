@@ -17,6 +17,10 @@
 //!    reply for the idempotency key answers instead of it, and its own
 //!    reply, on success, is recorded in the same script.
 //!
+//! Leases and releases have no script of their own: their bodies are
+//! functions of the batch script (`batch_source`, `lua/batch.lua`), which
+//! runs the calls `batch.rs` gathers for one pool.
+//!
 //! The argument structs are the only place a call's ARGV is built: one
 //! struct per script, one field per argument, in ARGV order.
 
