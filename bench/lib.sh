@@ -36,3 +36,13 @@ start_redis() {
   for _ in $(seq 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
   redis-cli -p "$RPORT" ping >/dev/null || { echo "redis-server did not start" >&2; cat "$work/redis.log" >&2; exit 1; }
 }
+
+# cool_keys POOL N: on the keyward at $PORT, leases N keys of POOL and
+# reports each rate limited for an hour, so N keys sit in cooling.
+cool_keys() {
+  local base="127.0.0.1:$PORT/v1/pools/$1" key
+  for _ in $(seq "$2"); do
+    key=$(curl -fsS -XPOST "$base/lease" | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+    curl -fsS -XPOST "$base/keys/$key/release" -d '{"outcome": "rate_limited", "retry_after_ms": 3600000}' >/dev/null
+  done
+}

@@ -101,14 +101,11 @@ fill_keyspace() {
 # in two label sets (500 each), of which 100 are cooling for an hour
 # (leased, then reported rate limited), so leases pick among 900.
 part2_pool() {
-  local base="127.0.0.1:$PORT/v1/pools/part2" key
+  local base="127.0.0.1:$PORT/v1/pools/part2"
   curl -sf -XPUT "$base" -d '{"cooldown_ms": 60000}' >/dev/null
   curl -sf -XPOST "$base/keys" -d '{"count": 500, "labels": {"provider": "example", "tier": "paid"}}' >/dev/null
   curl -sf -XPOST "$base/keys" -d '{"count": 500, "labels": {"provider": "example", "tier": "free"}}' >/dev/null
-  for _ in $(seq 100); do
-    key=$(curl -sf -XPOST "$base/lease" | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
-    curl -sf -XPOST "$base/keys/$key/release" -d '{"outcome": "rate_limited", "retry_after_ms": 3600000}' >/dev/null
-  done
+  cool_keys part2 100
 }
 
 # commandstats LABEL REQUESTS: Redis's `evalsha` calls and time since the

@@ -32,10 +32,7 @@ for i in $(seq $((KEYS / 10000))); do
   post /v1/pools/big/keys "$body" >/dev/null
 done
 # 1,000 keys cooling for an hour (leased, then reported rate limited).
-for _ in $(seq 1000); do
-  key=$(post /v1/pools/big/lease '' | jq -r .key)
-  post "/v1/pools/big/keys/$key/release" '{"outcome":"rate_limited","retry_after_ms":3600000}' >/dev/null
-done
+cool_keys big 1000
 # Tokens: 10,000 per request under 10 batches; the first 1,000 of the
 # last request activated with a fingerprint, 100 of those revoked.
 curl -fsS -XPUT "$url/v1/keyspaces/big" -d '{"alphabet":"crockford","length":12,"format":{"group":4,"prefix":"BIG-","check":true},"max_activations":2}' >/dev/null

@@ -261,8 +261,7 @@ impl Inner {
         idem: Option<&Idem>,
     ) -> Result<Value, RedisError> {
         if A::BATCH.is_some() {
-            let mut argv = Vec::with_capacity(scripts::BATCH_OP_WIDTH);
-            scripts::batch_argv(args, idem, &mut argv);
+            let argv = scripts::batch_argv(args, idem);
             let handle = self.handle().await?;
             return self
                 .batches

@@ -743,15 +743,21 @@ const BATCH_OP_HEAD: [&str; 4] = ["op", "idem_key", "idem_digest", "idem_ttl_ms"
 const BATCH_OWN: &[&str] = ReportKey::NAMES;
 
 /// How many ARGV entries one batched operation takes.
-pub(super) const BATCH_OP_WIDTH: usize = BATCH_OP_HEAD.len() + BATCH_OWN.len();
+const BATCH_OP_WIDTH: usize = BATCH_OP_HEAD.len() + BATCH_OWN.len();
 
 /// The ARGV entries of `args` as one operation of a batch.
-pub(super) fn batch_argv<A: Call>(args: &A, idem: Option<&Idem>, argv: &mut Vec<String>) {
-    let start = argv.len();
+pub(super) fn batch_argv<A: Call>(args: &A, idem: Option<&Idem>) -> Vec<String> {
+    let mut argv = Vec::with_capacity(BATCH_OP_WIDTH);
     argv.push(A::BATCH.unwrap_or_default().to_owned());
-    push_idem(idem, argv);
-    args.push_args(argv);
-    argv.resize(start + BATCH_OP_WIDTH, String::new());
+    push_idem(idem, &mut argv);
+    args.push_args(&mut argv);
+    debug_assert!(
+        argv.len() <= BATCH_OP_WIDTH,
+        "{} is wider than BATCH_OWN",
+        A::OPERATION
+    );
+    argv.resize(BATCH_OP_WIDTH, String::new());
+    argv
 }
 
 /// The batch script: the pool head and the idempotency helpers once, each
@@ -927,8 +933,7 @@ mod tests {
 
     #[test]
     fn a_batched_call_takes_its_name_the_idempotency_triple_and_its_own_padded_arguments() {
-        let mut argv = Vec::new();
-        batch_argv(&LeaseKey {}, None, &mut argv);
+        let mut argv = batch_argv(&LeaseKey {}, None);
         let release = ReportKey {
             key: "k".into(),
             lease_id: Some(7),
@@ -937,7 +942,7 @@ mod tests {
             reason: None,
             forget: None,
         };
-        batch_argv(&release, None, &mut argv);
+        argv.extend(batch_argv(&release, None));
         assert_eq!(argv.len(), 2 * BATCH_OP_WIDTH);
         assert_eq!(argv[0], "lease");
         assert!(argv[1..BATCH_OP_WIDTH].iter().all(String::is_empty));

@@ -16,11 +16,11 @@ local IDEM_NOW = IDEM and clock(ARG.now)
 -- Expired records were removed by this call already.
 local IDEM_SWEPT = false
 -- In a batch (IDEM_DEFER, set by `batch.lua`), new records are kept here
--- and written by `idem_flush` at its end: one HSET, one ZADD and one TTL
--- update for the batch. A lookup reads the kept ones first.
+-- (key -> {record, end}) and written by `idem_flush` at its end: one
+-- HSET, one ZADD and one TTL update for the batch. A lookup reads the
+-- kept ones first.
 local IDEM_DEFER = false
 local IDEM_KEPT = {}
-local IDEM_KEPT_AT = {}
 local IDEM_KEPT_TTL = 0
 
 -- The recorded reply for ARG.idem_key as {REPLAYED, encoded reply},
@@ -38,7 +38,8 @@ local function idem_replay()
       redis.call('ZREM', IDEM_AT, unpack(due))
     end
   end
-  local rec = IDEM_KEPT[IDEM] or redis.call('HGET', IDEM_H, IDEM)
+  local kept = IDEM_KEPT[IDEM]
+  local rec = kept and kept[1] or redis.call('HGET', IDEM_H, IDEM)
   if not rec then
     return nil
   end
@@ -78,9 +79,7 @@ local function idem_record(reply)
   local ttl = tonumber(ARG.idem_ttl_ms)
   local rec = ARG.idem_digest .. table.concat(parts)
   if IDEM_DEFER then
-    IDEM_KEPT[IDEM] = rec
-    IDEM_KEPT_AT[#IDEM_KEPT_AT + 1] = IDEM_NOW + ttl
-    IDEM_KEPT_AT[#IDEM_KEPT_AT + 1] = IDEM
+    IDEM_KEPT[IDEM] = { rec, IDEM_NOW + ttl }
     IDEM_KEPT_TTL = math.max(IDEM_KEPT_TTL, ttl)
   else
     idem_write({ IDEM, rec }, { IDEM_NOW + ttl, IDEM }, ttl)
@@ -91,14 +90,11 @@ end
 -- Writes the kept records of a batch. O(m log r) for its m records.
 local function idem_flush()
   local fields, ends = {}, {}
-  for i = 1, #IDEM_KEPT_AT, 2 do
-    local key = IDEM_KEPT_AT[i + 1]
-    if IDEM_KEPT[key] then
-      fields[#fields + 1] = key
-      fields[#fields + 1] = IDEM_KEPT[key]
-      ends[#ends + 1] = IDEM_KEPT_AT[i]
-      ends[#ends + 1] = key
-    end
+  for key, kept in pairs(IDEM_KEPT) do
+    fields[#fields + 1] = key
+    fields[#fields + 1] = kept[1]
+    ends[#ends + 1] = kept[2]
+    ends[#ends + 1] = key
   end
   if #fields > 0 then
     idem_write(fields, ends, IDEM_KEPT_TTL)

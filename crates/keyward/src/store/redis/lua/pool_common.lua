@@ -36,8 +36,9 @@ end
 -- once or, in a batch (DEFER, set by `batch.lua`), are kept here and sent
 -- by `flush`: one ZREM and one ZADD per set for the whole batch instead of
 -- a few per call. The last write of a member wins, as it would in Redis.
--- Every read of a sorted set flushes first (`fresh`), so nothing reads a
--- stale index; hashes are always written at once.
+-- Every read of a sorted set that a batched body can reach flushes first
+-- (`fresh`), so nothing reads a stale index; hashes are always written at
+-- once.
 local DEFER = false
 local PENDING = {}
 local DIRTY = false
@@ -132,9 +133,9 @@ local PICKS_WANTED = 1
 local function pick_free()
   if #PICKS == 0 then
     if PICKS_WANTED <= 1 then
-      return redis.call('ZRANDMEMBER', fresh(P .. ':in:free'))
+      return redis.call('ZRANDMEMBER', fresh(IN('free')))
     end
-    PICKS = redis.call('ZRANDMEMBER', fresh(P .. ':in:free'), PICKS_WANTED)
+    PICKS = redis.call('ZRANDMEMBER', fresh(IN('free')), PICKS_WANTED)
     if #PICKS == 0 then
       return false
     end
