@@ -179,8 +179,10 @@ pub struct Idem {
 /// whoever needs it first (a replay, the journal writer).
 pub(crate) struct Answer {
     recorded: OnceLock<Recorded>,
-    /// What to render it from, until it is rendered.
-    pending: Mutex<Option<(Effect, Render)>>,
+    /// What to render it from, until it is rendered: boxed, so a kept
+    /// record does not carry an effect's room once rendered (~250 bytes
+    /// of each record, which the memory store keeps by the million).
+    pending: Mutex<Option<Box<(Effect, Render)>>>,
     /// Where the rendered size is counted (the records' byte total).
     bytes: Option<Arc<AtomicU64>>,
 }
@@ -203,8 +205,8 @@ impl Answer {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .take();
-            let recorded = match pending {
-                Some((effect, render)) => render(&effect),
+            let recorded = match pending.as_deref() {
+                Some((effect, render)) => render(effect),
                 // `get_or_init` runs this once; only a panic in `render`
                 // could leave nothing, and then an empty 500 is honest.
                 None => Recorded {
@@ -295,7 +297,7 @@ impl Records {
     pub(crate) fn pending(&self, effect: Effect, render: Render) -> Arc<Answer> {
         Arc::new(Answer {
             recorded: OnceLock::new(),
-            pending: Mutex::new(Some((effect, render))),
+            pending: Mutex::new(Some(Box::new((effect, render)))),
             bytes: Some(Arc::clone(&self.bytes)),
         })
     }
