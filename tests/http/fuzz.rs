@@ -384,13 +384,13 @@ async fn fresh_router() -> (axum::Router, String, String) {
         .expect("the memory store generates")
         .remove(0)
         .key;
-    let router = keyward::http::router(AppState {
+    let router = keyward::http::router(AppState::new(
         store,
-        admin_token: None,
-        idempotency: std::sync::Arc::new(keyward::http::idempotency::Idempotency::new(
+        None,
+        std::sync::Arc::new(keyward::http::idempotency::Idempotency::new(
             keyward::core::Ttl::from_millis(60_000).expect("a valid TTL"),
         )),
-    });
+    ));
     (router, leased, free)
 }
 

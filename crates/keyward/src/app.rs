@@ -138,11 +138,11 @@ impl App {
             async move { store.expire_due().await }
         };
         let reaper = tokio::spawn(reap(expire, stop_rx));
-        let router = http::router(AppState {
-            store: self.store.clone(),
-            admin_token: self.admin_token,
-            idempotency: Arc::new(http::idempotency::Idempotency::new(self.idempotency_ttl)),
-        });
+        let router = http::router(AppState::new(
+            self.store.clone(),
+            self.admin_token,
+            Arc::new(http::idempotency::Idempotency::new(self.idempotency_ttl)),
+        ));
         // The signal starts the graceful drain; a connection that never
         // finishes its request must not hold the process, so the drain gets
         // SHUTDOWN_GRACE and no more (`serve` enforces it).

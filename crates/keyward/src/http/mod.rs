@@ -61,15 +61,44 @@ pub const MAX_PATH_PART: usize = 3072;
 /// request cannot hold a client or block shutdown.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What every handler can reach.
+/// What every handler can reach, behind one reference count: axum clones
+/// a handler's state on every request, and each clone of a shared count
+/// is a cache line the two cores pass back and forth.
 #[derive(Clone, Debug)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// The fields of [`AppState`].
+#[derive(Debug)]
+pub struct Shared {
     /// The backend holding pools and keyspaces.
     pub store: Arc<dyn Store>,
     /// Bearer token required on `/v1` and `/api` routes, if set.
     pub admin_token: Option<AdminToken>,
     /// How long idempotency records live, and the keys running now.
     pub idempotency: Arc<idempotency::Idempotency>,
+}
+
+impl AppState {
+    /// The state of a server on `store`. O(1).
+    pub fn new(
+        store: Arc<dyn Store>,
+        admin_token: Option<AdminToken>,
+        idempotency: Arc<idempotency::Idempotency>,
+    ) -> Self {
+        Self(Arc::new(Shared {
+            store,
+            admin_token,
+            idempotency,
+        }))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 /// The whole router: `/v1`, compat, ops, `/openapi.json`, JSON fallbacks
@@ -116,7 +145,10 @@ pub fn router(state: AppState) -> Router {
             state.idempotency.clone(),
             reject_oversized,
         ))
-        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(middleware::from_fn_with_state(
+            state.admin_token.clone().map(Arc::new),
+            require_token,
+        ))
         .layer(middleware::from_fn_with_state(
             metrics.clone(),
             log_and_time_out,
@@ -371,13 +403,17 @@ async fn render_metrics(state: &AppState, metrics: &Metrics) -> Response {
 /// token (when one is configured), unknown routes and methods included, so
 /// a stranger cannot even map the API. The comparison takes the same time
 /// wherever the tokens differ.
-async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+async fn require_token(
+    State(admin_token): State<Option<Arc<AdminToken>>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let path = req.uri().path();
     let guarded = ["/v1", "/api"].iter().any(|p| {
         path.strip_prefix(p)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     });
-    if let Some(token) = state.admin_token.as_ref().filter(|_| guarded) {
+    if let Some(token) = admin_token.as_ref().filter(|_| guarded) {
         let given = req
             .headers()
             .get(axum::http::header::AUTHORIZATION)
