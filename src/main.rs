@@ -21,7 +21,18 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_purge_delay` in mimalloc.h (v3, as Cargo.lock pins it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 fn main() -> ExitCode {
+    // Give freed memory back to the OS at once, not 10 ms later on the
+    // freeing thread's next allocation: the thread that loads a SQLite
+    // store frees its rows and never allocates again, which left twice
+    // the resident memory after start-up (268 vs 140 MiB with 10^6 keys
+    // and 10^6 tokens). Throughput under load measured the same.
+    // SAFETY: sets a plain integer option; called before any other thread
+    // exists, as mimalloc asks.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
     let Cli { command } = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
