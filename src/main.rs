@@ -21,7 +21,8 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// `mi_option_purge_delay` in mimalloc.h (v3, as Cargo.lock pins it).
+/// `mi_option_purge_delay`: its number in the v3 `mimalloc.h` of
+/// libmimalloc-sys 0.1.49 (pinned in Cargo.toml).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 fn main() -> ExitCode {
