@@ -213,7 +213,8 @@ impl Engine {
     }
 
     /// The answer recorded for `idem` in `scope`, as a replay; `None` when
-    /// there is no idempotency key or no live record of it. O(1).
+    /// there is no idempotency key or no live record of it. O(log r) for
+    /// r records.
     fn recorded(
         &self,
         scope: &Scope,
@@ -1138,7 +1139,7 @@ impl LocalStore {
 
 #[async_trait]
 impl Store for LocalStore {
-    /// One lock hold: the record's lookup (O(1)), the change, and the
+    /// One lock hold: the record's lookup (O(log r)), the change, and the
     /// record with it (O(log r)); see each change's cost in
     /// [`LocalStore::effect`].
     async fn apply(&self, change: Change, idem: Option<&Idem>) -> Result<Applied, StoreError> {
