@@ -31,8 +31,8 @@ fn main() -> ExitCode {
     // store frees its rows and never allocates again, which left twice
     // the resident memory after start-up (268 vs 140 MiB with 10^6 keys
     // and 10^6 tokens). Throughput under load measured the same.
-    // SAFETY: sets a plain integer option; called before any other thread
-    // exists, as mimalloc asks.
+    // SAFETY: sets a plain integer option, first thing in `main`, before
+    // any other thread exists.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
     let Cli { command } = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
