@@ -10,11 +10,14 @@
 //!   expire — over a slab, a hash index, a free vector and per-state
 //!   bitsets;
 //! - [`deadlines`]: the ordered deadline queue a pool expires from;
+//! - [`chunked`]: the vector in fixed chunks a pool's slab and lists grow
+//!   in, so no insert copies them whole;
 //! - [`keygen`]: the pool-key alphabet and the sampler every store uses;
 //! - [`keyspace`]: token spaces that issue each token once, through a keyed
 //!   permutation ([`TokenCodec`]);
 //! - [`names`], [`time`]: the validated names and instants the rest take.
 
+pub mod chunked;
 pub mod deadlines;
 pub mod keygen;
 pub mod keyspace;

@@ -2,7 +2,7 @@
 //! Nothing is stored per token: a token's batch is the range its counter
 //! falls in.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use crate::core::names::Name;
 
@@ -36,7 +36,8 @@ pub struct BatchInfo {
 pub(super) struct Batches {
     /// First counter → (end, batch).
     ranges: BTreeMap<u128, (u128, Name)>,
-    counts: HashMap<Name, BatchInfo>,
+    /// Ordered, as `Keyspace::marks` is, so no batch rehashes them all.
+    counts: BTreeMap<Name, BatchInfo>,
 }
 
 impl Batches {
@@ -86,7 +87,7 @@ impl Batches {
             .filter(|(_, (end, _))| index < *end)
     }
 
-    /// A batch's counts. O(1).
+    /// A batch's counts. O(log b).
     pub(super) fn info(&self, name: &Name) -> Option<&BatchInfo> {
         self.counts.get(name)
     }

@@ -24,7 +24,7 @@
 //! Persisting the issue counter and the activations is left to the stores; a
 //! Redis backend can keep the counter in Redis and use [`TokenCodec`] alone.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use super::names::Name;
 use super::pool::Reason;
@@ -163,8 +163,9 @@ pub struct Keyspace {
     codec: TokenCodec,
     issued: u128,
     max_activations: MaxActivations,
-    /// Counter → marks, for tokens that have any.
-    marks: HashMap<u128, Marks>,
+    /// Counter → marks, for tokens that have any. Ordered, not hashed: a
+    /// hash map rehashes every entry in the one insert that outgrows it.
+    marks: BTreeMap<u128, Marks>,
     /// Tokens in `marks` holding an activation.
     activated: u128,
     /// Tokens in `marks` revoked.
@@ -179,7 +180,7 @@ impl Keyspace {
             codec,
             issued: 0,
             max_activations: MaxActivations::DEFAULT,
-            marks: HashMap::new(),
+            marks: BTreeMap::new(),
             activated: 0,
             revoked: 0,
             batches: Batches::default(),
@@ -318,8 +319,8 @@ impl Keyspace {
         self.batches.range_of(index)
     }
 
-    /// The status of an issued token. O(length + log b + m) for its m
-    /// activations.
+    /// The status of an issued token. O(length + log b + log a + m) for b
+    /// batches, a tokens with marks and its m activations.
     ///
     /// Fails with [`KeyspaceError::InvalidToken`] or
     /// [`KeyspaceError::CheckMismatch`] for a malformed token and
@@ -331,7 +332,7 @@ impl Keyspace {
 
     /// Takes an activation slot of an issued token at `now`. The same
     /// `fingerprint` again is the slot it holds (unchanged); no fingerprint
-    /// always takes a new slot. O(length + log b + m), m ≤ 1000.
+    /// always takes a new slot. O(length + log b + log a + m), m ≤ 1000.
     ///
     /// Fails with [`KeyspaceError::Revoked`] for a revoked token and
     /// [`KeyspaceError::AlreadyActivated`] when every slot is taken, besides
@@ -362,7 +363,7 @@ impl Keyspace {
     }
 
     /// Frees the slot `fingerprint` holds; a token left with none is
-    /// issued again. O(length + log b + m).
+    /// issued again. O(length + log b + log a + m).
     ///
     /// Fails with [`KeyspaceError::ActivationNotFound`] when no slot has
     /// that fingerprint, besides the errors of [`Keyspace::status`].
@@ -383,7 +384,7 @@ impl Keyspace {
 
     /// Revokes an issued token for good at `now`, keeping its
     /// activations; a revoked token stays as it was (first reason kept).
-    /// O(length + log b + m).
+    /// O(length + log b + log a + m).
     pub fn revoke(
         &mut self,
         token: &str,
@@ -399,7 +400,7 @@ impl Keyspace {
         Ok(self.status_of(index, token))
     }
 
-    /// A batch's counts. O(1); [`KeyspaceError::BatchNotFound`] when no
+    /// A batch's counts. O(log b) for b batches; [`KeyspaceError::BatchNotFound`] when no
     /// token was issued under it.
     pub fn batch(&self, name: &Name) -> Result<BatchInfo, KeyspaceError> {
         self.batches

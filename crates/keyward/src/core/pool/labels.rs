@@ -6,8 +6,10 @@
 //! set, never stored, so keys without labels cost nothing beyond the id
 //! field their slot already has room for.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use crate::core::chunked::Chunked;
 
 /// Most labels one key may carry.
 pub const MAX_LABELS: usize = 32;
@@ -89,14 +91,15 @@ impl Labels {
 }
 
 /// The distinct label sets of one pool, each stored once with the number
-/// of keys holding it. Interning and releasing are O(k) expected for a set
-/// of k labels (one hash of the set).
+/// of keys holding it. Interning and releasing are O(k log s) for a set of
+/// k labels among s sets: ordered and chunked, so that no intern copies or
+/// rehashes every set when a pool has many.
 #[derive(Debug, Default)]
 pub(super) struct LabelSets {
     /// Id − 1 → the set and its reference count; `None` once unused.
-    sets: Vec<Option<(Labels, u64)>>,
-    vacant: Vec<u32>,
-    ids: HashMap<Labels, u32>,
+    sets: Chunked<Option<(Labels, u64)>>,
+    vacant: Chunked<u32>,
+    ids: BTreeMap<Labels, u32>,
 }
 
 impl LabelSets {

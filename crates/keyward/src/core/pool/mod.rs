@@ -6,7 +6,8 @@
 //! keys:
 //! - `slots`: a slab of 64-byte key entries addressed by a `u32` slot id;
 //! - `index`: a hash table of slot ids, hashed by the key text, for O(1)
-//!   lookup without storing the key twice;
+//!   lookup without storing the key twice (`index.rs`: it grows a step
+//!   per insert, never rehashing all at once);
 //! - `free`: a dense vector of free slot ids; each entry knows its
 //!   position, so a random pick and a removal are O(1) swap-removes;
 //! - `leases` / `held` / `alive`: ordered deadline indexes (lease ends;
@@ -18,6 +19,9 @@
 //! - `health`: failures, quarantines in a row and reason, only for the
 //!   keys that have any, so healthy keys pay nothing for them.
 //!
+//! The slab and the free and vacant lists are [`Chunked`]: growing copies
+//! no key, so no add request pays for all the keys before it.
+//!
 //! This file holds the state machine: the public types and every
 //! operation's rules (who may release, when a deadline counts, what is
 //! recorded). `tests.rs` checks one behaviour per test; `model.rs` checks
@@ -27,19 +31,20 @@
 //! persist state ask it to record [`KeyChange`]s and drain them after each
 //! call.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::hash::RandomState;
 
 use compact_str::CompactString;
-use hashbrown::HashTable;
 use rand::Rng;
 use rand::RngExt;
 
+use super::chunked::Chunked;
 use super::deadlines::Deadlines;
 use super::keygen::{OsRandom, random_chars};
 use super::time::{Timestamp, Ttl};
 
 mod health;
+mod index;
 mod labels;
 #[cfg(test)]
 mod model;
@@ -51,6 +56,7 @@ mod tests;
 pub use health::{InvalidReason, KeyState, MAX_REASON, MaxFailures, Outcome, Reason, Recovery};
 pub use labels::{InvalidLabels, Labels, MAX_LABEL_NAME, MAX_LABEL_VALUE, MAX_LABELS};
 
+use index::KeyIndex;
 use labels::LabelSets;
 use slots::{Health, MAX_KEYS, NEVER, Slot};
 use slotset::SlotSet;
@@ -308,11 +314,11 @@ pub struct Imported {
 #[derive(Debug)]
 pub struct Pool {
     settings: PoolSettings,
-    slots: Vec<Option<Slot>>,
-    vacant: Vec<u32>,
-    index: HashTable<u32>,
+    slots: Chunked<Option<Slot>>,
+    vacant: Chunked<u32>,
+    index: KeyIndex,
     hasher: RandomState,
-    free: Vec<u32>,
+    free: Chunked<u32>,
     leases: Deadlines,
     /// Ends of cooldowns and quarantines.
     held: Deadlines,
@@ -320,7 +326,9 @@ pub struct Pool {
     /// One set of slot ids per state, in `KeyState::ALL` order.
     states: [SlotSet; 5],
     labels: LabelSets,
-    health: HashMap<u32, Health>,
+    /// Ordered, not hashed: a hash map rehashes all its entries in the
+    /// insert that outgrows it, and troubled keys may be many.
+    health: BTreeMap<u32, Health>,
     last_lease_id: u64,
     expired: Expired,
     /// Quarantines begun since this pool was built.
@@ -336,17 +344,17 @@ impl Pool {
     pub fn new(settings: PoolSettings, record: bool) -> Self {
         Self {
             settings,
-            slots: Vec::new(),
-            vacant: Vec::new(),
-            index: HashTable::new(),
+            slots: Chunked::default(),
+            vacant: Chunked::default(),
+            index: KeyIndex::default(),
             hasher: RandomState::new(),
-            free: Vec::new(),
+            free: Chunked::default(),
             leases: Deadlines::default(),
             held: Deadlines::default(),
             alive: Deadlines::default(),
             states: Default::default(),
             labels: LabelSets::default(),
-            health: HashMap::new(),
+            health: BTreeMap::new(),
             last_lease_id: 0,
             expired: Expired::default(),
             quarantines: 0,

@@ -77,11 +77,9 @@ impl Pool {
     /// The slot holding `key`, due or not. O(1) expected.
     pub(super) fn find(&self, key: &str) -> Option<u32> {
         let slots = &self.slots;
-        self.index
-            .find(self.hash(key), |&id| {
-                slots[id as usize].as_ref().is_some_and(|s| &*s.key == key)
-            })
-            .copied()
+        self.index.find(self.hash(key), |id| {
+            slots[id as usize].as_ref().is_some_and(|s| &*s.key == key)
+        })
     }
 
     /// An occupied slot. O(1).
@@ -125,7 +123,7 @@ impl Pool {
         }
     }
 
-    /// Adds a free key. Amortised O(log n).
+    /// Adds a free key. O(log n).
     pub(super) fn insert_slot(
         &mut self,
         key: CompactString,
@@ -160,7 +158,7 @@ impl Pool {
         });
         self.enter(slot, KeyState::Free, Timestamp::default());
         let slots = &self.slots;
-        self.index.insert_unique(hash, slot, |&id| {
+        self.index.insert(hash, slot, |id| {
             self.hasher.hash_one(
                 &slots[id as usize]
                     .as_ref()
@@ -180,9 +178,7 @@ impl Pool {
         let alive_until = self.slot(slot).alive_until;
         self.alive.remove(alive_until, slot);
         let hash = self.hash(&self.slot(slot).key);
-        if let Ok(entry) = self.index.find_entry(hash, |&id| id == slot) {
-            entry.remove();
-        }
+        self.index.remove(hash, |id| id == slot);
         let gone = self.slots[slot as usize]
             .take()
             .expect("indexed slots are occupied");
@@ -272,7 +268,7 @@ impl Pool {
     }
 
     /// Stores the key's health, dropping the entry when it is all default
-    /// so healthy keys cost nothing. O(1) expected.
+    /// so healthy keys cost nothing. O(log h) for h troubled keys.
     pub(super) fn set_health(&mut self, slot: u32, health: Health) {
         if health == Health::default() {
             self.health.remove(&slot);
@@ -281,7 +277,7 @@ impl Pool {
         }
     }
 
-    /// Drops the key's reason (it went free). O(1) expected.
+    /// Drops the key's reason (it went free). O(log h).
     pub(super) fn clear_reason(&mut self, slot: u32) {
         if let Some(mut health) = self.health.remove(&slot) {
             health.reason = None;

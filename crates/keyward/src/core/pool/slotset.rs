@@ -11,15 +11,19 @@
 //! order lists every key that stays in it exactly once, whatever else
 //! happens meanwhile.
 
+use crate::core::chunked::Chunked;
+
 /// A set of `u32` slot ids, iterated in increasing order.
 #[derive(Debug, Default, Clone)]
 pub(super) struct SlotSet {
-    levels: Vec<Vec<u64>>,
+    /// Chunked, so the word a new id needs is appended, never the level
+    /// copied.
+    levels: Vec<Chunked<u64>>,
     len: u64,
 }
 
 impl SlotSet {
-    /// Adds `id`. O(log₆₄ n), amortised when the set grows.
+    /// Adds `id`. O(log₆₄ n).
     pub(super) fn insert(&mut self, id: u32) {
         self.grow_to(id);
         let mut pos = id as usize;
@@ -105,13 +109,13 @@ impl SlotSet {
     }
 
     /// Makes room for `id` at every level, adding levels until the top one
-    /// is a single word. Amortised O(1).
+    /// is a single word. O(levels) for the next id.
     fn grow_to(&mut self, id: u32) {
         let mut words = id as usize / 64 + 1;
         let mut depth = 0;
         loop {
             if self.levels.len() == depth {
-                self.levels.push(Vec::new());
+                self.levels.push(Chunked::default());
             }
             let level = &mut self.levels[depth];
             if level.len() < words {
