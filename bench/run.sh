@@ -3,11 +3,13 @@
 # release keyward; `keyward bench` measures GET /healthz (the ceiling),
 # lease+release at pool sizes 10^3, 10^5, 10^6 (and 10^7 on memory), issue
 # and status, and issuance in the first and the last 10 % of a 10^6
-# keyspace, in ROUNDS interleaved rounds (medians reported); at 32
+# keyspace, in ROUNDS rounds that interleave the stores (medians
+# reported; every server runs from the start); at 32
 # connections on every store, healthz and lease+release on a pool with
 # the Part 2 features on (labels, 100 of 1,000 keys cooling), without and
 # with an Idempotency-Key on every request (on Redis with `INFO
-# commandstats` around it), and the same two loads with wrk; on memory
+# commandstats` around it), and the same two loads with wrk (WRK_ROUNDS
+# rounds, medians); on memory
 # also lease+release at 32 connections (p99 target), the two loads with
 # wrk at $CONNECTIONS, and resident bytes per pool key at 10^6 and 10^7
 # keys. Prints one table with ratios and writes it, with the machine, to
@@ -16,7 +18,7 @@
 # Needs wrk, curl, python3; redis-server and redis-cli for the redis store
 # (skipped if missing). Loopback only; private servers on free ports (never
 # 6379); every run is bounded; only processes started here are stopped, by
-# PID. About 13 minutes with the defaults. RSS=0 skips the memory-per-key
+# PID. About 15 minutes with the defaults. RSS=0 skips the memory-per-key
 # step; RSS_SIZES sets its pool sizes.
 #
 #   bench/run.sh                          # everything, writes BENCHMARKS.md
@@ -26,6 +28,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-3s}
 ROUNDS=${ROUNDS:-5}
+WRK_ROUNDS=${WRK_ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 SIZES=${SIZES:-"1000 100000 1000000"}
 MEMORY_SIZES=${MEMORY_SIZES:-"$SIZES 10000000"}
@@ -122,7 +125,16 @@ print(json.dumps({"store": "redis", "label": label, "tool": "commandstats", "cal
 PY
 }
 
+# Every store's server runs from the start, prepared, so that the rounds
+# interleave the stores too: round r measures every figure on every store
+# before round r + 1 begins. A drift of the machine's speed (other
+# services share it) then moves every store alike, and the ratios between
+# stores hold; run one store after the other, and a slow quarter of an
+# hour made one store look slow against the rest.
+declare -A port_of pid_of rport_of sizes_of
+active=()
 for store in $STORES; do
+  RPORT=
   case $store in
     memory) url=memory:; sizes=$MEMORY_SIZES ;;
     sqlite) url="sqlite:$work/bench.db"; sizes=$SIZES ;;
@@ -135,6 +147,8 @@ for store in $STORES; do
     *) echo "unknown store $store" >&2; exit 1 ;;
   esac
   start_keyward "$url"
+  active+=("$store"); port_of[$store]=$PORT; pid_of[$store]=$PID; rport_of[$store]=$RPORT
+  sizes_of[$store]=$sizes
   # Prepare everything first, so no figure pays for another's preparation
   # (SQLite checkpointing 50 MB of fresh keys, say) in its timed part:
   # every pool, the keyspace of `issue`/`status`, and two 10^6 keyspaces
@@ -148,11 +162,17 @@ for store in $STORES; do
   done
   fill_keyspace full 900000
   part2_pool
-  # Rounds: each figure is measured once per round, in the same order, and
-  # the report takes the median, so a drift of the machine's load (other
-  # services share it) moves every figure alike instead of one.
-  for round in $(seq "$ROUNDS"); do
-    echo "--- $store round $round of $ROUNDS" >&2
+done
+
+# use STORE: point PORT, RPORT and sizes at that store's server.
+use() { PORT=${port_of[$1]}; RPORT=${rport_of[$1]}; sizes=${sizes_of[$1]}; }
+
+# Rounds: each figure is measured once per round, in the same order, and
+# the report takes the median.
+for round in $(seq "$ROUNDS"); do
+  for store in "${active[@]}"; do
+    use "$store"
+    echo "--- round $round of $ROUNDS: $store" >&2
     record "$store" healthz --workload healthz -c "$CONNECTIONS" -d "$DURATION"
     for n in $sizes; do
       record "$store" "lease-release $n" --workload lease-release --pool "p$n" --keys "$n" -c "$CONNECTIONS" -d "$DURATION"
@@ -178,14 +198,24 @@ for store in $STORES; do
       record "$store" "lease-release $first c32" --workload lease-release --pool "p$first" --keys "$first" -c 32 -d "$DURATION"
     fi
   done
-  if [ "$store" = memory ]; then
-    record_wrk "$store" "healthz" "http://127.0.0.1:$PORT/healthz"
-    record_wrk "$store" "lease-release $first" -s bench/lease_release.lua "http://127.0.0.1:$PORT" -- "p$first"
-  fi
-  # The neutral client on the Part 2 pool at 32 connections, every store.
-  WRK_CONNECTIONS=32 record_wrk "$store" "healthz c32" "http://127.0.0.1:$PORT/healthz"
-  WRK_CONNECTIONS=32 record_wrk "$store" "lease-release part2 c32" -s bench/lease_release.lua "http://127.0.0.1:$PORT" -- part2
-  kill "$PID"; wait "$PID" 2>/dev/null || true
+done
+
+# wrk, the neutral client, in rounds of its own (WRK_ROUNDS, medians):
+# on memory at $CONNECTIONS too; on every store the Part 2 pool at 32.
+for round in $(seq "$WRK_ROUNDS"); do
+  for store in "${active[@]}"; do
+    use "$store"
+    echo "--- wrk round $round of $WRK_ROUNDS: $store" >&2
+    if [ "$store" = memory ]; then
+      record_wrk "$store" "healthz" "http://127.0.0.1:$PORT/healthz"
+      record_wrk "$store" "lease-release $first" -s bench/lease_release.lua "http://127.0.0.1:$PORT" -- "p$first"
+    fi
+    WRK_CONNECTIONS=32 record_wrk "$store" "healthz c32" "http://127.0.0.1:$PORT/healthz"
+    WRK_CONNECTIONS=32 record_wrk "$store" "lease-release part2 c32" -s bench/lease_release.lua "http://127.0.0.1:$PORT" -- part2
+  done
+done
+for store in "${active[@]}"; do
+  kill "${pid_of[$store]}"; wait "${pid_of[$store]}" 2>/dev/null || true
 done
 
 # Resident memory per pool key on the memory store: a fresh server, RSS
@@ -260,8 +290,9 @@ p(f"- machine: {sh('nproc')} CPUs, {cpu}, {ram} GB RAM, Linux {platform.release(
 p(f"- load average (1, 5, 15 min) before: {load_start}; after: {load_end}. Client and server share the machine.")
 p(f"- load: `keyward bench` (hyper HTTP/1 client, one request in flight per connection, {conns} connections, "
   f"{duration} per figure unless noted); `wrk -t2 -c{conns}` for the wrk rows.")
-p("- rounds: every figure of a store is measured once per round, the rounds interleaved; each row is the round "
-  "with the median req/s, and `range` gives the lowest and highest round.")
+p("- rounds: every store's server runs throughout, and each round measures every figure on every store before the "
+  "next round begins (wrk in rounds of its own); each row is the round with the median req/s, and `range` gives "
+  "the lowest and highest round.")
 p("- ceiling: the same server's `GET /healthz` under the same load (its median); `x healthz` = requests/s / ceiling. "
   "A lease+release is two requests.")
 p("- before: the req/s of the same figure in the file this run replaced (another run, another load: compare ratios).")
