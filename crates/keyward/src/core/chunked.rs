@@ -20,9 +20,9 @@ const MASK: usize = CHUNK - 1;
 /// A growable list indexed by position, in chunks of `CHUNK` elements.
 #[derive(Debug, Clone)]
 pub struct Chunked<T> {
-    /// Every chunk but the last is full; none is empty.
+    /// Every chunk but the last is full; none is empty: the length
+    /// follows from the number of chunks and the last one's length.
     chunks: Vec<Vec<T>>,
-    len: usize,
     /// The chunk the last pop emptied, kept for the next push: a list
     /// whose length goes back and forth across a chunk boundary (a pool's
     /// free keys, leased and released) does not allocate each time.
@@ -33,7 +33,6 @@ impl<T> Default for Chunked<T> {
     fn default() -> Self {
         Self {
             chunks: Vec::new(),
-            len: 0,
             spare: None,
         }
     }
@@ -42,12 +41,14 @@ impl<T> Default for Chunked<T> {
 impl<T> Chunked<T> {
     /// Number of elements. O(1).
     pub fn len(&self) -> usize {
-        self.len
+        self.chunks
+            .last()
+            .map_or(0, |last| (self.chunks.len() - 1) * CHUNK + last.len())
     }
 
     /// True when there are none. O(1).
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.chunks.is_empty()
     }
 
     /// Appends `value`. O(1), plus a copy of at most `CHUNK` elements while
@@ -67,7 +68,6 @@ impl<T> Chunked<T> {
                 self.chunks.push(chunk);
             }
         }
-        self.len += 1;
     }
 
     /// Removes and returns the last element. O(1).
@@ -77,7 +77,6 @@ impl<T> Chunked<T> {
         if chunk.is_empty() {
             self.spare = self.chunks.pop();
         }
-        self.len -= 1;
         Some(value)
     }
 
@@ -95,9 +94,10 @@ impl<T> Chunked<T> {
     /// Removes the element at `i`, moving the last one into its place.
     /// O(1). Panics if `i >= len`, as `Vec::swap_remove` does.
     pub fn swap_remove(&mut self, i: usize) -> T {
-        assert!(i < self.len, "swap_remove index {i} out of {}", self.len);
+        let len = self.len();
+        assert!(i < len, "swap_remove index {i} out of {len}");
         let last = self.pop().expect("not empty: i < len");
-        if i == self.len {
+        if i == len - 1 {
             last
         } else {
             std::mem::replace(&mut self[i], last)
@@ -108,7 +108,7 @@ impl<T> Chunked<T> {
 impl<T: Clone> Chunked<T> {
     /// Appends copies of `value` until there are `len` elements. O(added).
     pub fn resize(&mut self, len: usize, value: T) {
-        while self.len < len {
+        while self.len() < len {
             self.push(value.clone());
         }
     }
@@ -119,13 +119,13 @@ impl<T> Index<usize> for Chunked<T> {
 
     fn index(&self, i: usize) -> &T {
         self.get(i)
-            .unwrap_or_else(|| panic!("index {i} out of {}", self.len))
+            .unwrap_or_else(|| panic!("index {i} out of {}", self.len()))
     }
 }
 
 impl<T> IndexMut<usize> for Chunked<T> {
     fn index_mut(&mut self, i: usize) -> &mut T {
-        let len = self.len;
+        let len = self.len();
         self.get_mut(i)
             .unwrap_or_else(|| panic!("index {i} out of {len}"))
     }

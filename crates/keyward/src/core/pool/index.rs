@@ -98,7 +98,8 @@ impl KeyIndex {
             }
         }
         self.cursor = end;
-        if old.is_empty() || end == old.num_buckets() {
+        // Past the last bucket nothing is left: inserts go to `table`.
+        if old.is_empty() {
             self.old = None;
             self.cursor = 0;
         }
