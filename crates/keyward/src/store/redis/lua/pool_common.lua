@@ -27,9 +27,16 @@ local function int(n)
   return string.format('%d', n)
 end
 
--- The listing index of one state, by listing number.
+-- The listing index of one state, by listing number; each name is built
+-- once per call.
+local IN_NAMES = {}
 local function IN(state)
-  return P .. ':in:' .. state
+  local name = IN_NAMES[state]
+  if not name then
+    name = P .. ':in:' .. state
+    IN_NAMES[state] = name
+  end
+  return name
 end
 
 -- Writes to the sorted sets, and the lease counter, either go to Redis at
@@ -218,10 +225,12 @@ local function move(k, f, to, ends, id)
     zrem(IN(from), k)
     zadd(IN(to), f.n, k)
   end
-  local h = khash(k)
+  local h = f.h or khash(k)
+  local ends_text = ends and int(ends)
   if to == 'leased' then
-    redis.call('HSET', h, 'lease_id', int(id), 'leased_until', int(ends))
-    f.lid, f.lu, f.lid_text = id, ends, int(id)
+    local id_text = int(id)
+    redis.call('HSET', h, 'lease_id', id_text, 'leased_until', ends_text)
+    f.lid, f.lu, f.lid_text = id, ends, id_text
   elseif to == 'free' then
     redis.call('HSET', h, 'lease_id', '0', 'leased_until', '0')
     if f.stored_state then
@@ -233,11 +242,11 @@ local function move(k, f, to, ends, id)
     redis.call('HDEL', h, 'available_at')
     f.lid, f.lu, f.lid_text, f.avail, f.stored_state = 0, 0, '0', nil, to
   else
-    redis.call('HSET', h, 'lease_id', '0', 'leased_until', '0', 'state', to, 'available_at', int(ends))
+    redis.call('HSET', h, 'lease_id', '0', 'leased_until', '0', 'state', to, 'available_at', ends_text)
     f.lid, f.lu, f.lid_text, f.avail, f.stored_state = 0, 0, '0', ends, to
   end
   if to == 'leased' or to == 'cooling' or to == 'quarantined' then
-    zadd(LEASES, int(ends), k)
+    zadd(LEASES, ends_text, k)
   elseif from == 'leased' or from == 'cooling' or from == 'quarantined' then
     zrem(LEASES, k)
   end
@@ -289,18 +298,23 @@ local function adopt(k, f)
   f.n = n
 end
 
--- The key's fields, or nil if it has no hash.
+-- The key's fields, or nil if it has no hash; `h` is its hash's name.
+-- Only what is compared or counted becomes a number (`created` and `n`
+-- stay text, for the reply and as a score), and '0', the usual value of
+-- three of them, without `tonumber`: Lua's conversion is costly here.
 local function read_key(k)
-  local r = redis.call('HMGET', khash(k), unpack(FIELDS))
+  local h = khash(k)
+  local r = redis.call('HMGET', h, unpack(FIELDS))
   if not r[1] then
     return nil
   end
-  local lid = tonumber(r[3])
+  local lid = r[3] == '0' and 0 or tonumber(r[3])
   local f = {
-    created = tonumber(r[1]), alive = tonumber(r[2]), lid = lid, lu = tonumber(r[4]), lid_text = r[3],
-    stored_state = r[5], state = state_of(lid, r[5]), avail = tonumber(r[6]), reason = r[7] or nil,
-    failures = tonumber(r[8] or '0'), quarantines = tonumber(r[9] or '0'), labels = r[10] or '',
-    n = tonumber(r[11]),
+    created = r[1], alive = r[2] == '0' and 0 or tonumber(r[2]), lid = lid,
+    lu = r[4] == '0' and 0 or tonumber(r[4]), lid_text = r[3], stored_state = r[5],
+    state = state_of(lid, r[5]), avail = r[6] and tonumber(r[6]) or nil, reason = r[7] or nil,
+    failures = r[8] and tonumber(r[8]) or 0, quarantines = r[9] and tonumber(r[9]) or 0,
+    labels = r[10] or '', n = r[11] or nil, h = h,
   }
   if not f.n then
     adopt(k, f)
@@ -405,8 +419,13 @@ local INDEXED = nil
 -- up to LAZY_EXPIRY_BOUND due entries expire, unless `due_at` (never
 -- later than any deadline of the pool) is still ahead, when nothing can be
 -- due and the two index reads are skipped. O(1) then, else O(m log n).
+local INDEXED_TEXT, INDEXED_AT = nil, nil
+
 local function expire_lazily()
-  if not INDEXED or tonumber(INDEXED) <= NOW then
+  if INDEXED ~= INDEXED_TEXT then
+    INDEXED_TEXT, INDEXED_AT = INDEXED, INDEXED and tonumber(INDEXED)
+  end
+  if not INDEXED_AT or INDEXED_AT <= NOW then
     expire_some(LAZY_EXPIRY_BOUND)
   end
 end
