@@ -763,7 +763,8 @@ pub(super) fn batch_argv<A: Call>(args: &A, idem: Option<&Idem>) -> Vec<String> 
 /// The batch script: the pool head and the idempotency helpers once, each
 /// batched body as a function, then `lua/batch.lua`, which runs the
 /// operations in ARGV order. `read_op(o)` (generated) sets `ARG` to the
-/// operation at ARGV position `o`.
+/// operation at ARGV position `o`; `op_at(o)` (generated) is just its
+/// name, for the pass that only counts leases.
 fn batch_source(prelude: &str) -> String {
     let mut lua = format!(
         "{prelude}local ARG = {{ prefix = ARGV[1], now = ARGV[2], idem_key = '' }}\n{}{}",
@@ -777,10 +778,15 @@ fn batch_source(prelude: &str) -> String {
     let names: Vec<&str> = BATCH_OP_HEAD.iter().chain(BATCH_OWN).copied().collect();
     let fields: Vec<String> = names.iter().map(|n| format!("ARG.{n}")).collect();
     let values: Vec<String> = (0..names.len()).map(|i| format!("ARGV[o + {i}]")).collect();
+    let op = names
+        .iter()
+        .position(|n| *n == "op")
+        .expect("every batched operation names its body");
     writeln!(
         lua,
         "local OP_FIRST = 3\nlocal OP_WIDTH = {BATCH_OP_WIDTH}\nlocal OPS = {{ {} }}\n\
-         local function read_op(o)\n  {} = {}\nend",
+         local function read_op(o)\n  {} = {}\nend\n\
+         local function op_at(o)\n  return ARGV[o + {op}]\nend",
         BATCHED
             .iter()
             .map(|(name, _)| format!("{name} = {name}_op"))

@@ -12,7 +12,7 @@ DEFER = true
 IDEM_DEFER = true
 PICKS_WANTED = 0
 for o = OP_FIRST, #ARGV, OP_WIDTH do
-  if ARGV[o] == 'lease' then
+  if op_at(o) == 'lease' then
     PICKS_WANTED = PICKS_WANTED + 1
   end
 end
