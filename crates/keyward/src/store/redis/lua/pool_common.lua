@@ -415,12 +415,13 @@ end
 -- read: `reindex` compares with it instead of reading it again.
 local INDEXED = nil
 
+-- INDEXED as a number, parsed once per change of INDEXED.
+local INDEXED_TEXT, INDEXED_AT = nil, nil
+
 -- The lazy expiry of every key script, once `due_at` is read (INDEXED):
 -- up to LAZY_EXPIRY_BOUND due entries expire, unless `due_at` (never
 -- later than any deadline of the pool) is still ahead, when nothing can be
 -- due and the two index reads are skipped. O(1) then, else O(m log n).
-local INDEXED_TEXT, INDEXED_AT = nil, nil
-
 local function expire_lazily()
   if INDEXED ~= INDEXED_TEXT then
     INDEXED_TEXT, INDEXED_AT = INDEXED, INDEXED and tonumber(INDEXED)
