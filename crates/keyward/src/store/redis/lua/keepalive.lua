@@ -12,7 +12,7 @@ if ARG.lease_id ~= '' then
     return { LEASE_MISMATCH }
   end
   f.lu = NOW + setting('lease_ttl_ms')
-  redis.call('HSET', khash(k), 'leased_until', int(f.lu))
+  redis.call('HSET', f.h, 'leased_until', int(f.lu))
   redis.call('ZADD', LEASES, int(f.lu), k)
   score = reindex(f.lu)
 end

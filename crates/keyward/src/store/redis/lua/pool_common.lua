@@ -225,7 +225,7 @@ local function move(k, f, to, ends, id)
     zrem(IN(from), k)
     zadd(IN(to), f.n, k)
   end
-  local h = f.h or khash(k)
+  local h = f.h
   local ends_text = ends and int(ends)
   if to == 'leased' then
     local id_text = int(id)
@@ -254,9 +254,10 @@ local function move(k, f, to, ends, id)
 end
 
 -- Sets failures, quarantines in a row and reason of `k` to those in `f`
--- (`f.reason` nil: none), writing only what differs from `old`.
+-- (as `read_key` returns it; `f.reason` nil: none), writing only what
+-- differs from `old`.
 local function write_health(k, f, old)
-  local h = khash(k)
+  local h = f.h
   for _, field in ipairs({ 'failures', 'quarantines' }) do
     if f[field] ~= old[field] then
       if f[field] == 0 then
@@ -292,7 +293,7 @@ end
 -- put it into the listing indexes. O(log n), once per key.
 local function adopt(k, f)
   local n = redis.call('INCR', KSEQ)
-  redis.call('HSET', khash(k), 'n', int(n))
+  redis.call('HSET', f.h, 'n', int(n))
   zadd(ALL, n, k)
   zadd(IN(f.state), n, k)
   f.n = n
@@ -338,7 +339,7 @@ local function settle(k, f)
     move(k, f, 'free')
     if f.reason then
       f.reason = nil
-      redis.call('HDEL', khash(k), 'reason')
+      redis.call('HDEL', f.h, 'reason')
     end
     return f, 0, 0, 1
   end
