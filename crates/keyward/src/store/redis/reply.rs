@@ -303,7 +303,8 @@ pub(super) fn added(reply: &mut Reply, labels: &Labels) -> Result<Imported, Stor
     Ok(done)
 }
 
-/// A reply recorded for an idempotency key (`idempotency.lua`): each
+/// A reply recorded for an idempotency key, as a replay hands it over
+/// (`idempotency.lua` turns the stored MessagePack into this): each
 /// element as `LEN:TEXT`, back to back; the array of those texts, as
 /// the script first answered it (numbers as their decimal text, which
 /// [`Reply`] reads as numbers). O(length).
