@@ -1,7 +1,8 @@
 //! Idempotency records in Redis: where they live (the pool's hash tag),
 //! that their keys carry a TTL as long as their newest record, that
-//! expired records are popped by later calls in bounded steps, and that
-//! `/metrics`' count reads them.
+//! expired records are popped by later calls in bounded steps, that
+//! `/metrics`' count reads them, and that a record is MessagePack while
+//! one in the text form of earlier versions still replays.
 
 use std::sync::Arc;
 use std::time::Duration;
