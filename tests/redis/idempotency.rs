@@ -1,8 +1,9 @@
 //! Idempotency records in Redis: where they live (the pool's hash tag),
 //! that their keys carry a TTL as long as their newest record, that
-//! expired records are popped by later calls in bounded steps, that
-//! `/metrics`' count reads them, and that a record is MessagePack while
-//! one in the text form of earlier versions still replays.
+//! expired records are popped by later calls in bounded steps and never
+//! replayed before, that `/metrics`' count reads them, and that a record
+//! is MessagePack while one in the text form of earlier versions still
+//! replays.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +34,14 @@ fn idem(key: &str, ttl_ms: u64) -> Result<Idem> {
     })
 }
 
+/// A lease of `pool` that does not wait.
+fn lease(pool: &Name) -> Change {
+    Change::Lease {
+        pool: pool.clone(),
+        wait: Duration::ZERO,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_live_under_the_pools_tag_with_a_ttl_and_expire_in_bounded_steps() -> Result<()> {
     if redis::skip("records_live_under_the_pools_tag_with_a_ttl_and_expire_in_bounded_steps") {
@@ -44,13 +53,9 @@ async fn records_live_under_the_pools_tag_with_a_ttl_and_expire_in_bounded_steps
     let port = server.port;
     let pool = Name::parse("p")?;
     store.generate_keys(&pool, 40).await?;
-    let lease = || Change::Lease {
-        pool: pool.clone(),
-        wait: Duration::ZERO,
-    };
     for i in 0..20 {
         store
-            .apply(lease(), Some(&idem(&format!("k{i}"), 10_000)?))
+            .apply(lease(&pool), Some(&idem(&format!("k{i}"), 10_000)?))
             .await?;
     }
     assert_eq!(int_reply(port, "HLEN {kw:p:p}:idem")?, 20);
@@ -66,13 +71,17 @@ async fn records_live_under_the_pools_tag_with_a_ttl_and_expire_in_bounded_steps
 
     // Past their TTL: each later call with a key pops at most 16.
     clock.advance(Duration::from_millis(10_000));
-    let fresh = store.apply(lease(), Some(&idem("late", 60_000)?)).await?;
+    let fresh = store
+        .apply(lease(&pool), Some(&idem("late", 60_000)?))
+        .await?;
     assert!(
         matches!(fresh, Applied::Done(_)),
         "an expired key runs anew"
     );
     assert_eq!(int_reply(port, "ZCARD {kw:p:p}:idem:at")?, 20 - 16 + 1);
-    store.apply(lease(), Some(&idem("later", 60_000)?)).await?;
+    store
+        .apply(lease(&pool), Some(&idem("later", 60_000)?))
+        .await?;
     assert_eq!(int_reply(port, "ZCARD {kw:p:p}:idem:at")?, 2);
     assert_eq!(int_reply(port, "HLEN {kw:p:p}:idem")?, 2);
     let left = int_reply(port, "PTTL {kw:p:p}:idem")?;
@@ -106,11 +115,7 @@ async fn a_record_is_messagepack_and_one_in_the_older_text_form_still_replays() 
     let port = server.port;
     let pool = Name::parse("p")?;
     store.generate_keys(&pool, 4).await?;
-    let lease = || Change::Lease {
-        pool: pool.clone(),
-        wait: Duration::ZERO,
-    };
-    let first = match store.apply(lease(), Some(&idem("a", 60_000)?)).await? {
+    let first = match store.apply(lease(&pool), Some(&idem("a", 60_000)?)).await? {
         Applied::Done(effect) => render(&effect).body.to_vec(),
         other => anyhow::bail!("the first lease answers its effect: {other:?}"),
     };
@@ -118,7 +123,7 @@ async fn a_record_is_messagepack_and_one_in_the_older_text_form_still_replays() 
     let packed =
         "EVAL \"return string.byte(redis.call('HGET', KEYS[1], 'a'), 65)\" 1 {kw:p:p}:idem";
     assert!(int_reply(port, packed)? >= 0x90);
-    assert_eq!(replay(&store, lease(), "a").await?, first);
+    assert_eq!(replay(&store, lease(&pool), "a").await?, first);
 
     // The same record as an older keyward wrote it: each element as
     // LEN:TEXT, numbers in decimal.
@@ -133,6 +138,40 @@ async fn a_record_is_messagepack_and_one_in_the_older_text_form_still_replays() 
         i64::from(b'1'),
         "now in the text form"
     );
-    assert_eq!(replay(&store, lease(), "a").await?, first);
+    assert_eq!(replay(&store, lease(&pool), "a").await?, first);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_record_runs_anew_before_a_later_call_pops_it() -> Result<()> {
+    if redis::skip("an_expired_record_runs_anew_before_a_later_call_pops_it") {
+        return Ok(());
+    }
+    let server = tokio::task::spawn_blocking(RedisServer::start).await??;
+    let clock = Arc::new(ManualClock::default());
+    let store = backends::redis_store(&server, clock.clone(), Limits::DEFAULT).await?;
+    let pool = Name::parse("p")?;
+    store.generate_keys(&pool, 40).await?;
+    for i in 0..20 {
+        store
+            .apply(lease(&pool), Some(&idem(&format!("k{i}"), 10_000)?))
+            .await?;
+    }
+    clock.advance(Duration::from_millis(10_000));
+    // All 20 ended together; a call pops 16 of them (k0, k1, k10-k19,
+    // k2-k5: by end, then by name), so k6-k9 are still in the hash when
+    // their retries come, and each runs anew all the same.
+    for key in ["k6", "k7", "k8", "k9"] {
+        let again = store.apply(lease(&pool), Some(&idem(key, 10_000)?)).await?;
+        assert!(
+            matches!(again, Applied::Done(_)),
+            "{key} expired: it runs anew, not replayed: {again:?}"
+        );
+    }
+    // Recorded anew: a retry now replays the new answer.
+    let replayed = store
+        .apply(lease(&pool), Some(&idem("k9", 10_000)?))
+        .await?;
+    assert!(matches!(replayed, Applied::Recorded { replayed: true, .. }));
     Ok(())
 }

@@ -43,8 +43,9 @@ local function idem_text(packed)
 end
 
 -- The recorded reply for ARG.idem_key as {REPLAYED, `idem_text`},
--- {IDEM_REUSED}, or nil (no key, or no live record). O(log r) plus the
--- bounded removal of expired records.
+-- {IDEM_REUSED}, or nil (no key, or no live record: one past its end is
+-- never answered, popped or not). O(log r) plus the bounded removal of
+-- expired records.
 local function idem_replay()
   if not IDEM then
     return nil
@@ -61,6 +62,14 @@ local function idem_replay()
   local rec = kept and kept[1] or redis.call('HGET', IDEM_H, IDEM)
   if not rec then
     return nil
+  end
+  if not kept then
+    -- Past its end but not popped yet (a call pops at most IDEM_POP):
+    -- gone all the same, and the request runs anew.
+    local ends = redis.call('ZSCORE', IDEM_AT, IDEM)
+    if ends and tonumber(ends) <= IDEM_NOW then
+      return nil
+    end
   end
   if string.sub(rec, 1, 64) ~= ARG.idem_digest then
     return { IDEM_REUSED }
