@@ -100,6 +100,7 @@ macro_rules! backend {
                 a_refused_change_is_not_recorded,
                 idempotency_keys_are_scoped_to_their_pool_or_keyspace,
                 a_record_expires_after_its_ttl_and_the_key_runs_anew,
+                records_past_their_ttl_all_run_anew_before_they_are_popped,
                 two_identical_requests_at_once_take_effect_once,
                 a_waiting_lease_records_the_key_it_was_handed,
                 a_dropped_waiting_lease_leaves_no_record,

@@ -324,6 +324,46 @@ pub async fn a_record_expires_after_its_ttl_and_the_key_runs_anew(
     assert_eq!(counts(store, &pool).await.leased, 2);
 }
 
+/// Many records past their TTL at once: none is replayed, whatever its
+/// store has popped yet (Redis pops at most 16 per call).
+pub async fn records_past_their_ttl_all_run_anew_before_they_are_popped(
+    store: &dyn Store,
+    clock: &ManualClock,
+) {
+    let pool = name("idem-expired");
+    store.generate_keys(&pool, 40).await.unwrap();
+    store
+        .put_pool(
+            &pool,
+            PoolPatch {
+                lease_ttl: Some(ttl(3_600_000)),
+                keepalive_ttl: Some(None),
+                ..PoolPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    let lease = Change::Lease {
+        pool: pool.clone(),
+        wait: Duration::ZERO,
+    };
+    let mut names: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
+    for name in &names {
+        let key = idem_for(name, "lease", 1_000);
+        store.apply(lease.clone(), Some(&key)).await.unwrap();
+    }
+    advance(clock, 1_000);
+    // Retried last name first: what pops records of one end in name order
+    // reaches these last.
+    names.sort_unstable_by(|a, b| b.cmp(a));
+    for name in &names {
+        let key = idem_for(name, "lease", 1_000);
+        let (_, replayed) = answer(store.apply(lease.clone(), Some(&key)).await.unwrap());
+        assert!(!replayed, "{name} expired: it runs anew");
+    }
+    assert_eq!(counts(store, &pool).await.leased, 40);
+}
+
 /// Two identical requests at once: one effect, one answer for both.
 pub async fn two_identical_requests_at_once_take_effect_once(
     store: &dyn Store,
