@@ -291,15 +291,13 @@ pub async fn idempotency_keys_are_scoped_to_their_pool_or_keyspace(
     assert!(!replayed, "and in a keyspace");
 }
 
-pub async fn a_record_expires_after_its_ttl_and_the_key_runs_anew(
-    store: &dyn Store,
-    clock: &ManualClock,
-) {
-    let pool = name("idem-expiry");
-    store.generate_keys(&pool, 2).await.unwrap();
+/// Makes `pool`, of `keys` keys, whose leases and keys outlive every
+/// record of these cases, and a lease of it that does not wait.
+async fn outliving_pool(store: &dyn Store, pool: &Name, keys: usize) -> Change {
+    store.generate_keys(pool, keys).await.unwrap();
     store
         .put_pool(
-            &pool,
+            pool,
             PoolPatch {
                 lease_ttl: Some(ttl(3_600_000)),
                 keepalive_ttl: Some(None),
@@ -308,10 +306,18 @@ pub async fn a_record_expires_after_its_ttl_and_the_key_runs_anew(
         )
         .await
         .unwrap();
-    let lease = Change::Lease {
+    Change::Lease {
         pool: pool.clone(),
         wait: Duration::ZERO,
-    };
+    }
+}
+
+pub async fn a_record_expires_after_its_ttl_and_the_key_runs_anew(
+    store: &dyn Store,
+    clock: &ManualClock,
+) {
+    let pool = name("idem-expiry");
+    let lease = outliving_pool(store, &pool, 2).await;
     let key = idem_for("k", "lease", 1_000);
     store.apply(lease.clone(), Some(&key)).await.unwrap();
     advance(clock, 999);
@@ -331,22 +337,7 @@ pub async fn records_past_their_ttl_all_run_anew_before_they_are_popped(
     clock: &ManualClock,
 ) {
     let pool = name("idem-expired");
-    store.generate_keys(&pool, 40).await.unwrap();
-    store
-        .put_pool(
-            &pool,
-            PoolPatch {
-                lease_ttl: Some(ttl(3_600_000)),
-                keepalive_ttl: Some(None),
-                ..PoolPatch::default()
-            },
-        )
-        .await
-        .unwrap();
-    let lease = Change::Lease {
-        pool: pool.clone(),
-        wait: Duration::ZERO,
-    };
+    let lease = outliving_pool(store, &pool, 40).await;
     let mut names: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
     for name in &names {
         let key = idem_for(name, "lease", 1_000);
