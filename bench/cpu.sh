@@ -50,11 +50,7 @@ for store in $STORES; do
     *) echo "unknown store $store" >&2; exit 1 ;;
   esac
   start_keyward "$url"
-  base="127.0.0.1:$PORT/v1/pools/part2"
-  curl -sf -XPUT "$base" -d '{"cooldown_ms": 60000, "keepalive_ttl_ms": 0}' >/dev/null
-  curl -sf -XPOST "$base/keys" -d '{"count": 500, "labels": {"provider": "example", "tier": "paid"}}' >/dev/null
-  curl -sf -XPOST "$base/keys" -d '{"count": 500, "labels": {"provider": "example", "tier": "free"}}' >/dev/null
-  cool_keys part2 100
+  part2_pool
   active+=("$store"); port_of[$store]=$PORT; pid_of[$store]=$PID
   rport_of[$store]=$RPORT; rpid_of[$store]=$RPID
 done

@@ -46,3 +46,16 @@ cool_keys() {
     curl -fsS -XPOST "$base/keys/$key/release" -d '{"outcome": "rate_limited", "retry_after_ms": 3600000}' >/dev/null
   done
 }
+
+# part2_pool: on the keyward at $PORT, the pool `part2` with the Part 2
+# features on: 1,000 keys in two label sets (500 each), of which 100 are
+# cooling for an hour (leased, then reported rate limited), so leases
+# pick among 900. No keep-alive: a benchmark may outlast the default 5
+# minutes, and the reaper purging the keys mid-run would load it.
+part2_pool() {
+  local base="127.0.0.1:$PORT/v1/pools/part2"
+  curl -sf -XPUT "$base" -d '{"cooldown_ms": 60000, "keepalive_ttl_ms": 0}' >/dev/null
+  curl -sf -XPOST "$base/keys" -d '{"count": 500, "labels": {"provider": "example", "tier": "paid"}}' >/dev/null
+  curl -sf -XPOST "$base/keys" -d '{"count": 500, "labels": {"provider": "example", "tier": "free"}}' >/dev/null
+  cool_keys part2 100
+}

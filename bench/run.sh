@@ -100,18 +100,6 @@ fill_keyspace() {
   echo "could not fill keyspace $1" >&2; exit 1
 }
 
-# part2_pool: the pool `part2` with the Part 2 features on: 1,000 keys
-# in two label sets (500 each), of which 100 are cooling for an hour
-# (leased, then reported rate limited), so leases pick among 900. No
-# keep-alive, as for every pool here (see the preparation below).
-part2_pool() {
-  local base="127.0.0.1:$PORT/v1/pools/part2"
-  curl -sf -XPUT "$base" -d '{"cooldown_ms": 60000, "keepalive_ttl_ms": 0}' >/dev/null
-  curl -sf -XPOST "$base/keys" -d '{"count": 500, "labels": {"provider": "example", "tier": "paid"}}' >/dev/null
-  curl -sf -XPOST "$base/keys" -d '{"count": 500, "labels": {"provider": "example", "tier": "free"}}' >/dev/null
-  cool_keys part2 100
-}
-
 # commandstats LABEL REQUESTS: Redis's `evalsha` calls and time since the
 # last `CONFIG RESETSTAT`, for REQUESTS HTTP requests, tagged.
 commandstats() {
