@@ -763,8 +763,9 @@ pub(super) fn batch_argv<A: Call>(args: &A, idem: Option<&Idem>) -> Vec<String> 
 /// The batch script: the pool head and the idempotency helpers once, each
 /// batched body as a function, then `lua/batch.lua`, which runs the
 /// operations in ARGV order. `read_op(o)` (generated) sets `ARG` to the
-/// operation at ARGV position `o`; `op_at(o)` (generated) is just its
-/// name, for the pass that only counts leases.
+/// operation at ARGV position `o`; `op_at(o)` and `idem_key_at(o)`
+/// (generated) are just its name and idempotency key, for the first pass
+/// that counts leases and reads the batch's records.
 fn batch_source(prelude: &str) -> String {
     let mut lua = format!(
         "{prelude}local ARG = {{ prefix = ARGV[1], now = ARGV[2], idem_key = '' }}\n{}{}",
@@ -778,15 +779,19 @@ fn batch_source(prelude: &str) -> String {
     let names: Vec<&str> = BATCH_OP_HEAD.iter().chain(BATCH_OWN).copied().collect();
     let fields: Vec<String> = names.iter().map(|n| format!("ARG.{n}")).collect();
     let values: Vec<String> = (0..names.len()).map(|i| format!("ARGV[o + {i}]")).collect();
-    let op = names
-        .iter()
-        .position(|n| *n == "op")
-        .expect("every batched operation names its body");
+    let at = |field: &str| {
+        names
+            .iter()
+            .position(|n| *n == field)
+            .expect("BATCH_OP_HEAD names it")
+    };
+    let (op, idem_key) = (at("op"), at("idem_key"));
     writeln!(
         lua,
         "local OP_FIRST = 3\nlocal OP_WIDTH = {BATCH_OP_WIDTH}\nlocal OPS = {{ {} }}\n\
          local function read_op(o)\n  {} = {}\nend\n\
-         local function op_at(o)\n  return ARGV[o + {op}]\nend",
+         local function op_at(o)\n  return ARGV[o + {op}]\nend\n\
+         local function idem_key_at(o)\n  return ARGV[o + {idem_key}]\nend",
         BATCHED
             .iter()
             .map(|(name, _)| format!("{name} = {name}_op"))

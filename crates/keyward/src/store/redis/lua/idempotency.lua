@@ -42,6 +42,38 @@ local function idem_text(packed)
   return table.concat(parts)
 end
 
+-- Removes at most IDEM_POP expired records, once per call (IDEM_NOW set).
+-- O(IDEM_POP log r).
+local function idem_sweep()
+  if IDEM_SWEPT then
+    return
+  end
+  IDEM_SWEPT = true
+  local due = redis.call('ZRANGEBYSCORE', IDEM_AT, '-inf', IDEM_NOW, 'LIMIT', 0, IDEM_POP)
+  if #due > 0 then
+    redis.call('HDEL', IDEM_H, unpack(due))
+    redis.call('ZREM', IDEM_AT, unpack(due))
+  end
+end
+
+-- The records of a batch's keys, read at once by `idem_read_ahead` (key ->
+-- record, or false for none); a key not in it is read by itself.
+local IDEM_READ = {}
+
+-- Reads the records of `keys` with one HMGET after the sweep (so none of
+-- them is one the sweep removes), instead of one HGET per operation of a
+-- batch (IDEM_NOW set). O(m) for m keys.
+local function idem_read_ahead(keys)
+  if #keys == 0 then
+    return
+  end
+  idem_sweep()
+  local recs = redis.call('HMGET', IDEM_H, unpack(keys))
+  for i, key in ipairs(keys) do
+    IDEM_READ[key] = recs[i]
+  end
+end
+
 -- The recorded reply for ARG.idem_key as {REPLAYED, `idem_text`},
 -- {IDEM_REUSED}, or nil (no key, or no live record: one past its end is
 -- never answered, popped or not). O(log r) plus the bounded removal of
@@ -50,16 +82,17 @@ local function idem_replay()
   if not IDEM then
     return nil
   end
-  if not IDEM_SWEPT then
-    IDEM_SWEPT = true
-    local due = redis.call('ZRANGEBYSCORE', IDEM_AT, '-inf', IDEM_NOW, 'LIMIT', 0, IDEM_POP)
-    if #due > 0 then
-      redis.call('HDEL', IDEM_H, unpack(due))
-      redis.call('ZREM', IDEM_AT, unpack(due))
+  idem_sweep()
+  local kept = IDEM_KEPT[IDEM]
+  local rec
+  if kept then
+    rec = kept[1]
+  else
+    rec = IDEM_READ[IDEM]
+    if rec == nil then
+      rec = redis.call('HGET', IDEM_H, IDEM)
     end
   end
-  local kept = IDEM_KEPT[IDEM]
-  local rec = kept and kept[1] or redis.call('HGET', IDEM_H, IDEM)
   if not rec then
     return nil
   end
@@ -128,6 +161,7 @@ end
 -- waiter that left was given back). O(log r).
 local function idem_forget(key)
   IDEM_KEPT[key] = nil
+  IDEM_READ[key] = false
   redis.call('HDEL', IDEM_H, key)
   redis.call('ZREM', IDEM_AT, key)
 end
