@@ -21,7 +21,7 @@ use super::page::{KeyPageQuery, PageQuery, encode_cursor};
 use super::{ApiError, AppState};
 use crate::core::{
     Fingerprint, Issued, KeyLength, KeyView, KeyspaceSpec, Labels, MaxActivations, MaxFailures,
-    Name, Outcome, PoolKey, Reason, TokenState, TokenStatus, Ttl,
+    Name, Outcome, PoolKey, Reason, Timestamp, TokenState, TokenStatus, Ttl,
 };
 use crate::store::{Change, Effect, KeyspaceView, NewKeys, PoolInfo, PoolPatch, Recorded, Upsert};
 
@@ -188,24 +188,39 @@ impl From<crate::core::KeyState> for KeyState {
     }
 }
 
+// The body of every lease and release: its timestamps, labels and reason
+// are written straight from the key's own values as it is serialized,
+// not copied into strings first.
 /// The key object.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct KeyBody {
     key: String,
     state: KeyState,
-    created_at: String,
+    #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = String)]
+    created_at: Timestamp,
     /// When the key is purged unless kept alive; `null` in a pool with
     /// `keepalive_ttl_ms: 0`.
-    alive_until: Option<String>,
+    #[serde(serialize_with = "optional_rfc3339")]
+    #[schema(value_type = Option<String>)]
+    alive_until: Option<Timestamp>,
     lease_id: Option<u64>,
-    leased_until: Option<String>,
+    #[serde(serialize_with = "optional_rfc3339")]
+    #[schema(value_type = Option<String>)]
+    leased_until: Option<Timestamp>,
     /// Labels given when the key was added; `{}` if none.
-    labels: std::collections::BTreeMap<String, String>,
+    #[serde(serialize_with = "label_map")]
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
+    labels: Labels,
     /// When a `cooling` or `quarantined` key becomes `free` by itself;
     /// else `null`.
-    available_at: Option<String>,
+    #[serde(serialize_with = "optional_rfc3339")]
+    #[schema(value_type = Option<String>)]
+    available_at: Option<Timestamp>,
     /// Why the key is cooling, quarantined or disabled; else `null`.
-    reason: Option<String>,
+    #[serde(serialize_with = "optional_reason")]
+    #[schema(value_type = Option<String>)]
+    reason: Option<Reason>,
     /// Consecutive `failed` outcomes.
     failures: u32,
 }
@@ -214,20 +229,40 @@ impl From<KeyView> for KeyBody {
     fn from(k: KeyView) -> Self {
         Self {
             state: k.state.into(),
-            created_at: k.created_at.to_string(),
-            alive_until: k.alive_deadline().map(|t| t.to_string()),
+            created_at: k.created_at,
+            alive_until: k.alive_deadline(),
             lease_id: k.lease.map(|l| l.id),
-            leased_until: k.lease.map(|l| l.until.to_string()),
-            labels: k
-                .labels
-                .iter()
-                .map(|(n, v)| (n.to_owned(), v.to_owned()))
-                .collect(),
-            available_at: k.available_at.map(|t| t.to_string()),
-            reason: k.reason.map(|r| r.as_str().to_owned()),
+            leased_until: k.lease.map(|l| l.until),
+            available_at: k.available_at,
             failures: k.failures,
             key: k.key,
+            labels: k.labels,
+            reason: k.reason,
         }
+    }
+}
+
+/// A timestamp as its RFC 3339 text (`Timestamp`'s `Display`).
+fn rfc3339<S: serde::Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(t)
+}
+
+fn optional_rfc3339<S: serde::Serializer>(t: &Option<Timestamp>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.collect_str(t),
+        None => s.serialize_none(),
+    }
+}
+
+/// The labels as a JSON object, in name order.
+fn label_map<S: serde::Serializer>(labels: &Labels, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(labels.iter())
+}
+
+fn optional_reason<S: serde::Serializer>(r: &Option<Reason>, s: S) -> Result<S::Ok, S::Error> {
+    match r {
+        Some(r) => s.serialize_str(r.as_str()),
+        None => s.serialize_none(),
     }
 }
 
