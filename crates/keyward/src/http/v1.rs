@@ -249,7 +249,7 @@ fn rfc3339<S: serde::Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error>
 
 fn optional_rfc3339<S: serde::Serializer>(t: &Option<Timestamp>, s: S) -> Result<S::Ok, S::Error> {
     match t {
-        Some(t) => s.collect_str(t),
+        Some(t) => rfc3339(t, s),
         None => s.serialize_none(),
     }
 }

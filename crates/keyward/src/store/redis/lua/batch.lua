@@ -27,7 +27,6 @@ local replies = {}
 for o = OP_FIRST, #ARGV, OP_WIDTH do
   read_op(o)
   IDEM = ARG.idem_key ~= '' and ARG.idem_key or nil
-  IDEM_NOW = NOW
   local reply = idem_replay()
   if not reply then
     reply = idem_record(OPS[ARG.op]())

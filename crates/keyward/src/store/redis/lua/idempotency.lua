@@ -84,19 +84,16 @@ local function idem_replay()
   end
   idem_sweep()
   local kept = IDEM_KEPT[IDEM]
-  local rec
-  if kept then
-    rec = kept[1]
-  else
+  local rec = kept and kept[1]
+  if not kept then
+    -- Stored before this call: read ahead by the batch, else read now.
     rec = IDEM_READ[IDEM]
     if rec == nil then
       rec = redis.call('HGET', IDEM_H, IDEM)
     end
-  end
-  if not rec then
-    return nil
-  end
-  if not kept then
+    if not rec then
+      return nil
+    end
     -- Past its end but not popped yet (a call pops at most IDEM_POP):
     -- gone all the same, and the request runs anew.
     local ends = redis.call('ZSCORE', IDEM_AT, IDEM)
